@@ -1,0 +1,150 @@
+"""The application factory."""
+
+from __future__ import annotations
+
+from flask import Flask, g
+from flask_login import current_user
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from config import Config, config_from_env
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the app: config, extensions, blueprints, CLI and error pages."""
+    config = config or config_from_env()
+    app = Flask(__name__, instance_path=_instance_path())
+    app.config.from_object(config)
+    app.config["ENV_NAME"] = config.ENV_NAME
+    if app.config["BEHIND_PROXY"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
+    register_extensions(app)
+    register_request_hooks(app)
+    register_blueprints(app)
+    register_error_pages(app)
+    register_cli(app)
+    return app
+
+
+def _instance_path() -> str:
+    from config import INSTANCE_DIR
+
+    return str(INSTANCE_DIR)
+
+
+def register_extensions(app: Flask) -> None:
+    """Bind the unbound extensions and the project's own mechanisms to this app."""
+    from app import jobs, tenancy
+    from app.extensions import csrf, db, limiter, login_manager, migrate
+    from app.logging_setup import configure_logging
+    from app.mail.backends import init_backend
+    from app.security import add_security_headers
+    from app.sessions import DatabaseSessionInterface
+
+    configure_logging(app)
+    db.init_app(app)
+    _tune_sqlite(app)
+    migrate.init_app(app, db, render_as_batch=True)
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    login_manager.session_protection = None  # sessions are server-side and revocable
+    login_manager.login_view = "auth.sign_in"
+    login_manager.login_message = None
+    app.session_interface = DatabaseSessionInterface()
+    tenancy.install()
+    jobs.install(app)
+    init_backend(app)
+    add_security_headers(app)
+
+    @login_manager.user_loader
+    def load_user(user_id: str):
+        from app.models import User
+
+        user = db.session.get(User, int(user_id))
+        return user if user is not None and user.active else None
+
+
+def _tune_sqlite(app: Flask) -> None:
+    """SQLite: enforce foreign keys, and let readers run while one connection writes."""
+    if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
+        return
+    from sqlalchemy import event
+
+    from app.extensions import db
+
+    with app.app_context():
+
+        @event.listens_for(db.engine, "connect")
+        def _pragmas(dbapi_connection, _record):
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=15000")
+            cursor.close()
+
+
+def register_request_hooks(app: Flask) -> None:
+    """Load the member and school for each request, then check the view's declared access."""
+    from app import permissions
+    from app.auth.services import load_request_membership
+
+    app.before_request(load_request_membership)
+    app.before_request(permissions.enforce_access)
+
+    @app.context_processor
+    def _template_globals():
+        return {
+            "can": permissions.can,
+            "current_school": g.get("school"),
+            "current_membership": g.get("membership"),
+            "my_memberships": g.get("memberships", []),
+            "current_user": current_user,
+            "env_name": app.config["ENV_NAME"],
+        }
+
+
+def register_blueprints(app: Flask) -> None:
+    """Each feature package brings one blueprint."""
+    from app import permissions
+    from app.auth.routes import bp as auth_bp
+    from app.classes.routes import bp as classes_bp
+    from app.dev.routes import bp as dev_bp
+    from app.main.routes import bp as main_bp
+    from app.members.routes import bp as members_bp
+
+    app.register_blueprint(main_bp)
+    app.register_blueprint(auth_bp)
+    app.register_blueprint(classes_bp)
+    app.register_blueprint(members_bp)
+    app.register_blueprint(dev_bp)
+    # Flask's own static route is public: it serves only files under app/static.
+    permissions.public(app.view_functions["static"])
+
+
+def register_error_pages(app: Flask) -> None:
+    """Friendly pages for the errors a person can meet."""
+    from flask import render_template
+    from flask_wtf.csrf import CSRFError
+
+    from app.extensions import db
+    from app.security import handle_csrf_error
+
+    app.register_error_handler(CSRFError, handle_csrf_error)
+
+    def page(code: int):
+        def handler(error):
+            if code >= 500:
+                db.session.rollback()  # release locks before the session store writes
+            return render_template("errors/error.html", code=code), code
+
+        return handler
+
+    for code in (400, 403, 404, 405, 413, 429, 500):
+        app.register_error_handler(code, page(code))
+
+
+def register_cli(app: Flask) -> None:
+    """flask commands: create-school, seed-demo, jobs."""
+    from app.cli import register
+
+    register(app)

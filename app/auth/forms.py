@@ -1,0 +1,93 @@
+"""Forms of the auth blueprint: joining, signing in, passwords and email."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, EmailField, PasswordField, StringField
+from wtforms.validators import DataRequired, Email, EqualTo, InputRequired, Length
+
+EMAIL_CHECKS = [
+    DataRequired("Enter your email address."),
+    Email("Enter an email address like name@example.com."),
+    Length(max=254, message="An email address has at most 254 characters."),
+]
+
+
+class JoinForm(FlaskForm):
+    """Sign up with the school's invitation code."""
+
+    invite_code = StringField(
+        "Invitation code",
+        validators=[DataRequired("Enter the code your school gave you."), Length(max=40)],
+        description="Your school's office or class teacher gives you this code.",
+    )
+    name = StringField(
+        "Your name",
+        validators=[DataRequired("Enter your name."), Length(max=120, message="Use at most 120 characters.")],
+    )
+    email = EmailField("Email address", validators=EMAIL_CHECKS)
+    password = PasswordField(
+        "Choose a password",
+        validators=[InputRequired("Choose a password.")],
+        description="At least 12 characters. A few unrelated words work well.",
+    )
+    accept_policy = BooleanField(
+        "I have read the privacy policy and agree to it",
+        validators=[DataRequired("Please read and accept the privacy policy to join.")],
+    )
+
+
+class SignInForm(FlaskForm):
+    """Email and password."""
+
+    email = EmailField("Email address", validators=EMAIL_CHECKS)
+    password = PasswordField("Password", validators=[InputRequired("Enter your password.")])
+
+
+class ForgotPasswordForm(FlaskForm):
+    """Ask for a reset link."""
+
+    email = EmailField("Email address", validators=EMAIL_CHECKS)
+
+
+class NewPasswordForm(FlaskForm):
+    """Choose a new password after following a reset link."""
+
+    password = PasswordField("New password", validators=[InputRequired("Choose a new password.")])
+    confirm = PasswordField(
+        "Type it again",
+        validators=[
+            InputRequired("Type the new password again."),
+            EqualTo("password", "The two passwords differ."),
+        ],
+    )
+
+
+class ChangePasswordForm(NewPasswordForm):
+    """Change the password; the current one is asked again."""
+
+    current_password = PasswordField(
+        "Current password", validators=[InputRequired("Enter your current password.")]
+    )
+
+
+class ChangeEmailForm(FlaskForm):
+    """Change the email address; the current password is asked again."""
+
+    new_email = EmailField("New email address", validators=EMAIL_CHECKS)
+    current_password = PasswordField(
+        "Current password", validators=[InputRequired("Enter your current password.")]
+    )
+
+
+class JoinAnotherSchoolForm(FlaskForm):
+    """A signed-in person joins one more school."""
+
+    invite_code = StringField(
+        "Invitation code",
+        validators=[DataRequired("Enter the code the other school gave you."), Length(max=40)],
+    )
+
+
+class ConfirmForm(FlaskForm):
+    """A form with only its CSRF token: sign out, confirm an email change."""

@@ -1,0 +1,281 @@
+"""Auth blueprint: join, sign in and out, passwords, email, switching school."""
+
+from __future__ import annotations
+
+import hashlib
+
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask_login import current_user
+
+from app.auth import forms, passwords, services
+from app.extensions import db, limiter
+from app.htmx import redirect_after_post, render
+from app.permissions import public, signed_in
+from app.urls import safe_next
+
+bp = Blueprint("auth", __name__)
+
+
+def _sign_in_limit() -> str:
+    return current_app.config["RATELIMIT_SIGN_IN"]
+
+
+def _submitted_email_key() -> str:
+    """Rate-limit key per submitted address, hashed so Redis never holds an email."""
+    email = services.normalise_email(request.form.get("email", ""))
+    return "email:" + hashlib.sha256(email.encode()).hexdigest()[:32]
+
+
+@bp.route("/join", methods=["GET", "POST"])
+@public
+@limiter.limit(_sign_in_limit, methods=["POST"])
+def join():
+    """Sign up with a school's invitation code; the membership waits for approval."""
+    form = forms.JoinForm()
+    if request.method == "GET" and request.args.get("code"):
+        form.invite_code.data = request.args["code"][:40]
+    if form.validate_on_submit():
+        outcome = services.join_school(
+            code=form.invite_code.data,
+            name=form.name.data,
+            email=form.email.data,
+            password=form.password.data,
+        )
+        if outcome.user is not None:
+            db.session.commit()
+            services.sign_in(outcome.user)
+            return redirect_after_post(url_for("main.home"))
+        getattr(form, outcome.field).errors.append(outcome.error)
+    status = 400 if form.errors else 200
+    return render("auth/join.html", block="form", target="join-form", form=form, status=status)
+
+
+@bp.route("/pending")
+@signed_in
+def pending():
+    """What a person waiting for approval sees: the school's name and nothing of its directory."""
+    if g.membership is not None and g.membership.is_approved:
+        return redirect(url_for("main.home"))
+    return render_template("auth/pending.html", join_form=forms.JoinAnotherSchoolForm(prefix="js"))
+
+
+@bp.route("/sign-in", methods=["GET", "POST"])
+@public
+@limiter.limit(_sign_in_limit, methods=["POST"])
+@limiter.limit("30 per hour", methods=["POST"], key_func=_submitted_email_key)
+def sign_in():
+    """Email and password; the same answer whether or not the address has an account."""
+    if current_user.is_authenticated:
+        return redirect(url_for("main.home"))
+    form = forms.SignInForm()
+    if form.validate_on_submit():
+        user = services.authenticate(form.email.data, form.password.data)
+        if user is not None:
+            services.sign_in(user)
+            return redirect_after_post(safe_next(request.args.get("next")) or url_for("main.home"))
+        form.password.errors.append("That email and password don't match an account.")
+    demo = current_app.config["SHOW_DEMO_ACCOUNTS"] and _demo_accounts()
+    status = 400 if form.errors else 200
+    return render(
+        "auth/sign_in.html", block="form", target="sign-in-form", form=form, demo=demo, status=status
+    )
+
+
+def _demo_accounts():
+    from app.demo import DEMO_ACCOUNTS, DEMO_PASSWORD
+
+    return {"accounts": DEMO_ACCOUNTS, "password": DEMO_PASSWORD}
+
+
+@bp.route("/sign-out", methods=["POST"])
+@public
+def sign_out():
+    """End the session (POST only, so a link or image cannot sign anyone out)."""
+    services.sign_out()
+    flash("You are signed out.", "info")
+    return redirect_after_post(url_for("auth.sign_in"))
+
+
+@bp.route("/password/forgot", methods=["GET", "POST"])
+@public
+@limiter.limit(_sign_in_limit, methods=["POST"])
+def forgot_password():
+    """Ask for a reset link; the answer never says whether the address has an account."""
+    form = forms.ForgotPasswordForm()
+    if form.validate_on_submit():
+        services.send_password_reset(form.email.data)
+        db.session.commit()
+        return render_template("auth/reset_sent.html")
+    return render_template("auth/forgot.html", form=form), 400 if form.errors else 200
+
+
+@bp.route("/password/reset/<token>")
+@public
+def reset_link(token: str):
+    """The emailed link: keep the token server-side and move to an address without it."""
+    session["reset_token"] = token[:100]
+    return redirect(url_for("auth.reset_password"), code=303)
+
+
+@bp.route("/password/reset", methods=["GET", "POST"])
+@public
+@limiter.limit(_sign_in_limit, methods=["POST"])
+def reset_password():
+    """Choose a new password with the token the emailed link left in the session."""
+    from app.auth import tokens
+
+    raw = session.get("reset_token")
+    if tokens.find_usable(raw, "reset") is None:
+        return render_template("auth/reset_invalid.html"), 400
+    form = forms.NewPasswordForm()
+    if form.validate_on_submit():
+        problems = passwords.problems(form.password.data)
+        if problems:
+            form.password.errors.append(problems[0])
+        else:
+            services.reset_password(raw, form.password.data)
+            db.session.commit()
+            session.pop("reset_token", None)
+            flash("Your password is changed. Sign in with the new one.", "success")
+            return redirect_after_post(url_for("auth.sign_in"))
+    return render_template("auth/reset.html", form=form), 400 if form.errors else 200
+
+
+@bp.route("/account")
+@signed_in
+def account():
+    """The person's own account: password, email, schools."""
+    return render_template(
+        "auth/account.html",
+        password_form=forms.ChangePasswordForm(prefix="pw"),
+        email_form=forms.ChangeEmailForm(prefix="em"),
+        join_form=forms.JoinAnotherSchoolForm(prefix="js"),
+    )
+
+
+@bp.route("/account/password", methods=["POST"])
+@signed_in
+@limiter.limit(_sign_in_limit)
+def change_password():
+    """Change the password after re-entering the current one; other sessions end."""
+    form = forms.ChangePasswordForm(prefix="pw")
+    if form.validate_on_submit():
+        if not passwords.verify_password(current_user.password_hash, form.current_password.data):
+            form.current_password.errors.append("That is not your current password.")
+        elif problems := passwords.problems(
+            form.password.data, email=current_user.email, name=current_user.name
+        ):
+            form.password.errors.append(problems[0])
+        else:
+            services.change_password(current_user, form.password.data)
+            db.session.commit()
+            flash("Password changed. You were signed out everywhere else.", "success")
+            return redirect_after_post(url_for("auth.account"))
+    return render(
+        "auth/account.html",
+        block="password_form",
+        target="password-section",
+        password_form=form,
+        email_form=forms.ChangeEmailForm(prefix="em"),
+        join_form=forms.JoinAnotherSchoolForm(prefix="js"),
+        status=400,
+    )
+
+
+@bp.route("/account/email", methods=["POST"])
+@signed_in
+@limiter.limit(_sign_in_limit)
+def change_email():
+    """Start an email change: re-enter the password, then confirm from the new address."""
+    form = forms.ChangeEmailForm(prefix="em")
+    if form.validate_on_submit():
+        if not passwords.verify_password(current_user.password_hash, form.current_password.data):
+            form.current_password.errors.append("That is not your current password.")
+        elif services.email_taken(form.new_email.data, by_other_than=current_user):
+            form.new_email.errors.append("Use a different address for this account.")
+        else:
+            services.start_email_change(current_user, form.new_email.data)
+            db.session.commit()
+            flash(
+                "We sent a confirmation link to your new address. Your old one stays until you use it.",
+                "success",
+            )
+            return redirect_after_post(url_for("auth.account"))
+    return render(
+        "auth/account.html",
+        block="email_form",
+        target="email-section",
+        password_form=forms.ChangePasswordForm(prefix="pw"),
+        email_form=form,
+        join_form=forms.JoinAnotherSchoolForm(prefix="js"),
+        status=400,
+    )
+
+
+@bp.route("/account/email/confirm/<token>")
+@public
+def email_link(token: str):
+    """The emailed confirmation link: keep the token server-side, show a button to confirm."""
+    session["email_token"] = token[:100]
+    return redirect(url_for("auth.confirm_email"), code=303)
+
+
+@bp.route("/account/email/confirm", methods=["GET", "POST"])
+@public
+def confirm_email():
+    """Confirm the new address with a button (mail scanners follow links; they don't press buttons)."""
+    form = forms.ConfirmForm()
+    if form.validate_on_submit():
+        user = services.confirm_email_change(session.pop("email_token", ""))
+        if user is None:
+            return render_template("auth/email_invalid.html"), 400
+        db.session.commit()
+        flash("Your email address is changed.", "success")
+        return redirect_after_post(
+            url_for("auth.account") if current_user.is_authenticated else url_for("auth.sign_in")
+        )
+    if not session.get("email_token"):
+        return render_template("auth/email_invalid.html"), 400
+    return render_template("auth/email_confirm.html", form=form)
+
+
+@bp.route("/schools/switch", methods=["POST"])
+@signed_in
+def switch_school():
+    """Make another of the person's schools the current one."""
+    try:
+        school_id = int(request.form.get("school_id", ""))
+    except ValueError:
+        school_id = -1
+    if not services.switch_school(school_id):
+        flash("You are not a member of that school.", "error")
+    return redirect_after_post(url_for("main.home"))
+
+
+@bp.route("/schools/join", methods=["POST"])
+@signed_in
+@limiter.limit(_sign_in_limit)
+def join_another_school():
+    """A signed-in person asks to join one more school with its code."""
+    form = forms.JoinAnotherSchoolForm(prefix="js")
+    if form.validate_on_submit():
+        school = services.school_by_code(form.invite_code.data)
+        if school is None:
+            form.invite_code.errors.append("We don't recognise this code. Check it with your school.")
+        else:
+            outcome = services.add_membership(current_user, school)
+            if outcome.user is not None:
+                db.session.commit()
+                session["school_id"] = school.id
+                flash("Your request to join is with the school.", "success")
+                return redirect_after_post(url_for("main.home"))
+            form.invite_code.errors.append(outcome.error)
+    return render(
+        "auth/account.html",
+        block="join_form",
+        target="join-school-section",
+        password_form=forms.ChangePasswordForm(prefix="pw"),
+        email_form=forms.ChangeEmailForm(prefix="em"),
+        join_form=form,
+        status=400,
+    )

@@ -1,0 +1,257 @@
+"""Accounts: joining, signing in, passwords, email changes and the current school.
+
+Services flush and never commit; the route commits once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app, g, request, session, url_for
+from flask_login import current_user, login_user, logout_user
+from sqlalchemy import func, select
+from sqlalchemy.orm import joinedload, selectinload
+
+from app import sessions, tenancy
+from app.auth import passwords, tokens
+from app.extensions import db
+from app.mail import queue_email
+from app.models import Membership, MembershipStatus, Role, School, User
+from app.models.base import utcnow
+from app.permissions import effective_permissions
+
+LIVE_STATUSES = (MembershipStatus.PENDING, MembershipStatus.APPROVED)
+
+
+def normalise_email(email: str) -> str:
+    """Compare addresses case-insensitively and without stray spaces."""
+    return email.strip().lower()
+
+
+def normalise_code(code: str) -> str:
+    """Invitation codes are typed by hand: ignore case and surrounding spaces."""
+    return code.strip().upper()
+
+
+def find_user(email: str) -> User | None:
+    """The account with this email, or None."""
+    return db.session.scalar(select(User).where(User.email == normalise_email(email)))
+
+
+def school_by_code(code: str) -> School | None:
+    """The school whose invitation code this is (None if unknown or switched off)."""
+    if not code.strip():
+        return None
+    return db.session.scalar(select(School).where(School.invite_code == normalise_code(code)))
+
+
+def load_request_membership() -> None:
+    """before_request: find the signed-in person's school and bind it for the request."""
+    g.memberships, g.membership, g.school = [], None, None
+    if request.endpoint == "static" or not current_user.is_authenticated:
+        return
+    g.memberships = tenancy.memberships_of(current_user.id, LIVE_STATUSES)
+    chosen = _choose(g.memberships, session.get("school_id"))
+    if chosen is None:
+        return
+    g.membership, g.school = chosen, chosen.school
+    if session.get("school_id") != chosen.school_id:
+        session["school_id"] = chosen.school_id
+    if chosen.is_approved:
+        tenancy.bind_request(chosen.school_id)
+
+
+def _choose(memberships: list[Membership], wanted: int | None) -> Membership | None:
+    for membership in memberships:
+        if membership.school_id == wanted:
+            return membership
+    approved = [m for m in memberships if m.is_approved]
+    return (approved or memberships or [None])[0]
+
+
+@dataclass
+class JoinOutcome:
+    """What joining did: the account to sign in, or an error for a field."""
+
+    user: User | None = None
+    field: str | None = None
+    error: str | None = None
+
+
+def join_school(*, code: str, name: str, email: str, password: str) -> JoinOutcome:
+    """Create (or reuse) an account and a pending membership in the code's school."""
+    school = school_by_code(code)
+    if school is None:
+        return JoinOutcome(
+            field="invite_code", error="We don't recognise this code. Check it with your school."
+        )
+    user = find_user(email)
+    if user is not None:
+        if not passwords.verify_password(user.password_hash, password) or not user.active:
+            return JoinOutcome(
+                field="email",
+                error=(
+                    "You may already have an account. Sign in, then join this school from your account page."
+                ),
+            )
+    else:
+        problems = passwords.problems(password, email=email, name=name)
+        if problems:
+            return JoinOutcome(field="password", error=problems[0])
+        user = User(
+            email=normalise_email(email), name=name.strip(), password_hash=passwords.hash_password(password)
+        )
+        db.session.add(user)
+        db.session.flush()
+    return add_membership(user, school)
+
+
+def add_membership(user: User, school: School) -> JoinOutcome:
+    """Ask to join ``school``; an earlier refusal or deactivation cannot be undone from here."""
+    with tenancy.bound(school.id):
+        existing = db.session.scalar(select(Membership).where(Membership.user_id == user.id))
+        if existing is not None and existing.status not in LIVE_STATUSES:
+            return JoinOutcome(
+                field="invite_code",
+                error="This school has closed your earlier request. Please contact the school office.",
+            )
+        if existing is None:
+            db.session.add(Membership(school_id=school.id, user_id=user.id, role=Role.PARENT))
+            db.session.flush()
+            notify_approvers(school, user)
+    return JoinOutcome(user=user)
+
+
+def approvers(school: School) -> list[User]:
+    """Approved members of ``school`` whose permissions include approving newcomers."""
+    with tenancy.bound(school.id):
+        members = db.session.scalars(
+            select(Membership)
+            .options(joinedload(Membership.user), selectinload(Membership.permission_changes))
+            .where(Membership.status == MembershipStatus.APPROVED)
+        ).all()
+        return [m.user for m in members if "members.approve" in effective_permissions(m)]
+
+
+def notify_approvers(school: School, newcomer: User) -> None:
+    """Tell the people who approve that someone is waiting (administrative mail)."""
+    recipients = approvers(school)
+    if recipients:
+        queue_email(
+            "approval_needed",
+            recipients,
+            school_id=school.id,
+            school_name=school.name,
+            queue_url=url_for("members.pending", _external=True),
+        )
+
+
+def sign_in(user: User) -> None:
+    """Start a fresh session for ``user`` (a new id, so a planted one is worthless)."""
+    session.clear()
+    login_user(user)
+    session.regenerate()
+    approved = [m for m in tenancy.memberships_of(user.id, LIVE_STATUSES) if m.is_approved]
+    if approved:
+        session["school_id"] = approved[0].school_id
+
+
+def sign_out() -> None:
+    """End this session and forget everything it held."""
+    logout_user()
+    session.clear()
+
+
+def authenticate(email: str, password: str) -> User | None:
+    """The active account these credentials open, or None (same answer and time for every failure)."""
+    user = find_user(email)
+    if not passwords.verify_password(user.password_hash if user else None, password):
+        return None
+    return user if user.active else None
+
+
+def change_password(user: User, new_password: str) -> None:
+    """Set a new password and end every other session of this person."""
+    user.password_hash = passwords.hash_password(new_password)
+    user.password_changed_at = utcnow()
+    sessions.end_sessions(user.id, keep_session_id=session.session_id)
+    session.regenerate()
+
+
+def send_password_reset(email: str) -> None:
+    """Email a reset link if the address belongs to an active account; silent otherwise."""
+    user = find_user(email)
+    if user is None or not user.active:
+        return
+    hours = current_app.config["PASSWORD_RESET_HOURS"]
+    raw = tokens.issue(user, "reset", hours=hours)
+    queue_email(
+        "password_reset",
+        [user],
+        sensitive=True,
+        name=user.name,
+        hours=hours,
+        link=url_for("auth.reset_link", token=raw, _external=True),
+    )
+
+
+def reset_password(raw_token: str, new_password: str) -> User | None:
+    """Use a reset token: new password, every session ended. None if the token is not usable."""
+    token = tokens.find_usable(raw_token, "reset")
+    if token is None:
+        return None
+    user = db.session.get(User, token.user_id)
+    tokens.spend(token)
+    user.password_hash = passwords.hash_password(new_password)
+    user.password_changed_at = utcnow()
+    sessions.end_sessions(user.id)
+    return user
+
+
+def email_taken(email: str, *, by_other_than: User) -> bool:
+    """Is this address already another account's?"""
+    found = find_user(email)
+    return found is not None and found.id != by_other_than.id
+
+
+def start_email_change(user: User, new_email: str) -> None:
+    """Send a confirmation link to the new address; the old one is told, and stays until confirmed."""
+    hours = current_app.config["EMAIL_CHANGE_HOURS"]
+    raw = tokens.issue(user, "email", hours=hours, payload={"email": normalise_email(new_email)})
+    queue_email(
+        "email_change_confirm",
+        [user],
+        to_email=normalise_email(new_email),
+        sensitive=True,
+        name=user.name,
+        hours=hours,
+        link=url_for("auth.email_link", token=raw, _external=True),
+    )
+    queue_email("email_change_notice", [user], name=user.name)
+
+
+def confirm_email_change(raw_token: str) -> User | None:
+    """Make the confirmed address the account's. None if the token is unusable or the address taken."""
+    token = tokens.find_usable(raw_token, "email")
+    if token is None:
+        return None
+    user = db.session.get(User, token.user_id)
+    new_email = token.payload.get("email", "")
+    if not new_email or email_taken(new_email, by_other_than=user):
+        return None
+    tokens.spend(token)
+    user.email = new_email
+    return user
+
+
+def switch_school(school_id: int) -> bool:
+    """Make another of the person's schools the current one."""
+    if any(m.school_id == school_id for m in g.memberships):
+        session["school_id"] = school_id
+        return True
+    return False
+
+
+def count_users() -> int:
+    """How many accounts exist (the demo seeds itself into an empty database)."""
+    return db.session.scalar(select(func.count(User.id))) or 0

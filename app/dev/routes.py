@@ -1,0 +1,36 @@
+"""Development mailbox: the mail the app would have sent, for admins in development mode only."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, current_app, render_template
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import DevMail
+from app.permissions import requires
+
+bp = Blueprint("dev", __name__, url_prefix="/dev")
+
+
+@bp.before_request
+def _development_only():
+    if not current_app.config.get("DEV_MAILBOX"):
+        abort(404)
+
+
+@bp.route("/mailbox")
+@requires("settings.view")
+def mailbox():
+    """The newest caught emails."""
+    mails = db.session.scalars(select(DevMail).order_by(DevMail.id.desc()).limit(100)).all()
+    return render_template("dev/mailbox.html", mails=mails)
+
+
+@bp.route("/mailbox/<int:mail_id>")
+@requires("settings.view")
+def mail(mail_id: int):
+    """One caught email, as text (the HTML part is shown escaped, never rendered)."""
+    found = db.session.get(DevMail, mail_id)
+    if found is None:
+        abort(404)
+    return render_template("dev/mail.html", mail=found)

@@ -1,0 +1,48 @@
+"""One template, two renderings: the whole page, or the block an htmx request targeted."""
+
+from __future__ import annotations
+
+from flask import current_app, get_flashed_messages, make_response, render_template, request
+
+
+def wants_fragment(target: str) -> bool:
+    """True for an htmx request aimed at element ``#target`` (not a boosted page or history restore)."""
+    headers = request.headers
+    return (
+        headers.get("HX-Request") == "true"
+        and headers.get("HX-Target") == target
+        and headers.get("HX-Boosted") != "true"
+        and headers.get("HX-History-Restore-Request") != "true"
+    )
+
+
+def render_block(template_name: str, block_name: str, **context) -> str:
+    """Render one named block of a template with the usual template context."""
+    current_app.update_template_context(context)
+    template = current_app.jinja_env.get_template(template_name)
+    return "".join(template.blocks[block_name](template.new_context(context)))
+
+
+def render(template_name: str, *, block: str, target: str, status: int = 200, **context):
+    """The page, or only ``block`` (plus flashes, out of band) when htmx targets ``#target``."""
+    if wants_fragment(target):
+        body = render_block(template_name, block, **context)
+        flashes = get_flashed_messages(with_categories=True)
+        if flashes:
+            body += render_template("macros/_flashes_oob.html", flashes=flashes)
+        response = make_response(body, status)
+    else:
+        response = make_response(render_template(template_name, **context), status)
+    response.vary.update(["HX-Request", "HX-Target"])
+    return response
+
+
+def redirect_after_post(location: str):
+    """303 for a plain form; an HX-Redirect for htmx, so the browser does a full navigation."""
+    if request.headers.get("HX-Request") == "true":
+        response = make_response("", 204)
+        response.headers["HX-Redirect"] = location
+        return response
+    response = make_response("", 303)
+    response.headers["Location"] = location
+    return response

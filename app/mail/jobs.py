@@ -1,0 +1,149 @@
+"""Jobs that send the outbox, and the sweeper that finds work a lost job left behind."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import or_, select, update
+
+from app import jobs, sessions
+from app.extensions import db
+from app.mail.backends import Envelope, backend
+from app.models import DeliveryStatus, MailDelivery, MailMessage, User
+from app.models.base import utcnow
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+BATCH = 100
+SETTLED = (DeliveryStatus.SENT, DeliveryStatus.SKIPPED, DeliveryStatus.FAILED)
+
+
+@jobs.job
+def send_message(message_id: int) -> dict:
+    """Send every pending delivery of one message, each at most once."""
+    message = db.session.get(MailMessage, message_id)
+    if message is None:
+        return {"sent": 0}
+    counts = {"sent": 0, "skipped": 0, "failed": 0}
+    while claimed := _claim(message_id):
+        for delivery in claimed:
+            counts[_deliver(message, delivery)] += 1
+        db.session.commit()
+    _erase_sensitive_bodies(message)
+    db.session.commit()
+    log.info("message %s: %s", message_id, counts)
+    return counts
+
+
+def _claim(message_id: int) -> list[MailDelivery]:
+    """Mark a batch of pending deliveries as sending, so two workers never take the same one."""
+    ids = list(
+        db.session.scalars(
+            select(MailDelivery.id)
+            .where(
+                MailDelivery.message_id == message_id,
+                MailDelivery.status == DeliveryStatus.PENDING,
+            )
+            .order_by(MailDelivery.id)
+            .limit(BATCH)
+        )
+    )
+    if not ids:
+        return []
+    db.session.execute(
+        update(MailDelivery)
+        .where(MailDelivery.id.in_(ids), MailDelivery.status == DeliveryStatus.PENDING)
+        .values(status=DeliveryStatus.SENDING, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    return list(
+        db.session.scalars(
+            select(MailDelivery).where(
+                MailDelivery.id.in_(ids), MailDelivery.status == DeliveryStatus.SENDING
+            )
+        )
+    )
+
+
+def _deliver(message: MailMessage, delivery: MailDelivery) -> str:
+    """Re-check the recipient at send time, then send; record the outcome on the row."""
+    delivery.attempts += 1
+    delivery.updated_at = utcnow()
+    reason = _skip_reason(delivery)
+    if reason:
+        delivery.status, delivery.last_error = DeliveryStatus.SKIPPED, reason
+        return "skipped"
+    envelope = Envelope(
+        to=delivery.to_email,
+        subject=message.subject,
+        text=message.text_body or "",
+        html=message.html_body,
+        sender=current_app.config["MAIL_FROM"],
+        headers={"X-Category": message.category.value},
+    )
+    result = backend().send([envelope])[0]
+    if result.ok:
+        delivery.status, delivery.provider_id, delivery.sent_at = (
+            DeliveryStatus.SENT,
+            result.provider_id,
+            utcnow(),
+        )
+        return "sent"
+    delivery.last_error = (result.error or "unknown error")[:500]
+    delivery.status = DeliveryStatus.FAILED if delivery.attempts >= MAX_ATTEMPTS else DeliveryStatus.PENDING
+    return "failed"
+
+
+def _skip_reason(delivery: MailDelivery) -> str | None:
+    """Deactivated accounts get nothing, administrative mail included (P11)."""
+    if delivery.user_id is None:
+        return None
+    user = db.session.get(User, delivery.user_id)
+    if user is None or not user.active:
+        return "account deactivated"
+    return None
+
+
+def _erase_sensitive_bodies(message: MailMessage) -> None:
+    """A reset link in a stored body is a key under the mat: drop it once all are settled."""
+    if not message.sensitive or message.text_body is None:
+        return
+    unsettled = db.session.scalar(
+        select(MailDelivery.id)
+        .where(MailDelivery.message_id == message.id, MailDelivery.status.not_in(SETTLED))
+        .limit(1)
+    )
+    if unsettled is None:
+        message.text_body = message.html_body = None
+
+
+@jobs.job
+def sweep() -> dict:
+    """Re-enqueue messages whose deliveries sat pending (or stuck sending) too long."""
+    stale = utcnow() - current_app.config["SWEEP_PENDING_AFTER"]
+    stuck_sending = utcnow() - timedelta(minutes=15)
+    db.session.execute(
+        update(MailDelivery)
+        .where(MailDelivery.status == DeliveryStatus.SENDING, MailDelivery.updated_at < stuck_sending)
+        .values(status=DeliveryStatus.PENDING, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    message_ids = list(
+        db.session.scalars(
+            select(MailDelivery.message_id)
+            .where(
+                MailDelivery.status == DeliveryStatus.PENDING,
+                or_(MailDelivery.updated_at < stale, MailDelivery.attempts > 0),
+            )
+            .distinct()
+        )
+    )
+    for message_id in message_ids:
+        jobs.enqueue(send_message, message_id, queue="mail")
+    pruned = sessions.prune_expired()
+    db.session.commit()
+    return {"messages": len(message_ids), "sessions_pruned": pruned}

@@ -1,0 +1,55 @@
+"""Writing email to the outbox: rendered now, in the caller's transaction, sent by a job."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flask import current_app, render_template
+
+from app import jobs
+from app.extensions import db
+from app.models import Category, MailDelivery, MailMessage, User
+
+
+def render_email(template: str, **context) -> tuple[str, str, str]:
+    """Subject, text and HTML of ``templates/email/<template>.{subject,txt,html}``."""
+    context.setdefault("product_name", current_app.config.get("PRODUCT_NAME", "Join Our Class"))
+    subject = render_template(f"email/{template}.subject.txt", **context).strip()
+    text = render_template(f"email/{template}.txt", **context)
+    html = render_template(f"email/{template}.html", **context)
+    return subject, text, html
+
+
+def queue_email(
+    template: str,
+    recipients: Iterable[User],
+    *,
+    category: Category = Category.ADMINISTRATIVE,
+    school_id: int | None = None,
+    sensitive: bool = False,
+    to_email: str | None = None,
+    **context,
+) -> MailMessage:
+    """Write one message and a delivery per recipient; a job sends them after commit.
+
+    ``to_email`` overrides the address for a single recipient (an email change is
+    confirmed at the new address before it becomes the account's).
+    """
+    subject, text, html = render_email(template, **context)
+    message = MailMessage(
+        school_id=school_id,
+        category=category,
+        template=template,
+        subject=subject,
+        text_body=text,
+        html_body=html,
+        sensitive=sensitive,
+    )
+    db.session.add(message)
+    for user in recipients:
+        db.session.add(MailDelivery(message=message, user_id=user.id, to_email=to_email or user.email))
+    db.session.flush()
+    from app.mail.jobs import send_message
+
+    jobs.enqueue(send_message, message.id, queue="mail")
+    return message

@@ -1,0 +1,53 @@
+"""Main blueprint: the home page, health check and public information pages."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, g, jsonify, redirect, render_template, url_for
+from flask_login import current_user
+from sqlalchemy import text
+
+from app.classes.services import classes_of_member
+from app.extensions import db
+from app.permissions import public
+
+bp = Blueprint("main", __name__)
+
+
+@bp.route("/")
+@public
+def home():
+    """Signed-in members see their school; others see what the service is."""
+    if not current_user.is_authenticated:
+        return render_template("main/landing.html")
+    if g.membership is None or not g.membership.is_approved:
+        return redirect(url_for("auth.pending"))
+    return render_template("main/home.html", my_classes=classes_of_member(g.membership))
+
+
+@bp.route("/health")
+@public
+def health():
+    """For the platform's health check: the database answers, and Redis when configured."""
+    checks = {"database": _check(lambda: db.session.execute(text("SELECT 1")))}
+    if current_app.config.get("REDIS_URL"):
+        from app.jobs import redis_connection
+
+        checks["redis"] = _check(lambda: redis_connection().ping())
+    healthy = all(v == "ok" for v in checks.values())
+    return jsonify(status="ok" if healthy else "unavailable", checks=checks), 200 if healthy else 503
+
+
+def _check(probe) -> str:
+    try:
+        probe()
+        return "ok"
+    except Exception:  # any failure means unhealthy; the log says which
+        current_app.logger.exception("health check failed")
+        return "failing"
+
+
+@bp.route("/privacy")
+@public
+def privacy():
+    """The privacy policy in force (the operator publishes theirs; we ship a short placeholder)."""
+    return render_template("main/privacy.html")

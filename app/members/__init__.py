@@ -1,0 +1,1 @@
+"""The members feature package."""

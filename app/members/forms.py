@@ -1,0 +1,21 @@
+"""Forms for deciding on people who asked to join."""
+
+from flask_wtf import FlaskForm
+from wtforms import TextAreaField
+from wtforms.validators import DataRequired, Length
+
+
+class ApproveForm(FlaskForm):
+    """Approve: nothing to fill in but the CSRF token."""
+
+
+class RejectForm(FlaskForm):
+    """Reject with a reason the person will read."""
+
+    reason = TextAreaField(
+        "Reason (sent to the person)",
+        validators=[
+            DataRequired("Say briefly why, so the person knows what to do next."),
+            Length(max=500, message="Use at most 500 characters."),
+        ],
+    )

@@ -1,0 +1,73 @@
+"""Members blueprint: the approval queue, approve and reject in place with htmx."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, render_template, url_for
+
+from app.extensions import db
+from app.htmx import redirect_after_post, render, wants_fragment
+from app.members import forms, services
+from app.permissions import requires
+
+bp = Blueprint("members", __name__, url_prefix="/members")
+
+
+@bp.route("/pending")
+@requires("members.approve")
+def pending():
+    """The queue of people waiting for approval."""
+    return render_template(
+        "members/pending.html",
+        pending=services.pending_memberships(),
+        approve_form=forms.ApproveForm(),
+        reject_form=forms.RejectForm(),
+    )
+
+
+def _pending_or_404(membership_id: int):
+    membership = services.get_pending(membership_id)
+    if membership is None:
+        abort(404)
+    return membership
+
+
+@bp.route("/<int:membership_id>/approve", methods=["POST"])
+@requires("members.approve")
+def approve(membership_id: int):
+    """Approve one person; htmx swaps their row for a confirmation."""
+    membership = _pending_or_404(membership_id)
+    if not forms.ApproveForm().validate_on_submit():
+        abort(400)
+    services.approve(membership)
+    db.session.commit()
+    return _decided(membership, "approved")
+
+
+@bp.route("/<int:membership_id>/reject", methods=["POST"])
+@requires("members.approve")
+def reject(membership_id: int):
+    """Reject one person with a reason; the row re-renders with errors if the reason is missing."""
+    membership = _pending_or_404(membership_id)
+    form = forms.RejectForm()
+    if not form.validate_on_submit():
+        return render(
+            "members/pending.html",
+            block="row",
+            target=f"pending-{membership.id}",
+            pending=[membership],
+            membership=membership,
+            approve_form=forms.ApproveForm(),
+            reject_form=form,
+            status=400,
+        )
+    services.reject(membership, form.reason.data)
+    db.session.commit()
+    return _decided(membership, "rejected")
+
+
+def _decided(membership, outcome: str):
+    """The decided row for htmx, or back to the queue for a plain form."""
+    if wants_fragment(f"pending-{membership.id}"):
+        return render_template("members/partials/_decided.html", membership=membership, outcome=outcome)
+    flash(f"Request {outcome}.", "success")
+    return redirect_after_post(url_for("members.pending"))

@@ -1,0 +1,65 @@
+"""Approving and rejecting people who asked to join the current school."""
+
+from __future__ import annotations
+
+from flask import g, url_for
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload
+
+from app.extensions import db
+from app.mail import queue_email
+from app.models import Membership, MembershipStatus
+from app.models.base import utcnow
+
+
+def pending_memberships() -> list[Membership]:
+    """People waiting for approval in the current school, oldest first."""
+    query = (
+        select(Membership)
+        .options(joinedload(Membership.user))
+        .where(Membership.status == MembershipStatus.PENDING)
+        .order_by(Membership.created_at)
+    )
+    return list(db.session.scalars(query))
+
+
+def get_pending(membership_id: int) -> Membership | None:
+    """A pending membership of the current school (None for any other id)."""
+    return db.session.scalar(
+        select(Membership).where(
+            Membership.id == membership_id, Membership.status == MembershipStatus.PENDING
+        )
+    )
+
+
+def approve(membership: Membership) -> None:
+    """Let the person in, and tell them by email."""
+    _decide(membership, MembershipStatus.APPROVED, None)
+    queue_email(
+        "membership_approved",
+        [membership.user],
+        school_id=membership.school_id,
+        name=membership.user.name,
+        school_name=g.school.name,
+        link=url_for("auth.sign_in", _external=True),
+    )
+
+
+def reject(membership: Membership, reason: str) -> None:
+    """Turn the request down with a reason the person is told."""
+    _decide(membership, MembershipStatus.REJECTED, reason.strip())
+    queue_email(
+        "membership_rejected",
+        [membership.user],
+        school_id=membership.school_id,
+        name=membership.user.name,
+        school_name=g.school.name,
+        reason=reason.strip(),
+    )
+
+
+def _decide(membership: Membership, status: MembershipStatus, reason: str | None) -> None:
+    membership.status = status
+    membership.decided_at = utcnow()
+    membership.decided_by_id = g.membership.user_id
+    membership.decision_reason = reason

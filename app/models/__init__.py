@@ -1,0 +1,44 @@
+"""All models, imported here so Alembic and the app see one metadata."""
+
+from app.models.accounts import AccountToken, WebSession
+from app.models.directory import (
+    ClassHelper,
+    ClassRole,
+    Enrollment,
+    Family,
+    Guardian,
+    SchoolClass,
+    Student,
+)
+from app.models.messaging import Category, DeliveryStatus, DevMail, MailDelivery, MailMessage
+from app.models.people import (
+    Membership,
+    MembershipStatus,
+    PermissionChange,
+    Role,
+    School,
+    User,
+)
+
+__all__ = [
+    "AccountToken",
+    "Category",
+    "ClassHelper",
+    "ClassRole",
+    "DeliveryStatus",
+    "DevMail",
+    "Enrollment",
+    "Family",
+    "Guardian",
+    "MailDelivery",
+    "MailMessage",
+    "Membership",
+    "MembershipStatus",
+    "PermissionChange",
+    "Role",
+    "School",
+    "SchoolClass",
+    "Student",
+    "User",
+    "WebSession",
+]

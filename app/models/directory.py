@@ -1,0 +1,97 @@
+"""Classes, families and students: the school's directory."""
+
+from __future__ import annotations
+
+import enum
+
+from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+from app.models.base import SchoolScoped
+from app.models.people import Membership
+
+
+class ClassRole(enum.StrEnum):
+    """How a member serves a class."""
+
+    TEACHER = "teacher"
+    ROOM_PARENT = "room_parent"
+
+
+class SchoolClass(SchoolScoped, db.Model):
+    """A class (homeroom) in one school year."""
+
+    __tablename__ = "school_class"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+    grade: Mapped[str] = mapped_column(String(20))
+    school_year: Mapped[str] = mapped_column(String(20))
+
+    helpers: Mapped[list[ClassHelper]] = relationship(back_populates="school_class")
+    enrollments: Mapped[list[Enrollment]] = relationship(back_populates="school_class")
+
+
+class ClassHelper(SchoolScoped, db.Model):
+    """A teacher or room parent of a class."""
+
+    __table_args__ = (UniqueConstraint("class_id", "membership_id", "role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    class_id: Mapped[int] = mapped_column(ForeignKey("school_class.id", ondelete="CASCADE"))
+    membership_id: Mapped[int] = mapped_column(ForeignKey("membership.id", ondelete="CASCADE"))
+    role: Mapped[ClassRole] = mapped_column(
+        Enum(ClassRole, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e])
+    )
+
+    school_class: Mapped[SchoolClass] = relationship(back_populates="helpers")
+    membership: Mapped[Membership] = relationship()
+
+
+class Family(SchoolScoped, db.Model):
+    """A household: one or more guardians and one or more students."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120))
+
+    guardians: Mapped[list[Guardian]] = relationship(back_populates="family")
+    students: Mapped[list[Student]] = relationship(back_populates="family")
+
+
+class Guardian(SchoolScoped, db.Model):
+    """A member who is a parent or carer in a family."""
+
+    __table_args__ = (UniqueConstraint("family_id", "membership_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    family_id: Mapped[int] = mapped_column(ForeignKey("family.id", ondelete="CASCADE"), index=True)
+    membership_id: Mapped[int] = mapped_column(ForeignKey("membership.id", ondelete="CASCADE"), index=True)
+
+    family: Mapped[Family] = relationship(back_populates="guardians")
+    membership: Mapped[Membership] = relationship()
+
+
+class Student(SchoolScoped, db.Model):
+    """A child at the school."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    family_id: Mapped[int] = mapped_column(ForeignKey("family.id", ondelete="CASCADE"), index=True)
+    first_name: Mapped[str] = mapped_column(String(80))
+    last_name: Mapped[str] = mapped_column(String(80))
+
+    family: Mapped[Family] = relationship(back_populates="students")
+    enrollments: Mapped[list[Enrollment]] = relationship(back_populates="student")
+
+
+class Enrollment(SchoolScoped, db.Model):
+    """A student's place in a class."""
+
+    __table_args__ = (UniqueConstraint("student_id", "class_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("student.id", ondelete="CASCADE"))
+    class_id: Mapped[int] = mapped_column(ForeignKey("school_class.id", ondelete="CASCADE"), index=True)
+
+    student: Mapped[Student] = relationship(back_populates="enrollments")
+    school_class: Mapped[SchoolClass] = relationship(back_populates="enrollments")

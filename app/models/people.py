@@ -1,0 +1,118 @@
+"""Schools, accounts and memberships: who belongs where, in which role."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from flask_login import UserMixin
+from sqlalchemy import Boolean, Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.extensions import db
+from app.models.base import SchoolScoped, UTCDateTime, utcnow
+
+
+class Role(enum.StrEnum):
+    """A member's role in one school; each role carries default permissions."""
+
+    PARENT = "parent"
+    ROOM_PARENT = "room_parent"
+    STAFF = "staff"
+    ADMIN = "admin"
+    SUPERADMIN = "superadmin"
+
+    @property
+    def label(self) -> str:
+        return self.value.replace("_", " ").title()
+
+
+class MembershipStatus(enum.StrEnum):
+    """Where a membership stands: waiting for approval, approved, or switched off."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+    DEACTIVATED = "deactivated"
+
+
+class School(db.Model):
+    """A tenant: one school and its invitation code."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    slug: Mapped[str] = mapped_column(String(80), unique=True)
+    invite_code: Mapped[str | None] = mapped_column(String(40), unique=True)
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class User(UserMixin, db.Model):
+    """One person's account, shared by all the schools they belong to."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(120))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    memberships: Mapped[list[Membership]] = relationship(
+        back_populates="user", foreign_keys="Membership.user_id"
+    )
+
+    @property
+    def is_active(self) -> bool:
+        """Flask-Login refuses sign-in for deactivated accounts."""
+        return self.active
+
+
+class Membership(SchoolScoped, db.Model):
+    """A person's place in one school: role, approval status and permission changes."""
+
+    __table_args__ = (UniqueConstraint("school_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    role: Mapped[Role] = mapped_column(
+        Enum(Role, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e]),
+        default=Role.PARENT,
+    )
+    status: Mapped[MembershipStatus] = mapped_column(
+        Enum(
+            MembershipStatus,
+            native_enum=False,
+            length=20,
+            values_callable=lambda e: [m.value for m in e],
+        ),
+        default=MembershipStatus.PENDING,
+        index=True,
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    decision_reason: Mapped[str | None] = mapped_column(String(500))
+
+    user: Mapped[User] = relationship(back_populates="memberships", foreign_keys=[user_id])
+    school: Mapped[School] = relationship()
+    permission_changes: Mapped[list[PermissionChange]] = relationship(
+        back_populates="membership", cascade="all, delete-orphan"
+    )
+
+    @property
+    def is_approved(self) -> bool:
+        return self.status is MembershipStatus.APPROVED
+
+
+class PermissionChange(SchoolScoped, db.Model):
+    """A single permission granted to, or revoked from, one member on top of the role."""
+
+    __table_args__ = (UniqueConstraint("membership_id", "permission"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    membership_id: Mapped[int] = mapped_column(ForeignKey("membership.id", ondelete="CASCADE"))
+    permission: Mapped[str] = mapped_column(String(60))
+    granted: Mapped[bool] = mapped_column(Boolean)
+
+    membership: Mapped[Membership] = relationship(back_populates="permission_changes")

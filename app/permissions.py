@@ -1,0 +1,185 @@
+"""THE permission catalogue, role defaults, ``can()`` and the access a view declares.
+
+Every view says who may reach it with one decorator from here (``public``, ``signed_in``,
+``member`` or ``requires``); ``enforce_access`` checks it before the view runs, and a test
+walks the URL map to fail on any view that declares nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from flask import abort, current_app, g, redirect, request, url_for
+from flask_login import current_user
+
+from app.models import Role
+
+
+@dataclass(frozen=True)
+class Permission:
+    """One thing a member may be allowed to do."""
+
+    key: str
+    label: str
+    module: str
+
+
+def _module(name: str, *entries: tuple[str, str]) -> list[Permission]:
+    return [Permission(key, label, name) for key, label in entries]
+
+
+CATALOGUE: list[Permission] = [
+    *_module(
+        "Directory",
+        ("directory.view", "View the school directory"),
+        ("directory.view_all_contacts", "See every family's contact details"),
+        ("directory.export", "Print and export the directory"),
+    ),
+    *_module(
+        "Members",
+        ("members.approve", "Approve people who ask to join"),
+        ("members.manage", "Change roles and deactivate people"),
+        ("members.permissions", "Grant and revoke single permissions"),
+    ),
+    *_module(
+        "Classes",
+        ("classes.manage", "Create and edit classes and the staff directory"),
+        ("families.manage", "Add and edit any family"),
+        ("import.run", "Import families from a spreadsheet"),
+    ),
+    *_module(
+        "Events",
+        ("events.create", "Create Event"),
+        ("events.edit_own", "Edit Own Event"),
+        ("events.delete_own", "Delete Own Event"),
+        ("events.edit_any", "Edit Any Event"),
+        ("events.delete_any", "Delete Any Event"),
+    ),
+    *_module(
+        "Messages",
+        ("messages.class", "Email the families of their classes"),
+        ("messages.school", "Email the whole school"),
+        ("messages.newsletter", "Send newsletters"),
+    ),
+    *_module(
+        "Settings",
+        ("settings.view", "See the school's settings"),
+        ("settings.edit", "Change the school's settings"),
+        ("audit.view", "Read the audit log"),
+        ("support.grant", "Let platform support see the school's data"),
+        ("data.export", "Export the school's data"),
+    ),
+]
+
+BY_KEY: dict[str, Permission] = {p.key: p for p in CATALOGUE}
+
+_PARENT = {"directory.view"}
+_ROOM_PARENT = _PARENT | {"messages.class", "events.create", "events.edit_own", "events.delete_own"}
+_STAFF = _ROOM_PARENT | {
+    "directory.view_all_contacts",
+    "directory.export",
+    "members.approve",
+    "events.edit_any",
+    "events.delete_any",
+}
+_ADMIN = set(BY_KEY) - {"members.permissions"}
+
+ROLE_DEFAULTS: dict[Role, frozenset[str]] = {
+    Role.PARENT: frozenset(_PARENT),
+    Role.ROOM_PARENT: frozenset(_ROOM_PARENT),
+    Role.STAFF: frozenset(_STAFF),
+    Role.ADMIN: frozenset(_ADMIN),
+    Role.SUPERADMIN: frozenset(BY_KEY),
+}
+
+
+def modules() -> dict[str, list[Permission]]:
+    """The catalogue grouped by module, in catalogue order (for the settings page)."""
+    grouped: dict[str, list[Permission]] = {}
+    for permission in CATALOGUE:
+        grouped.setdefault(permission.module, []).append(permission)
+    return grouped
+
+
+def effective_permissions(membership) -> frozenset[str]:
+    """Role defaults, plus this member's grants, minus their revocations."""
+    if membership is None or not membership.is_approved:
+        return frozenset()
+    allowed = set(ROLE_DEFAULTS[membership.role])
+    for change in membership.permission_changes:
+        if change.granted:
+            allowed.add(change.permission)
+        else:
+            allowed.discard(change.permission)
+    return frozenset(allowed & set(BY_KEY))
+
+
+def can(permission: str) -> bool:
+    """May the current member do this in the current school?"""
+    if permission not in BY_KEY:
+        raise KeyError(f"{permission!r} is not in the permission catalogue")
+    if "permissions" not in g:
+        g.permissions = effective_permissions(g.get("membership"))
+    return permission in g.permissions
+
+
+class Access(StrEnum):
+    """Who may reach a view."""
+
+    PUBLIC = "public"
+    SIGNED_IN = "signed in"
+    MEMBER = "approved member"
+    PERMISSION = "permission"
+
+
+def _declare(access: Access, permissions: tuple[str, ...] = ()) -> Callable:
+    for permission in permissions:
+        if permission not in BY_KEY:
+            raise KeyError(f"{permission!r} is not in the permission catalogue")
+
+    def decorate(view: Callable) -> Callable:
+        view.access = access
+        view.access_permissions = permissions
+        return view
+
+    return decorate
+
+
+public = _declare(Access.PUBLIC)
+signed_in = _declare(Access.SIGNED_IN)
+member = _declare(Access.MEMBER)
+
+
+def requires(*permissions: str) -> Callable:
+    """The view needs every one of these permissions in the current school."""
+    return _declare(Access.PERMISSION, permissions)
+
+
+def access_of(endpoint: str) -> tuple[Access | None, tuple[str, ...]]:
+    """What a registered endpoint declares (None when it declares nothing)."""
+    view = current_app.view_functions.get(endpoint)
+    return getattr(view, "access", None), getattr(view, "access_permissions", ())
+
+
+def enforce_access():
+    """before_request: refuse what the view's declaration does not allow."""
+    if request.endpoint is None:
+        return None  # 404/405 are answered by routing
+    access, permissions = access_of(request.endpoint)
+    if access is None:
+        current_app.logger.error("unclassified endpoint refused: %s", request.endpoint)
+        abort(403)
+    if access is Access.PUBLIC:
+        return None
+    if not current_user.is_authenticated:
+        return redirect(url_for("auth.sign_in", next=request.full_path.rstrip("?")))
+    if access is Access.SIGNED_IN:
+        return None
+    membership = g.get("membership")
+    if membership is None or not membership.is_approved:
+        return redirect(url_for("auth.pending"))
+    if access is Access.PERMISSION and not all(can(p) for p in permissions):
+        abort(403)
+    return None

@@ -1,0 +1,165 @@
+"""Configuration read from the environment, with embedded defaults for a laptop.
+
+Nothing here needs a server: with no variables set the app uses SQLite under
+``instance/``, runs jobs in-process after each commit and keeps mail in a
+development mailbox. Production reads everything from environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent
+INSTANCE_DIR = Path(os.environ.get("INSTANCE_PATH", BASE_DIR / "instance"))
+
+
+class ConfigError(RuntimeError):
+    """Raised when the environment cannot make a safe configuration."""
+
+
+def database_url(raw: str | None) -> str:
+    """Normalise DATABASE_URL; Heroku still hands out the old ``postgres://`` scheme."""
+    if not raw:
+        INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{INSTANCE_DIR / 'app.db'}"
+    for old in ("postgres://", "postgresql://"):
+        if raw.startswith(old):
+            return "postgresql+psycopg://" + raw[len(old) :]
+    return raw
+
+
+def redis_options(url: str | None) -> dict:
+    """Connection options for REDIS_URL; Heroku Redis serves TLS with a self-signed certificate."""
+    if url and url.startswith("rediss://"):
+        return {"ssl_cert_reqs": "none"}
+    return {}
+
+
+def development_secret_key() -> str:
+    """Generate a secret key once and keep it under instance/, so sessions survive restarts."""
+    INSTANCE_DIR.mkdir(parents=True, exist_ok=True)
+    path = INSTANCE_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def env_flag(name: str, default: bool = False) -> bool:
+    """Read a yes/no environment variable."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+class Config:
+    """Settings shared by every environment."""
+
+    ENV_NAME = "base"
+    SQLALCHEMY_TRACK_MODIFICATIONS = False
+    WTF_CSRF_TIME_LIMIT = None  # the token lives as long as the server-side session
+    WTF_CSRF_HEADERS = ["X-CSRFToken"]
+    SESSION_COOKIE_NAME = "session"
+    SESSION_COOKIE_HTTPONLY = True
+    SESSION_COOKIE_SAMESITE = "Lax"
+    SESSION_COOKIE_SECURE = False
+    PERMANENT_SESSION_LIFETIME = timedelta(days=14)
+    REMEMBER_COOKIE_DURATION = timedelta(seconds=0)
+    MAX_CONTENT_LENGTH = 16 * 1024 * 1024
+    RATELIMIT_HEADERS_ENABLED = True
+    RATELIMIT_SIGN_IN = "10 per minute"
+    RATELIMIT_STRATEGY = "fixed-window"
+    PASSWORD_RESET_HOURS = 1
+    EMAIL_CHANGE_HOURS = 24
+    MAIL_FROM = os.environ.get("MAIL_FROM", "Join Our Class <no-reply@localhost>")
+    MAIL_BACKEND = os.environ.get("MAIL_BACKEND", "devmailbox")
+    SHOW_DEMO_ACCOUNTS = False
+    DEV_MAILBOX = False
+    HSTS = False
+    BEHIND_PROXY = env_flag("BEHIND_PROXY")
+    JOB_QUEUES = ("mail", "default")
+    SWEEP_PENDING_AFTER = timedelta(minutes=5)
+    SUPPORT_EMAIL = os.environ.get("SUPPORT_EMAIL", "")
+
+    def __init__(self) -> None:
+        self.SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
+        self.REDIS_URL = os.environ.get("REDIS_URL") or None
+        self.REDIS_OPTIONS = redis_options(self.REDIS_URL)
+        self.RATELIMIT_STORAGE_URI = self.REDIS_URL or "memory://"
+        self.RATELIMIT_STORAGE_OPTIONS = dict(self.REDIS_OPTIONS)
+        self.SECRET_KEY = os.environ.get("SECRET_KEY") or self.fallback_secret_key()
+        if self.SQLALCHEMY_DATABASE_URI.startswith("sqlite"):
+            # Several connections (web, session store, jobs) share one file.
+            self.SQLALCHEMY_ENGINE_OPTIONS = {"connect_args": {"timeout": 15}}
+        else:
+            self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+
+    def fallback_secret_key(self) -> str:
+        """Where SECRET_KEY is unset: development makes one; other environments refuse."""
+        return development_secret_key()
+
+
+class DevelopmentConfig(Config):
+    """A laptop: embedded database, in-process jobs, the development mailbox."""
+
+    ENV_NAME = "development"
+    SHOW_DEMO_ACCOUNTS = True
+    DEV_MAILBOX = True
+
+
+class TestConfig(Config):
+    """The test suite: CSRF stays on; databases come from TEST_DATABASE_URL."""
+
+    ENV_NAME = "test"
+    TESTING = True
+    MAIL_BACKEND = "memory"
+    SERVER_NAME = "localhost"
+    RATELIMIT_SIGN_IN = "5 per minute"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("TEST_DATABASE_URL") or "sqlite://")
+        if self.SQLALCHEMY_DATABASE_URI == "sqlite://":
+            # One in-memory database shared by every connection of the test process.
+            from sqlalchemy.pool import StaticPool
+
+            self.SQLALCHEMY_ENGINE_OPTIONS = {
+                "poolclass": StaticPool,
+                "connect_args": {"check_same_thread": False},
+            }
+        self.REDIS_URL = None
+        self.RATELIMIT_STORAGE_URI = "memory://"
+        self.SECRET_KEY = "test-secret-key-not-for-production"  # noqa: S105 - tests only
+
+
+class ProductionConfig(Config):
+    """A Heroku-style host: everything from the environment, secure cookies, HSTS."""
+
+    ENV_NAME = "production"
+    SESSION_COOKIE_SECURE = True
+    HSTS = True
+    PREFERRED_URL_SCHEME = "https"
+
+    def fallback_secret_key(self) -> str:
+        """Production never invents a key: sessions would break on every restart."""
+        raise ConfigError("SECRET_KEY must be set in production.")
+
+
+CONFIGS = {
+    "development": DevelopmentConfig,
+    "test": TestConfig,
+    "production": ProductionConfig,
+}
+
+
+def config_from_env() -> Config:
+    """Pick the config class named by APP_ENV (Heroku dynos default to production)."""
+    default = "production" if os.environ.get("DYNO") else "development"
+    name = os.environ.get("APP_ENV", default)
+    if name not in CONFIGS:
+        raise ConfigError(f"APP_ENV must be one of {', '.join(CONFIGS)}; got {name!r}.")
+    return CONFIGS[name]()

@@ -1,0 +1,61 @@
+"""The RQ worker: builds the app from config and works the named queues until SIGTERM.
+
+Heroku stops dynos with SIGTERM (and SIGKILL ten seconds later); HerokuWorker lets the
+job in hand finish or requeues it, so a daily restart loses nothing. The worker also
+schedules the sweeper, which re-enqueues any email a lost job or a Redis outage left behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from rq.worker import HerokuWorker
+
+from app import create_app, jobs
+
+SWEEP_EVERY_SECONDS = 120
+SWEEP_JOB_ID = "sweep-outbox"
+log = logging.getLogger("worker")
+
+
+def main(argv: list[str]) -> int:
+    """Run one worker on the queues named in argv (default: every queue the app uses)."""
+    app = create_app()
+    jobs.set_worker_app(app)
+    if not app.config.get("REDIS_URL"):
+        log.error("REDIS_URL is not set: without Redis, jobs run inside the web process.")
+        return 2
+    with app.app_context():
+        connection = jobs.redis_connection()
+        schedule_sweeper(connection)
+    # No app context around work(): each job pushes its own, after the fork.
+    worker = HerokuWorker(argv or list(app.config["JOB_QUEUES"]), connection=connection)
+    worker.work(with_scheduler=True)
+    return 0
+
+
+def schedule_sweeper(connection) -> None:
+    """Register the sweeper as a repeating job (one per Redis, whatever the number of workers)."""
+    from rq import Queue, Repeat
+    from rq.exceptions import NoSuchJobError
+    from rq.job import Job, JobStatus
+
+    from app.mail.jobs import sweep
+
+    try:
+        status = Job.fetch(SWEEP_JOB_ID, connection=connection).get_status()
+    except NoSuchJobError:
+        status = None
+    if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED):
+        return
+    Queue("default", connection=connection).enqueue(
+        sweep,
+        job_id=SWEEP_JOB_ID,
+        repeat=Repeat(times=10**6, interval=SWEEP_EVERY_SECONDS),
+        result_ttl=600,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
