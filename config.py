@@ -31,6 +31,13 @@ def database_url(raw: str | None) -> str:
     return raw
 
 
+def engine_options(url: str) -> dict:
+    """SQLite waits for a busy file (web, session store and jobs share it); PostgreSQL pings."""
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 15}}
+    return {"pool_pre_ping": True}
+
+
 def redis_options(url: str | None) -> dict:
     """Connection options for REDIS_URL; Heroku Redis serves TLS with a self-signed certificate."""
     if url and url.startswith("rediss://"):
@@ -92,11 +99,7 @@ class Config:
         self.RATELIMIT_STORAGE_URI = self.REDIS_URL or "memory://"
         self.RATELIMIT_STORAGE_OPTIONS = dict(self.REDIS_OPTIONS)
         self.SECRET_KEY = os.environ.get("SECRET_KEY") or self.fallback_secret_key()
-        if self.SQLALCHEMY_DATABASE_URI.startswith("sqlite"):
-            # Several connections (web, session store, jobs) share one file.
-            self.SQLALCHEMY_ENGINE_OPTIONS = {"connect_args": {"timeout": 15}}
-        else:
-            self.SQLALCHEMY_ENGINE_OPTIONS = {"pool_pre_ping": True}
+        self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(self.SQLALCHEMY_DATABASE_URI)
 
     def fallback_secret_key(self) -> str:
         """Where SECRET_KEY is unset: development makes one; other environments refuse."""
@@ -122,15 +125,10 @@ class TestConfig(Config):
 
     def __init__(self) -> None:
         super().__init__()
-        self.SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("TEST_DATABASE_URL") or "sqlite://")
-        if self.SQLALCHEMY_DATABASE_URI == "sqlite://":
-            # One in-memory database shared by every connection of the test process.
-            from sqlalchemy.pool import StaticPool
-
-            self.SQLALCHEMY_ENGINE_OPTIONS = {
-                "poolclass": StaticPool,
-                "connect_args": {"check_same_thread": False},
-            }
+        # The suite's conftest always sets TEST_DATABASE_URL (an SQLite file by default):
+        # the session store, a live server and a worker process need their own connections.
+        self.SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("TEST_DATABASE_URL"))
+        self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(self.SQLALCHEMY_DATABASE_URI)
         self.REDIS_URL = None
         self.RATELIMIT_STORAGE_URI = "memory://"
         self.SECRET_KEY = "test-secret-key-not-for-production"  # noqa: S105 - tests only

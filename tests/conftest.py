@@ -1,0 +1,201 @@
+"""Fixtures: the app on a real database (SQLite file, or PostgreSQL via TEST_DATABASE_URL),
+an htmx-aware client that always sends CSRF tokens, factories and a sign-in helper."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.globals import _cv_app
+from flask.testing import FlaskClient
+from sqlalchemy import event
+
+from app import create_app, tenancy
+from app.auth.passwords import hash_password
+from app.extensions import db, limiter
+from app.models import Membership, MembershipStatus, Role, School, User
+from config import TestConfig
+
+PASSWORD = "correct horse battery"
+_HASH = hash_password(PASSWORD)  # hashing is slow on purpose; do it once for the suite
+
+
+def require_service(name: str, available: bool, how: str) -> None:
+    """Skip when a service is missing on a laptop; fail under CI, where a skip would hide it."""
+    if available:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{name} is required when CI=true: {how}")
+    pytest.skip(f"{name} not available: {how}")
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory) -> str:
+    """TEST_DATABASE_URL, or an SQLite file that other processes (worker, live server) can open."""
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url:
+        return url
+    return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
+
+
+def make_config(database_url: str, **overrides) -> TestConfig:
+    """A TestConfig on the suite's database, with overrides for one test's needs."""
+    os.environ["TEST_DATABASE_URL"] = database_url
+    config = TestConfig()
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+@pytest.fixture(scope="session")
+def _schema(database_url):
+    app = create_app(make_config(database_url))
+    with app.app_context():
+        db.drop_all()
+        db.create_all()
+    yield
+    with app.app_context():
+        db.drop_all()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def app(database_url, _schema) -> Flask:
+    """A fresh app per test, on empty tables."""
+    app = create_app(make_config(database_url))
+    with app.app_context():
+        yield app
+        db.session.remove()
+        _empty_tables()
+        db.engine.dispose()
+    limiter.reset()
+
+
+def _empty_tables() -> None:
+    with db.engine.begin() as conn:
+        for table in reversed(db.metadata.sorted_tables):
+            conn.execute(table.delete())
+
+
+class HtmxClient(FlaskClient):
+    """A test client that finds and sends the CSRF token, as a browser (or htmx) would.
+
+    Each request runs in its own app context, as in production: Flask would otherwise reuse
+    the test's context, sharing ``g`` and the database session (and its identity map)
+    between the test and the request, which would hide scoping bugs.
+    """
+
+    def open(self, *args, **kwargs):
+        token = _cv_app.set(None)
+        try:
+            return super().open(*args, **kwargs)
+        finally:
+            _cv_app.reset(token)
+
+    def csrf_token(self) -> str:
+        page = self.get("/privacy").get_data(as_text=True)
+        match = re.search(r'<meta name="csrf-token" content="([^"]+)"', page)
+        assert match, "every page carries a CSRF token in its meta tag"
+        return match.group(1)
+
+    def form(self, url: str, data: dict | None = None, **kwargs):
+        """POST a form with its hidden csrf_token field filled in."""
+        data = dict(data or {})
+        data.setdefault("csrf_token", self.csrf_token())
+        return self.post(url, data=data, **kwargs)
+
+    def htmx(self, url: str, data: dict | None = None, *, target: str, method: str = "POST", **kwargs):
+        """What htmx sends: HX headers and the token in X-CSRFToken (no form field)."""
+        headers = {"HX-Request": "true", "HX-Target": target, "X-CSRFToken": self.csrf_token()}
+        headers.update(kwargs.pop("headers", {}))
+        return self.open(url, method=method, data=data or {}, headers=headers, **kwargs)
+
+
+@pytest.fixture
+def client(app) -> HtmxClient:
+    app.test_client_class = HtmxClient
+    return app.test_client()
+
+
+@pytest.fixture
+def make_school(app) -> Callable[..., School]:
+    """make_school(name=..., code=...) -> a committed School."""
+    counter = {"n": 0}
+
+    def make(name: str | None = None, code: str | None = None) -> School:
+        counter["n"] += 1
+        n = counter["n"]
+        school = School(name=name or f"School {n}", slug=f"school-{n}", invite_code=code or f"CODE-{n}")
+        db.session.add(school)
+        db.session.commit()
+        return school
+
+    return make
+
+
+@pytest.fixture
+def make_member(app) -> Callable[..., Membership]:
+    """make_member(school, role=..., status=..., email=..., name=...) -> a committed Membership."""
+    counter = {"n": 0}
+
+    def make(
+        school: School,
+        role: Role = Role.PARENT,
+        status: MembershipStatus = MembershipStatus.APPROVED,
+        email: str | None = None,
+        name: str | None = None,
+        user: User | None = None,
+    ) -> Membership:
+        counter["n"] += 1
+        n = counter["n"]
+        if user is None:
+            user = User(
+                email=email or f"person{n}@example.org",
+                name=name or f"Person Number{n}",
+                password_hash=_HASH,
+            )
+            db.session.add(user)
+            db.session.flush()
+        with tenancy.bound(school.id):
+            membership = Membership(user_id=user.id, role=role, status=status)
+            db.session.add(membership)
+            db.session.commit()
+        return membership
+
+    return make
+
+
+def sign_in(client: HtmxClient, email: str, password: str = PASSWORD):
+    """Sign in through the real form; returns the response."""
+    return client.form("/sign-in", {"email": email, "password": password})
+
+
+@pytest.fixture
+def sent_mail(app):
+    """The memory backend's list of envelopes sent in this test."""
+    backend = app.extensions["mail_backend"]
+    backend.sent.clear()
+    return backend.sent
+
+
+@contextmanager
+def count_queries():
+    """Count SQL statements run inside the block (session store included)."""
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+
+
+ROOT = Path(__file__).resolve().parent.parent
