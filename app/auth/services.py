@@ -244,6 +244,12 @@ def confirm_email_change(raw_token: str) -> User | None:
     return user
 
 
+def deactivate_account(user: User) -> None:
+    """Switch an account off: no sign-in, no sessions, no mail (administrative included)."""
+    user.active = False
+    sessions.end_sessions(user.id)
+
+
 def switch_school(school_id: int) -> bool:
     """Make another of the person's schools the current one."""
     if any(m.school_id == school_id for m in g.memberships):

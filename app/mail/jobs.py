@@ -6,7 +6,7 @@ import logging
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import or_, select, update
+from sqlalchemy import and_, or_, select, update
 
 from app import jobs, sessions
 from app.extensions import db
@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 MAX_ATTEMPTS = 8
 BATCH = 100
+STUCK_AFTER = timedelta(minutes=15)
 SETTLED = (DeliveryStatus.SENT, DeliveryStatus.SKIPPED, DeliveryStatus.FAILED)
 
 
@@ -28,8 +29,10 @@ def send_message(message_id: int) -> dict:
     if message is None:
         return {"sent": 0}
     counts = {"sent": 0, "skipped": 0, "failed": 0}
-    while claimed := _claim(message_id):
+    tried: set[int] = set()  # a failure waits for the sweeper rather than being retried at once
+    while claimed := _claim(message_id, exclude=tried):
         for delivery in claimed:
+            tried.add(delivery.id)
             counts[_deliver(message, delivery)] += 1
         db.session.commit()
     _erase_sensitive_bodies(message)
@@ -38,7 +41,7 @@ def send_message(message_id: int) -> dict:
     return counts
 
 
-def _claim(message_id: int) -> list[MailDelivery]:
+def _claim(message_id: int, exclude: set[int]) -> list[MailDelivery]:
     """Mark a batch of pending deliveries as sending, so two workers never take the same one."""
     ids = list(
         db.session.scalars(
@@ -46,6 +49,7 @@ def _claim(message_id: int) -> list[MailDelivery]:
             .where(
                 MailDelivery.message_id == message_id,
                 MailDelivery.status == DeliveryStatus.PENDING,
+                MailDelivery.id.not_in(exclude),
             )
             .order_by(MailDelivery.id)
             .limit(BATCH)
@@ -124,26 +128,26 @@ def _erase_sensitive_bodies(message: MailMessage) -> None:
 @jobs.job
 def sweep() -> dict:
     """Re-enqueue messages whose deliveries sat pending (or stuck sending) too long."""
-    stale = utcnow() - current_app.config["SWEEP_PENDING_AFTER"]
-    stuck_sending = utcnow() - timedelta(minutes=15)
+    now = utcnow()
+    lost = and_(
+        MailDelivery.status == DeliveryStatus.PENDING,
+        or_(
+            MailDelivery.updated_at < now - current_app.config["SWEEP_PENDING_AFTER"],
+            MailDelivery.attempts > 0,
+        ),
+    )
+    # A worker killed mid-send leaves rows in "sending"; after a while they are sent again.
+    stuck = and_(MailDelivery.status == DeliveryStatus.SENDING, MailDelivery.updated_at < now - STUCK_AFTER)
+    message_ids = list(db.session.scalars(select(MailDelivery.message_id).where(or_(lost, stuck)).distinct()))
     db.session.execute(
         update(MailDelivery)
-        .where(MailDelivery.status == DeliveryStatus.SENDING, MailDelivery.updated_at < stuck_sending)
-        .values(status=DeliveryStatus.PENDING, updated_at=utcnow())
+        .where(stuck)
+        .values(status=DeliveryStatus.PENDING, updated_at=now)
         .execution_options(synchronize_session=False)
-    )
-    message_ids = list(
-        db.session.scalars(
-            select(MailDelivery.message_id)
-            .where(
-                MailDelivery.status == DeliveryStatus.PENDING,
-                or_(MailDelivery.updated_at < stale, MailDelivery.attempts > 0),
-            )
-            .distinct()
-        )
     )
     for message_id in message_ids:
         jobs.enqueue(send_message, message_id, queue="mail")
-    pruned = sessions.prune_expired()
     db.session.commit()
+    # The session store has its own connection: prune after our transaction is closed.
+    pruned = sessions.prune_expired()
     return {"messages": len(message_ids), "sessions_pruned": pruned}

@@ -1,0 +1,122 @@
+"""The outbox: written with the change, sent after commit, each delivery at most once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import time_machine
+from sqlalchemy import func, select
+
+from app import jobs
+from app.extensions import db
+from app.mail import queue_email
+from app.mail.jobs import send_message, sweep
+from app.models import DeliveryStatus, MailDelivery, MailMessage
+from app.models.base import utcnow
+
+
+def _deliveries():
+    db.session.expire_all()
+    return db.session.scalars(select(MailDelivery).order_by(MailDelivery.id)).all()
+
+
+def test_mail_is_written_in_the_transaction_and_sent_after_commit(app, make_school, make_member, sent_mail):
+    member = make_member(make_school(), email="one@example.org", name="Oona One")
+    queue_email("password_reset", [member.user], name="Oona One", hours=1, link="http://localhost/x")
+    assert sent_mail == []  # nothing leaves before the commit
+    db.session.commit()
+    jobs.run_ready_jobs()
+    assert [m.to for m in sent_mail] == ["one@example.org"]
+    assert "Oona One" in sent_mail[0].text and sent_mail[0].html.startswith("<!doctype html>")
+    assert [d.status for d in _deliveries()] == [DeliveryStatus.SENT]
+
+
+def test_a_rolled_back_transaction_sends_nothing(app, make_school, make_member, sent_mail):
+    member = make_member(make_school())
+    queue_email("password_reset", [member.user], name="x", hours=1, link="http://localhost/x")
+    db.session.rollback()
+    db.session.commit()
+    jobs.run_ready_jobs()
+    assert sent_mail == []
+    assert db.session.scalar(select(func.count(MailMessage.id))) == 0
+
+
+def test_sending_twice_delivers_once(app, make_school, make_member, sent_mail):
+    member = make_member(make_school())
+    message = queue_email("password_reset", [member.user], name="x", hours=1, link="http://localhost/x")
+    db.session.commit()
+    send_message(message.id)
+    send_message(message.id)
+    jobs.run_ready_jobs()
+    assert len(sent_mail) == 1
+    assert _deliveries()[0].attempts == 1
+
+
+def test_deactivated_accounts_get_no_mail_not_even_administrative(app, make_school, make_member, sent_mail):
+    """P11: deactivated accounts get nothing; the reason is recorded on the delivery."""
+    active = make_member(make_school(), email="active@example.org")
+    gone = make_member(make_school(), email="gone@example.org")
+    message = queue_email("email_change_notice", [active.user, gone.user], name="x")
+    gone.user.active = False
+    db.session.commit()
+    jobs.run_ready_jobs()
+    assert [m.to for m in sent_mail] == ["active@example.org"]
+    statuses = {d.to_email: (d.status, d.last_error) for d in _deliveries()}
+    assert statuses["gone@example.org"] == (DeliveryStatus.SKIPPED, "account deactivated")
+    assert message.category == "administrative"
+
+
+def test_sweeper_sends_what_a_lost_job_left_pending(app, make_school, make_member, sent_mail):
+    member = make_member(make_school())
+    queue_email("email_change_notice", [member.user], name="x")
+    db.session.info.pop("pending_jobs")  # the job is lost (Redis was down)
+    db.session.commit()
+    jobs.run_ready_jobs()
+    assert sent_mail == []
+    assert sweep()["messages"] == 0  # too fresh to be called lost
+    with time_machine.travel(utcnow() + timedelta(minutes=6)):
+        assert sweep()["messages"] == 1
+        jobs.run_ready_jobs()
+    assert len(sent_mail) == 1
+    assert _deliveries()[0].status is DeliveryStatus.SENT
+
+
+def test_sweeper_releases_deliveries_stuck_in_sending(app, make_school, make_member, sent_mail):
+    member = make_member(make_school())
+    message = queue_email("email_change_notice", [member.user], name="x")
+    db.session.info.pop("pending_jobs")
+    db.session.commit()
+    delivery = _deliveries()[0]
+    delivery.status = DeliveryStatus.SENDING  # a worker died mid-send
+    db.session.commit()
+    with time_machine.travel(utcnow() + timedelta(minutes=16)):
+        sweep()
+        jobs.run_ready_jobs()
+    assert len(sent_mail) == 1
+    assert message.id == _deliveries()[0].message_id
+
+
+def test_failed_sends_are_retried_then_given_up(app, make_school, make_member):
+    from app.mail.backends import SendResult
+    from app.mail.jobs import MAX_ATTEMPTS
+
+    class Refusing:
+        def send(self, envelopes):
+            return [SendResult(ok=False, error="mailbox unavailable") for _ in envelopes]
+
+    app.extensions["mail_backend"] = Refusing()
+    member = make_member(make_school())
+    message = queue_email("email_change_notice", [member.user], name="x")
+    db.session.info.pop("pending_jobs")
+    db.session.commit()
+    send_message(message.id)
+    delivery = _deliveries()[0]
+    assert (delivery.status, delivery.attempts, delivery.last_error) == (
+        DeliveryStatus.PENDING,
+        1,
+        "mailbox unavailable",
+    )
+    for _ in range(MAX_ATTEMPTS):
+        send_message(message.id)
+    delivery = _deliveries()[0]
+    assert (delivery.status, delivery.attempts) == (DeliveryStatus.FAILED, MAX_ATTEMPTS)
