@@ -116,9 +116,12 @@ class HtmxClient(FlaskClient):
         return self.open(url, method=method, data=data or {}, headers=headers, **kwargs)
 
 
+# Every app built in the suite hands out the htmx-aware client.
+Flask.test_client_class = HtmxClient
+
+
 @pytest.fixture
 def client(app) -> HtmxClient:
-    app.test_client_class = HtmxClient
     return app.test_client()
 
 
