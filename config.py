@@ -80,6 +80,9 @@ class Config:
     RATELIMIT_HEADERS_ENABLED = True
     RATELIMIT_SIGN_IN = "10 per minute"
     RATELIMIT_STRATEGY = "fixed-window"
+    # A Redis outage must not lock everyone out: count in memory until it returns.
+    RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
+    RATELIMIT_SWALLOW_ERRORS = True
     PASSWORD_RESET_HOURS = 1
     EMAIL_CHANGE_HOURS = 24
     MAIL_FROM = os.environ.get("MAIL_FROM", "Join Our Class <no-reply@localhost>")
