@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import current_app, get_flashed_messages, make_response, render_template, request
+from markupsafe import escape
 
 
 def wants_fragment(target: str) -> bool:
@@ -45,4 +46,20 @@ def redirect_after_post(location: str):
         return response
     response = make_response("", 303)
     response.headers["Location"] = location
+    return response
+
+
+def main_fragment(template_name: str, status: int, **context):
+    """A whole page's content for htmx to put into <main> (with its title), whatever it targeted.
+
+    Used when a request cannot be answered with the fragment it asked for (an expired form,
+    cookies refused): swapping a whole page into a form would nest one page inside another.
+    """
+    title = render_block(template_name, "title", **context).strip()
+    body = f"<title>{escape(title)} · Join Our Class</title>" + render_block(
+        template_name, "content", **context
+    )
+    response = make_response(body, status)
+    response.headers["HX-Retarget"] = "#main"
+    response.headers["HX-Reswap"] = "innerHTML"
     return response

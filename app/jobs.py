@@ -54,6 +54,8 @@ def _after_commit(session: Session) -> None:
 
 
 def _after_rollback(session: Session) -> None:
+    if session.in_transaction():
+        return  # only a savepoint rolled back; the enclosing transaction may still commit
     session.info.pop("pending_jobs", None)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from flask import Flask, render_template, request
 from flask_wtf.csrf import CSRFError
 
+from app.htmx import main_fragment
+
 CSP = "; ".join(
     [
         "default-src 'self'",
@@ -49,7 +51,8 @@ def cookies_refused() -> bool:
 
 def handle_csrf_error(error: CSRFError):
     """Explain a refused form in words a parent understands, never a bare 400."""
-    status = 400
-    if cookies_refused():
-        return render_template("errors/cookies.html"), status
-    return render_template("errors/csrf.html", reason=error.description), status
+    template = "errors/cookies.html" if cookies_refused() else "errors/csrf.html"
+    if request.headers.get("HX-Request") != "true":
+        return render_template(template), 400
+    # htmx would swap a whole page into the form it posted: send the message into <main>.
+    return main_fragment(template, 400)

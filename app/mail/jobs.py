@@ -57,20 +57,19 @@ def _claim(message_id: int, exclude: set[int]) -> list[MailDelivery]:
     )
     if not ids:
         return []
-    db.session.execute(
+    # RETURNING gives exactly the rows this worker moved; re-reading "sending" rows would
+    # also pick up rows another worker claimed in between, and both would send them.
+    claimed = db.session.scalars(
         update(MailDelivery)
         .where(MailDelivery.id.in_(ids), MailDelivery.status == DeliveryStatus.PENDING)
         .values(status=DeliveryStatus.SENDING, updated_at=utcnow())
+        .returning(MailDelivery.id)
         .execution_options(synchronize_session=False)
-    )
+    ).all()
     db.session.commit()
-    return list(
-        db.session.scalars(
-            select(MailDelivery).where(
-                MailDelivery.id.in_(ids), MailDelivery.status == DeliveryStatus.SENDING
-            )
-        )
-    )
+    if not claimed:
+        return []
+    return list(db.session.scalars(select(MailDelivery).where(MailDelivery.id.in_(claimed))))
 
 
 def _deliver(message: MailMessage, delivery: MailDelivery) -> str:
