@@ -42,34 +42,40 @@ def send_message(message_id: int) -> dict:
 
 
 def _claim(message_id: int, exclude: set[int]) -> list[MailDelivery]:
-    """Mark a batch of pending deliveries as sending, so two workers never take the same one."""
-    ids = list(
-        db.session.scalars(
-            select(MailDelivery.id)
-            .where(
-                MailDelivery.message_id == message_id,
-                MailDelivery.status == DeliveryStatus.PENDING,
-                MailDelivery.id.not_in(exclude),
-            )
-            .order_by(MailDelivery.id)
-            .limit(BATCH)
+    """Mark a batch of pending deliveries as sending, so two workers never take the same one.
+
+    Returns [] only when nothing is left to claim: losing a whole batch to another
+    worker moves on to the next one rather than ending the job.
+    """
+    while ids := _pending_ids(message_id, exclude):
+        # RETURNING gives exactly the rows this worker moved; re-reading "sending" rows would
+        # also pick up rows another worker claimed in between, and both would send them.
+        claimed = db.session.scalars(
+            update(MailDelivery)
+            .where(MailDelivery.id.in_(ids), MailDelivery.status == DeliveryStatus.PENDING)
+            .values(status=DeliveryStatus.SENDING, updated_at=utcnow())
+            .returning(MailDelivery.id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        db.session.commit()
+        if claimed:
+            return list(db.session.scalars(select(MailDelivery).where(MailDelivery.id.in_(claimed))))
+        exclude.update(ids)
+    return []
+
+
+def _pending_ids(message_id: int, exclude: set[int]) -> list[int]:
+    query = (
+        select(MailDelivery.id)
+        .where(
+            MailDelivery.message_id == message_id,
+            MailDelivery.status == DeliveryStatus.PENDING,
+            MailDelivery.id.not_in(exclude),
         )
+        .order_by(MailDelivery.id)
+        .limit(BATCH)
     )
-    if not ids:
-        return []
-    # RETURNING gives exactly the rows this worker moved; re-reading "sending" rows would
-    # also pick up rows another worker claimed in between, and both would send them.
-    claimed = db.session.scalars(
-        update(MailDelivery)
-        .where(MailDelivery.id.in_(ids), MailDelivery.status == DeliveryStatus.PENDING)
-        .values(status=DeliveryStatus.SENDING, updated_at=utcnow())
-        .returning(MailDelivery.id)
-        .execution_options(synchronize_session=False)
-    ).all()
-    db.session.commit()
-    if not claimed:
-        return []
-    return list(db.session.scalars(select(MailDelivery).where(MailDelivery.id.in_(claimed))))
+    return list(db.session.scalars(query))
 
 
 def _deliver(message: MailMessage, delivery: MailDelivery) -> str:
