@@ -141,16 +141,22 @@ def reset_password():
     return render_template("auth/reset.html", form=form), 400 if form.errors else 200
 
 
+def _account_page(*, block: str = "content", target: str = "main", status: int = 200, **submitted):
+    """The account page with fresh forms, except the one just submitted (kept with its errors)."""
+    account_forms = {
+        "password_form": forms.ChangePasswordForm(prefix="pw"),
+        "email_form": forms.ChangeEmailForm(prefix="em"),
+        "join_form": forms.JoinAnotherSchoolForm(prefix="js"),
+    }
+    account_forms.update(submitted)
+    return render("auth/account.html", block=block, target=target, status=status, **account_forms)
+
+
 @bp.route("/account")
 @signed_in
 def account():
     """The person's own account: password, email, schools."""
-    return render_template(
-        "auth/account.html",
-        password_form=forms.ChangePasswordForm(prefix="pw"),
-        email_form=forms.ChangeEmailForm(prefix="em"),
-        join_form=forms.JoinAnotherSchoolForm(prefix="js"),
-    )
+    return _account_page()
 
 
 @bp.route("/account/password", methods=["POST"])
@@ -171,15 +177,7 @@ def change_password():
             db.session.commit()
             flash("Password changed. You were signed out everywhere else.", "success")
             return redirect_after_post(url_for("auth.account"))
-    return render(
-        "auth/account.html",
-        block="password_form",
-        target="password-section",
-        password_form=form,
-        email_form=forms.ChangeEmailForm(prefix="em"),
-        join_form=forms.JoinAnotherSchoolForm(prefix="js"),
-        status=400,
-    )
+    return _account_page(block="password_form", target="password-section", status=400, password_form=form)
 
 
 @bp.route("/account/email", methods=["POST"])
@@ -201,15 +199,7 @@ def change_email():
                 "success",
             )
             return redirect_after_post(url_for("auth.account"))
-    return render(
-        "auth/account.html",
-        block="email_form",
-        target="email-section",
-        password_form=forms.ChangePasswordForm(prefix="pw"),
-        email_form=form,
-        join_form=forms.JoinAnotherSchoolForm(prefix="js"),
-        status=400,
-    )
+    return _account_page(block="email_form", target="email-section", status=400, email_form=form)
 
 
 @bp.route("/account/email/confirm/<token>")
@@ -270,12 +260,4 @@ def join_another_school():
                 flash("Your request to join is with the school.", "success")
                 return redirect_after_post(url_for("main.home"))
             form.invite_code.errors.append(outcome.error)
-    return render(
-        "auth/account.html",
-        block="join_form",
-        target="join-school-section",
-        password_form=forms.ChangePasswordForm(prefix="pw"),
-        email_form=forms.ChangeEmailForm(prefix="em"),
-        join_form=form,
-        status=400,
-    )
+    return _account_page(block="join_form", target="join-school-section", status=400, join_form=form)

@@ -34,32 +34,26 @@ def get_pending(membership_id: int) -> Membership | None:
 
 def approve(membership: Membership) -> None:
     """Let the person in, and tell them by email."""
-    _decide(membership, MembershipStatus.APPROVED, None)
-    queue_email(
-        "membership_approved",
-        [membership.user],
-        school_id=membership.school_id,
-        name=membership.user.name,
-        school_name=g.school.name,
-        link=url_for("auth.sign_in", _external=True),
-    )
+    _decide(membership, MembershipStatus.APPROVED, None, link=url_for("auth.sign_in", _external=True))
 
 
 def reject(membership: Membership, reason: str) -> None:
     """Turn the request down with a reason the person is told."""
     _decide(membership, MembershipStatus.REJECTED, reason.strip())
-    queue_email(
-        "membership_rejected",
-        [membership.user],
-        school_id=membership.school_id,
-        name=membership.user.name,
-        school_name=g.school.name,
-        reason=reason.strip(),
-    )
 
 
-def _decide(membership: Membership, status: MembershipStatus, reason: str | None) -> None:
+def _decide(membership: Membership, status: MembershipStatus, reason: str | None, **context) -> None:
+    """Record who decided what and when, then tell the person (administrative mail)."""
     membership.status = status
     membership.decided_at = utcnow()
     membership.decided_by_id = g.membership.user_id
     membership.decision_reason = reason
+    queue_email(
+        f"membership_{status.value}",
+        [membership.user],
+        school_id=membership.school_id,
+        name=membership.user.name,
+        school_name=g.school.name,
+        reason=reason,
+        **context,
+    )
