@@ -87,7 +87,9 @@ def register_request_hooks(app: Flask) -> None:
     """Load the member and school for each request, then check the view's declared access."""
     from app import permissions
     from app.auth.services import load_request_membership
+    from app.security import refuse_nul_characters
 
+    app.before_request(refuse_nul_characters)
     app.before_request(load_request_membership)
     app.before_request(permissions.enforce_access)
 

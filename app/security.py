@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, render_template, request
+from flask import Flask, abort, render_template, request
 from flask_wtf.csrf import CSRFError
 
 from app.htmx import main_fragment
@@ -40,6 +40,18 @@ def add_security_headers(app: Flask):
         if request.endpoint != "static":
             headers.setdefault("Cache-Control", "no-store")
         return response
+
+
+def refuse_nul_characters():
+    """before_request: a NUL byte is never typed by a person, and PostgreSQL cannot store one."""
+    values = list(request.args.values())
+    if request.method != "GET" and request.mimetype in (
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+    ):
+        values += list(request.form.values())
+    if any("\x00" in value for value in values):
+        abort(400)
 
 
 def cookies_refused() -> bool:

@@ -76,6 +76,22 @@ def app(database_url, _schema) -> Flask:
     limiter.reset()
 
 
+@pytest.fixture
+def build_app(database_url, _schema):
+    """build_app(**overrides) or build_app(config) -> an extra app, its engine closed after the test."""
+    built: list[Flask] = []
+
+    def build(config=None, **overrides) -> Flask:
+        extra = create_app(config or make_config(database_url, **overrides))
+        built.append(extra)
+        return extra
+
+    yield build
+    for extra in built:
+        with extra.app_context():
+            db.engine.dispose()
+
+
 def _empty_tables() -> None:
     with db.engine.begin() as conn:
         for table in reversed(db.metadata.sorted_tables):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from flask import Blueprint
 
-from app import create_app, tenancy
+from app import tenancy
 from app.extensions import db
 from app.models import MembershipStatus, PermissionChange, Role
 from app.permissions import BY_KEY, ROLE_DEFAULTS, Access, access_of, modules, public
-from tests.conftest import make_config, sign_in
+from tests.conftest import sign_in
 
 
 def test_every_route_declares_its_access(app):
@@ -24,9 +24,9 @@ def test_every_route_declares_its_access(app):
     assert undeclared == []
 
 
-def test_the_walk_catches_an_undeclared_route(database_url, _schema):
+def test_the_walk_catches_an_undeclared_route(build_app):
     """The check above is not vacuous: an unclassified view is found, and refused at runtime."""
-    app = create_app(make_config(database_url))
+    app = build_app()
     extra = Blueprint("extra", __name__)
 
     @extra.route("/forgotten")

@@ -10,7 +10,7 @@ import zlib
 import pytest
 from sqlalchemy import func, select
 
-from app import create_app, tenancy
+from app import tenancy
 from app.auth.services import deactivate_account
 from app.extensions import db
 from app.models import Role, SchoolClass, WebSession
@@ -119,10 +119,10 @@ def test_session_cookie_is_an_opaque_signed_id_with_safe_flags(client):
     assert "{" not in _decoded_forms(value)  # not a serialised dict
 
 
-def test_production_cookies_are_secure_and_hsts_is_sent(database_url, _schema, monkeypatch):
+def test_production_cookies_are_secure_and_hsts_is_sent(build_app, database_url, monkeypatch):
     monkeypatch.setenv("SECRET_KEY", "production-like-secret-for-this-test")
     monkeypatch.setenv("DATABASE_URL", database_url)
-    app = create_app(ProductionConfig())
+    app = build_app(ProductionConfig())
     response = app.test_client().get("/sign-in")
     assert "Secure" in response.headers["Set-Cookie"]
     assert response.headers["Strict-Transport-Security"].startswith("max-age=31536000")
@@ -249,8 +249,19 @@ def test_junk_posted_to_every_form_never_gives_a_500(client, make_school, make_m
         sign_in(client, member.user.email)
     applicant = make_member(school, status="pending")
     fields = [
-        "email", "password", "name", "invite_code", "accept_policy", "confirm", "reason", "school_id",
-        "pw-current_password", "pw-password", "pw-confirm", "em-new_email", "em-current_password",
+        "email",
+        "password",
+        "name",
+        "invite_code",
+        "accept_policy",
+        "confirm",
+        "reason",
+        "school_id",
+        "pw-current_password",
+        "pw-password",
+        "pw-confirm",
+        "em-new_email",
+        "em-current_password",
         "js-invite_code",
     ]
     posted = 0

@@ -64,7 +64,9 @@ def test_migrations_build_exactly_the_models_schema(tmp_path):
         upgrade()
         engine = create_engine(url)
         with engine.connect() as conn:
-            diff = compare_metadata(MigrationContext.configure(conn, opts={"render_as_batch": True}), db.metadata)
+            diff = compare_metadata(
+                MigrationContext.configure(conn, opts={"render_as_batch": True}), db.metadata
+            )
         engine.dispose()
         db.engine.dispose()
     assert diff == []
@@ -96,13 +98,35 @@ def test_create_school_command_makes_a_superadmin_who_can_sign_in(app, client):
     assert sign_in(client, "head@example.org").status_code == 303
 
     again = runner.invoke(
-        args=["create-school", "--name", "X", "--code", "HAW-2026", "--admin-email", "x@example.org",
-              "--admin-name", "X", "--admin-password", PASSWORD]
+        args=[
+            "create-school",
+            "--name",
+            "X",
+            "--code",
+            "HAW-2026",
+            "--admin-email",
+            "x@example.org",
+            "--admin-name",
+            "X",
+            "--admin-password",
+            PASSWORD,
+        ]
     )
     assert again.exit_code != 0 and "already uses this code" in again.output
     weak = runner.invoke(
-        args=["create-school", "--name", "Y", "--code", "Y-1", "--admin-email", "y@example.org",
-              "--admin-name", "Y", "--admin-password", "short"]
+        args=[
+            "create-school",
+            "--name",
+            "Y",
+            "--code",
+            "Y-1",
+            "--admin-email",
+            "y@example.org",
+            "--admin-name",
+            "Y",
+            "--admin-password",
+            "short",
+        ]
     )
     assert weak.exit_code != 0 and "at least 12" in weak.output
 
@@ -112,7 +136,9 @@ def test_seed_demo_builds_a_school_each_role_can_use(app, client):
 
     result = app.test_cli_runner().invoke(args=["seed-demo", "--if-empty"])
     assert result.exit_code == 0 and "MAPLE-2026" in result.output
-    assert app.test_cli_runner().invoke(args=["seed-demo", "--if-empty"]).output.startswith("Database already")
+    assert (
+        app.test_cli_runner().invoke(args=["seed-demo", "--if-empty"]).output.startswith("Database already")
+    )
     for email, _name, role in DEMO_ACCOUNTS:
         visitor = client.application.test_client()
         assert sign_in(visitor, email, DEMO_PASSWORD).status_code == 303, role
@@ -124,10 +150,10 @@ def test_seed_demo_builds_a_school_each_role_can_use(app, client):
     assert db.session.query(User).count() >= 40
 
 
-def test_sign_in_page_lists_demo_accounts_only_in_development(database_url, _schema):
-    test_app = create_app(make_config(database_url))
+def test_sign_in_page_lists_demo_accounts_only_in_development(build_app):
+    test_app = build_app()
     assert "Demo accounts" not in test_app.test_client().get("/sign-in").get_data(as_text=True)
-    dev_app = create_app(make_config(database_url, SHOW_DEMO_ACCOUNTS=True))
+    dev_app = build_app(SHOW_DEMO_ACCOUNTS=True)
     assert "Demo accounts" in dev_app.test_client().get("/sign-in").get_data(as_text=True)
 
 
@@ -141,15 +167,21 @@ def test_logs_carry_request_ids_and_no_personal_data(client, make_school, make_m
     text = "\n".join(record.getMessage() for record in caplog.records)
     assert "POST /sign-in 303" in text
     assert "GET /password/reset/<token> 303" in text  # the rule, not the path
-    for secret in ("lorelei", "logcheck", "example.org", "some-secret-token-value", str(member.user_id) + " "):
+    for secret in (
+        "lorelei",
+        "logcheck",
+        "example.org",
+        "some-secret-token-value",
+        str(member.user_id) + " ",
+    ):
         assert secret not in text.lower(), secret
     assert all(getattr(r, "request_id", "-") != "-" for r in caplog.records if r.name == "app.access")
 
 
-def test_dev_mailbox_only_exists_in_development(database_url, _schema, make_school, make_member):
+def test_dev_mailbox_only_exists_in_development(build_app, make_school, make_member):
     admin = make_member(make_school(), role=Role.SUPERADMIN)
     for enabled, expected in ((False, 404), (True, 200)):
-        app = create_app(make_config(database_url, DEV_MAILBOX=enabled))
+        app = build_app(DEV_MAILBOX=enabled)
         client = app.test_client()
         sign_in(client, admin.user.email)
         assert client.get("/dev/mailbox").status_code == expected
