@@ -94,6 +94,21 @@ class Config:
     JOB_QUEUES = ("mail", "default")
     SWEEP_PENDING_AFTER = timedelta(minutes=5)
     SUPPORT_EMAIL = os.environ.get("SUPPORT_EMAIL", "")
+    # Delays between attempts after a temporary failure: base * 2**(attempt-1), capped.
+    MAIL_RETRY_BASE_SECONDS = float(os.environ.get("MAIL_RETRY_BASE_SECONDS", "30"))
+    MAIL_RETRY_MAX_SECONDS = 3600
+    MAIL_MAX_ATTEMPTS = 8
+    MAILGUN_API_KEY = os.environ.get("MAILGUN_API_KEY")
+    MAILGUN_DOMAIN = os.environ.get("MAILGUN_DOMAIN")
+    MAILGUN_REGION = os.environ.get("MAILGUN_REGION", "us")
+    MAILGUN_BASE_URL = os.environ.get("MAILGUN_BASE_URL")
+    MAILGUN_WEBHOOK_SIGNING_KEY = os.environ.get("MAILGUN_WEBHOOK_SIGNING_KEY")
+    MAILGUN_TRACKING = env_flag("MAILGUN_TRACKING")
+    MAILGUN_TIMEOUT = float(os.environ.get("MAILGUN_TIMEOUT", "30"))
+    # An address whose inbound mail reaches us, for the mailto: part of List-Unsubscribe.
+    MAIL_UNSUBSCRIBE_MAILTO = os.environ.get("MAIL_UNSUBSCRIBE_MAILTO")
+    # Webhook timestamps older than this (or this far in the future) are refused as stale.
+    WEBHOOK_MAX_AGE_SECONDS = 15 * 60
 
     def __init__(self) -> None:
         self.SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))
@@ -102,11 +117,16 @@ class Config:
         self.RATELIMIT_STORAGE_URI = self.REDIS_URL or "memory://"
         self.RATELIMIT_STORAGE_OPTIONS = dict(self.REDIS_OPTIONS)
         self.SECRET_KEY = os.environ.get("SECRET_KEY") or self.fallback_secret_key()
+        self.PUBLIC_URL = (os.environ.get("PUBLIC_URL") or self.default_public_url()).rstrip("/") or None
         self.SQLALCHEMY_ENGINE_OPTIONS = engine_options(self.SQLALCHEMY_DATABASE_URI)
 
     def fallback_secret_key(self) -> str:
         """Where SECRET_KEY is unset: development makes one; other environments refuse."""
         return development_secret_key()
+
+    def default_public_url(self) -> str:
+        """The site's address for links in emails sent by jobs (set PUBLIC_URL in production)."""
+        return f"http://127.0.0.1:{os.environ.get('PORT', '5000')}"
 
 
 class DevelopmentConfig(Config):
@@ -124,6 +144,7 @@ class TestConfig(Config):
     TESTING = True
     MAIL_BACKEND = "memory"
     SERVER_NAME = "localhost"
+    MAIL_RETRY_BASE_SECONDS = 0.5
     RATELIMIT_SIGN_IN = "5 per minute"
 
     def __init__(self) -> None:
@@ -148,6 +169,10 @@ class ProductionConfig(Config):
     def fallback_secret_key(self) -> str:
         """Production never invents a key: sessions would break on every restart."""
         raise ConfigError("SECRET_KEY must be set in production.")
+
+    def default_public_url(self) -> str:
+        """Production has no guess: links in emails must name the real site."""
+        raise ConfigError("PUBLIC_URL must be set in production (e.g. https://school.example.org).")
 
 
 CONFIGS = {

@@ -113,12 +113,16 @@ def register_blueprints(app: Flask) -> None:
     from app.dev.routes import bp as dev_bp
     from app.main.routes import bp as main_bp
     from app.members.routes import bp as members_bp
+    from app.unsubscribe.routes import bp as unsubscribe_bp
+    from app.webhooks.routes import bp as webhooks_bp
 
     app.register_blueprint(main_bp)
     app.register_blueprint(auth_bp)
     app.register_blueprint(classes_bp)
     app.register_blueprint(members_bp)
     app.register_blueprint(dev_bp)
+    app.register_blueprint(unsubscribe_bp)
+    app.register_blueprint(webhooks_bp)
     # Flask's own static route is public: it serves only files under app/static.
     permissions.public(app.view_functions["static"])
 

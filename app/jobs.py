@@ -42,6 +42,20 @@ def enqueue(func: Callable, *args, queue: str = "default", job_id: str | None = 
     db.session.info.setdefault("pending_jobs", []).append(PendingJob(func, args, queue, job_id, options))
 
 
+def enqueue_in(seconds: float, func: Callable, *args, queue: str = "default") -> None:
+    """Run ``func(*args)`` after a delay (RQ's scheduler); in-process, the sweeper picks it up."""
+    if not current_app.config.get("REDIS_URL"):
+        return
+    from datetime import timedelta
+
+    from redis.exceptions import RedisError
+
+    try:
+        get_queue(queue).enqueue_in(timedelta(seconds=seconds), func, *args, **_rq_options({}))
+    except RedisError as error:
+        log.warning("redis unavailable, delayed %s left for the sweeper: %s", func.__name__, error)
+
+
 def _after_commit(session: Session) -> None:
     pending = session.info.pop("pending_jobs", [])
     if not pending:

@@ -96,27 +96,55 @@ def test_sweeper_releases_deliveries_stuck_in_sending(app, make_school, make_mem
     assert message.id == _deliveries()[0].message_id
 
 
-def test_failed_sends_are_retried_then_given_up(app, make_school, make_member):
-    from app.mail.backends import SendResult
-    from app.mail.jobs import MAX_ATTEMPTS
+def test_temporary_failures_are_retried_later_then_given_up(app, make_school, make_member, sent_mail):
+    from app.mail.backends import TemporaryFailure
+
+    class Unavailable:
+        max_batch = 1000
+
+        def send_batch(self, batch):
+            raise TemporaryFailure("HTTP 503 from provider", retry_after=120)
+
+    app.extensions["mail_backend"] = Unavailable()
+    member = make_member(make_school())
+    message = queue_email("email_change_notice", [member.user], name="x")
+    db.session.info.pop("pending_jobs")
+    db.session.commit()
+    counts = send_message(message.id)
+    assert counts["retry"] == 1
+    delivery = _deliveries()[0]
+    assert (delivery.status, delivery.attempts, delivery.last_error) == (
+        DeliveryStatus.PENDING,
+        1,
+        "HTTP 503 from provider",
+    )
+    # Retry-After (120 s) wins over the backoff (0.5 s in tests); not retried before then.
+    assert timedelta(seconds=119) < delivery.next_attempt_at - utcnow() <= timedelta(seconds=120)
+    assert send_message(message.id)["retry"] == 0
+    for minutes in range(1, app.config["MAIL_MAX_ATTEMPTS"] + 1):
+        with time_machine.travel(utcnow() + timedelta(hours=minutes)):
+            send_message(message.id)
+    delivery = _deliveries()[0]
+    assert (delivery.status, delivery.attempts) == (DeliveryStatus.FAILED, app.config["MAIL_MAX_ATTEMPTS"])
+
+
+def test_permanent_failures_are_recorded_with_the_reason(app, make_school, make_member):
+    from app.mail.backends import PermanentFailure
 
     class Refusing:
-        def send(self, envelopes):
-            return [SendResult(ok=False, error="mailbox unavailable") for _ in envelopes]
+        max_batch = 1000
+
+        def send_batch(self, batch):
+            raise PermanentFailure("'to' parameter is not a valid address")
 
     app.extensions["mail_backend"] = Refusing()
     member = make_member(make_school())
     message = queue_email("email_change_notice", [member.user], name="x")
     db.session.info.pop("pending_jobs")
     db.session.commit()
-    send_message(message.id)
+    assert send_message(message.id)["failed"] == 1
     delivery = _deliveries()[0]
-    assert (delivery.status, delivery.attempts, delivery.last_error) == (
-        DeliveryStatus.PENDING,
-        1,
-        "mailbox unavailable",
+    assert (delivery.status, delivery.last_error) == (
+        DeliveryStatus.FAILED,
+        "'to' parameter is not a valid address",
     )
-    for _ in range(MAX_ATTEMPTS):
-        send_message(message.id)
-    delivery = _deliveries()[0]
-    assert (delivery.status, delivery.attempts) == (DeliveryStatus.FAILED, MAX_ATTEMPTS)

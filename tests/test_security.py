@@ -121,6 +121,7 @@ def test_session_cookie_is_an_opaque_signed_id_with_safe_flags(client):
 
 def test_production_cookies_are_secure_and_hsts_is_sent(build_app, database_url, monkeypatch):
     monkeypatch.setenv("SECRET_KEY", "production-like-secret-for-this-test")
+    monkeypatch.setenv("PUBLIC_URL", "https://school.example.org")
     monkeypatch.setenv("DATABASE_URL", database_url)
     app = build_app(ProductionConfig())
     response = app.test_client().get("/sign-in")

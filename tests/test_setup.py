@@ -29,9 +29,14 @@ def test_tls_redis_accepts_heroku_self_signed_certificates():
     assert redis_options("redis://h:6379") == {}
 
 
-def test_production_refuses_to_start_without_a_secret_key(monkeypatch):
+def test_production_refuses_to_start_without_a_secret_key_or_public_url(monkeypatch):
     monkeypatch.delenv("SECRET_KEY", raising=False)
+    monkeypatch.setenv("PUBLIC_URL", "https://school.example.org")
     with pytest.raises(ConfigError, match="SECRET_KEY"):
+        ProductionConfig()
+    monkeypatch.setenv("SECRET_KEY", "x" * 40)
+    monkeypatch.delenv("PUBLIC_URL")
+    with pytest.raises(ConfigError, match="PUBLIC_URL"):
         ProductionConfig()
 
 
@@ -48,6 +53,7 @@ def test_development_keeps_one_generated_secret_key(monkeypatch, tmp_path):
 
 def test_heroku_dynos_default_to_production(monkeypatch):
     monkeypatch.setenv("DYNO", "web.1")
+    monkeypatch.setenv("PUBLIC_URL", "https://school.example.org")
     monkeypatch.delenv("APP_ENV", raising=False)
     monkeypatch.setenv("SECRET_KEY", "x" * 40)
     assert config_from_env().ENV_NAME == "production"

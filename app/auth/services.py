@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flask import current_app, g, request, session, url_for
+from flask import current_app, g, request, session
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import func, select
 from sqlalchemy.orm import joinedload, selectinload
@@ -19,6 +19,7 @@ from app.mail import queue_email
 from app.models import Membership, MembershipStatus, Role, School, User
 from app.models.base import utcnow
 from app.permissions import effective_permissions
+from app.urls import external_url
 
 LIVE_STATUSES = (MembershipStatus.PENDING, MembershipStatus.APPROVED)
 
@@ -142,7 +143,7 @@ def notify_approvers(school: School, newcomer: User) -> None:
             recipients,
             school_id=school.id,
             school_name=school.name,
-            queue_url=url_for("members.pending", _external=True),
+            queue_url=external_url("members.pending"),
         )
 
 
@@ -191,7 +192,7 @@ def send_password_reset(email: str) -> None:
         sensitive=True,
         name=user.name,
         hours=hours,
-        link=url_for("auth.reset_link", token=raw, _external=True),
+        link=external_url("auth.reset_link", token=raw),
     )
 
 
@@ -225,7 +226,7 @@ def start_email_change(user: User, new_email: str) -> None:
         sensitive=True,
         name=user.name,
         hours=hours,
-        link=url_for("auth.email_link", token=raw, _external=True),
+        link=external_url("auth.email_link", token=raw),
     )
     queue_email("email_change_notice", [user], name=user.name)
 

@@ -1,7 +1,14 @@
-"""Mail backends: where a rendered email goes. Mailgun joins these in the email issue."""
+"""Mail backends: where a batch of rendered email goes.
+
+A batch is one message for up to ``max_batch`` recipients. Bodies and headers may hold
+``%recipient.<name>%`` placeholders (Mailgun's recipient-variables syntax), filled per
+recipient from ``Recipient.variables``: that is how each person gets their own
+unsubscribe link while the provider receives one request per thousand people.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from flask import Flask, current_app
@@ -11,8 +18,30 @@ from app.models import DevMail
 
 
 @dataclass
+class Recipient:
+    """One delivery's address and the values for its placeholders."""
+
+    delivery_id: int
+    email: str
+    variables: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """One message for many recipients; nobody sees another's address."""
+
+    sender: str
+    subject: str
+    text: str
+    html: str | None
+    tag: str
+    recipients: list[Recipient]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
 class Envelope:
-    """One rendered email for one recipient."""
+    """One personalised email, as the local backends keep it."""
 
     to: str
     subject: str
@@ -22,28 +51,63 @@ class Envelope:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass
-class SendResult:
-    """What the backend said about one envelope."""
+class TemporaryFailure(Exception):
+    """The provider could not take the batch now (429, 5xx, network); try again later."""
 
-    ok: bool
-    provider_id: str | None = None
-    error: str | None = None
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+class PermanentFailure(Exception):
+    """The provider refused the batch for good (a 4xx other than 429)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
 
 
 class MailBackend:
-    """The interface: send a batch of envelopes, get one result each."""
+    """Send a batch; return the provider's id per delivery, or raise one of the failures above."""
 
-    def send(self, envelopes: list[Envelope]) -> list[SendResult]:
+    max_batch = 1000
+
+    def send_batch(self, batch: Batch) -> dict[int, str]:
         raise NotImplementedError
+
+
+_PLACEHOLDER = re.compile(r"%recipient\.([A-Za-z0-9_]+)%")
+
+
+def personalise(text: str | None, variables: dict[str, str]) -> str | None:
+    """Fill ``%recipient.x%`` placeholders the way Mailgun does (unknown ones stay as they are)."""
+    if text is None:
+        return None
+    return _PLACEHOLDER.sub(lambda m: variables.get(m.group(1), m.group(0)), text)
+
+
+def envelopes(batch: Batch) -> list[Envelope]:
+    """The batch as one personalised email per recipient."""
+    return [
+        Envelope(
+            to=r.email,
+            subject=personalise(batch.subject, r.variables),
+            text=personalise(batch.text, r.variables),
+            html=personalise(batch.html, r.variables),
+            sender=batch.sender,
+            headers={k: personalise(v, r.variables) for k, v in batch.headers.items()} | {"X-Tag": batch.tag},
+        )
+        for r in batch.recipients
+    ]
 
 
 class DevMailboxBackend(MailBackend):
     """Keep mail in the database so the development mailbox page can show it."""
 
-    def send(self, envelopes: list[Envelope]) -> list[SendResult]:
-        results = []
-        for envelope in envelopes:
+    def send_batch(self, batch: Batch) -> dict[int, str]:
+        ids = {}
+        for recipient, envelope in zip(batch.recipients, envelopes(batch), strict=True):
             row = DevMail(
                 to_email=envelope.to,
                 subject=envelope.subject,
@@ -53,8 +117,8 @@ class DevMailboxBackend(MailBackend):
             )
             db.session.add(row)
             db.session.flush()
-            results.append(SendResult(ok=True, provider_id=f"dev-{row.id}"))
-        return results
+            ids[recipient.delivery_id] = f"dev-{row.id}"
+        return ids
 
 
 class MemoryBackend(MailBackend):
@@ -62,13 +126,25 @@ class MemoryBackend(MailBackend):
 
     def __init__(self) -> None:
         self.sent: list[Envelope] = []
+        self.batches: list[Batch] = []
 
-    def send(self, envelopes: list[Envelope]) -> list[SendResult]:
-        self.sent.extend(envelopes)
-        return [SendResult(ok=True, provider_id=f"mem-{len(self.sent)}") for _ in envelopes]
+    def send_batch(self, batch: Batch) -> dict[int, str]:
+        self.batches.append(batch)
+        self.sent.extend(envelopes(batch))
+        return {r.delivery_id: f"mem-{len(self.batches)}" for r in batch.recipients}
 
 
-BACKENDS = {"devmailbox": DevMailboxBackend, "memory": MemoryBackend}
+def _mailgun(app: Flask) -> MailBackend:
+    from app.mail.mailgun import MailgunBackend
+
+    return MailgunBackend.from_config(app.config)
+
+
+BACKENDS = {
+    "devmailbox": lambda app: DevMailboxBackend(),
+    "memory": lambda app: MemoryBackend(),
+    "mailgun": _mailgun,
+}
 
 
 def init_backend(app: Flask) -> None:
@@ -76,7 +152,7 @@ def init_backend(app: Flask) -> None:
     name = app.config["MAIL_BACKEND"]
     if name not in BACKENDS:
         raise RuntimeError(f"MAIL_BACKEND must be one of {', '.join(BACKENDS)}; got {name!r}")
-    app.extensions["mail_backend"] = BACKENDS[name]()
+    app.extensions["mail_backend"] = BACKENDS[name](app)
 
 
 def backend() -> MailBackend:

@@ -1,4 +1,10 @@
-"""Jobs that send the outbox, and the sweeper that finds work a lost job left behind."""
+"""Jobs that send the outbox, and the sweeper that finds work a lost job left behind.
+
+``send_message`` claims pending deliveries in batches as large as the backend takes,
+re-checks every recipient at send time (account active? category turned off or gathered
+into a digest? address suppressed?), sends the rest in one provider call per batch and
+records the outcome on each delivery. A delivery marked sent is never sent again.
+"""
 
 from __future__ import annotations
 
@@ -10,16 +16,22 @@ from sqlalchemy import and_, or_, select, update
 
 from app import jobs, sessions
 from app.extensions import db
-from app.mail.backends import Envelope, backend
-from app.models import DeliveryStatus, MailDelivery, MailMessage, User
+from app.mail.backends import Batch, PermanentFailure, Recipient, TemporaryFailure, backend
+from app.mail.preferences import modes_for, suppressed
+from app.models import DeliveryMode, DeliveryStatus, MailDelivery, MailMessage, User
 from app.models.base import utcnow
+from app.unsubscribe import tokens
 
 log = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 8
-BATCH = 100
 STUCK_AFTER = timedelta(minutes=15)
-SETTLED = (DeliveryStatus.SENT, DeliveryStatus.SKIPPED, DeliveryStatus.FAILED)
+SETTLED = (
+    DeliveryStatus.SENT,
+    DeliveryStatus.SKIPPED,
+    DeliveryStatus.FAILED,
+    DeliveryStatus.DIGEST,
+    DeliveryStatus.DIGESTED,
+)
 
 
 @jobs.job
@@ -28,12 +40,12 @@ def send_message(message_id: int) -> dict:
     message = db.session.get(MailMessage, message_id)
     if message is None:
         return {"sent": 0}
-    counts = {"sent": 0, "skipped": 0, "failed": 0}
-    tried: set[int] = set()  # a failure waits for the sweeper rather than being retried at once
-    while claimed := _claim(message_id, exclude=tried):
-        for delivery in claimed:
-            tried.add(delivery.id)
-            counts[_deliver(message, delivery)] += 1
+    counts = {"sent": 0, "skipped": 0, "digest": 0, "failed": 0, "retry": 0}
+    tried: set[int] = set()  # a failure waits for its retry time rather than being retried at once
+    while claimed := _claim(message_id, exclude=tried, limit=backend().max_batch):
+        tried.update(d.id for d in claimed)
+        for outcome, number in _send_batch(message, claimed).items():
+            counts[outcome] += number
         db.session.commit()
     _erase_sensitive_bodies(message)
     db.session.commit()
@@ -41,13 +53,13 @@ def send_message(message_id: int) -> dict:
     return counts
 
 
-def _claim(message_id: int, exclude: set[int]) -> list[MailDelivery]:
-    """Mark a batch of pending deliveries as sending, so two workers never take the same one.
+def _claim(message_id: int, exclude: set[int], limit: int) -> list[MailDelivery]:
+    """Mark a batch of due pending deliveries as sending, so two workers never take the same one.
 
     Returns [] only when nothing is left to claim: losing a whole batch to another
     worker moves on to the next one rather than ending the job.
     """
-    while ids := _pending_ids(message_id, exclude):
+    while ids := _due_ids(message_id, exclude, limit):
         # RETURNING gives exactly the rows this worker moved; re-reading "sending" rows would
         # also pick up rows another worker claimed in between, and both would send them.
         claimed = db.session.scalars(
@@ -59,62 +71,151 @@ def _claim(message_id: int, exclude: set[int]) -> list[MailDelivery]:
         ).all()
         db.session.commit()
         if claimed:
-            return list(db.session.scalars(select(MailDelivery).where(MailDelivery.id.in_(claimed))))
+            query = select(MailDelivery).where(MailDelivery.id.in_(claimed)).order_by(MailDelivery.id)
+            return list(db.session.scalars(query))
         exclude.update(ids)
     return []
 
 
-def _pending_ids(message_id: int, exclude: set[int]) -> list[int]:
+def _due_ids(message_id: int, exclude: set[int], limit: int) -> list[int]:
     query = (
         select(MailDelivery.id)
         .where(
             MailDelivery.message_id == message_id,
             MailDelivery.status == DeliveryStatus.PENDING,
+            or_(MailDelivery.next_attempt_at.is_(None), MailDelivery.next_attempt_at <= utcnow()),
             MailDelivery.id.not_in(exclude),
         )
         .order_by(MailDelivery.id)
-        .limit(BATCH)
+        .limit(limit)
     )
     return list(db.session.scalars(query))
 
 
-def _deliver(message: MailMessage, delivery: MailDelivery) -> str:
-    """Re-check the recipient at send time, then send; record the outcome on the row."""
-    delivery.attempts += 1
-    delivery.updated_at = utcnow()
-    reason = _skip_reason(delivery)
-    if reason:
-        delivery.status, delivery.last_error = DeliveryStatus.SKIPPED, reason
-        return "skipped"
-    envelope = Envelope(
-        to=delivery.to_email,
+def _send_batch(message: MailMessage, claimed: list[MailDelivery]) -> dict[str, int]:
+    """Sort a claimed batch into skipped, digest and to-send; send the last in one call."""
+    users = _users_of(claimed)
+    modes = modes_for(users, message.category)
+    blocked = suppressed(d.to_email for d in claimed)
+    counts = {"skipped": 0, "digest": 0}
+    sendable = []
+    for delivery in claimed:
+        delivery.attempts += 1
+        delivery.updated_at = utcnow()
+        reason = _skip_reason(message, delivery, users, modes, blocked)
+        if reason == "digest":
+            delivery.status = DeliveryStatus.DIGEST
+            counts["digest"] += 1
+        elif reason:
+            delivery.status, delivery.last_error = DeliveryStatus.SKIPPED, reason
+            counts["skipped"] += 1
+        else:
+            sendable.append(delivery)
+    if sendable:
+        counts.update(_send(message, sendable, users))
+    return counts
+
+
+def _users_of(deliveries: list[MailDelivery]) -> dict[int, User]:
+    ids = {d.user_id for d in deliveries if d.user_id is not None}
+    if not ids:
+        return {}
+    return {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(ids)))}
+
+
+def _skip_reason(message, delivery, users, modes, blocked) -> str | None:
+    """Why this delivery must not go now (P10, P11), or None to send it."""
+    suppression = blocked.get(delivery.to_email.lower())
+    if suppression is not None and (message.category.optional or suppression.blocks_administrative):
+        return f"address suppressed ({suppression.reason})"
+    if delivery.user_id is None:
+        return None
+    user = users.get(delivery.user_id)
+    if user is None or not user.active:
+        return "account deactivated"
+    mode = modes.get(user.id, DeliveryMode.IMMEDIATE)
+    if mode is DeliveryMode.OFF:
+        return "unsubscribed from this category"
+    if mode is DeliveryMode.DIGEST and message.category.can_digest:
+        return "digest"
+    return None
+
+
+def _send(message: MailMessage, deliveries: list[MailDelivery], users: dict[int, User]) -> dict[str, int]:
+    """One provider call for the batch; every delivery records what came of it."""
+    batch = _batch(message, deliveries, users)
+    try:
+        provider_ids = backend().send_batch(batch)
+    except TemporaryFailure as failure:
+        return _retry_later(message, deliveries, failure)
+    except PermanentFailure as failure:
+        for delivery in deliveries:
+            delivery.status, delivery.last_error = DeliveryStatus.FAILED, failure.reason[:500]
+        return {"failed": len(deliveries)}
+    now = utcnow()
+    for delivery in deliveries:
+        delivery.status = DeliveryStatus.SENT
+        delivery.provider_id = provider_ids.get(delivery.id)
+        delivery.sent_at = now
+        delivery.last_error = None
+    return {"sent": len(deliveries)}
+
+
+def _batch(message: MailMessage, deliveries: list[MailDelivery], users: dict[int, User]) -> Batch:
+    """The message with each recipient's own unsubscribe link as a recipient variable."""
+    headers = {"X-Category": message.category.value}
+    if message.category.optional:
+        mailto = current_app.config.get("MAIL_UNSUBSCRIBE_MAILTO")
+        target = "<%recipient.unsubscribe_url%>" + (f", <mailto:{mailto}>" if mailto else "")
+        headers |= {"List-Unsubscribe": target, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+    link = _unsubscribe_link_maker(message)
+    return Batch(
+        sender=current_app.config["MAIL_FROM"],
         subject=message.subject,
         text=message.text_body or "",
         html=message.html_body,
-        sender=current_app.config["MAIL_FROM"],
-        headers={"X-Category": message.category.value},
+        tag=message.category.value,
+        headers=headers,
+        recipients=[
+            Recipient(d.id, d.to_email, link(users.get(d.user_id)) if link else {}) for d in deliveries
+        ],
     )
-    result = backend().send([envelope])[0]
-    if result.ok:
-        delivery.status, delivery.provider_id, delivery.sent_at = (
-            DeliveryStatus.SENT,
-            result.provider_id,
-            utcnow(),
-        )
-        return "sent"
-    delivery.last_error = (result.error or "unknown error")[:500]
-    delivery.status = DeliveryStatus.FAILED if delivery.attempts >= MAX_ATTEMPTS else DeliveryStatus.PENDING
-    return "failed"
 
 
-def _skip_reason(delivery: MailDelivery) -> str | None:
-    """Deactivated accounts get nothing, administrative mail included (P11)."""
-    if delivery.user_id is None:
+def _unsubscribe_link_maker(message: MailMessage):
+    """Build links from one URL template per batch (20,000 url_for calls would dominate a send)."""
+    if not message.category.optional:
         return None
-    user = db.session.get(User, delivery.user_id)
-    if user is None or not user.active:
-        return "account deactivated"
-    return None
+    placeholder = "UNSUBSCRIBE-TOKEN"
+    template = tokens.link_template(placeholder)
+
+    def variables(user: User | None) -> dict[str, str]:
+        if user is None:
+            return {}
+        return {"unsubscribe_url": template.replace(placeholder, tokens.make(user, message.category))}
+
+    return variables
+
+
+def _retry_later(message: MailMessage, deliveries: list[MailDelivery], failure: TemporaryFailure) -> dict:
+    """Put the batch back with a backoff (or the provider's Retry-After) and schedule the retry."""
+    config = current_app.config
+    attempts = max(d.attempts for d in deliveries)
+    if attempts >= config["MAIL_MAX_ATTEMPTS"]:
+        for delivery in deliveries:
+            delivery.status, delivery.last_error = DeliveryStatus.FAILED, failure.reason[:500]
+        return {"failed": len(deliveries)}
+    backoff = min(config["MAIL_RETRY_BASE_SECONDS"] * 2 ** (attempts - 1), config["MAIL_RETRY_MAX_SECONDS"])
+    delay = max(failure.retry_after or 0, backoff)
+    for delivery in deliveries:
+        delivery.status = DeliveryStatus.PENDING
+        delivery.last_error = failure.reason[:500]
+        delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
+    jobs.enqueue_in(delay, send_message, message.id, queue="mail")
+    log.warning(
+        "message %s: %d deliveries retry in %.1fs (%s)", message.id, len(deliveries), delay, failure.reason
+    )
+    return {"retry": len(deliveries)}
 
 
 def _erase_sensitive_bodies(message: MailMessage) -> None:
@@ -134,12 +235,13 @@ def _erase_sensitive_bodies(message: MailMessage) -> None:
 def sweep() -> dict:
     """Re-enqueue messages whose deliveries sat pending (or stuck sending) too long."""
     now = utcnow()
+    waiting_too_long = and_(
+        MailDelivery.next_attempt_at.is_(None),
+        MailDelivery.updated_at < now - current_app.config["SWEEP_PENDING_AFTER"],
+    )
     lost = and_(
         MailDelivery.status == DeliveryStatus.PENDING,
-        or_(
-            MailDelivery.updated_at < now - current_app.config["SWEEP_PENDING_AFTER"],
-            MailDelivery.attempts > 0,
-        ),
+        or_(waiting_too_long, MailDelivery.next_attempt_at <= now),
     )
     # A worker killed mid-send leaves rows in "sending"; after a while they are sent again.
     stuck = and_(MailDelivery.status == DeliveryStatus.SENDING, MailDelivery.updated_at < now - STUCK_AFTER)

@@ -9,6 +9,7 @@ from flask import current_app, render_template
 from app import jobs
 from app.extensions import db
 from app.models import Category, MailDelivery, MailMessage, User
+from app.urls import external_url
 
 
 def render_email(template: str, **context) -> tuple[str, str, str]:
@@ -28,6 +29,7 @@ def queue_email(
     school_id: int | None = None,
     sensitive: bool = False,
     to_email: str | None = None,
+    created_by_id: int | None = None,
     **context,
 ) -> MailMessage:
     """Write one message and a delivery per recipient; a job sends them after commit.
@@ -35,6 +37,10 @@ def queue_email(
     ``to_email`` overrides the address for a single recipient (an email change is
     confirmed at the new address before it becomes the account's).
     """
+    if category.optional:
+        # Filled per recipient at send time (Mailgun recipient variables).
+        context.setdefault("unsubscribe_url", "%recipient.unsubscribe_url%")
+        context.setdefault("preferences_url", external_url("unsubscribe.preferences"))
     subject, text, html = render_email(template, **context)
     message = MailMessage(
         school_id=school_id,
@@ -44,6 +50,7 @@ def queue_email(
         text_body=text,
         html_body=html,
         sensitive=sensitive,
+        created_by_id=created_by_id,
     )
     db.session.add(message)
     for user in recipients:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import g, url_for
+from flask import g
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
@@ -10,6 +10,7 @@ from app.extensions import db
 from app.mail import queue_email
 from app.models import Membership, MembershipStatus
 from app.models.base import utcnow
+from app.urls import external_url
 
 
 def pending_memberships() -> list[Membership]:
@@ -34,7 +35,7 @@ def get_pending(membership_id: int) -> Membership | None:
 
 def approve(membership: Membership) -> None:
     """Let the person in, and tell them by email."""
-    _decide(membership, MembershipStatus.APPROVED, None, link=url_for("auth.sign_in", _external=True))
+    _decide(membership, MembershipStatus.APPROVED, None, link=external_url("auth.sign_in"))
 
 
 def reject(membership: Membership, reason: str) -> None:

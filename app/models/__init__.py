@@ -10,7 +10,17 @@ from app.models.directory import (
     SchoolClass,
     Student,
 )
-from app.models.messaging import Category, DeliveryStatus, DevMail, MailDelivery, MailMessage
+from app.models.messaging import (
+    Category,
+    DeliveryMode,
+    DeliveryStatus,
+    DevMail,
+    MailDelivery,
+    MailMessage,
+    MailPreference,
+    Suppression,
+    WebhookToken,
+)
 from app.models.people import (
     Membership,
     MembershipStatus,
@@ -25,6 +35,7 @@ __all__ = [
     "Category",
     "ClassHelper",
     "ClassRole",
+    "DeliveryMode",
     "DeliveryStatus",
     "DevMail",
     "Enrollment",
@@ -32,6 +43,7 @@ __all__ = [
     "Guardian",
     "MailDelivery",
     "MailMessage",
+    "MailPreference",
     "Membership",
     "MembershipStatus",
     "PermissionChange",
@@ -39,6 +51,8 @@ __all__ = [
     "School",
     "SchoolClass",
     "Student",
+    "Suppression",
     "User",
     "WebSession",
+    "WebhookToken",
 ]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -16,6 +16,52 @@ class Category(enum.StrEnum):
     """Why an email is sent; administrative mail cannot be turned off by an active account."""
 
     ADMINISTRATIVE = "administrative"
+    SCHOOL_ANNOUNCEMENTS = "school_announcements"
+    CLASS_ANNOUNCEMENTS = "class_announcements"
+    NEWSLETTERS = "newsletters"
+    PROMOTIONAL = "promotional"
+
+    @property
+    def label(self) -> str:
+        return CATEGORY_TEXT[self][0]
+
+    @property
+    def description(self) -> str:
+        return CATEGORY_TEXT[self][1]
+
+    @property
+    def optional(self) -> bool:
+        """Everything but administrative mail can be turned off (P10, P11)."""
+        return self is not Category.ADMINISTRATIVE
+
+    @property
+    def can_digest(self) -> bool:
+        """Announcements and newsletters may wait for the daily digest."""
+        return self in (Category.SCHOOL_ANNOUNCEMENTS, Category.CLASS_ANNOUNCEMENTS, Category.NEWSLETTERS)
+
+
+CATEGORY_TEXT = {
+    Category.ADMINISTRATIVE: (
+        "Account and policy notices",
+        "Sign-in, security, approvals and changes to the privacy policy. These reach every active "
+        "account, because you need them to keep using the service safely.",
+    ),
+    Category.SCHOOL_ANNOUNCEMENTS: ("School announcements", "News from your school to every family."),
+    Category.CLASS_ANNOUNCEMENTS: (
+        "Class announcements",
+        "Messages from teachers and room parents of your classes.",
+    ),
+    Category.NEWSLETTERS: ("Newsletters", "Regular newsletters from your school."),
+    Category.PROMOTIONAL: ("News about Join Our Class", "Occasional news about the service itself."),
+}
+
+
+class DeliveryMode(enum.StrEnum):
+    """How a person wants one category of mail."""
+
+    IMMEDIATE = "immediate"
+    DIGEST = "digest"
+    OFF = "off"
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -26,6 +72,8 @@ class DeliveryStatus(enum.StrEnum):
     SENT = "sent"
     SKIPPED = "skipped"
     FAILED = "failed"
+    DIGEST = "digest"  # waiting for the person's daily digest
+    DIGESTED = "digested"  # went out inside a digest
 
 
 def _enum(cls):
@@ -44,6 +92,7 @@ class MailMessage(db.Model):
     html_body: Mapped[str | None] = mapped_column(Text)
     # Bodies holding a secret link are erased once every delivery is settled.
     sensitive: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     deliveries: Mapped[list[MailDelivery]] = relationship(back_populates="message")
@@ -65,8 +114,44 @@ class MailDelivery(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # After a temporary failure the delivery waits until then (backoff or the provider's Retry-After).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     message: Mapped[MailMessage] = relationship(back_populates="deliveries")
+
+
+class MailPreference(db.Model):
+    """A person's choice for one optional category (no row: immediately)."""
+
+    __table_args__ = (UniqueConstraint("user_id", "category"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id", ondelete="CASCADE"), index=True)
+    category: Mapped[Category] = mapped_column(_enum(Category))
+    mode: Mapped[DeliveryMode] = mapped_column(_enum(DeliveryMode))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Suppression(db.Model):
+    """An address we must not mail, learnt from the provider (bounce, complaint, unsubscribe).
+
+    Kept here rather than in Mailgun's per-domain lists, which would also block the
+    administrative mail an active account must still receive after an unsubscribe.
+    """
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    reason: Mapped[str] = mapped_column(String(20))
+    # A dead address gets nothing; a complaint or an unsubscribe still gets administrative mail.
+    blocks_administrative: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookToken(db.Model):
+    """A webhook token already accepted: a second delivery of it is a replay."""
+
+    token: Mapped[str] = mapped_column(String(100), primary_key=True)
+    seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
 class DevMail(db.Model):

@@ -39,12 +39,12 @@ def test_send_message_leaves_deliveries_another_worker_claimed_meanwhile(app, se
 
     assert session.info.get("raced"), "the claim did not run an UPDATE"
     assert sent_mail == []  # the other worker is sending these
-    assert counts == {"sent": 0, "skipped": 0, "failed": 0}
+    assert counts["sent"] == 0
 
 
 def test_losing_a_whole_batch_moves_on_to_the_next(app, sent_mail, monkeypatch):
     """Another worker takes the first batch; this one still sends the rest, not waiting for the sweeper."""
-    monkeypatch.setattr("app.mail.jobs.BATCH", 2)
+    monkeypatch.setattr(app.extensions["mail_backend"], "max_batch", 2)
     message = MailMessage(category=Category.ADMINISTRATIVE, template="t", subject="Hello", text_body="Hi")
     db.session.add(message)
     for n in range(5):

@@ -1,0 +1,296 @@
+"""Mailgun's HTTP API as a mail backend: one POST per batch of up to a thousand people.
+
+Each batch goes to ``POST /v3/<domain>/messages`` with one ``to`` field per recipient and a
+``recipient-variables`` JSON object. That object is what makes Mailgun send every recipient
+their own copy, with only their own address in it and their own values (an unsubscribe link)
+in place of the ``%recipient.x%`` placeholders. Without it Mailgun sends one message that shows
+every address to everyone, so it is always sent, even when nobody has any variables.
+
+Only the standard library is used (``urllib.request``). Neither the API key nor any recipient
+address is ever logged or put into an exception message: failures end up in the outbox's
+``last_error`` column and in logs that many people can read.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import re
+import ssl
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
+from urllib.parse import quote, urlencode, urlsplit
+
+from app.mail.backends import Batch, MailBackend, PermanentFailure, TemporaryFailure
+
+log = logging.getLogger(__name__)
+
+REGIONS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
+DEFAULT_TIMEOUT = 30.0
+MAX_REASON = 300
+MAX_RESPONSE_BYTES = 64 * 1024  # Mailgun's answers are tiny; never read an unbounded body
+LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+_TRUE = {"1", "true", "yes", "on"}
+_ADDRESS = re.compile(r"[^\s<>\"',;:()\[\]]+@[^\s<>\"',;:()\[\]]+")
+_SPLITS_ADDRESS = re.compile(r"[\s,;<>\"]")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: urllib would forward the Authorization header to the new host."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None
+
+
+def _flag(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in _TRUE
+    return bool(value)
+
+
+class MailgunBackend(MailBackend):
+    """Send batches through Mailgun's messages endpoint."""
+
+    max_batch = 1000
+
+    def __init__(
+        self,
+        api_key: str,
+        domain: str,
+        *,
+        base_url: str = REGIONS["us"],
+        timeout: float = DEFAULT_TIMEOUT,
+        tracking: bool = False,
+    ) -> None:
+        if not api_key or not domain:
+            raise RuntimeError("The Mailgun backend needs MAILGUN_API_KEY and MAILGUN_DOMAIN.")
+        base_url = base_url.rstrip("/")
+        parts = urlsplit(base_url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise RuntimeError("MAILGUN_BASE_URL must be an http(s) URL such as https://api.mailgun.net.")
+        if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+            # Basic auth over plain HTTP would hand the API key to anyone on the path.
+            raise RuntimeError("MAILGUN_BASE_URL must use https (plain http is only for a loopback fake).")
+        if timeout <= 0:
+            raise RuntimeError("MAILGUN_TIMEOUT must be a positive number of seconds.")
+        self._api_key = api_key
+        self.domain = domain
+        self.base_url = base_url
+        self.timeout = timeout
+        self.tracking = tracking
+        self.url = f"{base_url}/v3/{quote(domain, safe='')}/messages"
+        token = base64.b64encode(f"api:{api_key}".encode()).decode("ascii")
+        self._authorization = f"Basic {token}"
+        handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
+        if parts.hostname in LOOPBACK_HOSTS:
+            handlers.append(urllib.request.ProxyHandler({}))  # a loopback fake is never behind a proxy
+        self._opener = urllib.request.build_opener(*handlers)
+
+    def __repr__(self) -> str:  # the key stays out of reprs, tracebacks and debuggers' displays
+        return f"MailgunBackend(domain={self.domain!r}, base_url={self.base_url!r})"
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> MailgunBackend:
+        """Build from MAILGUN_* settings (an app's config or any mapping)."""
+        api_key = config.get("MAILGUN_API_KEY") or ""
+        domain = config.get("MAILGUN_DOMAIN") or ""
+        missing = [
+            name for name, value in (("MAILGUN_API_KEY", api_key), ("MAILGUN_DOMAIN", domain)) if not value
+        ]
+        if missing:
+            raise RuntimeError(f"MAIL_BACKEND=mailgun needs {' and '.join(missing)} to be set.")
+        region = str(config.get("MAILGUN_REGION") or "us").strip().lower()
+        if region not in REGIONS:
+            raise RuntimeError(f"MAILGUN_REGION must be one of {', '.join(REGIONS)}; got {region!r}.")
+        base_url = config.get("MAILGUN_BASE_URL") or REGIONS[region]
+        raw_timeout = config.get("MAILGUN_TIMEOUT")
+        try:
+            timeout = float(raw_timeout) if raw_timeout not in (None, "") else DEFAULT_TIMEOUT
+        except (TypeError, ValueError):
+            raise RuntimeError("MAILGUN_TIMEOUT must be a number of seconds.") from None
+        return cls(
+            str(api_key),
+            str(domain),
+            base_url=str(base_url),
+            timeout=timeout,
+            tracking=_flag(config.get("MAILGUN_TRACKING", False)),
+        )
+
+    # -- building the request -------------------------------------------------------------
+
+    def form_fields(self, batch: Batch) -> list[tuple[str, str]]:
+        """The form Mailgun receives for this batch (``to`` repeated once per address).
+
+        An address repeated with the same variables goes once (both deliveries get the id);
+        ValueError for an address Mailgun would split, an address repeated with other variables
+        or a header with a line break. The messages name deliveries, never addresses.
+        """
+        variables: dict[str, dict[str, str]] = {}
+        for recipient in batch.recipients:
+            if not recipient.email or _SPLITS_ADDRESS.search(recipient.email):
+                # Mailgun would read such a value as several addresses (or none).
+                raise ValueError(f"delivery {recipient.delivery_id} has an address Mailgun cannot take")
+            known = variables.get(recipient.email)
+            if known is not None and known != recipient.variables:
+                raise ValueError(
+                    f"delivery {recipient.delivery_id} repeats an address in the batch with other variables"
+                )
+            variables[recipient.email] = dict(recipient.variables)
+        for name, value in batch.headers.items():
+            if "\r" in name or "\n" in name or "\r" in value or "\n" in value or ":" in name:
+                raise ValueError(f"header {name.splitlines()[0][:40]!r} holds a line break or colon")
+        tracking = "yes" if self.tracking else "no"
+        fields: list[tuple[str, str]] = [("from", batch.sender)]
+        fields += [("to", email) for email in variables]
+        fields += [("subject", batch.subject), ("text", batch.text)]
+        if batch.html is not None:
+            fields.append(("html", batch.html))
+        # Always sent: without it every recipient would see every address in the batch.
+        fields.append(("recipient-variables", json.dumps(variables, ensure_ascii=False)))
+        if batch.tag:
+            fields.append(("o:tag", batch.tag))
+        fields += [("o:tracking", tracking), ("o:tracking-clicks", tracking), ("o:tracking-opens", tracking)]
+        fields += [(f"h:{name}", value) for name, value in batch.headers.items()]
+        return fields
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def send_batch(self, batch: Batch) -> dict[int, str]:
+        if not batch.recipients:
+            return {}
+        if len(batch.recipients) > self.max_batch:
+            raise ValueError(
+                f"a Mailgun batch takes at most {self.max_batch} recipients; got {len(batch.recipients)}"
+            )
+        try:
+            fields = self.form_fields(batch)
+        except ValueError as error:
+            # Bad data, not a bad moment: retrying would fail the same way, so fail for good.
+            raise PermanentFailure(f"batch not sent: {error}") from None
+        body = urlencode(fields, doseq=True).encode("utf-8")
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
+            self.url,
+            data=body,
+            method="POST",
+            headers={
+                "Authorization": self._authorization,
+                "Content-Type": "application/x-www-form-urlencoded",
+                "Accept": "application/json",
+                "User-Agent": "join-our-class-mailer",
+            },
+        )
+        size, tag = len(batch.recipients), batch.tag
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                status = response.status
+                payload = self._read(response)
+        except urllib.error.HTTPError as error:
+            with error:
+                failure = self._failure(error.code, self._read(error), error.headers)
+            log.warning("mailgun batch (tag %s, %d recipients) failed: %s", tag, size, failure.reason)
+            raise failure from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            failure = TemporaryFailure(f"Mailgun could not be reached: {_network_reason(error)}")
+            log.warning("mailgun batch (tag %s, %d recipients) failed: %s", tag, size, failure.reason)
+            raise failure from None
+        provider_id = _message_id(payload)
+        if not 200 <= status < 300 or provider_id is None:
+            # The request may well have been queued: failing for good avoids sending it twice.
+            failure = PermanentFailure(
+                f"Mailgun answered {status} without a message id; the batch may or may not have been queued"
+            )
+            log.error("mailgun batch (tag %s, %d recipients): %s", tag, size, failure.reason)
+            raise failure
+        log.info("mailgun batch (tag %s, %d recipients) queued as %s", tag, size, provider_id)
+        return {recipient.delivery_id: provider_id for recipient in batch.recipients}
+
+    def _read(self, response) -> bytes:
+        try:
+            return response.read(MAX_RESPONSE_BYTES) or b""
+        except (OSError, http.client.HTTPException):
+            return b""
+
+    def _failure(self, status: int, payload: bytes, headers) -> TemporaryFailure | PermanentFailure:
+        retry_after = _retry_after(headers.get("Retry-After") if headers is not None else None)
+        if status == 429:
+            return TemporaryFailure("Mailgun rate limit reached (429)", retry_after)
+        if status >= 500:
+            return TemporaryFailure(f"Mailgun server error ({status})", retry_after)
+        if 300 <= status < 400:
+            return PermanentFailure(f"Mailgun answered with a redirect ({status}); check MAILGUN_BASE_URL")
+        message = self._scrub(_json_message(payload))
+        hint = " (check MAILGUN_API_KEY)" if status == 401 else ""
+        reason = f"Mailgun refused the batch ({status}){hint}"
+        if message:
+            reason = f"{reason}: {message}"
+        return PermanentFailure(reason[:MAX_REASON])
+
+    def _scrub(self, text: str) -> str:
+        """Mailgun's own message may quote an address (or, in theory, the key): drop both."""
+        text = text.replace(self._api_key, "[key]")
+        return _ADDRESS.sub("[address]", text)
+
+
+def _json_message(payload: bytes) -> str:
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return ""
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return " ".join(data["message"].split())
+    return ""
+
+
+def _message_id(payload: bytes) -> str | None:
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if isinstance(data, dict) and isinstance(data.get("id"), str) and data["id"].strip():
+        return data["id"].strip()
+    return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds from now: either a number of seconds or an HTTP date."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _network_reason(error: BaseException) -> str:
+    """Which network trouble, in words that hold no address, key or URL."""
+    if isinstance(error, urllib.error.URLError) and not isinstance(error.reason, str):
+        error = error.reason
+    if isinstance(error, TimeoutError):
+        return "timed out"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, http.client.RemoteDisconnected):  # before ConnectionResetError, its base
+        return "connection closed without a response"
+    if isinstance(error, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):
+        return "connection reset"
+    if isinstance(error, ssl.SSLError):
+        return "TLS error"
+    if isinstance(error, http.client.HTTPException):
+        return "malformed response"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return type(error).__name__

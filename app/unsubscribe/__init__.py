@@ -1,0 +1,1 @@
+"""Unsubscribe links and one-click unsubscribe (RFC 8058)."""

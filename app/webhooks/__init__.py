@@ -1,0 +1,1 @@
+"""Webhooks from providers (Mailgun events)."""

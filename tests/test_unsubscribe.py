@@ -1,0 +1,209 @@
+"""P10, P11: categories, one-click unsubscribe (RFC 8058), preferences, digests and suppressions."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+from sqlalchemy import select
+
+from app import jobs
+from app.extensions import db
+from app.mail import queue_email
+from app.mail.jobs import send_message
+from app.models import Category, DeliveryMode, DeliveryStatus, MailDelivery, MailPreference, Suppression
+from app.unsubscribe import tokens
+from tests.conftest import sign_in
+
+
+def _announce(users, category=Category.SCHOOL_ANNOUNCEMENTS):
+    message = queue_email("email_change_notice", users, category=category, name="Families")
+    db.session.commit()
+    jobs.run_ready_jobs()
+    return message
+
+
+def _statuses(message):
+    db.session.expire_all()
+    rows = db.session.scalars(select(MailDelivery).where(MailDelivery.message_id == message.id))
+    return {d.to_email: (d.status, d.last_error) for d in rows}
+
+
+def _unsubscribe_path(envelope):
+    url = re.search(r"<(http://localhost/unsubscribe/[^>]+)>", envelope.headers["List-Unsubscribe"]).group(1)
+    return url.replace("http://localhost", "")
+
+
+def test_optional_mail_carries_a_personal_unsubscribe_link_and_one_click_headers(
+    app, make_school, make_member, sent_mail
+):
+    school = make_school()
+    a = make_member(school, email="ann@example.org")
+    b = make_member(school, email="bob@example.org")
+    _announce([a.user, b.user])
+    by_to = {m.to: m for m in sent_mail}
+    for person, envelope in by_to.items():
+        assert envelope.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        path = _unsubscribe_path(envelope)
+        assert path in envelope.text and path in envelope.html  # a visible link too
+        token = path.rsplit("/", 1)[1]
+        assert person.split("@")[0] not in token.lower()  # nothing personal in the link
+        assert str(a.user_id) not in token.split(".")[1:]
+    assert _unsubscribe_path(by_to["ann@example.org"]) != _unsubscribe_path(by_to["bob@example.org"])
+
+
+def test_administrative_mail_has_no_unsubscribe(app, make_school, make_member, sent_mail):
+    member = make_member(make_school())
+    _announce([member.user], category=Category.ADMINISTRATIVE)
+    assert "List-Unsubscribe" not in sent_mail[0].headers
+    assert "/unsubscribe/" not in sent_mail[0].text
+
+
+def test_one_click_post_unsubscribes_before_the_next_send_and_get_changes_nothing(
+    app, client, make_school, make_member, sent_mail
+):
+    member = make_member(make_school(), email="ann@example.org")
+    _announce([member.user])
+    path = _unsubscribe_path(sent_mail[0])
+
+    page = client.get(path)
+    assert page.status_code == 200 and "Stop “School announcements” emails?" in page.get_data(as_text=True)
+    assert "Set-Cookie" not in page.headers  # works for someone who is not signed in, leaves nothing
+    assert db.session.scalar(select(MailPreference)) is None  # GET alone changed nothing
+
+    anonymous = app.test_client(use_cookies=False)
+    response = anonymous.post(path, data={"List-Unsubscribe": "One-Click"})  # no cookie, no CSRF token
+    assert response.status_code == 200  # not a redirect
+    assert "Set-Cookie" not in response.headers
+    multipart = anonymous.post(
+        path, data={"List-Unsubscribe": "One-Click"}, content_type="multipart/form-data"
+    )
+    assert multipart.status_code == 200
+
+    sent_mail.clear()
+    second = _announce([member.user])
+    assert sent_mail == []
+    assert _statuses(second)["ann@example.org"] == (DeliveryStatus.SKIPPED, "unsubscribed from this category")
+    _announce([member.user], category=Category.NEWSLETTERS)  # other categories still arrive
+    assert len(sent_mail) == 1
+
+
+def test_the_page_offers_everything_non_administrative(app, make_school, make_member, sent_mail):
+    member = make_member(make_school(), email="ann@example.org")
+    _announce([member.user])
+    path = _unsubscribe_path(sent_mail[0])
+    client = app.test_client(use_cookies=False)
+    done = client.post(path, data={"scope": "all"})
+    assert done.status_code == 200 and "You are unsubscribed" in done.get_data(as_text=True)
+    sent_mail.clear()
+    for category in Category:
+        _announce([member.user], category=category)
+    assert [m.headers["X-Category"] for m in sent_mail] == ["administrative"]  # P11: notices still arrive
+
+
+def test_deactivated_account_gets_not_even_administrative_mail(app, make_school, make_member, sent_mail):
+    member = make_member(make_school(), email="gone@example.org")
+    member.user.active = False
+    db.session.commit()
+    message = _announce([member.user], category=Category.ADMINISTRATIVE)
+    assert sent_mail == []
+    assert _statuses(message)["gone@example.org"] == (DeliveryStatus.SKIPPED, "account deactivated")
+
+
+@pytest.mark.parametrize("token", ["nonsense", "a.b.c", "x" * 500, "%00", "abc.s.forged-signature"])
+def test_a_tampered_token_gets_a_clear_400(app, token):
+    client = app.test_client(use_cookies=False)
+    for response in (
+        client.get(f"/unsubscribe/{token}"),
+        client.post(f"/unsubscribe/{token}", data={"scope": "all"}),
+    ):
+        assert response.status_code == 400
+        assert "recognise this unsubscribe link" in response.get_data(as_text=True)
+
+
+def test_a_token_for_another_category_cannot_be_edited_into_one(app, make_school, make_member):
+    member = make_member(make_school())
+    key, _code, signature = tokens.make(member.user, Category.NEWSLETTERS).split(".")
+    assert tokens.read(f"{key}.s.{signature}") is None
+    assert tokens.read(f"{key}.n.{signature}")[1] is Category.NEWSLETTERS
+
+
+def test_preferences_toggle_with_htmx_and_administrative_is_locked(
+    client, make_school, make_member, sent_mail
+):
+    member = make_member(make_school())
+    sign_in(client, member.user.email)
+    page = client.get("/account/email-settings").get_data(as_text=True)
+    assert "Always, while your account is active" in page and "locked" in page
+
+    response = client.htmx("/account/email-settings/newsletters", {"mode": "digest"}, target="email-settings")
+    assert response.status_code == 200
+    assert 'value="digest" checked' in response.get_data(as_text=True)
+    assert "<html" not in response.get_data(as_text=True)
+
+    refused = client.htmx("/account/email-settings/administrative", {"mode": "off"}, target="email-settings")
+    assert refused.status_code == 400 and "reach every active account" in refused.get_data(as_text=True)
+    no_digest = client.htmx(
+        "/account/email-settings/promotional", {"mode": "digest"}, target="email-settings"
+    )
+    assert no_digest.status_code == 400
+    assert client.form("/account/email-settings/junk", {"mode": "off"}).status_code == 404
+    plain = client.form("/account/email-settings/promotional", {"mode": "off"})
+    assert plain.status_code == 303 and plain.headers["Location"] == "/account/email-settings"
+
+    modes = dict(db.session.execute(select(MailPreference.category, MailPreference.mode)).all())
+    assert modes == {Category.NEWSLETTERS: DeliveryMode.DIGEST, Category.PROMOTIONAL: DeliveryMode.OFF}
+
+
+def test_digest_choice_holds_the_mail_for_the_digest(app, make_school, make_member, sent_mail):
+    member = make_member(make_school(), email="digest@example.org")
+    db.session.add(
+        MailPreference(user_id=member.user_id, category=Category.NEWSLETTERS, mode=DeliveryMode.DIGEST)
+    )
+    db.session.commit()
+    message = _announce([member.user], category=Category.NEWSLETTERS)
+    assert sent_mail == []
+    assert _statuses(message)["digest@example.org"][0] is DeliveryStatus.DIGEST
+
+
+def test_suppressed_addresses(app, make_school, make_member, sent_mail):
+    school = make_school()
+    bounced = make_member(school, email="bounced@example.org")
+    complained = make_member(school, email="complained@example.org")
+    db.session.add_all(
+        [
+            Suppression(email="bounced@example.org", reason="bounce", blocks_administrative=True),
+            Suppression(email="complained@example.org", reason="complaint", blocks_administrative=False),
+        ]
+    )
+    db.session.commit()
+    news = _announce([bounced.user, complained.user])
+    notice = _announce([bounced.user, complained.user], category=Category.ADMINISTRATIVE)
+    assert [m.to for m in sent_mail] == [
+        "complained@example.org"
+    ]  # only the notice, only to the live address
+    assert _statuses(news)["complained@example.org"] == (
+        DeliveryStatus.SKIPPED,
+        "address suppressed (complaint)",
+    )
+    assert _statuses(notice)["bounced@example.org"] == (DeliveryStatus.SKIPPED, "address suppressed (bounce)")
+
+
+def test_a_large_send_is_batched_by_the_backend_size(app, make_school, sent_mail, monkeypatch):
+    """P4's batching through the outbox: ceil(n / max_batch) provider calls, each person once."""
+    from app.auth.passwords import hash_password
+    from app.models import User
+
+    backend = app.extensions["mail_backend"]
+    monkeypatch.setattr(backend, "max_batch", 7)
+    password = hash_password("not used here")
+    users = [User(email=f"p{n}@example.org", name=f"P {n}", password_hash=password) for n in range(30)]
+    db.session.add_all(users)
+    db.session.commit()
+    _announce(users, category=Category.NEWSLETTERS)
+    assert len(backend.batches) == math.ceil(30 / 7)
+    assert sorted(m.to for m in sent_mail) == sorted(u.email for u in users)
+    links = {_unsubscribe_path(m) for m in sent_mail}
+    assert len(links) == 30
+    assert send_message(1)["sent"] == 0  # nothing is sent twice
