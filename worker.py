@@ -16,6 +16,8 @@ from app import create_app, jobs
 
 SWEEP_EVERY_SECONDS = 120
 SWEEP_JOB_ID = "sweep-outbox"
+DIGEST_EVERY_SECONDS = 24 * 3600
+DIGEST_JOB_ID = "daily-digest"
 log = logging.getLogger("worker")
 
 
@@ -28,32 +30,35 @@ def main(argv: list[str]) -> int:
         return 2
     with app.app_context():
         connection = jobs.redis_connection()
-        schedule_sweeper(connection)
+        schedule_repeating(connection)
     # No app context around work(): each job pushes its own, after the fork.
     worker = HerokuWorker(argv or list(app.config["JOB_QUEUES"]), connection=connection)
     worker.work(with_scheduler=True)
     return 0
 
 
-def schedule_sweeper(connection) -> None:
-    """Register the sweeper as a repeating job (one per Redis, whatever the number of workers)."""
+def schedule_repeating(connection) -> None:
+    """Register the repeating jobs once per Redis, whatever the number of workers."""
+    from app.mail.digest import send_digests
+    from app.mail.jobs import sweep
+
+    _repeat(connection, SWEEP_JOB_ID, sweep, SWEEP_EVERY_SECONDS)
+    _repeat(connection, DIGEST_JOB_ID, send_digests, DIGEST_EVERY_SECONDS)
+
+
+def _repeat(connection, job_id: str, func, interval: int) -> None:
     from rq import Queue, Repeat
     from rq.exceptions import NoSuchJobError
     from rq.job import Job, JobStatus
 
-    from app.mail.jobs import sweep
-
     try:
-        status = Job.fetch(SWEEP_JOB_ID, connection=connection).get_status()
+        status = Job.fetch(job_id, connection=connection).get_status()
     except NoSuchJobError:
         status = None
     if status in (JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED):
         return
     Queue("default", connection=connection).enqueue(
-        sweep,
-        job_id=SWEEP_JOB_ID,
-        repeat=Repeat(times=10**6, interval=SWEEP_EVERY_SECONDS),
-        result_ttl=600,
+        func, job_id=job_id, repeat=Repeat(times=10**6, interval=interval), result_ttl=600
     )
 
 

@@ -92,3 +92,13 @@ def sweep_command():
         result = sweep()
     jobs.run_ready_jobs()
     click.echo(f"Swept: {result}")
+
+
+@jobs_group.command("digest")
+def digest_command():
+    """Send the daily digests now (the worker does this once a day)."""
+    from app.mail.digest import send_digests
+
+    result = send_digests()
+    jobs.run_ready_jobs()
+    click.echo(f"Digests: {result}")

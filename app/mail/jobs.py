@@ -136,7 +136,7 @@ def _skip_reason(message, delivery, users, modes, blocked) -> str | None:
     mode = modes.get(user.id, DeliveryMode.IMMEDIATE)
     if mode is DeliveryMode.OFF:
         return "unsubscribed from this category"
-    if mode is DeliveryMode.DIGEST and message.category.can_digest:
+    if mode is DeliveryMode.DIGEST and message.category.can_digest and message.template != "digest":
         return "digest"
     return None
 

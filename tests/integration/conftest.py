@@ -190,17 +190,20 @@ def worker_is_idle(redis_client, worker: WorkerProcess) -> bool:
 
 
 def park_sweeper(redis_client) -> None:
-    """Leave the outbox sweeper already scheduled (an hour away), as another worker would have.
+    """Leave the sweeper and the digest already scheduled (an hour away), as another worker would have.
 
     worker.py then does not run it at start, so a test sees only its own jobs. The sweeper
     itself is exercised in test_worker.py::test_worker_schedules_the_sweeper_which_sends_stale_mail.
     """
     from rq import Queue
 
+    from app.mail.digest import send_digests
     from app.mail.jobs import sweep
-    from worker import SWEEP_JOB_ID
+    from worker import DIGEST_JOB_ID, SWEEP_JOB_ID
 
-    Queue("default", connection=redis_client).enqueue_in(timedelta(hours=1), sweep, job_id=SWEEP_JOB_ID)
+    queue = Queue("default", connection=redis_client)
+    queue.enqueue_in(timedelta(hours=1), sweep, job_id=SWEEP_JOB_ID)
+    queue.enqueue_in(timedelta(hours=1), send_digests, job_id=DIGEST_JOB_ID)
 
 
 @pytest.fixture
