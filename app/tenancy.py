@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import cache
 
 from flask import g, has_app_context
-from sqlalchemy import event, select
+from sqlalchemy import Table, event, select
 from sqlalchemy.orm import ORMExecuteState, Session, joinedload, with_loader_criteria
+from sqlalchemy.sql import visitors
 
 from app.models.base import SchoolScoped
 
@@ -61,8 +63,19 @@ def bind_request(school_id: int) -> None:
     g._tenancy_school_id = school_id
 
 
+@cache
+def _school_tables() -> frozenset:
+    from app.extensions import db
+
+    return frozenset(
+        mapper.local_table for mapper in db.Model.registry.mappers if issubclass(mapper.class_, SchoolScoped)
+    )
+
+
 def _touches_school_data(state: ORMExecuteState) -> bool:
-    return any(issubclass(mapper.class_, SchoolScoped) for mapper in state.all_mappers)
+    """Does any part of the statement (subqueries and joins included) read a school table?"""
+    tables = _school_tables()
+    return any(isinstance(e, Table) and e in tables for e in visitors.iterate(state.statement))
 
 
 def _scope_statement(state: ORMExecuteState) -> None:
