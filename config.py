@@ -109,6 +109,14 @@ class Config:
     MAIL_UNSUBSCRIBE_MAILTO = os.environ.get("MAIL_UNSUBSCRIBE_MAILTO")
     # Webhook timestamps older than this (or this far in the future) are refused as stale.
     WEBHOOK_MAX_AGE_SECONDS = 15 * 60
+    # Support requests go to Zendesk's Tickets API (email/token auth); unset: they wait, stored.
+    ZENDESK_SUBDOMAIN = os.environ.get("ZENDESK_SUBDOMAIN")
+    ZENDESK_EMAIL = os.environ.get("ZENDESK_EMAIL")
+    ZENDESK_API_TOKEN = os.environ.get("ZENDESK_API_TOKEN")
+    ZENDESK_BASE_URL = os.environ.get("ZENDESK_BASE_URL")  # overrides the subdomain's URL (tests)
+    ZENDESK_TIMEOUT = float(os.environ.get("ZENDESK_TIMEOUT", "30"))
+    SUPPORT_RETRY_BASE_SECONDS = float(os.environ.get("SUPPORT_RETRY_BASE_SECONDS", "30"))
+    RATELIMIT_CONTACT = "5 per hour"
 
     def __init__(self) -> None:
         self.SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))

@@ -18,6 +18,7 @@ SWEEP_EVERY_SECONDS = 120
 SWEEP_JOB_ID = "sweep-outbox"
 DIGEST_EVERY_SECONDS = 24 * 3600
 DIGEST_JOB_ID = "daily-digest"
+SUPPORT_SWEEP_JOB_ID = "sweep-support"
 log = logging.getLogger("worker")
 
 
@@ -41,9 +42,11 @@ def schedule_repeating(connection) -> None:
     """Register the repeating jobs once per Redis, whatever the number of workers."""
     from app.mail.digest import send_digests
     from app.mail.jobs import sweep
+    from app.support.jobs import sweep_support
 
     _repeat(connection, SWEEP_JOB_ID, sweep, SWEEP_EVERY_SECONDS)
     _repeat(connection, DIGEST_JOB_ID, send_digests, DIGEST_EVERY_SECONDS)
+    _repeat(connection, SUPPORT_SWEEP_JOB_ID, sweep_support, SWEEP_EVERY_SECONDS)
 
 
 def _repeat(connection, job_id: str, func, interval: int) -> None:

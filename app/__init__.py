@@ -111,8 +111,11 @@ def register_blueprints(app: Flask) -> None:
     from app.auth.routes import bp as auth_bp
     from app.classes.routes import bp as classes_bp
     from app.dev.routes import bp as dev_bp
+    from app.directory.routes import bp as directory_bp
     from app.main.routes import bp as main_bp
     from app.members.routes import bp as members_bp
+    from app.messages.routes import bp as messages_bp
+    from app.support.routes import bp as support_bp
     from app.unsubscribe.routes import bp as unsubscribe_bp
     from app.webhooks.routes import bp as webhooks_bp
 
@@ -120,7 +123,10 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(auth_bp)
     app.register_blueprint(classes_bp)
     app.register_blueprint(members_bp)
+    app.register_blueprint(messages_bp)
+    app.register_blueprint(support_bp)
     app.register_blueprint(dev_bp)
+    app.register_blueprint(directory_bp)
     app.register_blueprint(unsubscribe_bp)
     app.register_blueprint(webhooks_bp)
     # Flask's own static route is public: it serves only files under app/static.

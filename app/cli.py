@@ -94,6 +94,17 @@ def sweep_command():
     click.echo(f"Swept: {result}")
 
 
+@jobs_group.command("sweep-support")
+def sweep_support_command():
+    """Forward support requests waiting for Zendesk (after an outage, a lost job or configuring it)."""
+    from app.support.jobs import sweep_support
+
+    with tenancy.unscoped():
+        result = sweep_support()
+    jobs.run_ready_jobs()
+    click.echo(f"Swept support requests: {result}")
+
+
 @jobs_group.command("digest")
 def digest_command():
     """Send the daily digests now (the worker does this once a day)."""

@@ -119,7 +119,7 @@ def other_school(make_school, make_member):
         "Secretfamily",
         "Ottoline",
     ]
-    ids = {"class_id": school_class.id, "membership_id": applicant.id, "mail_id": 1}
+    ids = {"class_id": school_class.id, "membership_id": applicant.id, "mail_id": 1, "message_id": 1}
     return ids, secrets
 
 
@@ -171,3 +171,22 @@ def test_own_school_ids_work_for_the_same_routes(client, make_school, make_membe
     school_class = _class(a, "Own Class")
     sign_in(client, me.user.email)
     assert client.get(f"/classes/{school_class.id}").status_code == 200
+
+
+def test_school_tables_inside_subqueries_are_scoped_too(app, make_school, make_member):
+    """A top-level entity that is not school data must not open a path to another school's rows."""
+    from app.models import User
+
+    a, b = make_school(), make_school()
+    mine = make_member(a, email="mine@example.org")
+    make_member(b, email="theirs@example.org")
+    a_id, mine_id = a.id, mine.user_id
+    db.session.expunge_all()
+    through_memberships = select(User.email).where(User.id.in_(select(Membership.user_id)))
+    with pytest.raises(TenancyError):
+        db.session.scalars(through_memberships).all()
+    with tenancy.bound(a_id):
+        assert db.session.scalars(through_memberships).all() == ["mine@example.org"]
+        joined = select(User.email).join(Membership, Membership.user_id == User.id)
+        assert db.session.scalars(joined).all() == ["mine@example.org"]
+    assert mine_id

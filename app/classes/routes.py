@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, render_template
+from flask import Blueprint, abort, g, render_template
 
 from app.classes import services
+from app.directory import services as directory
+from app.directory.visibility import current_viewer
 from app.permissions import requires
 
 bp = Blueprint("classes", __name__, url_prefix="/classes")
@@ -24,9 +26,10 @@ def show(class_id: int):
     school_class = services.get_class(class_id)
     if school_class is None:
         abort(404)
+    families = directory.load_families(services.class_family_ids(school_class))
     return render_template(
         "classes/show.html",
         school_class=school_class,
         helpers=services.class_helpers(school_class),
-        families=services.class_families(school_class),
+        cards=directory.cards_for(families, current_viewer(g.membership), directory.class_names()),
     )

@@ -40,6 +40,8 @@ def send_message(message_id: int) -> dict:
     message = db.session.get(MailMessage, message_id)
     if message is None:
         return {"sent": 0}
+    if message.scheduled_for is not None and message.scheduled_for > utcnow():
+        return {"sent": 0}  # scheduled: the sweeper enqueues this job again once the time has passed
     counts = {"sent": 0, "skipped": 0, "digest": 0, "failed": 0, "retry": 0}
     tried: set[int] = set()  # a failure waits for its retry time rather than being retried at once
     while claimed := _claim(message_id, exclude=tried, limit=backend().max_batch):
@@ -245,7 +247,17 @@ def sweep() -> dict:
     )
     # A worker killed mid-send leaves rows in "sending"; after a while they are sent again.
     stuck = and_(MailDelivery.status == DeliveryStatus.SENDING, MailDelivery.updated_at < now - STUCK_AFTER)
-    message_ids = list(db.session.scalars(select(MailDelivery.message_id).where(or_(lost, stuck)).distinct()))
+    # A scheduled message is due once its time has passed; until then its pending rows are not lost.
+    scheduled = select(MailMessage.id).where(MailMessage.scheduled_for.is_not(None))
+    due = and_(
+        MailDelivery.status == DeliveryStatus.PENDING,
+        MailDelivery.next_attempt_at.is_(None),
+        MailDelivery.message_id.in_(scheduled.where(MailMessage.scheduled_for <= now)),
+    )
+    not_yet = MailDelivery.message_id.not_in(scheduled.where(MailMessage.scheduled_for > now))
+    message_ids = list(
+        db.session.scalars(select(MailDelivery.message_id).where(or_(lost, stuck, due), not_yet).distinct())
+    )
     db.session.execute(
         update(MailDelivery)
         .where(stuck)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from flask import current_app, render_template
+from sqlalchemy import insert
 
 from app import jobs
 from app.extensions import db
@@ -53,9 +54,12 @@ def queue_email(
         created_by_id=created_by_id,
     )
     db.session.add(message)
-    for user in recipients:
-        db.session.add(MailDelivery(message=message, user_id=user.id, to_email=to_email or user.email))
     db.session.flush()
+    rows = [{"message_id": message.id, "user_id": u.id, "to_email": to_email or u.email} for u in recipients]
+    if rows:
+        # One multi-row INSERT: the ORM would write one statement per recipient on SQLite,
+        # and a school-wide send would cost a statement per family.
+        db.session.execute(insert(MailDelivery), rows)
     from app.mail.jobs import send_message
 
     jobs.enqueue(send_message, message.id, queue="mail")

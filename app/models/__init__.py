@@ -28,7 +28,9 @@ from app.models.people import (
     Role,
     School,
     User,
+    Visibility,
 )
+from app.models.support import SupportKind, SupportRequest, SupportStatus
 
 __all__ = [
     "AccountToken",
@@ -51,8 +53,12 @@ __all__ = [
     "School",
     "SchoolClass",
     "Student",
+    "SupportKind",
+    "SupportRequest",
+    "SupportStatus",
     "Suppression",
     "User",
+    "Visibility",
     "WebSession",
     "WebhookToken",
 ]

@@ -94,6 +94,12 @@ class MailMessage(db.Model):
     sensitive: Mapped[bool] = mapped_column(Boolean, default=False)
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Announcements written in the app: who they went to, what was typed, and when they go.
+    audience_label: Mapped[str | None] = mapped_column(String(200))
+    class_id: Mapped[int | None] = mapped_column(ForeignKey("school_class.id", ondelete="SET NULL"))
+    source_markdown: Mapped[str | None] = mapped_column(Text)
+    # Not sent before this time; the sweeper enqueues the send job once it has passed.
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
     deliveries: Mapped[list[MailDelivery]] = relationship(back_populates="message")
 

@@ -37,6 +37,28 @@ class MembershipStatus(enum.StrEnum):
     DEACTIVATED = "deactivated"
 
 
+class Visibility(enum.StrEnum):
+    """Who may see one of a guardian's contact details."""
+
+    STAFF = "staff"  # school staff only
+    CLASSES = "classes"  # families in the same classes as my children (and staff)
+    SCHOOL = "school"  # every approved member of the school
+
+    @property
+    def label(self) -> str:
+        return {
+            "staff": "Only school staff",
+            "classes": "Families in my children's classes",
+            "school": "Everyone at the school",
+        }[self.value]
+
+
+def _enum_column(cls, **kwargs):
+    return mapped_column(
+        Enum(cls, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e]), **kwargs
+    )
+
+
 class School(db.Model):
     """A tenant: one school and its invitation code."""
 
@@ -46,6 +68,8 @@ class School(db.Model):
     invite_code: Mapped[str | None] = mapped_column(String(40), unique=True)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # What a new guardian's contact details default to, until they choose.
+    default_visibility: Mapped[Visibility] = _enum_column(Visibility, default=Visibility.CLASSES)
 
 
 class User(UserMixin, db.Model):
@@ -96,6 +120,13 @@ class Membership(SchoolScoped, db.Model):
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
     decision_reason: Mapped[str | None] = mapped_column(String(500))
+    # Directory details of this person in this school, each with who may see it.
+    title: Mapped[str | None] = mapped_column(String(100))
+    phone: Mapped[str | None] = mapped_column(String(40))
+    address: Mapped[str | None] = mapped_column(String(300))
+    email_visibility: Mapped[Visibility] = _enum_column(Visibility, default=Visibility.CLASSES)
+    phone_visibility: Mapped[Visibility] = _enum_column(Visibility, default=Visibility.CLASSES)
+    address_visibility: Mapped[Visibility] = _enum_column(Visibility, default=Visibility.STAFF)
 
     user: Mapped[User] = relationship(back_populates="memberships", foreign_keys=[user_id])
     school: Mapped[School] = relationship()

@@ -1,0 +1,1 @@
+"""The school directory: families, staff and who may see which contact detail."""

@@ -1,0 +1,224 @@
+"""Reading the directory: search, filters, pages and the cards each viewer may see.
+
+Every listing runs a fixed number of queries whatever the number of families: one count,
+one page of families, and eager loads for guardians, students and enrollments.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy.orm import joinedload
+
+from app.directory.visibility import Viewer, visible_contact
+from app.extensions import db
+from app.models import (
+    ClassHelper,
+    ClassRole,
+    Enrollment,
+    Family,
+    Guardian,
+    Membership,
+    MembershipStatus,
+    Role,
+    SchoolClass,
+    Student,
+    User,
+)
+
+PAGE_SIZE = 25
+MAX_QUERY = 100
+
+
+@dataclass(frozen=True)
+class DirectoryQuery:
+    """What the person asked for: words, a class, a grade and a page."""
+
+    q: str = ""
+    class_id: int | None = None
+    grade: str = ""
+    page: int = 1
+
+    @classmethod
+    def from_args(cls, args) -> DirectoryQuery:
+        """Read query-string arguments leniently: nonsense becomes 'no filter', never an error."""
+        class_id = args.get("class_id", "")
+        page = args.get("page", "")
+        return cls(
+            q=args.get("q", "").strip()[:MAX_QUERY],
+            class_id=int(class_id) if class_id.isdigit() and len(class_id) < 10 else None,
+            grade=args.get("grade", "").strip()[:20],
+            page=max(1, min(int(page), 10_000)) if page.isdigit() and len(page) < 6 else 1,
+        )
+
+
+@dataclass
+class GuardianCard:
+    name: str
+    contact: dict[str, str]
+
+
+@dataclass
+class FamilyCard:
+    id: int
+    name: str
+    guardians: list[GuardianCard] = field(default_factory=list)
+    children: list[tuple[str, list[str]]] = field(default_factory=list)
+
+
+@dataclass
+class DirectoryPage:
+    cards: list[FamilyCard]
+    total: int
+    page: int
+    pages: int
+
+
+def _matching(query: DirectoryQuery):
+    """Families of the current school matching the query (tenancy adds the school)."""
+    statement = select(Family.id)
+    if query.q:
+        like = f"%{_escape_like(query.q.lower())}%"
+        guardian_named = (
+            select(Guardian.id)
+            .join(Membership, Membership.id == Guardian.membership_id)
+            .join(User, User.id == Membership.user_id)
+            .where(Guardian.family_id == Family.id, func.lower(User.name).like(like, escape="\\"))
+        )
+        child_named = select(Student.id).where(
+            Student.family_id == Family.id,
+            or_(
+                func.lower(Student.first_name).like(like, escape="\\"),
+                func.lower(Student.last_name).like(like, escape="\\"),
+            ),
+        )
+        statement = statement.where(
+            or_(func.lower(Family.name).like(like, escape="\\"), exists(guardian_named), exists(child_named))
+        )
+    if query.class_id is not None or query.grade:
+        conditions = [Student.family_id == Family.id]
+        if query.class_id is not None:
+            conditions.append(Enrollment.class_id == query.class_id)
+        if query.grade:
+            conditions.append(SchoolClass.grade == query.grade)
+        in_class = (
+            select(Enrollment.id)
+            .join(Student, Student.id == Enrollment.student_id)
+            .join(SchoolClass, SchoolClass.id == Enrollment.class_id)
+            .where(and_(*conditions))
+        )
+        statement = statement.where(exists(in_class))
+    return statement
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def load_families(ids_query, *, limit: int | None = None, offset: int = 0) -> list[Family]:
+    # Joined eager loads keep this one query however many families there are: selectinload
+    # would add a query per 500 parents, so an export's query count would grow with the school.
+    statement = (
+        select(Family)
+        .where(Family.id.in_(ids_query))
+        .options(
+            joinedload(Family.guardians).joinedload(Guardian.membership).joinedload(Membership.user),
+            joinedload(Family.students).joinedload(Student.enrollments),
+        )
+        .order_by(Family.name, Family.id)
+    )
+    if limit is not None:
+        statement = statement.limit(limit).offset(offset)
+    return list(db.session.scalars(statement).unique())
+
+
+def class_names() -> dict[int, str]:
+    """Every class of the school by id (a school has tens of classes, not thousands)."""
+    return dict(db.session.execute(select(SchoolClass.id, SchoolClass.name)).all())
+
+
+def search(query: DirectoryQuery, viewer: Viewer) -> DirectoryPage:
+    """One page of the directory as this viewer may see it."""
+    matching = _matching(query)
+    total = db.session.scalar(select(func.count()).select_from(matching.subquery())) or 0
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    page = min(query.page, pages)
+    families = load_families(matching, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
+    return DirectoryPage(cards_for(families, viewer, class_names()), total, page, pages)
+
+
+def everything(query: DirectoryQuery, viewer: Viewer) -> list[FamilyCard]:
+    """All matching families (print and CSV), with the same visibility rules as the pages."""
+    return cards_for(load_families(_matching(query)), viewer, class_names())
+
+
+def cards_for(families: list[Family], viewer: Viewer, names: dict[int, str]) -> list[FamilyCard]:
+    """What the viewer may see of each family: approved, active guardians and their allowed details."""
+    cards = []
+    for family in families:
+        family_classes = frozenset(e.class_id for s in family.students for e in s.enrollments)
+        card = FamilyCard(family.id, family.name)
+        for guardian in family.guardians:
+            owner = guardian.membership
+            if owner.status is not MembershipStatus.APPROVED or not owner.user.active:
+                continue
+            card.guardians.append(
+                GuardianCard(owner.user.name, visible_contact(viewer, owner, family_classes))
+            )
+        for student in sorted(family.students, key=lambda s: s.first_name):
+            card.children.append((student.first_name, [names[e.class_id] for e in student.enrollments]))
+        if card.guardians:
+            cards.append(card)
+    return cards
+
+
+def grades() -> list[str]:
+    """The grades that have classes, for the filter."""
+    return list(db.session.scalars(select(SchoolClass.grade).distinct().order_by(SchoolClass.grade)))
+
+
+def all_classes() -> list[SchoolClass]:
+    """Classes for the filter, by grade and name."""
+    return list(db.session.scalars(select(SchoolClass).order_by(SchoolClass.grade, SchoolClass.name)))
+
+
+@dataclass
+class StaffCard:
+    name: str
+    title: str | None
+    classes: list[str]
+
+
+def staff() -> list[StaffCard]:
+    """Staff of the school with the classes they teach, in two queries."""
+    members = db.session.scalars(
+        select(Membership)
+        .options(joinedload(Membership.user))
+        .where(
+            Membership.status == MembershipStatus.APPROVED,
+            or_(
+                Membership.role.in_([Role.STAFF, Role.ADMIN, Role.SUPERADMIN]),
+                Membership.id.in_(
+                    select(ClassHelper.membership_id).where(ClassHelper.role == ClassRole.TEACHER)
+                ),
+            ),
+        )
+    ).all()
+    taught: dict[int, list[str]] = {}
+    rows = db.session.execute(
+        select(ClassHelper.membership_id, SchoolClass.name)
+        .join(SchoolClass, SchoolClass.id == ClassHelper.class_id)
+        .where(ClassHelper.role == ClassRole.TEACHER)
+        .order_by(SchoolClass.name)
+    ).all()
+    for membership_id, name in rows:
+        taught.setdefault(membership_id, []).append(name)
+    cards = [StaffCard(m.user.name, m.title, taught.get(m.id, [])) for m in members if m.user.active]
+    return sorted(cards, key=lambda c: c.name.lower())
+
+
+def families_of(membership_id: int):
+    """The ids of the families a member is a guardian in (as a subquery)."""
+    return select(Guardian.family_id).where(Guardian.membership_id == membership_id)

@@ -1,0 +1,155 @@
+"""Messages blueprint: write, preview and send (or schedule) announcements, and follow them.
+
+The three kinds need different permissions (and a class announcement its class), so the
+views declare ``@member`` and check the kind's permission themselves, before anything else.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, render_template, request, url_for
+
+from app.extensions import db
+from app.htmx import redirect_after_post, render, wants_fragment
+from app.messages import forms, services
+from app.models.base import utcnow
+from app.permissions import can, member
+
+bp = Blueprint("messages", __name__, url_prefix="/messages")
+
+
+@bp.context_processor
+def _helpers():
+    return {"local_time": services.local_time}
+
+
+def _require_a_sender() -> None:
+    if not services.may_send_any():
+        abort(403)
+
+
+@bp.route("")
+@member
+def index():
+    """Sent and scheduled messages of the current school, with their delivery counts."""
+    _require_a_sender()
+    rows = services.list_messages()
+    return render_template(
+        "messages/index.html",
+        rows=rows,
+        counts=services.delivery_counts(row.message.id for row in rows),
+        kinds=services.allowed_kinds(),
+        kind_of=services.kind_of,
+        waiting_for_its_time=services.is_waiting_for_its_time,
+        limit=services.LIST_LIMIT,
+    )
+
+
+def _audience_or_abort():
+    """The audience named by ?kind=…&class_id=…, once the member may write to it (else 403/404).
+
+    Returns None for a class announcement with no class chosen yet.
+    """
+    allowed = services.allowed_kinds()
+    if not allowed:
+        abort(403)
+    kind = services.KINDS.get(request.args.get("kind") or allowed[0].key)
+    if kind is None:
+        abort(404)
+    if not can(kind.permission):
+        abort(403)
+    if kind.key != "class":
+        return services.audience_for(kind)
+    class_id = request.args.get("class_id", type=int)
+    if class_id is None:
+        return None
+    school_class = services.get_class(class_id)
+    if school_class is None:
+        abort(404)
+    if not services.may_email_class(school_class):
+        abort(403)
+    return services.audience_for(kind, school_class)
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@member
+def compose():
+    """Write a message; Preview shows it in place (htmx) or above the form; Send sends or schedules."""
+    audience = _audience_or_abort()
+    if audience is None:
+        if request.method != "GET":
+            abort(400)
+        return render_template("messages/choose_class.html", classes=services.classes_to_email())
+    form = forms.ComposeForm(zone=services.school_zone())
+    now = utcnow()
+    form.send_at.render_kw = {
+        "min": services.local_input_value(now),
+        "max": services.local_input_value(now + services.MAX_AHEAD),
+    }
+    context = {
+        "form": form,
+        "audience": audience,
+        "action": url_for(
+            "messages.compose",
+            kind=audience.kind.key,
+            class_id=audience.school_class.id if audience.school_class else None,
+        ),
+        "preview": None,
+        "problem": None,
+    }
+    if request.method == "POST":
+        previewing = request.form.get("action") != "send" or wants_fragment("preview")
+        if not form.validate_on_submit():
+            return _invalid(context)
+        if not previewing:
+            sent = services.send(
+                audience, subject=form.subject.data, body=form.body.data, send_at=form.send_at_utc
+            )
+            if sent is not None:
+                note, message_id = _sent_note(sent), sent.message.id
+                db.session.commit()
+                flash(note, "success")
+                return redirect_after_post(url_for("messages.show", message_id=message_id))
+            context["problem"] = "Nobody would receive this message yet, so it was not sent."
+        context["preview"] = services.preview(audience, form.subject.data, form.body.data)
+    return render("messages/compose.html", block="preview", target="preview", **context)
+
+
+def _invalid(context: dict):
+    """Errors next to the fields with everything typed kept; an htmx preview gets the whole form back."""
+    response = render("messages/compose.html", block="compose", target="preview", status=400, **context)
+    if wants_fragment("preview"):
+        response.headers["HX-Retarget"] = "#compose"
+        response.headers["HX-Reswap"] = "innerHTML"
+    return response
+
+
+def _sent_note(sent: services.Sent) -> str:
+    who = f"{sent.people} {'person' if sent.people == 1 else 'people'}"
+    if sent.message.scheduled_for is not None:
+        return f"Scheduled for {services.local_time(sent.message.scheduled_for)} to {who}."
+    return f"Sending to {who}."
+
+
+@bp.route("/<int:message_id>")
+@member
+def show(message_id: int):
+    """One message and its delivery counts; htmx polls the counts while anything is waiting."""
+    _require_a_sender()
+    found = services.get_message(message_id)
+    if found is None:
+        abort(404)
+    message = found.message
+    counts = services.delivery_counts([message.id])[message.id]
+    waiting_for_its_time = services.is_waiting_for_its_time(message)
+    return render(
+        "messages/show.html",
+        block="counts",
+        target="delivery-counts",
+        message=message,
+        sender_name=found.sender_name,
+        kind=services.kind_of(message),
+        counts=counts,
+        waiting_for_its_time=waiting_for_its_time,
+        polling=not counts.settled and not waiting_for_its_time,
+        body_html=services.render_markdown(message.source_markdown or ""),
+    )

@@ -1,0 +1,400 @@
+"""Announcements and newsletters: who may send what to whom, safe HTML from Markdown, and counts.
+
+Recipients come from one query whatever the size of the school or class, and the delivery
+counts of any number of messages from one grouped query. Messages are not school-scoped
+rows (the outbox also carries platform mail), so every read here names the current school.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import markdown
+import nh3
+from flask import g
+from flask_login import current_user
+from markupsafe import Markup
+from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy.orm import joinedload
+
+from app.extensions import db
+from app.mail import queue_email
+from app.models import (
+    Category,
+    ClassHelper,
+    DeliveryStatus,
+    Enrollment,
+    Guardian,
+    MailDelivery,
+    MailMessage,
+    Membership,
+    MembershipStatus,
+    SchoolClass,
+    Student,
+    User,
+)
+from app.models.base import utcnow
+from app.permissions import can
+
+TEMPLATE = "announcement"
+MAX_AHEAD = timedelta(days=90)
+LIST_LIMIT = 100
+
+
+@dataclass(frozen=True)
+class Kind:
+    """What a message is: its email category and the permission that sends it."""
+
+    key: str
+    label: str
+    category: Category
+    permission: str
+
+
+KINDS: dict[str, Kind] = {
+    kind.key: kind
+    for kind in (
+        Kind("school", "School announcement", Category.SCHOOL_ANNOUNCEMENTS, "messages.school"),
+        Kind("newsletter", "Newsletter", Category.NEWSLETTERS, "messages.newsletter"),
+        Kind("class", "Class announcement", Category.CLASS_ANNOUNCEMENTS, "messages.class"),
+    )
+}
+KIND_OF_CATEGORY: dict[Category, Kind] = {kind.category: kind for kind in KINDS.values()}
+
+
+# --- who may send ---------------------------------------------------------------------------
+
+
+def may_send_any() -> bool:
+    """Holds at least one of the three sending permissions (the list and message pages)."""
+    return any(can(kind.permission) for kind in KINDS.values())
+
+
+def allowed_kinds() -> list[Kind]:
+    """The kinds of message the current member may write, in menu order."""
+    return [kind for kind in KINDS.values() if can(kind.permission)]
+
+
+def _helped_class_ids() -> Select:
+    """Ids of the classes the current member teaches or is a room parent of."""
+    return select(ClassHelper.class_id).where(
+        ClassHelper.membership_id == g.membership.id, ClassHelper.school_id == g.school.id
+    )
+
+
+def may_email_class(school_class: SchoolClass) -> bool:
+    """messages.class, and a teacher or room parent of this class unless they may email the school."""
+    if not can("messages.class"):
+        return False
+    if can("messages.school"):
+        return True
+    helping = select(ClassHelper.id).where(
+        ClassHelper.class_id == school_class.id, ClassHelper.membership_id == g.membership.id
+    )
+    return db.session.scalar(helping.limit(1)) is not None
+
+
+def classes_to_email() -> list[SchoolClass]:
+    """Classes the current member may email: all of them with messages.school, else their own."""
+    if not can("messages.class"):
+        return []
+    query = select(SchoolClass).order_by(SchoolClass.grade, SchoolClass.name)
+    if not can("messages.school"):
+        query = query.where(SchoolClass.id.in_(_helped_class_ids()))
+    return list(db.session.scalars(query))
+
+
+def get_class(class_id: int) -> SchoolClass | None:
+    """A class of the current school (None for another school's id)."""
+    return db.session.scalar(select(SchoolClass).where(SchoolClass.id == class_id))
+
+
+# --- who receives ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Audience:
+    """The people a message goes to: the whole school, or one class's community."""
+
+    kind: Kind
+    label: str
+    school_class: SchoolClass | None = None
+
+    def memberships(self) -> Select:
+        """Approved memberships reached, each once.
+
+        Membership is the statement's top-level entity, so tenancy scopes it (and the
+        subqueries) to the current school; the class's own rows are of that school too.
+        """
+        query = select(Membership).where(Membership.status == MembershipStatus.APPROVED)
+        if self.school_class is None:
+            return query
+        class_id = self.school_class.id
+        guardians = (
+            select(Guardian.membership_id)
+            .join(Student, Student.family_id == Guardian.family_id)
+            .join(Enrollment, Enrollment.student_id == Student.id)
+            .where(Enrollment.class_id == class_id)
+        )
+        helpers = select(ClassHelper.membership_id).where(ClassHelper.class_id == class_id)
+        return query.where(Membership.id.in_(guardians.union(helpers)))
+
+
+def audience_for(kind: Kind, school_class: SchoolClass | None = None) -> Audience:
+    """The audience of a kind of message (a class announcement names its class)."""
+    if kind.key == "class":
+        if school_class is None:
+            raise ValueError("a class announcement needs a class")
+        label = f"Families, teachers and room parents of {school_class.name}"
+    else:
+        label = f"Everyone at {g.school.name}"
+        school_class = None
+    return Audience(kind=kind, label=label[:200], school_class=school_class)
+
+
+def recipients(audience: Audience) -> list[User]:
+    """Everyone the message reaches, with their accounts, in one query."""
+    query = audience.memberships().options(joinedload(Membership.user)).order_by(Membership.id)
+    return [membership.user for membership in db.session.scalars(query)]
+
+
+def count_recipients(audience: Audience) -> int:
+    """How many people the message reaches (one query)."""
+    return db.session.scalar(audience.memberships().with_only_columns(func.count(Membership.id))) or 0
+
+
+# --- Markdown to safe HTML ------------------------------------------------------------------
+
+ALLOWED_TAGS = {"p", "br", "strong", "em", "ul", "ol", "li", "a", "h2", "h3", "blockquote"}
+LINK_SCHEMES = ("http://", "https://", "mailto:")
+_TOP_HEADING = re.compile(r"<(/?)h1\b", re.IGNORECASE)
+_SMALL_HEADING = re.compile(r"<(/?)h[4-6]\b", re.IGNORECASE)
+
+
+def _only_absolute_links(tag: str, attribute: str, value: str) -> str | None:
+    """Keep a link only to http, https or mailto (no relative, javascript: or data: links)."""
+    if tag == "a" and attribute == "href":
+        return value if value.strip().lower().startswith(LINK_SCHEMES) else None
+    return value
+
+
+def render_markdown(source: str) -> Markup:
+    """Markdown to HTML with only simple tags and safe links; anything else is dropped."""
+    html = markdown.markdown(source or "", output_format="html")
+    # An email's own heading is its subject: # becomes a section heading, #### and below sub-headings.
+    html = _SMALL_HEADING.sub(r"<\1h3", _TOP_HEADING.sub(r"<\1h2", html))
+    cleaned = nh3.clean(
+        html,
+        tags=ALLOWED_TAGS,
+        attributes={"a": {"href"}},
+        attribute_filter=_only_absolute_links,
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer",
+    )
+    return Markup(cleaned)  # noqa: S704 - sanitised by nh3 just above
+
+
+# --- times in the school's time zone --------------------------------------------------------
+
+
+def school_zone() -> ZoneInfo:
+    """The current school's time zone (UTC if the stored name is unknown)."""
+    try:
+        return ZoneInfo(g.school.timezone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def local_time(moment: datetime | None) -> str:
+    """A stored (UTC) time as the school reads it, e.g. 'Mon 4 May 2026, 09:30'."""
+    if moment is None:
+        return ""
+    return moment.astimezone(school_zone()).strftime("%a %-d %b %Y, %H:%M")
+
+
+def local_input_value(moment: datetime) -> str:
+    """A time in the school's zone as a datetime-local value."""
+    return moment.astimezone(school_zone()).strftime("%Y-%m-%dT%H:%M")
+
+
+def schedule_time(local: datetime, zone: ZoneInfo) -> tuple[datetime | None, str | None]:
+    """A wall-clock time typed in ``zone`` as UTC, or why it cannot be used."""
+    aware = local.replace(tzinfo=zone)
+    moment = aware.astimezone(UTC)
+    if moment.astimezone(zone).replace(tzinfo=None) != local.replace(tzinfo=None):
+        return None, f"That time does not exist in {zone.key} (the clocks go forward). Choose another time."
+    now = utcnow()
+    if moment <= now:
+        return None, "Choose a time in the future, or leave this empty to send now."
+    if moment > now + MAX_AHEAD:
+        return None, "Choose a time at most 90 days ahead."
+    return moment, None
+
+
+# --- writing ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What the sender sees before sending."""
+
+    subject: str
+    html: Markup
+    count: int
+
+
+def preview(audience: Audience, subject: str, body: str) -> Preview:
+    """The sanitised body and how many people would get it."""
+    return Preview(subject=subject, html=render_markdown(body), count=count_recipients(audience))
+
+
+@dataclass(frozen=True)
+class Sent:
+    """A message written to the outbox, and how many people it goes to."""
+
+    message: MailMessage
+    people: int
+
+
+def send(audience: Audience, *, subject: str, body: str, send_at: datetime | None) -> Sent | None:
+    """Write the message and one delivery per person in this transaction (None: nobody to send to).
+
+    ``queue_email`` renders the message, writes the deliveries in one INSERT and enqueues the
+    send job for after the commit. Scheduled, the send job finds the message not yet due and
+    the sweeper enqueues it again once ``send_at`` has passed.
+    """
+    people = recipients(audience)
+    if not people:
+        return None
+    message = queue_email(
+        TEMPLATE,
+        people,
+        category=audience.kind.category,
+        school_id=g.school.id,
+        created_by_id=current_user.id,
+        subject=subject,
+        body=body,
+        body_html=render_markdown(body),
+        school_name=g.school.name,
+        sender_name=current_user.name,
+        audience_label=audience.label,
+    )
+    message.audience_label = audience.label
+    message.class_id = audience.school_class.id if audience.school_class is not None else None
+    message.source_markdown = body
+    message.scheduled_for = send_at
+    return Sent(message=message, people=len(people))
+
+
+# --- reading ----------------------------------------------------------------------------------
+
+
+def _visible() -> Select:
+    """Announcements of the current school this member may follow.
+
+    Whoever may email the school or send newsletters sees them all; a teacher or room parent
+    who may only email classes sees their classes' messages and what they wrote themselves.
+    """
+    query = select(MailMessage).where(MailMessage.school_id == g.school.id, MailMessage.template == TEMPLATE)
+    if can("messages.school") or can("messages.newsletter"):
+        return query
+    return query.where(
+        or_(
+            MailMessage.created_by_id == g.membership.user_id,
+            and_(
+                MailMessage.category == Category.CLASS_ANNOUNCEMENTS,
+                MailMessage.class_id.in_(_helped_class_ids()),
+            ),
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One row of the sent messages list."""
+
+    message: MailMessage
+    sender_name: str | None
+
+
+def list_messages(limit: int = LIST_LIMIT) -> list[Listed]:
+    """The latest messages, newest first, with their senders' names (one query)."""
+    query = (
+        _visible()
+        .add_columns(User.name)
+        .outerjoin(User, User.id == MailMessage.created_by_id)
+        .order_by(MailMessage.created_at.desc(), MailMessage.id.desc())
+        .limit(limit)
+    )
+    return [Listed(message, name) for message, name in db.session.execute(query)]
+
+
+def get_message(message_id: int) -> Listed | None:
+    """One message of the current school this member may follow (None for any other id)."""
+    query = (
+        _visible()
+        .add_columns(User.name)
+        .outerjoin(User, User.id == MailMessage.created_by_id)
+        .where(MailMessage.id == message_id)
+    )
+    row = db.session.execute(query).first()
+    return Listed(*row) if row is not None else None
+
+
+def kind_of(message: MailMessage) -> Kind | None:
+    return KIND_OF_CATEGORY.get(message.category)
+
+
+def is_waiting_for_its_time(message: MailMessage) -> bool:
+    """Scheduled, and the time has not come yet."""
+    return message.scheduled_for is not None and message.scheduled_for > utcnow()
+
+
+@dataclass
+class DeliveryCounts:
+    """Where a message's deliveries stand."""
+
+    sent: int = 0
+    waiting: int = 0
+    skipped: int = 0
+    failed: int = 0
+    digest: int = 0  # held for, or sent in, a person's daily digest
+
+    @property
+    def total(self) -> int:
+        return self.sent + self.waiting + self.skipped + self.failed + self.digest
+
+    @property
+    def settled(self) -> bool:
+        return self.waiting == 0
+
+
+_BUCKET = {
+    DeliveryStatus.PENDING: "waiting",
+    DeliveryStatus.SENDING: "waiting",
+    DeliveryStatus.SENT: "sent",
+    DeliveryStatus.SKIPPED: "skipped",
+    DeliveryStatus.FAILED: "failed",
+    DeliveryStatus.DIGEST: "digest",
+    DeliveryStatus.DIGESTED: "digest",
+}
+
+
+def delivery_counts(message_ids: Iterable[int]) -> dict[int, DeliveryCounts]:
+    """Counts per message for any number of messages, from one grouped query."""
+    counts = {message_id: DeliveryCounts() for message_id in message_ids}
+    if not counts:
+        return counts
+    rows = db.session.execute(
+        select(MailDelivery.message_id, MailDelivery.status, func.count(MailDelivery.id))
+        .where(MailDelivery.message_id.in_(list(counts)))
+        .group_by(MailDelivery.message_id, MailDelivery.status)
+    )
+    for message_id, status, number in rows:
+        bucket = _BUCKET[DeliveryStatus(status)]
+        setattr(counts[message_id], bucket, getattr(counts[message_id], bucket) + number)
+    return counts

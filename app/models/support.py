@@ -1,0 +1,82 @@
+"""Support requests: stored first, then forwarded to Zendesk by the worker (P6, P16).
+
+Platform-level, not ``SchoolScoped``: a request from the public contact form belongs to no
+school, and support staff read requests across schools. ``school_id`` only records which
+school a signed-in person was acting in (and the school an access grant would be for).
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Enum, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.extensions import db
+from app.models.base import UTCDateTime, utcnow
+
+# No 0/O, 1/I/L or U: a reference is read out over the phone and typed from an email.
+REFERENCE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
+REFERENCE_PREFIX = "JOC-"
+
+
+def new_reference() -> str:
+    """A random public reference such as ``JOC-7KQ2MX9P`` (about 39 bits; names nobody)."""
+    return REFERENCE_PREFIX + "".join(secrets.choice(REFERENCE_ALPHABET) for _ in range(8))
+
+
+class SupportKind(enum.StrEnum):
+    """Where a request came from."""
+
+    HELP = "help"  # the signed-in Help form
+    CONTACT = "contact"  # the public contact form
+
+
+class SupportStatus(enum.StrEnum):
+    """A request's way to Zendesk."""
+
+    RECEIVED = "received"  # stored; waiting for the worker (or for Zendesk to come back)
+    FORWARDING = "forwarding"  # claimed by a worker, which is talking to Zendesk now
+    FORWARDED = "forwarded"  # Zendesk made a ticket of it
+    FAILED = "failed"  # Zendesk refused it for good (the reason is in last_error)
+
+
+def _enum(cls):
+    return Enum(cls, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e])
+
+
+class SupportRequest(db.Model):
+    """One question to the platform's support team, and its progress to Zendesk."""
+
+    __tablename__ = "support_request"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # "Our request id": shown to the person and sent to Zendesk as the ticket's external_id.
+    reference: Mapped[str] = mapped_column(String(16), unique=True, default=new_reference)
+    kind: Mapped[SupportKind] = mapped_column(_enum(SupportKind))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"), index=True)
+    school_id: Mapped[int | None] = mapped_column(ForeignKey("school.id", ondelete="SET NULL"))
+    # What Zendesk receives: the requester's name and email are the only personal data sent.
+    name: Mapped[str] = mapped_column(String(120))
+    email: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(150))
+    message: Mapped[str] = mapped_column(Text)
+    status: Mapped[SupportStatus] = mapped_column(
+        _enum(SupportStatus), default=SupportStatus.RECEIVED, index=True
+    )
+    zendesk_ticket_id: Mapped[int | None] = mapped_column(BigInteger)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    # After a temporary failure the request waits until then (backoff or Zendesk's Retry-After).
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    forwarded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The "let support see my school's data for 72 hours" tick, stored for the grant machinery.
+    grant_access_hours: Mapped[int | None] = mapped_column(Integer)
+
+    @property
+    def settled(self) -> bool:
+        return self.status in (SupportStatus.FORWARDED, SupportStatus.FAILED)

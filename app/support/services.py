@@ -1,0 +1,82 @@
+"""Support requests: store first, forward after the commit, list a person's own."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from app import jobs
+from app.extensions import db
+from app.models import SupportKind, SupportRequest
+from app.models.support import new_reference
+from app.support.jobs import QUEUE, forward_request
+
+CONTACT_SUBJECT = "Message from the contact form"
+
+
+def _clean(text: str | None) -> str:
+    return (text or "").strip()
+
+
+def _store(**values) -> SupportRequest:
+    """Add the request and enqueue its forwarding; the job runs only if the caller commits."""
+    support_request = SupportRequest(reference=unused_reference(), **values)
+    db.session.add(support_request)
+    db.session.flush()
+    jobs.enqueue(forward_request, support_request.id, queue=QUEUE)
+    return support_request
+
+
+def unused_reference() -> str:
+    """A fresh random reference no stored request has."""
+    while True:
+        reference = new_reference()
+        taken = db.session.scalar(select(SupportRequest.id).where(SupportRequest.reference == reference))
+        if taken is None:
+            return reference
+
+
+def submit_help(
+    *,
+    user_id: int,
+    school_id: int | None,
+    name: str,
+    email: str,
+    subject: str,
+    message: str,
+    grant_access_hours: int | None,
+) -> SupportRequest:
+    """A signed-in person's request (the grant is stored only when the caller allowed it)."""
+    return _store(
+        kind=SupportKind.HELP,
+        user_id=user_id,
+        school_id=school_id,
+        name=_clean(name),
+        email=_clean(email),
+        subject=_clean(subject),
+        message=_clean(message),
+        grant_access_hours=grant_access_hours,
+    )
+
+
+def submit_contact(*, user_id: int | None, name: str, email: str, message: str) -> SupportRequest:
+    """A message from the public contact form (linked to the account of a signed-in sender)."""
+    return _store(
+        kind=SupportKind.CONTACT,
+        user_id=user_id,
+        school_id=None,
+        name=_clean(name),
+        email=_clean(email),
+        subject=CONTACT_SUBJECT,
+        message=_clean(message),
+        grant_access_hours=None,
+    )
+
+
+def requests_of(user_id: int) -> list[SupportRequest]:
+    """One person's own requests, newest first."""
+    query = (
+        select(SupportRequest)
+        .where(SupportRequest.user_id == user_id)
+        .order_by(SupportRequest.created_at.desc(), SupportRequest.id.desc())
+    )
+    return list(db.session.scalars(query))

@@ -1,0 +1,291 @@
+"""Zendesk's Tickets API: one POST per support request, made by the worker.
+
+``POST https://<subdomain>.zendesk.com/api/v2/tickets.json`` with API-token Basic auth
+(``<agent email>/token:<api token>``) creates a ticket on behalf of a requester given by
+name and email; Zendesk finds or creates that end user. (The Requests API would make the
+authenticated agent the requester, so it cannot be used to file on someone's behalf.)
+
+What Zendesk receives is exactly the ticket built by ``payload()``: the requester's name
+and email (the only personal data, P6), the subject, the message, our reference as
+``external_id`` and two tags. Our reference also goes as the ``Idempotency-Key`` header, so
+a retry after a timeout (the ticket may have been made) returns the first ticket rather
+than making a second one.
+
+Only the standard library is used (``urllib.request``). Neither the API token nor the
+requester's email is ever logged or put into an exception message: failures end up in the
+request's ``last_error`` column and in logs that many people can read.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import logging
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from app.mail.mailgun import LOOPBACK_HOSTS, _network_reason, _NoRedirect, _retry_after
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 30.0
+MAX_REASON = 300
+MAX_RESPONSE_BYTES = 64 * 1024  # a ticket is a few kilobytes; never read an unbounded body
+TICKETS_PATH = "/api/v2/tickets.json"
+TAG = "joinourclass"
+# Zendesk asks clients to retry these (409: the same ticket or key is being written right now).
+TEMPORARY_STATUSES = {408, 409, 429}
+
+_SUBDOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$", re.IGNORECASE)
+_ADDRESS = re.compile(r"[^\s<>\"',;:()\[\]]+@[^\s<>\"',;:()\[\]]+")
+
+
+class ZendeskFailure(Exception):
+    """Zendesk did not make a ticket; ``reason`` holds no token and no address."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TemporaryFailure(ZendeskFailure):
+    """Zendesk could not take the request now (429, 5xx, network): try again later."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class PermanentFailure(ZendeskFailure):
+    """Zendesk refused the request; sending it again would fail the same way."""
+
+    def __init__(self, reason: str, status: int | None = None):
+        super().__init__(reason)
+        self.status = status
+
+    @property
+    def credentials_refused(self) -> bool:
+        """401/403: our token is wrong or lacks rights; the request itself is fine."""
+        return self.status in (401, 403)
+
+
+@dataclass(frozen=True)
+class TicketRequest:
+    """Everything that may go to Zendesk for one support request, and nothing more."""
+
+    reference: str
+    kind: str
+    name: str
+    email: str
+    subject: str
+    message: str
+
+    def __repr__(self) -> str:  # the address stays out of tracebacks and debuggers' displays
+        return f"TicketRequest(reference={self.reference!r}, kind={self.kind!r})"
+
+
+class ZendeskClient:
+    """Create tickets through Zendesk's Tickets API."""
+
+    def __init__(
+        self,
+        subdomain: str,
+        email: str,
+        api_token: str,
+        *,
+        base_url: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        if not subdomain or not email or not api_token:
+            raise RuntimeError("Zendesk needs ZENDESK_SUBDOMAIN, ZENDESK_EMAIL and ZENDESK_API_TOKEN.")
+        if not _SUBDOMAIN.match(subdomain):
+            raise RuntimeError("ZENDESK_SUBDOMAIN must be the name before .zendesk.com, e.g. 'myschools'.")
+        base_url = (base_url or f"https://{subdomain.lower()}.zendesk.com").rstrip("/")
+        parts = urlsplit(base_url)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise RuntimeError("ZENDESK_BASE_URL must be an http(s) URL such as https://x.zendesk.com.")
+        if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+            # Basic auth over plain HTTP would hand the token to anyone on the path.
+            raise RuntimeError("ZENDESK_BASE_URL must use https (plain http is only for a loopback fake).")
+        if timeout <= 0:
+            raise RuntimeError("ZENDESK_TIMEOUT must be a positive number of seconds.")
+        self.subdomain = subdomain
+        self.base_url = base_url
+        self.timeout = timeout
+        self.url = base_url + TICKETS_PATH
+        self._api_token = api_token
+        credentials = base64.b64encode(f"{email}/token:{api_token}".encode()).decode("ascii")
+        self._authorization = f"Basic {credentials}"
+        handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
+        if parts.hostname in LOOPBACK_HOSTS:
+            handlers.append(urllib.request.ProxyHandler({}))  # a loopback fake is never behind a proxy
+        self._opener = urllib.request.build_opener(*handlers)
+
+    def __repr__(self) -> str:  # the token stays out of reprs, tracebacks and debuggers' displays
+        return f"ZendeskClient(subdomain={self.subdomain!r}, base_url={self.base_url!r})"
+
+    @classmethod
+    def from_config(cls, config: Mapping) -> ZendeskClient | None:
+        """Build from ZENDESK_* settings; None when none is set (requests wait, nothing is lost)."""
+        names = ("ZENDESK_SUBDOMAIN", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN")
+        values = {name: str(config.get(name) or "").strip() for name in names}
+        if not any(values.values()):
+            return None
+        missing = [name for name, value in values.items() if not value]
+        if missing:
+            raise RuntimeError(f"Zendesk is half configured: set {' and '.join(missing)} too.")
+        raw_timeout = config.get("ZENDESK_TIMEOUT")
+        try:
+            timeout = float(raw_timeout) if raw_timeout not in (None, "") else DEFAULT_TIMEOUT
+        except (TypeError, ValueError):
+            raise RuntimeError("ZENDESK_TIMEOUT must be a number of seconds.") from None
+        return cls(
+            values["ZENDESK_SUBDOMAIN"],
+            values["ZENDESK_EMAIL"],
+            values["ZENDESK_API_TOKEN"],
+            base_url=str(config.get("ZENDESK_BASE_URL") or "") or None,
+            timeout=timeout,
+        )
+
+    # -- building the request -------------------------------------------------------------
+
+    @staticmethod
+    def payload(ticket: TicketRequest) -> dict:
+        """The JSON body: requester name + email, subject, message, our reference, tags. Nothing else."""
+        for label, value in (
+            ("reference", ticket.reference),
+            ("name", ticket.name),
+            ("email", ticket.email),
+            ("subject", ticket.subject),
+            ("message", ticket.message),
+        ):
+            if not value or not value.strip():
+                raise ValueError(f"request {ticket.reference or '?'} has no {label}")
+        return {
+            "ticket": {
+                "subject": ticket.subject,
+                "comment": {"body": ticket.message},
+                "requester": {"name": ticket.name, "email": ticket.email},
+                "external_id": ticket.reference,
+                "tags": [TAG, ticket.kind],
+            }
+        }
+
+    # -- sending ----------------------------------------------------------------------------
+
+    def create_ticket(self, ticket: TicketRequest) -> int:
+        """Make a ticket and return its id; TemporaryFailure or PermanentFailure otherwise."""
+        try:
+            body = json.dumps(self.payload(ticket), ensure_ascii=False).encode("utf-8")
+        except ValueError as error:
+            # Bad data, not a bad moment: retrying would fail the same way.
+            raise PermanentFailure(f"not sent: {error}") from None
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
+            self.url,
+            data=body,
+            method="POST",
+            headers={
+                "Authorization": self._authorization,
+                "Content-Type": "application/json; charset=utf-8",
+                "Accept": "application/json",
+                "User-Agent": "join-our-class-support",
+                "Idempotency-Key": ticket.reference,
+            },
+        )
+        reference = ticket.reference
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                status = response.status
+                payload = self._read(response)
+        except urllib.error.HTTPError as error:
+            with error:
+                failure = self._failure(error.code, self._read(error), error.headers)
+            log.warning("zendesk ticket for %s failed: %s", reference, failure.reason)
+            raise failure from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            failure = TemporaryFailure(f"Zendesk could not be reached: {_network_reason(error)}")
+            log.warning("zendesk ticket for %s failed: %s", reference, failure.reason)
+            raise failure from None
+        ticket_id = _ticket_id(payload)
+        if not 200 <= status < 300 or ticket_id is None:
+            # A ticket may well have been made: failing for good avoids filing it twice.
+            failure = PermanentFailure(
+                f"Zendesk answered {status} without a ticket id; a ticket may or may not have been made",
+                status,
+            )
+            log.error("zendesk ticket for %s: %s", reference, failure.reason)
+            raise failure
+        log.info("zendesk ticket for %s created as #%s", reference, ticket_id)
+        return ticket_id
+
+    def _read(self, response) -> bytes:
+        try:
+            return response.read(MAX_RESPONSE_BYTES) or b""
+        except (OSError, http.client.HTTPException):
+            return b""
+
+    def _failure(self, status: int, payload: bytes, headers) -> ZendeskFailure:
+        retry_after = _retry_after(headers.get("Retry-After") if headers is not None else None)
+        if status == 429:
+            return TemporaryFailure("Zendesk rate limit reached (429)", retry_after)
+        if status >= 500:
+            return TemporaryFailure(f"Zendesk server error ({status})", retry_after)
+        if status in TEMPORARY_STATUSES:
+            return TemporaryFailure(f"Zendesk asked us to try again ({status})", retry_after)
+        if 300 <= status < 400:
+            return PermanentFailure(
+                f"Zendesk answered with a redirect ({status}); check ZENDESK_SUBDOMAIN", status
+            )
+        message = self._scrub(_error_message(payload))
+        hint = " (check ZENDESK_EMAIL and ZENDESK_API_TOKEN)" if status in (401, 403) else ""
+        reason = f"Zendesk refused the ticket ({status}){hint}"
+        if message:
+            reason = f"{reason}: {message}"
+        return PermanentFailure(reason[:MAX_REASON], status)
+
+    def _scrub(self, text: str) -> str:
+        """Zendesk's own message may quote the requester's address (or, in theory, the token)."""
+        text = text.replace(self._api_token, "[token]")
+        return _ADDRESS.sub("[address]", text)
+
+
+def _error_message(payload: bytes) -> str:
+    """Zendesk's error in words: ``error``, ``description`` and the details' descriptions."""
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return ""
+    if not isinstance(data, dict):
+        return ""
+    words: list[str] = []
+    error = data.get("error")
+    if isinstance(error, dict):  # {"error": {"title": ..., "message": ...}} on some endpoints
+        words += [v for k, v in error.items() if k in ("title", "message") and isinstance(v, str)]
+    elif isinstance(error, str):
+        words.append(error)
+    if isinstance(data.get("description"), str):
+        words.append(data["description"])
+    details = data.get("details")
+    if isinstance(details, dict):
+        for entries in details.values():
+            for entry in entries if isinstance(entries, list) else []:
+                if isinstance(entry, dict) and isinstance(entry.get("description"), str):
+                    words.append(entry["description"])
+    return " ".join(" ".join(words).split())
+
+
+def _ticket_id(payload: bytes) -> int | None:
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    ticket = data.get("ticket") if isinstance(data, dict) else None
+    value = ticket.get("id") if isinstance(ticket, dict) else None
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None

@@ -1,0 +1,293 @@
+"""The directory: per-field privacy enforced in one place for pages, partials, print and CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from sqlalchemy import insert
+
+from app import tenancy
+from app.auth.passwords import hash_password
+from app.extensions import db
+from app.models import (
+    Enrollment,
+    Family,
+    Guardian,
+    Membership,
+    MembershipStatus,
+    Role,
+    SchoolClass,
+    Student,
+    User,
+    Visibility,
+)
+from tests.conftest import count_queries, sign_in
+
+
+def _family(school, member, name, school_class, **details):
+    with tenancy.bound(school.id):
+        for key, value in details.items():
+            setattr(member, key, value)
+        family = Family(name=name)
+        db.session.add(family)
+        db.session.flush()
+        db.session.add(Guardian(family_id=family.id, membership_id=member.id))
+        student = Student(family_id=family.id, first_name=f"Kid{name.split()[0]}", last_name=name.split()[0])
+        db.session.add(student)
+        db.session.flush()
+        db.session.add(Enrollment(student_id=student.id, class_id=school_class.id))
+        db.session.commit()
+    return family
+
+
+@pytest.fixture
+def school_with_families(make_school, make_member):
+    """Two classes; Olive's details: email to her classes, phone to the school, address to staff only."""
+    school = make_school(name="Linden School")
+    with tenancy.bound(school.id):
+        rose, tulip = (SchoolClass(name=n, grade="Grade 2", school_year="2026-27") for n in ("Rose", "Tulip"))
+        db.session.add_all([rose, tulip])
+        db.session.commit()
+    olive = make_member(school, email="olive.owner@example.org", name="Olive Owner")
+    _family(
+        school,
+        olive,
+        "Owner family",
+        rose,
+        phone="+1 555 0100",
+        address="12 Privet Lane",
+        email_visibility=Visibility.CLASSES,
+        phone_visibility=Visibility.SCHOOL,
+        address_visibility=Visibility.STAFF,
+    )
+    classmate = make_member(school, email="clara@example.org", name="Clara Classmate")
+    _family(school, classmate, "Classmate family", rose)
+    elsewhere = make_member(school, email="eli@example.org", name="Eli Elsewhere")
+    _family(school, elsewhere, "Elsewhere family", tulip)
+    teacher = make_member(school, role=Role.STAFF, email="tess@example.org", name="Tess Teacher")
+    return {
+        "school": school,
+        "rose": rose,
+        "classmate": classmate,
+        "elsewhere": elsewhere,
+        "teacher": teacher,
+    }
+
+
+SEES = {
+    # viewer: (email, phone, address) of Olive
+    "classmate": (True, True, False),
+    "elsewhere": (False, True, False),
+    "teacher": (True, True, True),
+}
+
+
+def _olive_seen(text):
+    return ("olive.owner@example.org" in text, "+1 555 0100" in text, "12 Privet Lane" in text)
+
+
+@pytest.mark.parametrize("viewer", list(SEES))
+def test_each_viewer_sees_only_what_olive_allows_on_every_surface(client, school_with_families, viewer):
+    member = school_with_families[viewer]
+    if viewer == "teacher":
+        pass
+    sign_in(client, member.user.email)
+    page = client.get("/directory/").get_data(as_text=True)
+    assert "Owner family" in page
+    assert _olive_seen(page) == SEES[viewer]
+    partial = client.get(
+        "/directory/?q=owner", headers={"HX-Request": "true", "HX-Target": "directory-results"}
+    )
+    assert "<html" not in partial.get_data(as_text=True)
+    assert _olive_seen(partial.get_data(as_text=True)) == SEES[viewer]
+    rose_page = client.get(f"/classes/{school_with_families['rose'].id}").get_data(as_text=True)
+    assert "12 Privet Lane" not in rose_page or SEES[viewer][2]
+    if viewer == "teacher":  # staff may print and export: the same rules apply there
+        printed = client.get("/directory/print").get_data(as_text=True)
+        assert _olive_seen(printed) == SEES[viewer]
+        exported = client.get("/directory/export.csv").get_data(as_text=True)
+        assert _olive_seen(exported) == SEES[viewer]
+    else:
+        assert client.get("/directory/print").status_code == 403
+        assert client.get("/directory/export.csv").status_code == 403
+
+
+def test_parent_granted_export_gets_only_what_they_may_see(client, school_with_families):
+    from app.models import PermissionChange
+
+    elsewhere = school_with_families["elsewhere"]
+    with tenancy.bound(school_with_families["school"].id):
+        db.session.add(
+            PermissionChange(membership_id=elsewhere.id, permission="directory.export", granted=True)
+        )
+        db.session.commit()
+    sign_in(client, elsewhere.user.email)
+    rows = list(csv.DictReader(io.StringIO(client.get("/directory/export.csv").get_data(as_text=True))))
+    olive = next(r for r in rows if r["Guardian"] == "Olive Owner")
+    # A leading + would start a formula in a spreadsheet, so the phone is neutralised too.
+    assert (olive["Email"], olive["Phone"], olive["Address"]) == ("", "'+1 555 0100", "")
+
+
+def test_pending_and_deactivated_people_are_not_listed(client, school_with_families, make_member):
+    school = school_with_families["school"]
+    pending = make_member(school, status=MembershipStatus.PENDING, name="Pending Penelope")
+    gone = make_member(school, name="Gone Gordon")
+    _family(school, pending, "Pending family", school_with_families["rose"])
+    _family(school, gone, "Gone family", school_with_families["rose"])
+    gone.user.active = False
+    db.session.commit()
+    sign_in(client, school_with_families["teacher"].user.email)
+    page = client.get("/directory/").get_data(as_text=True)
+    assert "Pending Penelope" not in page and "Gone Gordon" not in page
+    assert "Gone Gordon" not in client.get("/directory/export.csv").get_data(as_text=True)
+
+
+def test_search_and_filters(client, school_with_families):
+    sign_in(client, school_with_families["teacher"].user.email)
+    by_child = client.get("/directory/?q=kidelsewhere").get_data(as_text=True)
+    assert "Elsewhere family" in by_child and "Owner family" not in by_child
+    by_class = client.get(f"/directory/?class_id={school_with_families['rose'].id}").get_data(as_text=True)
+    assert "Owner family" in by_class and "Elsewhere family" not in by_class
+    wildcard = client.get("/directory/?q=%25").get_data(as_text=True)  # '%' is text, not a wildcard
+    assert "0 families" in wildcard
+    for junk in ("?page=-3", "?page=abc", "?class_id=x", "?page=99999999999", "?grade=" + "g" * 500):
+        assert client.get("/directory/" + junk).status_code == 200, junk
+
+
+def test_my_details_form_and_preview(client, school_with_families):
+    classmate = school_with_families["classmate"]
+    sign_in(client, classmate.user.email)
+    bad = client.form(
+        "/directory/me",
+        {
+            "phone": "call me maybe",
+            "address": "1 Road",
+            "email_visibility": "school",
+            "phone_visibility": "nonsense",
+            "address_visibility": "staff",
+        },
+    )
+    assert bad.status_code == 400
+    body = bad.get_data(as_text=True)
+    assert "Use digits, spaces" in body and "1 Road" in body
+    ok = client.form(
+        "/directory/me",
+        {
+            "phone": "+44 20 7946 0000",
+            "address": "1 Road",
+            "email_visibility": "school",
+            "phone_visibility": "staff",
+            "address_visibility": "classes",
+        },
+    )
+    assert ok.status_code == 303
+    as_schoolmate = client.get("/directory/me/preview?as=schoolmate").get_data(as_text=True)
+    assert "clara@example.org" in as_schoolmate and "+44 20 7946 0000" not in as_schoolmate
+    assert "1 Road" not in as_schoolmate
+    as_classmate = client.get("/directory/me/preview?as=classmate").get_data(as_text=True)
+    assert "1 Road" in as_classmate and "+44 20 7946 0000" not in as_classmate
+    as_staff = client.get("/directory/me/preview?as=staff").get_data(as_text=True)
+    assert "+44 20 7946 0000" in as_staff
+    assert client.get("/directory/me/preview?as=nobody").status_code == 404
+
+
+def test_csv_neutralises_formulas(client, school_with_families, make_member):
+    school = school_with_families["school"]
+    sneaky = make_member(school, name='=HYPERLINK("http://evil.example")')
+    _family(school, sneaky, "+cmd family", school_with_families["rose"], address="@SUM(A1)")
+    sign_in(client, school_with_families["teacher"].user.email)
+    rows = list(csv.reader(io.StringIO(client.get("/directory/export.csv").get_data(as_text=True))))
+    cells = [cell for row in rows for cell in row]
+    assert not any(cell.startswith(("=", "+", "-", "@")) for cell in cells)
+    assert '\'=HYPERLINK("http://evil.example")' in cells and "'@SUM(A1)" in cells
+
+
+def _bulk_families(school, school_class, count, offset):
+    """Insert families with one approved guardian and one child each, fast (core inserts)."""
+    password = hash_password("bulk families only")
+    users = [
+        {
+            "email": f"bulk{offset + n}@example.org",
+            "name": f"Bulk Parent {offset + n}",
+            "password_hash": password,
+            "mail_key": f"{offset + n:032d}",
+        }
+        for n in range(count)
+    ]
+    user_ids = list(db.session.scalars(insert(User).returning(User.id), users))
+    member_ids = list(
+        db.session.scalars(
+            insert(Membership).returning(Membership.id),
+            [
+                {
+                    "school_id": school.id,
+                    "user_id": uid,
+                    "role": Role.PARENT,
+                    "status": MembershipStatus.APPROVED,
+                }
+                for uid in user_ids
+            ],
+        )
+    )
+    family_ids = list(
+        db.session.scalars(
+            insert(Family).returning(Family.id),
+            [{"school_id": school.id, "name": f"Bulk family {offset + n:05d}"} for n in range(count)],
+        )
+    )
+    db.session.execute(
+        insert(Guardian),
+        [
+            {"school_id": school.id, "family_id": f, "membership_id": m}
+            for f, m in zip(family_ids, member_ids, strict=True)
+        ],
+    )
+    student_ids = list(
+        db.session.scalars(
+            insert(Student).returning(Student.id),
+            [
+                {"school_id": school.id, "family_id": f, "first_name": "Kid", "last_name": "Bulk"}
+                for f in family_ids
+            ],
+        )
+    )
+    db.session.execute(
+        insert(Enrollment),
+        [{"school_id": school.id, "student_id": s, "class_id": school_class.id} for s in student_ids],
+    )
+    db.session.commit()
+
+
+def test_query_counts_do_not_grow_with_the_data(client, make_school, make_member):
+    school = make_school()
+    with tenancy.bound(school.id):
+        school_class = SchoolClass(name="Big", grade="Grade 1", school_year="2026-27")
+        db.session.add(school_class)
+        db.session.commit()
+    staff = make_member(school, role=Role.STAFF)
+    sign_in(client, staff.user.email)
+    urls = [
+        "/directory/",
+        "/directory/?q=bulk",
+        f"/directory/?class_id={school_class.id}",
+        "/directory/export.csv",
+        "/directory/print",
+        f"/classes/{school_class.id}",
+    ]
+
+    def counts():
+        result = {}
+        for url in urls:
+            with count_queries() as statements:
+                assert client.get(url).status_code == 200
+            result[url] = len(statements)
+        return result
+
+    _bulk_families(school, school_class, 10, 0)
+    counts()  # warm-up: the first requests after signing in may still write the session
+    small = counts()
+    _bulk_families(school, school_class, 990, 10)
+    large = counts()
+    assert small == large
