@@ -89,6 +89,12 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            # Batch mode rebuilds a table by copy, drop and rename. With foreign keys on, the
+            # drop would cascade and delete every row that references it (all memberships of
+            # a rebuilt user table). The app turns them on per connection; off for migrations.
+            connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            connection.commit()
         context.configure(connection=connection, target_metadata=get_metadata(), **conf_args)
 
         with context.begin_transaction():

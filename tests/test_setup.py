@@ -191,3 +191,48 @@ def test_dev_mailbox_only_exists_in_development(build_app, make_school, make_mem
         client = app.test_client()
         sign_in(client, admin.user.email)
         assert client.get("/dev/mailbox").status_code == expected
+
+
+def test_upgrading_keeps_existing_data(build_app, tmp_path):
+    """Every migration from the first keeps rows: SQLite rebuilds tables, which must not cascade."""
+    from flask_migrate import upgrade as upgrade_to
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 'upgrade.db'}"
+    app = build_app(make_config(url))
+    with app.app_context():
+        upgrade_to(revision="bf3d28ee5c9b")  # the first revision
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO school (id, name, slug, invite_code, timezone, created_at) "
+                    "VALUES (1, 'Old School', 'old', 'OLD-1', 'UTC', '2026-01-01 00:00:00')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO user (id, email, name, password_hash, active, created_at, "
+                    "password_changed_at) VALUES (1, 'old@example.org', 'Old Member', 'x', 1, "
+                    "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO membership (id, school_id, user_id, role, status, created_at) "
+                    "VALUES (1, 1, 1, 'parent', 'approved', '2026-01-01 00:00:00')"
+                )
+            )
+            conn.execute(text("INSERT INTO family (id, school_id, name) VALUES (1, 1, 'Old family')"))
+            conn.execute(
+                text("INSERT INTO guardian (id, school_id, family_id, membership_id) VALUES (1, 1, 1, 1)")
+            )
+        upgrade_to()
+        with db.engine.connect() as conn:
+            counts = {
+                t: conn.execute(text(f"SELECT count(*) FROM {t}")).scalar()  # noqa: S608 - fixed names
+                for t in ("user", "membership", "guardian")
+            }
+            key = conn.execute(text("SELECT mail_key FROM user")).scalar()
+            visibility = conn.execute(text("SELECT address_visibility FROM membership")).scalar()
+    assert counts == {"user": 1, "membership": 1, "guardian": 1}
+    assert len(key) == 32 and visibility == "staff"
