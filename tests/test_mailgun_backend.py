@@ -24,7 +24,8 @@ import pytest
 from app import create_app
 from app.extensions import db
 from app.mail.backends import Batch, PermanentFailure, Recipient, TemporaryFailure
-from app.mail.mailgun import MailgunBackend, _retry_after
+from app.mail.mailgun import MailgunBackend
+from app.providers import retry_after_seconds as _retry_after
 from tests.conftest import ROOT, make_config
 from tests.fakes.mailgun import FakeMailgun
 

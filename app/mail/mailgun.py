@@ -18,15 +18,13 @@ import http.client
 import json
 import logging
 import re
-import ssl
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 from urllib.parse import quote, urlencode, urlsplit
 
 from app.mail.backends import Batch, MailBackend, PermanentFailure, TemporaryFailure
+from app.providers import ADDRESS, LOOPBACK_HOSTS, NoRedirect, network_reason, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -34,18 +32,9 @@ REGIONS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
 DEFAULT_TIMEOUT = 30.0
 MAX_REASON = 300
 MAX_RESPONSE_BYTES = 64 * 1024  # Mailgun's answers are tiny; never read an unbounded body
-LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 _TRUE = {"1", "true", "yes", "on"}
-_ADDRESS = re.compile(r"[^\s<>\"',;:()\[\]]+@[^\s<>\"',;:()\[\]]+")
 _SPLITS_ADDRESS = re.compile(r"[\s,;<>\"]")
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Never follow a redirect: urllib would forward the Authorization header to the new host."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        return None
 
 
 def _flag(value: object) -> bool:
@@ -87,7 +76,7 @@ class MailgunBackend(MailBackend):
         self.url = f"{base_url}/v3/{quote(domain, safe='')}/messages"
         token = base64.b64encode(f"api:{api_key}".encode()).decode("ascii")
         self._authorization = f"Basic {token}"
-        handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
+        handlers: list[urllib.request.BaseHandler] = [NoRedirect()]
         if parts.hostname in LOOPBACK_HOSTS:
             handlers.append(urllib.request.ProxyHandler({}))  # a loopback fake is never behind a proxy
         self._opener = urllib.request.build_opener(*handlers)
@@ -196,7 +185,7 @@ class MailgunBackend(MailBackend):
             log.warning("mailgun batch (tag %s, %d recipients) failed: %s", tag, size, failure.reason)
             raise failure from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
-            failure = TemporaryFailure(f"Mailgun could not be reached: {_network_reason(error)}")
+            failure = TemporaryFailure(f"Mailgun could not be reached: {network_reason(error)}")
             log.warning("mailgun batch (tag %s, %d recipients) failed: %s", tag, size, failure.reason)
             raise failure from None
         provider_id = _message_id(payload)
@@ -217,7 +206,7 @@ class MailgunBackend(MailBackend):
             return b""
 
     def _failure(self, status: int, payload: bytes, headers) -> TemporaryFailure | PermanentFailure:
-        retry_after = _retry_after(headers.get("Retry-After") if headers is not None else None)
+        retry_after = retry_after_seconds(headers.get("Retry-After") if headers is not None else None)
         if status == 429:
             return TemporaryFailure("Mailgun rate limit reached (429)", retry_after)
         if status >= 500:
@@ -234,7 +223,7 @@ class MailgunBackend(MailBackend):
     def _scrub(self, text: str) -> str:
         """Mailgun's own message may quote an address (or, in theory, the key): drop both."""
         text = text.replace(self._api_key, "[key]")
-        return _ADDRESS.sub("[address]", text)
+        return ADDRESS.sub("[address]", text)
 
 
 def _json_message(payload: bytes) -> str:
@@ -255,42 +244,3 @@ def _message_id(payload: bytes) -> str | None:
     if isinstance(data, dict) and isinstance(data.get("id"), str) and data["id"].strip():
         return data["id"].strip()
     return None
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds from now: either a number of seconds or an HTTP date."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - time.time())
-
-
-def _network_reason(error: BaseException) -> str:
-    """Which network trouble, in words that hold no address, key or URL."""
-    if isinstance(error, urllib.error.URLError) and not isinstance(error.reason, str):
-        error = error.reason
-    if isinstance(error, TimeoutError):
-        return "timed out"
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(error, http.client.RemoteDisconnected):  # before ConnectionResetError, its base
-        return "connection closed without a response"
-    if isinstance(error, ConnectionResetError | ConnectionAbortedError | BrokenPipeError):
-        return "connection reset"
-    if isinstance(error, ssl.SSLError):
-        return "TLS error"
-    if isinstance(error, http.client.HTTPException):
-        return "malformed response"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror.lower()
-    return type(error).__name__

@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from app.mail.mailgun import LOOPBACK_HOSTS, _network_reason, _NoRedirect, _retry_after
+from app.providers import ADDRESS, LOOPBACK_HOSTS, NoRedirect, network_reason, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,6 @@ TAG = "joinourclass"
 TEMPORARY_STATUSES = {408, 409, 429}
 
 _SUBDOMAIN = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$", re.IGNORECASE)
-_ADDRESS = re.compile(r"[^\s<>\"',;:()\[\]]+@[^\s<>\"',;:()\[\]]+")
 
 
 class ZendeskFailure(Exception):
@@ -121,7 +120,7 @@ class ZendeskClient:
         self._api_token = api_token
         credentials = base64.b64encode(f"{email}/token:{api_token}".encode()).decode("ascii")
         self._authorization = f"Basic {credentials}"
-        handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
+        handlers: list[urllib.request.BaseHandler] = [NoRedirect()]
         if parts.hostname in LOOPBACK_HOSTS:
             handlers.append(urllib.request.ProxyHandler({}))  # a loopback fake is never behind a proxy
         self._opener = urllib.request.build_opener(*handlers)
@@ -208,7 +207,7 @@ class ZendeskClient:
             log.warning("zendesk ticket for %s failed: %s", reference, failure.reason)
             raise failure from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
-            failure = TemporaryFailure(f"Zendesk could not be reached: {_network_reason(error)}")
+            failure = TemporaryFailure(f"Zendesk could not be reached: {network_reason(error)}")
             log.warning("zendesk ticket for %s failed: %s", reference, failure.reason)
             raise failure from None
         ticket_id = _ticket_id(payload)
@@ -230,7 +229,7 @@ class ZendeskClient:
             return b""
 
     def _failure(self, status: int, payload: bytes, headers) -> ZendeskFailure:
-        retry_after = _retry_after(headers.get("Retry-After") if headers is not None else None)
+        retry_after = retry_after_seconds(headers.get("Retry-After") if headers is not None else None)
         if status == 429:
             return TemporaryFailure("Zendesk rate limit reached (429)", retry_after)
         if status >= 500:
@@ -251,7 +250,7 @@ class ZendeskClient:
     def _scrub(self, text: str) -> str:
         """Zendesk's own message may quote the requester's address (or, in theory, the token)."""
         text = text.replace(self._api_token, "[token]")
-        return _ADDRESS.sub("[address]", text)
+        return ADDRESS.sub("[address]", text)
 
 
 def _error_message(payload: bytes) -> str:
