@@ -3,14 +3,56 @@
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, EmailField, PasswordField, StringField
-from wtforms.validators import DataRequired, Email, EqualTo, InputRequired, Length
+from wtforms import (
+    BooleanField,
+    EmailField,
+    FieldList,
+    Form,
+    FormField,
+    PasswordField,
+    SelectField,
+    StringField,
+)
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Email, EqualTo, InputRequired, Length, Optional
+
+CHILD_SLOTS = 4
 
 EMAIL_CHECKS = [
     DataRequired("Enter your email address."),
     Email("Enter an email address like name@example.com."),
     Length(max=254, message="An email address has at most 254 characters."),
 ]
+
+
+class ChildForm(Form):
+    """One child at the school and their class (a row is optional, but complete if started)."""
+
+    first_name = StringField(
+        "First name", validators=[Optional(), Length(max=80, message="Use at most 80 characters.")]
+    )
+    last_name = StringField(
+        "Last name", validators=[Optional(), Length(max=80, message="Use at most 80 characters.")]
+    )
+    class_id = SelectField("Class", coerce=str, validate_choice=False)
+
+    def filled(self) -> bool:
+        """Did the person start this row?"""
+        return any((part.data or "").strip() for part in (self.first_name, self.last_name, self.class_id))
+
+    def validate(self, extra_validators=None) -> bool:
+        valid = super().validate(extra_validators)
+        if not self.filled():
+            return valid
+        for part, message in (
+            (self.first_name, "Enter the child's first name."),
+            (self.last_name, "Enter the child's last name."),
+            (self.class_id, "Choose the child's class."),
+        ):
+            if not (part.data or "").strip():
+                part.errors = [*part.errors, message]
+                valid = False
+        return valid
 
 
 class JoinForm(FlaskForm):
@@ -31,6 +73,7 @@ class JoinForm(FlaskForm):
         validators=[InputRequired("Choose a password.")],
         description="At least 12 characters. A few unrelated words work well.",
     )
+    children = FieldList(FormField(ChildForm), min_entries=CHILD_SLOTS, max_entries=CHILD_SLOTS)
     accept_policy = BooleanField(
         "I have read the privacy policy and agree to it",
         validators=[DataRequired("Please read and accept the privacy policy to join.")],
@@ -91,3 +134,12 @@ class JoinAnotherSchoolForm(FlaskForm):
 
 class ConfirmForm(FlaskForm):
     """A form with only its CSRF token: sign out, confirm an email change."""
+
+
+def offer_classes(form: JoinForm, classes) -> None:
+    """Fill every child's class menu with this school's classes (none until the code is known)."""
+    choices = [SelectChoice("", "Choose a class")] + [
+        SelectChoice(str(c.id), f"{c.name} ({c.grade})") for c in classes
+    ]
+    for child in form.children:
+        child.class_id.choices = choices

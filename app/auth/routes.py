@@ -34,20 +34,49 @@ def join():
     form = forms.JoinForm()
     if request.method == "GET" and request.args.get("code"):
         form.invite_code.data = request.args["code"][:40]
+    forms.offer_classes(form, services.classes_for_code(form.invite_code.data or ""))
+    refused = False
     if form.validate_on_submit():
         outcome = services.join_school(
             code=form.invite_code.data,
             name=form.name.data,
             email=form.email.data,
             password=form.password.data,
+            children=_children_of(form),
         )
         if outcome.user is not None:
             db.session.commit()
             services.sign_in(outcome.user)
             return redirect_after_post(url_for("main.home"))
-        getattr(form, outcome.field).errors.append(outcome.error)
-    status = 400 if form.errors else 200
+        _field_error(form, outcome)
+        refused = True
+    status = 400 if refused or form.errors else 200
     return render("auth/join.html", block="form", target="join-form", form=form, status=status)
+
+
+def _children_of(form: forms.JoinForm) -> list[services.NewChild]:
+    return [
+        services.NewChild(child.first_name.data, child.last_name.data, int(child.class_id.data))
+        for child in form.children
+        if child.filled() and (child.class_id.data or "").isdigit()
+    ]
+
+
+def _field_error(form, outcome) -> None:
+    """Show a service's refusal next to the field it is about."""
+    field = form.children[0].class_id if outcome.field == "children" else getattr(form, outcome.field)
+    field.errors = [*field.errors, outcome.error]
+
+
+@bp.route("/join/classes")
+@public
+@limiter.limit(_sign_in_limit)
+def join_classes():
+    """htmx: once the code is typed, the children's class menus list that school's classes."""
+    form = forms.JoinForm(formdata=None)
+    form.invite_code.data = request.args.get("invite_code", "")[:40]
+    forms.offer_classes(form, services.classes_for_code(form.invite_code.data))
+    return render_template("auth/partials/_children.html", form=form)
 
 
 @bp.route("/pending")

@@ -16,7 +16,18 @@ from app import sessions, tenancy
 from app.auth import passwords, tokens
 from app.extensions import db
 from app.mail import queue_email
-from app.models import Membership, MembershipStatus, Role, School, User
+from app.models import (
+    Enrollment,
+    Family,
+    Guardian,
+    Membership,
+    MembershipStatus,
+    Role,
+    School,
+    SchoolClass,
+    Student,
+    User,
+)
 from app.models.base import utcnow
 from app.permissions import effective_permissions
 from app.urls import external_url
@@ -79,8 +90,17 @@ class JoinOutcome:
     error: str | None = None
 
 
-def join_school(*, code: str, name: str, email: str, password: str) -> JoinOutcome:
-    """Create (or reuse) an account and a pending membership in the code's school."""
+@dataclass(frozen=True)
+class NewChild:
+    """A child named at sign-up, with the class the parent picked."""
+
+    first_name: str
+    last_name: str
+    class_id: int
+
+
+def join_school(*, code: str, name: str, email: str, password: str, children=()) -> JoinOutcome:
+    """Create (or reuse) an account, a pending membership and the family in the code's school."""
     school = school_by_code(code)
     if school is None:
         return JoinOutcome(
@@ -104,12 +124,14 @@ def join_school(*, code: str, name: str, email: str, password: str) -> JoinOutco
         )
         db.session.add(user)
         db.session.flush()
-    return add_membership(user, school)
+    return add_membership(user, school, children)
 
 
-def add_membership(user: User, school: School) -> JoinOutcome:
+def add_membership(user: User, school: School, children=()) -> JoinOutcome:
     """Ask to join ``school``; an earlier refusal or deactivation cannot be undone from here."""
     with tenancy.bound(school.id):
+        if not _classes_exist({child.class_id for child in children}):
+            return JoinOutcome(field="children", error="Choose each child's class from the list.")
         existing = db.session.scalar(select(Membership).where(Membership.user_id == user.id))
         if existing is not None and existing.status not in LIVE_STATUSES:
             return JoinOutcome(
@@ -117,10 +139,46 @@ def add_membership(user: User, school: School) -> JoinOutcome:
                 error="This school has closed your earlier request. Please contact the school office.",
             )
         if existing is None:
-            db.session.add(Membership(school_id=school.id, user_id=user.id, role=Role.PARENT))
+            membership = Membership(school_id=school.id, user_id=user.id, role=Role.PARENT)
+            db.session.add(membership)
             db.session.flush()
+            if children:
+                _add_family(membership, user, children)
             notify_approvers(school, user)
     return JoinOutcome(user=user)
+
+
+def _classes_exist(class_ids: set[int]) -> bool:
+    """Are all these classes of the bound school? (Another school's id is simply not found.)"""
+    if not class_ids:
+        return True
+    found = db.session.scalars(select(SchoolClass.id).where(SchoolClass.id.in_(class_ids))).all()
+    return set(found) == class_ids
+
+
+def _add_family(membership: Membership, user: User, children) -> None:
+    """The newcomer's family and children; nobody sees them until the membership is approved."""
+    family = Family(name=f"{children[0].last_name.strip() or user.name.split()[-1]} family")
+    db.session.add(family)
+    db.session.flush()
+    db.session.add(Guardian(family_id=family.id, membership_id=membership.id))
+    for child in children:
+        student = Student(
+            family_id=family.id, first_name=child.first_name.strip(), last_name=child.last_name.strip()
+        )
+        db.session.add(student)
+        db.session.flush()
+        db.session.add(Enrollment(student_id=student.id, class_id=child.class_id))
+    db.session.flush()
+
+
+def classes_for_code(code: str) -> list[SchoolClass]:
+    """The classes of the school this code belongs to, for the sign-up form's menus."""
+    school = school_by_code(code or "")
+    if school is None:
+        return []
+    with tenancy.bound(school.id):
+        return list(db.session.scalars(select(SchoolClass).order_by(SchoolClass.grade, SchoolClass.name)))
 
 
 def approvers(school: School) -> list[User]:

@@ -16,9 +16,11 @@ bp = Blueprint("members", __name__, url_prefix="/members")
 @requires("members.approve")
 def pending():
     """The queue of people waiting for approval."""
+    pending_list = services.pending_memberships()
     return render_template(
         "members/pending.html",
-        pending=services.pending_memberships(),
+        pending=pending_list,
+        children=services.children_named(pending_list),
         approve_form=forms.ApproveForm(),
         reject_form=forms.RejectForm(),
     )
@@ -56,6 +58,7 @@ def reject(membership_id: int):
             target=f"pending-{membership.id}",
             pending=[membership],
             membership=membership,
+            children=services.children_named([membership]),
             approve_form=forms.ApproveForm(),
             reject_form=form,
             status=400,

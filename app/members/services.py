@@ -8,7 +8,7 @@ from sqlalchemy.orm import joinedload
 
 from app.extensions import db
 from app.mail import queue_email
-from app.models import Membership, MembershipStatus
+from app.models import Enrollment, Guardian, Membership, MembershipStatus, SchoolClass, Student
 from app.models.base import utcnow
 from app.urls import external_url
 
@@ -22,6 +22,24 @@ def pending_memberships() -> list[Membership]:
         .order_by(Membership.created_at)
     )
     return list(db.session.scalars(query))
+
+
+def children_named(memberships: list[Membership]) -> dict[int, list[tuple[str, str]]]:
+    """The children each newcomer named at sign-up, with their classes, in one query."""
+    if not memberships:
+        return {}
+    rows = db.session.execute(
+        select(Guardian.membership_id, Student.first_name, Student.last_name, SchoolClass.name)
+        .join(Student, Student.family_id == Guardian.family_id)
+        .join(Enrollment, Enrollment.student_id == Student.id)
+        .join(SchoolClass, SchoolClass.id == Enrollment.class_id)
+        .where(Guardian.membership_id.in_([m.id for m in memberships]))
+        .order_by(Student.first_name)
+    ).all()
+    named: dict[int, list[tuple[str, str]]] = {}
+    for membership_id, first, last, class_name in rows:
+        named.setdefault(membership_id, []).append((f"{first} {last}", class_name))
+    return named
 
 
 def get_pending(membership_id: int) -> Membership | None:
