@@ -33,9 +33,10 @@ def database_url(raw: str | None) -> str:
 
 def engine_options(url: str) -> dict:
     """SQLite waits for a busy file (web, session store and jobs share it); PostgreSQL pings."""
+    # hide_parameters: a failed statement's values (emails, names) stay out of error text and logs.
     if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": 15}}
-    return {"pool_pre_ping": True}
+        return {"connect_args": {"timeout": 15}, "hide_parameters": True}
+    return {"pool_pre_ping": True, "hide_parameters": True}
 
 
 def redis_options(url: str | None) -> dict:
@@ -177,6 +178,12 @@ class ProductionConfig(Config):
     def fallback_secret_key(self) -> str:
         """Production never invents a key: sessions would break on every restart."""
         raise ConfigError("SECRET_KEY must be set in production.")
+
+    def __init__(self) -> None:
+        super().__init__()
+        if not os.environ.get("MAIL_BACKEND"):
+            # Without this, mail would be kept in the database and never sent.
+            raise ConfigError("MAIL_BACKEND must be set in production (e.g. mailgun).")
 
     def default_public_url(self) -> str:
         """Production has no guess: links in emails must name the real site."""

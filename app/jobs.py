@@ -160,6 +160,24 @@ def job(func: Callable) -> Callable:
     return run
 
 
+def repeating(func: Callable) -> Callable:
+    """For jobs the worker repeats: RQ repeats only a job that succeeded, so never fail.
+
+    A transient error (the database restarting) is logged and the next run tries again.
+    """
+
+    @functools.wraps(func)
+    def run(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except Exception:  # any failure would stop the repetition for good
+            db.session.rollback()
+            log.exception("repeating job %s failed; it runs again at its next interval", func.__name__)
+            return {"error": True}
+
+    return run
+
+
 def _forget_inherited_connections() -> None:
     """RQ forks a work horse per job; pooled connections from the parent must not be shared."""
     global _engine_pid

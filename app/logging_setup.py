@@ -31,6 +31,13 @@ def configure_logging(app: Flask) -> None:
     root.setLevel(logging.INFO if not app.testing else logging.WARNING)
     access = logging.getLogger("app.access")
 
+    def log_exception(exc_info) -> None:
+        """Flask logs the path of a failing request; paths can hold tokens, so log the rule."""
+        rule = request.url_rule.rule if request.url_rule else "-"
+        app.logger.error("Exception on %s %s", request.method, rule, exc_info=exc_info)
+
+    app.log_exception = log_exception
+
     @app.before_request
     def _start():
         incoming = request.headers.get("X-Request-ID", "")

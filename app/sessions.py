@@ -25,6 +25,7 @@ from app.models.base import utcnow
 
 # Refresh a session's expiry at most this often, so reads do not turn into writes.
 TOUCH_EVERY = timedelta(hours=1)
+ANONYMOUS_LIFETIME = timedelta(hours=2)
 
 
 def hash_id(session_id: str) -> str:
@@ -92,7 +93,10 @@ class DatabaseSessionInterface(SessionInterface):
                 self._delete(session.session_id)
                 response.delete_cookie(name, **cookie_args)
             return
-        expires_at = utcnow() + app.permanent_session_lifetime
+        # A visitor who never signs in gets hours, not weeks: every page view by a bot or a
+        # passer-by would otherwise leave a row for 14 days.
+        lifetime = app.permanent_session_lifetime if "_user_id" in session else ANONYMOUS_LIFETIME
+        expires_at = utcnow() + lifetime
         touch_due = session.expires_at is None or (expires_at - session.expires_at > TOUCH_EVERY)
         if not (session.modified or session.rotate or touch_due):
             return

@@ -38,6 +38,10 @@ def test_production_refuses_to_start_without_a_secret_key_or_public_url(monkeypa
     monkeypatch.delenv("PUBLIC_URL")
     with pytest.raises(ConfigError, match="PUBLIC_URL"):
         ProductionConfig()
+    monkeypatch.setenv("PUBLIC_URL", "https://school.example.org")
+    monkeypatch.delenv("MAIL_BACKEND", raising=False)
+    with pytest.raises(ConfigError, match="MAIL_BACKEND"):  # or mail would never leave the database
+        ProductionConfig()
 
 
 def test_development_keeps_one_generated_secret_key(monkeypatch, tmp_path):
@@ -54,6 +58,7 @@ def test_development_keeps_one_generated_secret_key(monkeypatch, tmp_path):
 def test_heroku_dynos_default_to_production(monkeypatch):
     monkeypatch.setenv("DYNO", "web.1")
     monkeypatch.setenv("PUBLIC_URL", "https://school.example.org")
+    monkeypatch.setenv("MAIL_BACKEND", "mailgun")
     monkeypatch.delenv("APP_ENV", raising=False)
     monkeypatch.setenv("SECRET_KEY", "x" * 40)
     assert config_from_env().ENV_NAME == "production"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user
@@ -21,14 +22,16 @@ def _sign_in_limit() -> str:
 
 
 def _submitted_email_key() -> str:
-    """Rate-limit key per submitted address, hashed so Redis never holds an email."""
+    """Rate-limit key per submitted address, keyed-hashed so Redis holds no guessable email."""
     email = services.normalise_email(request.form.get("email", ""))
-    return "email:" + hashlib.sha256(email.encode()).hexdigest()[:32]
+    digest = hmac.new(current_app.secret_key.encode(), email.encode(), hashlib.sha256).hexdigest()
+    return "email:" + digest[:32]
 
 
 @bp.route("/join", methods=["GET", "POST"])
 @public
 @limiter.limit(_sign_in_limit, methods=["POST"])
+@limiter.limit("30 per hour", methods=["POST"], key_func=_submitted_email_key)
 def join():
     """Sign up with a school's invitation code; the membership waits for approval."""
     form = forms.JoinForm()
@@ -128,6 +131,7 @@ def sign_out():
 @bp.route("/password/forgot", methods=["GET", "POST"])
 @public
 @limiter.limit(_sign_in_limit, methods=["POST"])
+@limiter.limit("5 per hour", methods=["POST"], key_func=_submitted_email_key)
 def forgot_password():
     """Ask for a reset link; the answer never says whether the address has an account."""
     form = forms.ForgotPasswordForm()
@@ -158,7 +162,8 @@ def reset_password():
         return render_template("auth/reset_invalid.html"), 400
     form = forms.NewPasswordForm()
     if form.validate_on_submit():
-        problems = passwords.problems(form.password.data)
+        owner = services.reset_token_owner(raw)
+        problems = passwords.problems(form.password.data, email=owner.email, name=owner.name)
         if problems:
             form.password.errors.append(problems[0])
         else:

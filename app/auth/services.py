@@ -233,7 +233,10 @@ def change_password(user: User, new_password: str) -> None:
     """Set a new password and end every other session of this person."""
     user.password_hash = passwords.hash_password(new_password)
     user.password_changed_at = utcnow()
+    # The session store has its own connection: end the sessions before this transaction
+    # writes anything (SQLite allows one writer at a time).
     sessions.end_sessions(user.id, keep_session_id=session.session_id)
+    tokens.void_all(user)  # a reset link sent before the change must not undo it
     session.regenerate()
 
 
@@ -252,6 +255,12 @@ def send_password_reset(email: str) -> None:
         hours=hours,
         link=external_url("auth.reset_link", token=raw),
     )
+
+
+def reset_token_owner(raw_token: str) -> User | None:
+    """The account a usable reset token belongs to."""
+    token = tokens.find_usable(raw_token, "reset")
+    return db.session.get(User, token.user_id) if token else None
 
 
 def reset_password(raw_token: str, new_password: str) -> User | None:
@@ -299,6 +308,7 @@ def confirm_email_change(raw_token: str) -> User | None:
     if not new_email or email_taken(new_email, by_other_than=user):
         return None
     tokens.spend(token)
+    tokens.void_all(user)  # links sent to the old address stop working
     user.email = new_email
     return user
 

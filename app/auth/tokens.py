@@ -44,6 +44,14 @@ def find_usable(raw: str | None, purpose: str) -> AccountToken | None:
     return token
 
 
+def void_all(user: User) -> None:
+    """Make every unused token of this person unusable (their password or address changed)."""
+    now = utcnow()
+    unused = select(AccountToken).where(AccountToken.user_id == user.id, AccountToken.used_at.is_(None))
+    for token in db.session.scalars(unused):
+        token.used_at = now
+
+
 def spend(token: AccountToken) -> None:
     """Mark a token used, and void the person's other tokens of the same purpose."""
     now = utcnow()

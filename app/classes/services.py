@@ -11,8 +11,10 @@ from app.models import (
     Enrollment,
     Guardian,
     Membership,
+    MembershipStatus,
     SchoolClass,
     Student,
+    User,
 )
 
 
@@ -47,8 +49,14 @@ def class_helpers(school_class: SchoolClass) -> list[ClassHelper]:
     """Teachers and room parents of a class, with their accounts, in one query."""
     query = (
         select(ClassHelper)
+        .join(Membership, Membership.id == ClassHelper.membership_id)
+        .join(User, User.id == Membership.user_id)
         .options(joinedload(ClassHelper.membership).joinedload(Membership.user))
-        .where(ClassHelper.class_id == school_class.id)
+        .where(
+            ClassHelper.class_id == school_class.id,
+            Membership.status == MembershipStatus.APPROVED,
+            User.active.is_(True),
+        )
         .order_by(ClassHelper.role)
     )
     return list(db.session.scalars(query))

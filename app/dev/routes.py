@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, current_app, render_template
+from flask import Blueprint, abort, current_app, g, render_template
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import DevMail
+from app.models import DevMail, Role
 from app.permissions import requires
 
 bp = Blueprint("dev", __name__, url_prefix="/dev")
@@ -14,8 +14,12 @@ bp = Blueprint("dev", __name__, url_prefix="/dev")
 
 @bp.before_request
 def _development_only():
+    # It shows every school's mail, reset links included: development, and SuperAdmins, only.
     if not current_app.config.get("DEV_MAILBOX"):
         abort(404)
+    membership = g.get("membership")
+    if membership is not None and membership.role is not Role.SUPERADMIN:
+        abort(403)
 
 
 @bp.route("/mailbox")

@@ -7,6 +7,7 @@ one page of families, and eager loads for guardians, students and enrollments.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 
 from sqlalchemy import and_, exists, func, or_, select
@@ -48,9 +49,9 @@ class DirectoryQuery:
         page = args.get("page", "")
         return cls(
             q=args.get("q", "").strip()[:MAX_QUERY],
-            class_id=int(class_id) if class_id.isdigit() and len(class_id) < 10 else None,
+            class_id=int(class_id) if re.fullmatch(r"[0-9]{1,9}", class_id) else None,
             grade=args.get("grade", "").strip()[:20],
-            page=max(1, min(int(page), 10_000)) if page.isdigit() and len(page) < 6 else 1,
+            page=max(1, min(int(page), 10_000)) if re.fullmatch(r"[0-9]{1,5}", page) else 1,
         )
 
 
@@ -76,17 +77,27 @@ class DirectoryPage:
     pages: int
 
 
+def _listed_guardian():
+    """A guardian the directory may show: approved membership, active account (a subquery's rows)."""
+    return (
+        select(Guardian.id)
+        .join(Membership, Membership.id == Guardian.membership_id)
+        .join(User, User.id == Membership.user_id)
+        .where(
+            Guardian.family_id == Family.id,
+            Membership.status == MembershipStatus.APPROVED,
+            User.active.is_(True),
+        )
+    )
+
+
 def _matching(query: DirectoryQuery):
-    """Families of the current school matching the query (tenancy adds the school)."""
-    statement = select(Family.id)
+    """Families of the current school with someone listed, matching the query (tenancy adds the school)."""
+    statement = select(Family.id).where(exists(_listed_guardian()))
     if query.q:
         like = f"%{_escape_like(query.q.lower())}%"
-        guardian_named = (
-            select(Guardian.id)
-            .join(Membership, Membership.id == Guardian.membership_id)
-            .join(User, User.id == Membership.user_id)
-            .where(Guardian.family_id == Family.id, func.lower(User.name).like(like, escape="\\"))
-        )
+        # Only listed people can be found by name: a pending co-guardian's name finds nothing.
+        guardian_named = _listed_guardian().where(func.lower(User.name).like(like, escape="\\"))
         child_named = select(Student.id).where(
             Student.family_id == Family.id,
             or_(

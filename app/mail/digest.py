@@ -19,6 +19,7 @@ DIGEST_TEMPLATE = "digest"
 
 
 @jobs.job
+@jobs.repeating
 def send_digests() -> dict:
     """Gather every held delivery into one email per person and category, and queue it."""
     held = db.session.execute(

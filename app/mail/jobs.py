@@ -97,6 +97,10 @@ def _due_ids(message_id: int, exclude: set[int], limit: int) -> list[int]:
 def _send_batch(message: MailMessage, claimed: list[MailDelivery]) -> dict[str, int]:
     """Sort a claimed batch into skipped, digest and to-send; send the last in one call."""
     users = _users_of(claimed)
+    for delivery in claimed:
+        user = users.get(delivery.user_id)
+        if user is not None and not delivery.address_fixed:
+            delivery.to_email = user.email  # the address now, not when the message was written
     modes = modes_for(users, message.category)
     blocked = suppressed(d.to_email for d in claimed)
     counts = {"skipped": 0, "digest": 0}
@@ -234,6 +238,7 @@ def _erase_sensitive_bodies(message: MailMessage) -> None:
 
 
 @jobs.job
+@jobs.repeating
 def sweep() -> dict:
     """Re-enqueue messages whose deliveries sat pending (or stuck sending) too long."""
     now = utcnow()

@@ -55,7 +55,15 @@ def queue_email(
     )
     db.session.add(message)
     db.session.flush()
-    rows = [{"message_id": message.id, "user_id": u.id, "to_email": to_email or u.email} for u in recipients]
+    rows = [
+        {
+            "message_id": message.id,
+            "user_id": u.id,
+            "to_email": to_email or u.email,
+            "address_fixed": bool(to_email),
+        }
+        for u in recipients
+    ]
     if rows:
         # One multi-row INSERT: the ORM would write one statement per recipient on SQLite,
         # and a school-wide send would cost a statement per family.

@@ -40,7 +40,8 @@ def approve(membership_id: int):
     membership = _pending_or_404(membership_id)
     if not forms.ApproveForm().validate_on_submit():
         abort(400)
-    services.approve(membership)
+    if not services.approve(membership):
+        abort(404)  # someone else decided a moment ago
     db.session.commit()
     return _decided(membership, "approved")
 
@@ -63,7 +64,8 @@ def reject(membership_id: int):
             reject_form=form,
             status=400,
         )
-    services.reject(membership, form.reason.data)
+    if not services.reject(membership, form.reason.data):
+        abort(404)
     db.session.commit()
     return _decided(membership, "rejected")
 

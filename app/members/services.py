@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from flask import g
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import joinedload
 
 from app.extensions import db
@@ -51,22 +51,33 @@ def get_pending(membership_id: int) -> Membership | None:
     )
 
 
-def approve(membership: Membership) -> None:
-    """Let the person in, and tell them by email."""
-    _decide(membership, MembershipStatus.APPROVED, None, link=external_url("auth.sign_in"))
+def approve(membership: Membership) -> bool:
+    """Let the person in, and tell them by email (False if someone decided first)."""
+    return _decide(membership, MembershipStatus.APPROVED, None, link=external_url("auth.sign_in"))
 
 
-def reject(membership: Membership, reason: str) -> None:
-    """Turn the request down with a reason the person is told."""
-    _decide(membership, MembershipStatus.REJECTED, reason.strip())
+def reject(membership: Membership, reason: str) -> bool:
+    """Turn the request down with a reason the person is told (False if someone decided first)."""
+    return _decide(membership, MembershipStatus.REJECTED, reason.strip())
 
 
-def _decide(membership: Membership, status: MembershipStatus, reason: str | None, **context) -> None:
-    """Record who decided what and when, then tell the person (administrative mail)."""
-    membership.status = status
-    membership.decided_at = utcnow()
-    membership.decided_by_id = g.membership.user_id
-    membership.decision_reason = reason
+def _decide(membership: Membership, status: MembershipStatus, reason: str | None, **context) -> bool:
+    """Record who decided what and when, then tell the person (administrative mail).
+
+    The update only applies to a membership still pending, so two people deciding at the
+    same moment cannot both win (and send both emails). Returns False for the one who lost.
+    """
+    decided = db.session.scalars(
+        update(Membership)
+        .where(Membership.id == membership.id, Membership.status == MembershipStatus.PENDING)
+        .values(
+            status=status, decided_at=utcnow(), decided_by_id=g.membership.user_id, decision_reason=reason
+        )
+        .returning(Membership.id)
+        .execution_options(synchronize_session="fetch")
+    ).all()
+    if not decided:
+        return False
     queue_email(
         f"membership_{status.value}",
         [membership.user],
@@ -76,3 +87,4 @@ def _decide(membership: Membership, status: MembershipStatus, reason: str | None
         reason=reason,
         **context,
     )
+    return True

@@ -224,7 +224,10 @@ def local_input_value(moment: datetime) -> str:
 def schedule_time(local: datetime, zone: ZoneInfo) -> tuple[datetime | None, str | None]:
     """A wall-clock time typed in ``zone`` as UTC, or why it cannot be used."""
     aware = local.replace(tzinfo=zone)
-    moment = aware.astimezone(UTC)
+    try:
+        moment = aware.astimezone(UTC)
+    except OverflowError:  # year 9999 west of UTC
+        return None, "Choose a time at most 90 days ahead."
     if moment.astimezone(zone).replace(tzinfo=None) != local.replace(tzinfo=None):
         return None, f"That time does not exist in {zone.key} (the clocks go forward). Choose another time."
     now = utcnow()

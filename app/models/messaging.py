@@ -6,6 +6,7 @@ import enum
 from datetime import datetime
 
 from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -111,6 +112,9 @@ class MailDelivery(db.Model):
     message_id: Mapped[int] = mapped_column(ForeignKey("mail_message.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
     to_email: Mapped[str] = mapped_column(String(254))
+    # Normally the account's current address is used at send time; fixed: exactly to_email
+    # (an email change is confirmed at the new address before it becomes the account's).
+    address_fixed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
     status: Mapped[DeliveryStatus] = mapped_column(
         _enum(DeliveryStatus), default=DeliveryStatus.PENDING, index=True
     )

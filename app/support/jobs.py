@@ -139,6 +139,7 @@ def _wait_for_configuration(request_id: int) -> None:
 
 
 @jobs.job
+@jobs.repeating
 def sweep_support() -> dict:
     """Re-enqueue requests left received too long (or due for their retry), or stuck forwarding."""
     now = utcnow()

@@ -46,7 +46,7 @@ def read(token: str) -> tuple[User, Category | str] | None:
     if len(parts) != 3 or parts[1] not in _BY_CODE:
         return None
     body = f"{parts[0]}.{parts[1]}"
-    if not hmac.compare_digest(parts[2], _signature(body)):
+    if not hmac.compare_digest(parts[2].encode(), _signature(body).encode()):
         return None
     user = db.session.scalar(select(User).where(User.mail_key == parts[0]))
     return (user, _BY_CODE[parts[1]]) if user is not None else None

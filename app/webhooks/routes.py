@@ -55,7 +55,7 @@ def _genuine(key: str, signature: dict) -> bool:
     if not (timestamp and token and given):
         return False
     expected = hmac.new(key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, given)
+    return hmac.compare_digest(expected.encode(), given.encode())
 
 
 def _fresh(timestamp) -> bool:
