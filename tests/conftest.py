@@ -3,10 +3,18 @@ an htmx-aware client that always sends CSRF tokens, factories and a sign-in help
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
-from collections.abc import Callable
+import socket
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -23,6 +31,7 @@ from config import TestConfig
 
 PASSWORD = "correct horse battery"
 _HASH = hash_password(PASSWORD)  # hashing is slow on purpose; do it once for the suite
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def require_service(name: str, available: bool, how: str) -> None:
@@ -32,6 +41,82 @@ def require_service(name: str, available: bool, how: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{name} is required when CI=true: {how}")
     pytest.skip(f"{name} not available: {how}")
+
+
+@pytest.fixture
+def loopback_only(monkeypatch):
+    """Refuse to resolve any host but loopback, so a misrouted request fails loudly.
+
+    For tests that talk to a fake service (tests/fakes/): no test may ever reach the real one.
+    A module opts in with ``pytestmark = pytest.mark.usefixtures("loopback_only")``.
+    """
+    real = socket.getaddrinfo
+
+    def guarded(host, *args, **kwargs):
+        if host not in LOOPBACK_HOSTS:
+            raise AssertionError(f"test tried to reach {host!r}")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", guarded)
+
+
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def post_to_fake(
+    url: str,
+    body: bytes,
+    *,
+    user: str,
+    password: str,
+    content_type: str,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, dict, Message]:
+    """POST straight to a fake service with Basic auth: its status, JSON body and headers."""
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request = urllib.request.Request(
+        url,
+        data=body,
+        method="POST",
+        headers={"Authorization": f"Basic {token}", "Content-Type": content_type, **(headers or {})},
+    )
+    try:
+        with _NO_PROXY.open(request, timeout=5) as response:
+            return response.status, json.loads(response.read() or b"{}"), response.headers
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read() or b"{}"), error.headers
+
+
+def fake_stats(base_url: str) -> dict:
+    """A fake service's ``GET /_fake/stats``."""
+    with _NO_PROXY.open(f"{base_url}/_fake/stats", timeout=5) as response:
+        return json.loads(response.read())
+
+
+@contextmanager
+def fake_process(module: str, *options: str) -> Iterator[str]:
+    """``python -m <module> --port 0 <options>`` (a fake from tests/fakes/); yields its base URL.
+
+    Checks that it prints "listening <url>" then "ready", and that it exits 0 when terminated.
+    """
+    command = [sys.executable, "-m", module, "--port", "0", *options, "--lifetime", "60"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        listening = process.stdout.readline().split()
+        assert listening[0] == "listening"
+        assert process.stdout.readline().strip() == "ready"
+        yield listening[1]
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=5)
+            process.stdout.close()
+    assert process.returncode == 0
 
 
 @pytest.fixture(scope="session")

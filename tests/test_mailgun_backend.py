@@ -9,12 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from urllib.parse import urlencode
@@ -26,7 +21,7 @@ from app.extensions import db
 from app.mail.backends import Batch, PermanentFailure, Recipient, TemporaryFailure
 from app.mail.mailgun import MailgunBackend
 from app.providers import retry_after_seconds as _retry_after
-from tests.conftest import ROOT, make_config
+from tests.conftest import fake_process, fake_stats, make_config, post_to_fake
 from tests.fakes.mailgun import FakeMailgun
 
 KEY = "key-test-9f8e7d6c5b4a39281706"
@@ -34,20 +29,7 @@ DOMAIN = "mg.school.example"
 CLOSED_URL = "http://127.0.0.1:1"  # nothing listens on port 1: connections are refused
 UNSUBSCRIBE = "<%recipient.unsubscribe_url%>"
 ONE_CLICK = "List-Unsubscribe=One-Click"
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch):
-    """Refuse to resolve any host but loopback: no test may ever reach the real Mailgun."""
-    real = socket.getaddrinfo
-
-    def guarded(host, *args, **kwargs):
-        if host not in _LOOPBACK:
-            raise AssertionError(f"test tried to reach {host!r}")
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", guarded)
+pytestmark = pytest.mark.usefixtures("loopback_only")  # nothing may reach the real Mailgun
 
 
 @pytest.fixture
@@ -101,20 +83,8 @@ def _batch(recipients: list[Recipient], **changes) -> Batch:
 
 def _post(url: str, body: bytes, content_type: str, key: str = KEY) -> tuple[int, dict]:
     """POST straight to the fake (not through the backend), returning status and JSON body."""
-    token = base64.b64encode(f"api:{key}".encode()).decode()
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={"Authorization": f"Basic {token}", "Content-Type": content_type},
-    )
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request, timeout=5) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, json.loads(error.read() or b"{}")
+    status, answer, _headers = post_to_fake(url, body, user="api", password=key, content_type=content_type)
+    return status, answer
 
 
 def _post_form(fake: FakeMailgun, fields, key: str = KEY, domain: str = DOMAIN) -> tuple[int, dict]:
@@ -491,14 +461,7 @@ def test_the_fake_parses_multipart_bodies(fake):
 
 
 def test_the_fake_runs_as_a_separate_process_driven_over_http():
-    command = [sys.executable, "-m", "tests.fakes.mailgun", "--port", "0", "--key", KEY, "--domain", DOMAIN]
-    command += ["--lifetime", "60"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        listening = process.stdout.readline().split()
-        assert listening[0] == "listening"
-        assert process.stdout.readline().strip() == "ready"
-        base_url = listening[1]
+    with fake_process("tests.fakes.mailgun", "--key", KEY, "--domain", DOMAIN) as base_url:
         script = json.dumps([[503, {"message": "busy"}, {"Retry-After": "2"}]]).encode()
         assert _post(f"{base_url}/_fake/script", script, "application/json")[0] == 200
         remote = _backend(base_url, MAILGUN_TIMEOUT=5)
@@ -506,17 +469,5 @@ def test_the_fake_runs_as_a_separate_process_driven_over_http():
             remote.send_batch(_batch(_recipients(3)))
         assert failed.value.retry_after == 2
         assert set(remote.send_batch(_batch(_recipients(3)))) == {1, 2, 3}
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(f"{base_url}/_fake/stats", timeout=5) as response:
-            stats = json.loads(response.read())
+        stats = fake_stats(base_url)
         assert stats["requests"] == 1 and stats["recipients"] == 3 and stats["attempts"] == 2
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=5)
-            process.stdout.close()
-    assert process.returncode == 0

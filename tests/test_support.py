@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import time
 from datetime import timedelta
 
@@ -40,20 +39,7 @@ from tests.fakes.zendesk import FIRST_TICKET_ID, FakeZendesk
 
 CLOSED_URL = "http://127.0.0.1:1"  # nothing listens on port 1: connections are refused
 GRANT_LABEL = "Allow support to view my school&#39;s data for 72 hours to resolve this"
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch):
-    """Refuse to resolve any host but loopback: no test may ever reach the real Zendesk."""
-    real = socket.getaddrinfo
-
-    def guarded(host, *args, **kwargs):
-        if host not in _LOOPBACK:
-            raise AssertionError(f"test tried to reach {host!r}")
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", guarded)
+pytestmark = pytest.mark.usefixtures("loopback_only")  # nothing may reach the real Zendesk
 
 
 @pytest.fixture

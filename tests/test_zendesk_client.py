@@ -9,12 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import socket
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
@@ -24,7 +19,7 @@ from app.support.zendesk import (
     TicketRequest,
     ZendeskClient,
 )
-from tests.conftest import ROOT
+from tests.conftest import fake_process, fake_stats, post_to_fake
 from tests.fakes.zendesk import FIRST_TICKET_ID, FakeZendesk
 
 AGENT = "agent@support.example"
@@ -32,20 +27,7 @@ TOKEN = "zd-test-token-5c4b3a29181706f"
 SUBDOMAIN = "joinourclass"
 CLOSED_URL = "http://127.0.0.1:1"  # nothing listens on port 1: connections are refused
 REQUESTER = "ada.requester@example.org"
-_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
-
-
-@pytest.fixture(autouse=True)
-def _loopback_only(monkeypatch):
-    """Refuse to resolve any host but loopback: no test may ever reach the real Zendesk."""
-    real = socket.getaddrinfo
-
-    def guarded(host, *args, **kwargs):
-        if host not in _LOOPBACK:
-            raise AssertionError(f"test tried to reach {host!r}")
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", guarded)
+pytestmark = pytest.mark.usefixtures("loopback_only")  # nothing may reach the real Zendesk
 
 
 @pytest.fixture
@@ -101,20 +83,9 @@ def _paths(value, prefix: str = "") -> set[str]:
 
 def _post(url: str, body: bytes, *, user: str = f"{AGENT}/token", password: str = TOKEN, headers=None):
     """POST straight to the fake (not through the client), returning status, JSON body, headers."""
-    token = base64.b64encode(f"{user}:{password}".encode()).decode()
-    request = urllib.request.Request(
-        url,
-        data=body,
-        method="POST",
-        headers={"Authorization": f"Basic {token}", "Content-Type": "application/json", **(headers or {})},
+    return post_to_fake(
+        url, body, user=user, password=password, content_type="application/json", headers=headers
     )
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request, timeout=5) as response:
-            return response.status, json.loads(response.read() or b"{}"), response.headers
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, json.loads(error.read() or b"{}"), error.headers
 
 
 # -- the request Zendesk receives ---------------------------------------------------------------
@@ -434,14 +405,7 @@ def test_the_fake_honours_idempotency_keys(fake):
 
 
 def test_the_fake_runs_as_a_separate_process_driven_over_http():
-    command = [sys.executable, "-m", "tests.fakes.zendesk", "--port", "0", "--email", AGENT, "--token", TOKEN]
-    command += ["--lifetime", "60"]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        listening = process.stdout.readline().split()
-        assert listening[0] == "listening"
-        assert process.stdout.readline().strip() == "ready"
-        base_url = listening[1]
+    with fake_process("tests.fakes.zendesk", "--email", AGENT, "--token", TOKEN) as base_url:
         script = json.dumps([[503, {"error": "busy"}, {"Retry-After": "2"}]]).encode()
         assert _post(f"{base_url}/_fake/script", script)[0] == 200
         remote = _client(base_url)
@@ -449,17 +413,4 @@ def test_the_fake_runs_as_a_separate_process_driven_over_http():
             remote.create_ticket(_ticket())
         assert failed.value.retry_after == 2
         assert remote.create_ticket(_ticket()) == FIRST_TICKET_ID
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        with opener.open(f"{base_url}/_fake/stats", timeout=5) as response:
-            stats = json.loads(response.read())
-        assert stats == {"requests": 1, "tickets": 1, "attempts": 2}
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait(timeout=5)
-            process.stdout.close()
-    assert process.returncode == 0
+        assert fake_stats(base_url) == {"requests": 1, "tickets": 1, "attempts": 2}

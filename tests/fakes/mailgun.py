@@ -21,64 +21,26 @@ As a separate process (a worker test or a benchmark)::
 
 from __future__ import annotations
 
-import argparse
-import base64
-import binascii
-import contextlib
-import hmac
 import itertools
 import json
-import signal
 import sys
-import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
 from email.utils import getaddresses
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote
 
 from app.mail.backends import personalise
+from tests.fakes.base import MAX_DELAY as MAX_DELAY  # re-exported: it used to be defined here
+from tests.fakes.base import BadRequest, FakeHandler, FakeServer, basic_auth_matches, command_line, run
+from tests.fakes.base import Scripted as Scripted  # re-exported: tests import it from here
 
 MAX_RECIPIENTS = 1000
 MAX_BODY = 25 * 1024 * 1024  # Mailgun's message size limit
-MAX_DELAY = 30.0  # a scripted delay never holds a thread longer than this
 QUEUED = "Queued. Thank you."
-
-
-@dataclass
-class Scripted:
-    """One scripted answer: ``status=None`` means "answer normally" (after ``delay``)."""
-
-    status: int | None = None
-    body: object = None
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-    @classmethod
-    def parse(cls, item: object) -> Scripted:
-        """Accept ``(status, body[, headers])`` or ``{"status", "body", "headers", "delay"}``."""
-        if isinstance(item, Scripted):
-            return item
-        if isinstance(item, Mapping):
-            status, body = item.get("status"), item.get("body")
-            headers, delay = item.get("headers") or {}, item.get("delay") or 0.0
-        elif isinstance(item, list | tuple) and 1 <= len(item) <= 3:
-            status, body, headers, delay = item[0], item[1] if len(item) > 1 else None, {}, 0.0
-            if len(item) == 3:
-                headers = item[2] or {}
-        else:
-            raise ValueError(f"cannot script a response from {item!r}")
-        if status is not None and not (isinstance(status, int) and 100 <= status <= 599):
-            raise ValueError(f"bad scripted status {status!r}")
-        delay = float(delay)
-        if not 0 <= delay <= MAX_DELAY:
-            raise ValueError(f"scripted delay must be between 0 and {MAX_DELAY} seconds")
-        return cls(status, body, {str(k): str(v) for k, v in dict(headers).items()}, delay)
 
 
 @dataclass
@@ -113,13 +75,6 @@ class FakeMessage:
     headers: dict[str, str]
     tags: list[str]
     message_id: str
-
-
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def _addresses(values: Iterable[str]) -> list[str]:
@@ -190,92 +145,61 @@ def validate(fields: dict[str, list[str]]) -> None:
             raise BadRequest(400, "recipient-variables must be a JSON object of objects")
 
 
-class FakeMailgun:
-    """A loopback HTTP server that accepts ``POST /v3/<domain>/messages`` like Mailgun."""
+class MailgunHandler(FakeHandler):
+    server_version = "FakeMailgun/1.0"
+    max_body = MAX_BODY
+
+    def serve(self, path: str, body: bytes) -> None:
+        fake: FakeMailgun = self.fake
+        parts = path.strip("/").split("/")
+        if len(parts) != 3 or parts[0] != "v3" or parts[2] != "messages":
+            raise BadRequest(404, "Not Found")
+        if not fake._authorised(self.headers.get("Authorization")):
+            raise BadRequest(401, "Forbidden")
+        domain = unquote(parts[1])
+        if domain != fake.domain:
+            raise BadRequest(404, f"Domain not found: {domain}")
+        if self.answer_scripted():
+            return
+        fields, files = parse_form(self.headers.get("Content-Type", ""), body)
+        validate(fields)
+        message_id = fake._new_id()
+        fake._accept(
+            RecordedRequest(
+                path=path,
+                fields=fields,
+                headers=dict(self.headers.items()),
+                time=time.time(),
+                message_id=message_id,
+                files=files,
+            )
+        )
+        self._json(200, {"id": message_id, "message": QUEUED})
+
+
+class FakeMailgun(FakeServer[RecordedRequest]):
+    """A loopback HTTP server that accepts ``POST /v3/<domain>/messages`` like Mailgun.
+
+    ``attempts`` counts every POST to a messages URL, whatever the answer.
+    """
+
+    handler = MailgunHandler
+    thread_name = "fake-mailgun"
 
     def __init__(self, api_key: str = "key-fake-0123456789", domain: str = "mg.example.test", port: int = 0):
+        super().__init__(port)
         self.api_key = api_key
         self.domain = domain
-        self._port = port
-        self._lock = threading.Lock()
-        self._script: deque[Scripted] = deque()
         self._ids = itertools.count(1)
-        self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.requests: list[RecordedRequest] = []
-        self.attempts = 0  # every POST to a messages URL, whatever the answer
 
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def start(self) -> FakeMailgun:
-        if self._server is not None:
-            raise RuntimeError("already started")
-        server = ThreadingHTTPServer(("127.0.0.1", self._port), _handler_for(self))
-        server.daemon_threads = True
-        server.block_on_close = False
-        self._stopping.clear()
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-mailgun", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._stopping.set()  # ends any scripted delay at once
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeMailgun:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("not started")
-        return self._server.server_address[1]
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    # -- scripting and reading --------------------------------------------------------------
-
-    def queue_responses(self, responses: Iterable[object]) -> None:
-        """Answer the next requests with these, in order; then 200 "Queued" again."""
-        parsed = [Scripted.parse(item) for item in responses]
-        with self._lock:
-            self._script.extend(parsed)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._script.clear()
-            self.requests.clear()
-            self.attempts = 0
-
-    def accepted(self) -> list[RecordedRequest]:
-        """A snapshot of the accepted requests (safe while the server runs)."""
-        with self._lock:
-            return list(self.requests)
+    # -- reading ----------------------------------------------------------------------------
 
     def recipients(self) -> list[str]:
         """Every address accepted so far, in order, once per request it was in."""
         return [address for request in self.accepted() for address in request.recipients]
 
     def stats(self) -> dict[str, int]:
-        with self._lock:
-            requests = list(self.requests)
-            attempts = self.attempts
+        requests, attempts = self._snapshot()
         recipients = sum(len(request.recipients) for request in requests)
         return {"requests": len(requests), "recipients": recipients, "attempts": attempts}
 
@@ -322,142 +246,19 @@ class FakeMailgun:
 
     # -- what the handler calls ----------------------------------------------------------------
 
-    def _next_script(self) -> Scripted | None:
-        with self._lock:
-            self.attempts += 1
-            return self._script.popleft() if self._script else None
-
     def _new_id(self) -> str:
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
         return f"<{stamp}.{next(self._ids)}.{uuid.uuid4().hex[:12]}@{self.domain}>"
 
     def _authorised(self, header: str | None) -> bool:
-        if not header or not header.startswith("Basic "):
-            return False
-        try:
-            user, _, password = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        return hmac.compare_digest(user.encode(), b"api") & hmac.compare_digest(
-            password.encode(), self.api_key.encode()
-        )
-
-
-def _handler_for(fake: FakeMailgun) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "FakeMailgun/1.0"
-        protocol_version = "HTTP/1.0"  # one request per connection: nothing lingers at stop()
-
-        def log_message(self, format, *args):
-            pass
-
-        def handle(self):
-            with contextlib.suppress(ConnectionError, TimeoutError):  # the client gave up (a timeout test)
-                super().handle()
-
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            if urlsplit(self.path).path == "/_fake/stats":
-                self._json(200, fake.stats())
-            else:
-                self._json(404, {"message": "Not Found"})
-
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            path = urlsplit(self.path).path
-            try:
-                body = self._body()
-                if path == "/_fake/script":
-                    items = json.loads(body.decode("utf-8") or "[]")
-                    if not isinstance(items, list):
-                        raise BadRequest(400, "expected a JSON list")
-                    fake.queue_responses(items)
-                    self._json(200, {"queued": len(items)})
-                elif path == "/_fake/reset":
-                    fake.reset()
-                    self._json(200, {"reset": True})
-                else:
-                    self._messages(path, body)
-            except BadRequest as error:
-                self._json(error.status, {"message": error.message})
-            except ValueError as error:
-                self._json(400, {"message": f"bad request: {error}"})
-
-        def _messages(self, path: str, body: bytes) -> None:
-            parts = path.strip("/").split("/")
-            if len(parts) != 3 or parts[0] != "v3" or parts[2] != "messages":
-                raise BadRequest(404, "Not Found")
-            if not fake._authorised(self.headers.get("Authorization")):
-                raise BadRequest(401, "Forbidden")
-            domain = unquote(parts[1])
-            if domain != fake.domain:
-                raise BadRequest(404, f"Domain not found: {domain}")
-            scripted = fake._next_script()
-            if scripted is not None and scripted.delay:
-                fake._stopping.wait(scripted.delay)
-            if scripted is not None and scripted.status is not None:
-                self._json(scripted.status, scripted.body, scripted.headers)
-                return
-            fields, files = parse_form(self.headers.get("Content-Type", ""), body)
-            validate(fields)
-            message_id = fake._new_id()
-            record = RecordedRequest(
-                path=path,
-                fields=fields,
-                headers=dict(self.headers.items()),
-                time=time.time(),
-                message_id=message_id,
-                files=files,
-            )
-            with fake._lock:
-                fake.requests.append(record)
-            self._json(200, {"id": message_id, "message": QUEUED})
-
-        def _body(self) -> bytes:
-            length = self.headers.get("Content-Length")
-            if length is None:
-                raise BadRequest(411, "Content-Length required")
-            try:
-                size = int(length)
-            except ValueError:
-                raise BadRequest(400, "bad Content-Length") from None
-            if size < 0 or size > MAX_BODY:
-                raise BadRequest(413, "Request Entity Too Large")
-            return self.rfile.read(size)
-
-        def _json(self, status: int, payload: object, headers: Mapping[str, str] | None = None) -> None:
-            data = b"" if payload is None else json.dumps(payload).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-    return Handler
+        return basic_auth_matches(header, "api", self.api_key)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run a fake Mailgun API on 127.0.0.1.")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed at start)")
+    parser = command_line("Run a fake Mailgun API on 127.0.0.1.")
     parser.add_argument("--key", default="key-fake-0123456789", help="the API key it accepts")
     parser.add_argument("--domain", default="mg.example.test", help="the sending domain it accepts")
-    parser.add_argument("--lifetime", type=float, default=3600.0, help="stop after this many seconds")
-    args = parser.parse_args(argv)
-
-    done = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: done.set())
-    fake = FakeMailgun(api_key=args.key, domain=args.domain, port=args.port).start()
-    print(f"listening {fake.base_url}", flush=True)
-    print("ready", flush=True)
-    deadline = time.monotonic() + args.lifetime
-    try:
-        while not done.wait(0.2) and time.monotonic() < deadline:
-            pass
-    finally:
-        fake.stop()
-    print(f"stopped {json.dumps(fake.stats())}", flush=True)
-    return 0
+    return run(parser, argv, lambda args: FakeMailgun(api_key=args.key, domain=args.domain, port=args.port))
 
 
 if __name__ == "__main__":

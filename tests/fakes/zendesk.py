@@ -23,24 +23,14 @@ As a separate process (a worker test)::
 
 from __future__ import annotations
 
-import argparse
-import base64
-import binascii
-import contextlib
-import hmac
 import itertools
 import json
-import signal
 import sys
-import threading
 import time
-from collections import deque
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
 
-from tests.fakes.mailgun import BadRequest, Scripted
+from tests.fakes.base import BadRequest, FakeHandler, FakeServer, basic_auth_matches, command_line, run
+from tests.fakes.base import Scripted as Scripted  # re-exported: it was importable from here
 
 TICKETS_PATH = "/api/v2/tickets.json"
 MAX_BODY = 1024 * 1024
@@ -80,8 +70,64 @@ def validate(payload: object) -> dict:
     return ticket
 
 
-class FakeZendesk:
-    """A loopback HTTP server that accepts ``POST /api/v2/tickets.json`` like Zendesk."""
+def _error_name(status: int) -> str:
+    return {404: "InvalidEndpoint", 422: "RecordInvalid"}.get(status, "BadRequest")
+
+
+class ZendeskHandler(FakeHandler):
+    server_version = "FakeZendesk/1.0"
+    max_body = MAX_BODY
+    json_content_type = "application/json; charset=utf-8"
+    not_found = "Not found"
+
+    def error_payload(self, status: int, message: str) -> object:
+        if status == 401:  # Zendesk's own answer to bad credentials
+            return {"error": message}
+        return {"error": _error_name(status), "description": message}
+
+    def invalid_payload(self, error: ValueError) -> object:
+        return {"error": "InvalidJSON", "description": f"bad request: {error}"}
+
+    def serve(self, path: str, body: bytes) -> None:
+        fake: FakeZendesk = self.fake
+        if path != TICKETS_PATH:
+            raise BadRequest(404, "Not found")
+        if not fake._authorised(self.headers.get("Authorization")):
+            raise BadRequest(401, "Couldn't authenticate you")
+        if self.answer_scripted():
+            return
+        content_type = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+        if content_type != "application/json":
+            raise BadRequest(415, "expected application/json")
+        try:
+            payload = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise BadRequest(400, "the body is not valid JSON") from None
+        ticket = validate(payload)
+        record = fake._record(path, dict(self.headers.items()), body, payload)
+        answer = {
+            "ticket": {
+                "id": record.ticket_id,
+                "url": f"{fake.base_url}/api/v2/tickets/{record.ticket_id}.json",
+                "external_id": ticket.get("external_id"),
+                "subject": ticket.get("subject"),
+                "status": "new",
+                "tags": ticket.get("tags") or [],
+            }
+        }
+        headers = {"x-idempotency-lookup": "hit" if record.repeat else "miss"}
+        headers["Location"] = answer["ticket"]["url"]
+        self._json(200 if record.repeat else 201, answer, headers)
+
+
+class FakeZendesk(FakeServer[RecordedTicket]):
+    """A loopback HTTP server that accepts ``POST /api/v2/tickets.json`` like Zendesk.
+
+    ``attempts`` counts every POST to the tickets URL, whatever the answer.
+    """
+
+    handler = ZendeskHandler
+    thread_name = "fake-zendesk"
 
     def __init__(
         self,
@@ -90,62 +136,12 @@ class FakeZendesk:
         subdomain: str = "joinourclass",
         port: int = 0,
     ):
+        super().__init__(port)
         self.email = email
         self.api_token = api_token
         self.subdomain = subdomain
-        self._port = port
-        self._lock = threading.Lock()
-        self._script: deque[Scripted] = deque()
         self._ids = itertools.count(FIRST_TICKET_ID)
         self._idempotency: dict[str, tuple[bytes, int]] = {}
-        self._stopping = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.requests: list[RecordedTicket] = []
-        self.attempts = 0  # every POST to the tickets URL, whatever the answer
-
-    # -- lifecycle ------------------------------------------------------------------------
-
-    def start(self) -> FakeZendesk:
-        if self._server is not None:
-            raise RuntimeError("already started")
-        server = ThreadingHTTPServer(("127.0.0.1", self._port), _handler_for(self))
-        server.daemon_threads = True
-        server.block_on_close = False
-        self._stopping.clear()
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-zendesk", daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        server, thread = self._server, self._thread
-        if server is None:
-            return
-        self._stopping.set()  # ends any scripted delay at once
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeZendesk:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    @property
-    def port(self) -> int:
-        if self._server is None:
-            raise RuntimeError("not started")
-        return self._server.server_address[1]
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def config(self) -> dict[str, str]:
         """ZENDESK_* settings that point the app at this fake."""
@@ -156,55 +152,25 @@ class FakeZendesk:
             "ZENDESK_BASE_URL": self.base_url,
         }
 
-    # -- scripting and reading --------------------------------------------------------------
-
-    def queue_responses(self, responses: Iterable[object]) -> None:
-        """Answer the next requests with these, in order; then 201 with a new ticket again."""
-        parsed = [Scripted.parse(item) for item in responses]
-        with self._lock:
-            self._script.extend(parsed)
-
-    def reset(self) -> None:
-        with self._lock:
-            self._script.clear()
-            self._idempotency.clear()
-            self.requests.clear()
-            self.attempts = 0
-
-    def accepted(self) -> list[RecordedTicket]:
-        """A snapshot of the accepted requests (safe while the server runs)."""
-        with self._lock:
-            return list(self.requests)
+    # -- reading ----------------------------------------------------------------------------
 
     def tickets(self) -> list[RecordedTicket]:
         """Accepted requests that made a new ticket (idempotent repeats left out)."""
         return [request for request in self.accepted() if not request.repeat]
 
     def stats(self) -> dict[str, int]:
-        with self._lock:
-            requests = list(self.requests)
-            attempts = self.attempts
+        requests, attempts = self._snapshot()
         made = sum(1 for request in requests if not request.repeat)
         return {"requests": len(requests), "tickets": made, "attempts": attempts}
 
     # -- what the handler calls ----------------------------------------------------------------
 
-    def _next_script(self) -> Scripted | None:
-        with self._lock:
-            self.attempts += 1
-            return self._script.popleft() if self._script else None
+    def _clear(self) -> None:
+        super()._clear()
+        self._idempotency.clear()
 
     def _authorised(self, header: str | None) -> bool:
-        if not header or not header.startswith("Basic "):
-            return False
-        try:
-            user, _, password = base64.b64decode(header[6:], validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
-            return False
-        expected_user = f"{self.email}/token".encode()
-        return hmac.compare_digest(user.encode(), expected_user) & hmac.compare_digest(
-            password.encode(), self.api_token.encode()
-        )
+        return basic_auth_matches(header, f"{self.email}/token", self.api_token)
 
     def _record(self, path: str, headers: dict[str, str], body: bytes, payload: dict) -> RecordedTicket:
         """Make a ticket, or find the one an earlier request with this Idempotency-Key made."""
@@ -222,134 +188,11 @@ class FakeZendesk:
         return record
 
 
-def _handler_for(fake: FakeZendesk) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "FakeZendesk/1.0"
-        protocol_version = "HTTP/1.0"  # one request per connection: nothing lingers at stop()
-
-        def log_message(self, format, *args):
-            pass
-
-        def handle(self):
-            with contextlib.suppress(ConnectionError, TimeoutError):  # the client gave up (a timeout test)
-                super().handle()
-
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            if urlsplit(self.path).path == "/_fake/stats":
-                self._json(200, fake.stats())
-            else:
-                self._json(404, {"error": "InvalidEndpoint", "description": "Not found"})
-
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            path = urlsplit(self.path).path
-            try:
-                body = self._body()
-                if path == "/_fake/script":
-                    items = json.loads(body.decode("utf-8") or "[]")
-                    if not isinstance(items, list):
-                        raise BadRequest(400, "expected a JSON list")
-                    fake.queue_responses(items)
-                    self._json(200, {"queued": len(items)})
-                elif path == "/_fake/reset":
-                    fake.reset()
-                    self._json(200, {"reset": True})
-                else:
-                    self._tickets(path, body)
-            except BadRequest as error:
-                if error.status == 401:  # Zendesk's own answer to bad credentials
-                    self._json(401, {"error": error.message})
-                else:
-                    self._json(
-                        error.status, {"error": _error_name(error.status), "description": error.message}
-                    )
-            except ValueError as error:
-                self._json(400, {"error": "InvalidJSON", "description": f"bad request: {error}"})
-
-        def _tickets(self, path: str, body: bytes) -> None:
-            if path != TICKETS_PATH:
-                raise BadRequest(404, "Not found")
-            if not fake._authorised(self.headers.get("Authorization")):
-                raise BadRequest(401, "Couldn't authenticate you")
-            scripted = fake._next_script()
-            if scripted is not None and scripted.delay:
-                fake._stopping.wait(scripted.delay)
-            if scripted is not None and scripted.status is not None:
-                self._json(scripted.status, scripted.body, scripted.headers)
-                return
-            content_type = self.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-            if content_type != "application/json":
-                raise BadRequest(415, "expected application/json")
-            try:
-                payload = json.loads(body.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                raise BadRequest(400, "the body is not valid JSON") from None
-            ticket = validate(payload)
-            record = fake._record(path, dict(self.headers.items()), body, payload)
-            answer = {
-                "ticket": {
-                    "id": record.ticket_id,
-                    "url": f"{fake.base_url}/api/v2/tickets/{record.ticket_id}.json",
-                    "external_id": ticket.get("external_id"),
-                    "subject": ticket.get("subject"),
-                    "status": "new",
-                    "tags": ticket.get("tags") or [],
-                }
-            }
-            headers = {"x-idempotency-lookup": "hit" if record.repeat else "miss"}
-            headers["Location"] = answer["ticket"]["url"]
-            self._json(200 if record.repeat else 201, answer, headers)
-
-        def _body(self) -> bytes:
-            length = self.headers.get("Content-Length")
-            if length is None:
-                raise BadRequest(411, "Content-Length required")
-            try:
-                size = int(length)
-            except ValueError:
-                raise BadRequest(400, "bad Content-Length") from None
-            if size < 0 or size > MAX_BODY:
-                raise BadRequest(413, "Request Entity Too Large")
-            return self.rfile.read(size)
-
-        def _json(self, status: int, payload: object, headers: Mapping[str, str] | None = None) -> None:
-            data = b"" if payload is None else json.dumps(payload).encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in (headers or {}).items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-    return Handler
-
-
-def _error_name(status: int) -> str:
-    return {404: "InvalidEndpoint", 422: "RecordInvalid"}.get(status, "BadRequest")
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Run a fake Zendesk Tickets API on 127.0.0.1.")
-    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed at start)")
+    parser = command_line("Run a fake Zendesk Tickets API on 127.0.0.1.")
     parser.add_argument("--email", default="agent@support.example", help="the agent email it accepts")
     parser.add_argument("--token", default="zd-fake-token-0123456789", help="the API token it accepts")
-    parser.add_argument("--lifetime", type=float, default=3600.0, help="stop after this many seconds")
-    args = parser.parse_args(argv)
-
-    done = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: done.set())
-    fake = FakeZendesk(email=args.email, api_token=args.token, port=args.port).start()
-    print(f"listening {fake.base_url}", flush=True)
-    print("ready", flush=True)
-    deadline = time.monotonic() + args.lifetime
-    try:
-        while not done.wait(0.2) and time.monotonic() < deadline:
-            pass
-    finally:
-        fake.stop()
-    print(f"stopped {json.dumps(fake.stats())}", flush=True)
-    return 0
+    return run(parser, argv, lambda args: FakeZendesk(email=args.email, api_token=args.token, port=args.port))
 
 
 if __name__ == "__main__":
