@@ -9,6 +9,7 @@ from app.extensions import db
 from app.models import (
     ClassHelper,
     Enrollment,
+    Family,
     Guardian,
     Membership,
     MembershipStatus,
@@ -63,9 +64,10 @@ def class_helpers(school_class: SchoolClass) -> list[ClassHelper]:
 
 
 def class_family_ids(school_class: SchoolClass):
-    """The families with a child in the class (a subquery for the directory's loader)."""
-    return (
+    """The families with a child in the class, as a ``select(Family.id)`` for the directory's loader."""
+    in_class = (
         select(Student.family_id)
         .join(Enrollment, Enrollment.student_id == Student.id)
         .where(Enrollment.class_id == school_class.id)
     )
+    return select(Family.id).where(Family.id.in_(in_class))

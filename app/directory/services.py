@@ -129,19 +129,28 @@ def _escape_like(text: str) -> str:
 
 
 def load_families(ids_query, *, limit: int | None = None, offset: int = 0) -> list[Family]:
-    # Joined eager loads keep this one query however many families there are: selectinload
-    # would add a query per 500 parents, so an export's query count would grow with the school.
+    """The families a ``select(Family.id)`` statement picks, with guardians, children and classes.
+
+    Two queries however many families there are: the page of ids, then the families with
+    joined eager loads (selectinload would add a query per 500 parents). The id statement is
+    run as it is, never nested in ``Family.id IN (...)``: its correlated EXISTS would then
+    bind to the outer family and PostgreSQL would compare every family with every other.
+    """
+    ids_statement = ids_query.order_by(Family.name, Family.id).offset(offset)
+    if limit is not None:
+        ids_statement = ids_statement.limit(limit)
+    ids = list(db.session.scalars(ids_statement))
+    if not ids:
+        return []
     statement = (
         select(Family)
-        .where(Family.id.in_(ids_query))
+        .where(Family.id.in_(ids))
         .options(
             joinedload(Family.guardians).joinedload(Guardian.membership).joinedload(Membership.user),
             joinedload(Family.students).joinedload(Student.enrollments),
         )
         .order_by(Family.name, Family.id)
     )
-    if limit is not None:
-        statement = statement.limit(limit).offset(offset)
     return list(db.session.scalars(statement).unique())
 
 
@@ -231,5 +240,7 @@ def staff() -> list[StaffCard]:
 
 
 def families_of(membership_id: int):
-    """The ids of the families a member is a guardian in (as a subquery)."""
-    return select(Guardian.family_id).where(Guardian.membership_id == membership_id)
+    """The families a member is a guardian in, as a ``select(Family.id)``."""
+    return select(Family.id).where(
+        Family.id.in_(select(Guardian.family_id).where(Guardian.membership_id == membership_id))
+    )
