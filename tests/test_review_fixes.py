@@ -82,14 +82,16 @@ def test_class_page_lists_only_approved_helpers(client, make_school, make_member
 
 def test_mail_goes_to_the_address_the_account_has_when_it_is_sent(app, make_school, make_member, sent_mail):
     member = make_member(make_school(), email="old@example.org")
-    queue_email("email_change_notice", [member.user], category=Category.SCHOOL_ANNOUNCEMENTS, name="x")
+    message = queue_email(
+        "email_change_notice", [member.user], category=Category.SCHOOL_ANNOUNCEMENTS, name="x"
+    )
     db.session.info.pop("pending_jobs")  # not sent yet (scheduled, or retried later)
     db.session.commit()
     member.user.email = "new@example.org"
     db.session.commit()
     from app.mail.jobs import send_message
 
-    send_message(1)
+    send_message(message.id)
     assert [m.to for m in sent_mail] == ["new@example.org"]
 
 
