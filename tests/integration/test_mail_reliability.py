@@ -1,0 +1,459 @@
+"""The email pipeline under faults: a real worker.py sending through a fake Mailgun on loopback.
+
+Each test runs ``python worker.py`` with MAIL_BACKEND=mailgun and MAILGUN_BASE_URL pointing at
+a FakeMailgun served by this process (a real HTTP server on 127.0.0.1), then breaks something:
+the provider answers 500 or 429, Redis is down when the message is written, or the worker is
+SIGKILLed in the middle of a 5,000-recipient send. Every recipient must end up with exactly one
+delivery marked sent; what the fake received shows how many got the email twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+from rq import Queue
+from rq.registry import FailedJobRegistry, FinishedJobRegistry
+from sqlalchemy import func, insert, select, update
+
+from app.extensions import db
+from app.mail import queue_email
+from app.mail.jobs import STUCK_AFTER, sweep
+from app.models import Category, DeliveryStatus, MailDelivery, User
+from app.models.base import utcnow
+from tests.fakes.mailgun import FakeMailgun, Scripted
+from tests.integration.conftest import (
+    CLOSED_REDIS_URL,
+    WORKER_SECRET_KEY,
+    WORKER_START_TIMEOUT,
+    WorkerProcess,
+    fresh,
+    park_sweeper,
+    wait_for,
+    worker_is_idle,
+)
+
+pytestmark = pytest.mark.redis
+
+KEY = "key-reliability-5e4d3c2b1a09"
+DOMAIN = "mg.reliability.example"
+PUBLIC_URL = "http://127.0.0.1:5000"
+RETRY_BASE_SECONDS = 0.2
+SEND_TIMEOUT = 20.0
+BATCH = 1000  # MailgunBackend.max_batch
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class TimedFakeMailgun(FakeMailgun):
+    """The fake Mailgun, also noting when each POST to the messages URL arrived.
+
+    The fake records the time of accepted requests only; a retry test needs the time of the
+    refused attempt too.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.attempt_times: list[float] = []
+        # When set, scripted failures are answered at this fraction of a wall-clock second.
+        self.fail_at_fraction: float | None = None
+
+    def _next_script(self):
+        now = time.time()
+        self.attempt_times.append(now)  # called once per messages POST, before any delay
+        scripted = super()._next_script()
+        if scripted is not None and scripted.status is not None and self.fail_at_fraction is not None:
+            wait = (self.fail_at_fraction - now % 1) % 1
+            scripted = Scripted(scripted.status, scripted.body, scripted.headers, delay=wait)
+        return scripted
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only(monkeypatch):
+    """This process resolves no host but loopback (the worker's Mailgun URL is checked below)."""
+    real = socket.getaddrinfo
+
+    def guarded(host, *args, **kwargs):
+        if host not in _LOOPBACK:
+            raise AssertionError(f"test tried to reach {host!r}")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", guarded)
+
+
+@pytest.fixture
+def fake() -> Iterator[TimedFakeMailgun]:
+    with TimedFakeMailgun(api_key=KEY, domain=DOMAIN) as server:
+        yield server
+
+
+@pytest.fixture
+def outbox_app(make_redis_app, redis_url) -> Iterator[Flask]:
+    """The web side: writes messages whose send jobs go to the test Redis; sweeps with no grace."""
+    app = make_redis_app(redis_url, SWEEP_PENDING_AFTER=timedelta(0))
+    with app.app_context():
+        yield app
+        db.session.remove()
+
+
+@pytest.fixture
+def mailgun_worker(
+    redis_url, redis_conn, database_url, tmp_path, app, fake
+) -> Iterator[Callable[[], WorkerProcess]]:
+    """mailgun_worker() -> a running worker.py whose Mailgun is the fake; stopped at teardown."""
+    assert fake.base_url.startswith("http://127.0.0.1:"), "the worker may only talk to loopback"
+    started: list[WorkerProcess] = []
+    instance = tmp_path / "mailgun-worker-instance"
+    instance.mkdir()
+    inherited = ("TEST_", "FLASK_", "RQ_", "MAIL", "REDIS_", "DATABASE_", "PUBLIC_URL", "APP_ENV")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(inherited)}
+    env.update(
+        APP_ENV="development",
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        SECRET_KEY=WORKER_SECRET_KEY,
+        INSTANCE_PATH=str(instance),
+        PUBLIC_URL=PUBLIC_URL,
+        PYTHONUNBUFFERED="1",
+        MAIL_BACKEND="mailgun",
+        MAILGUN_API_KEY=fake.api_key,
+        MAILGUN_DOMAIN=fake.domain,
+        MAILGUN_BASE_URL=fake.base_url,
+        MAILGUN_TIMEOUT="10",
+        MAIL_RETRY_BASE_SECONDS=str(RETRY_BASE_SECONDS),
+    )
+
+    def start() -> WorkerProcess:
+        park_sweeper(redis_conn)  # the tests sweep themselves, when they choose to
+        worker = WorkerProcess(env, tmp_path / f"mailgun-worker-{len(started) + 1}.log")
+        started.append(worker)
+        wait_for(
+            lambda: worker_is_idle(redis_conn, worker),
+            timeout=WORKER_START_TIMEOUT,
+            what="the mailgun worker to register and go idle",
+            worker=worker,
+        )
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+# -- helpers -------------------------------------------------------------------------------------
+
+
+def make_users(count: int, prefix: str) -> list[str]:
+    """Insert ``count`` accounts in one statement; returns their addresses."""
+    emails = [f"{prefix}{n:05d}@example.org" for n in range(count)]
+    db.session.execute(
+        insert(User),
+        [
+            {"email": e, "name": f"Parent {n}", "password_hash": "!", "mail_key": secrets.token_hex(16)}
+            for n, e in enumerate(emails)
+        ],
+    )
+    db.session.commit()
+    return emails
+
+
+def write_announcement(prefix: str) -> int:
+    """A school announcement to every account whose address starts with ``prefix``, committed."""
+    users = db.session.scalars(select(User).where(User.email.like(f"{prefix}%")).order_by(User.id)).all()
+    message = queue_email(
+        "email_change_notice", users, category=Category.SCHOOL_ANNOUNCEMENTS, name="families"
+    )
+    db.session.commit()  # the send job goes to Redis now (or, with Redis down, to the sweeper)
+    return message.id
+
+
+def status_counts(message_id: int) -> Counter:
+    rows = fresh(
+        select(MailDelivery.status, func.count())
+        .where(MailDelivery.message_id == message_id)
+        .group_by(MailDelivery.status)
+    ).all()
+    return Counter(dict(rows))
+
+
+def deliveries_of(message_id: int) -> list[MailDelivery]:
+    query = select(MailDelivery).where(MailDelivery.message_id == message_id).order_by(MailDelivery.id)
+    return list(fresh(query).scalars())
+
+
+def all_sent(message_id: int, total: int) -> bool:
+    return status_counts(message_id)[DeliveryStatus.SENT] == total
+
+
+def wait_until_all_sent(message_id: int, total: int, worker: WorkerProcess, timeout: float = SEND_TIMEOUT):
+    """Wait for every delivery to be sent; on a timeout, say where the deliveries stand."""
+    deadline = time.monotonic() + timeout
+    while not all_sent(message_id, total):
+        if worker.proc.poll() is not None:
+            pytest.fail(f"worker exited ({worker.proc.returncode}):\n{worker.output()[-6000:]}")
+        if time.monotonic() > deadline:
+            waiting = [d for d in deliveries_of(message_id) if d.status != DeliveryStatus.SENT][:3]
+            described = [(d.status, d.attempts, d.next_attempt_at, d.last_error) for d in waiting]
+            pytest.fail(
+                f"after {timeout:.0f}s: {dict(status_counts(message_id))} (now {utcnow()}; "
+                f"first unsent: {described})\n--- worker log ---\n{worker.output()[-6000:]}"
+            )
+        time.sleep(0.1)
+
+
+def _process_tree(root: int) -> list[int]:
+    """``root`` and every process descended from it (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+        children.setdefault(parent, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def kill_worker_tree(worker: WorkerProcess) -> list[int]:
+    """SIGKILL the worker as a dying machine would: main process, scheduler and work horse.
+
+    The worker's process group is not enough: RQ's work horse calls setpgrp() after the fork,
+    so ``killpg(worker)`` would leave the horse running and finishing the send. Every process
+    of the tree is stopped first (so none reacts to another's death), then killed.
+    """
+    tree = _process_tree(worker.pid)
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    try:
+        worker.proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the worker survived SIGKILL")
+    deadline = time.monotonic() + 5
+    while any(os.path.exists(f"/proc/{pid}") and not _is_zombie(pid) for pid in tree[1:]):
+        if time.monotonic() > deadline:
+            pytest.fail(f"processes of the worker survived SIGKILL: {tree}")
+        time.sleep(0.05)
+    return tree
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def assert_each_received_once(fake: FakeMailgun, emails: list[str]) -> None:
+    received = Counter(fake.recipients())
+    assert set(received) == set(emails)
+    assert [e for e, n in received.items() if n != 1] == []
+
+
+def no_failed_jobs(redis_conn, worker: WorkerProcess) -> None:
+    for queue in ("mail", "default"):
+        failed = FailedJobRegistry(queue, connection=redis_conn).get_job_ids()
+        assert failed == [], f"jobs failed on {queue}: {failed}\n{worker.output()[-4000:]}"
+
+
+# -- the tests -----------------------------------------------------------------------------------
+
+
+def test_provider_500_then_200_delivers_every_recipient_exactly_once(
+    outbox_app, fake, mailgun_worker, redis_conn
+):
+    emails = make_users(40, "retry500-")
+    fake.queue_responses([(500, {"message": "Internal Server Error"})])
+    worker = mailgun_worker()
+
+    message_id = write_announcement("retry500-")
+    wait_until_all_sent(message_id, len(emails), worker)
+
+    assert fake.stats() == {"requests": 1, "recipients": len(emails), "attempts": 2}
+    assert_each_received_once(fake, emails)
+    gap = fake.attempt_times[1] - fake.attempt_times[0]
+    assert gap >= RETRY_BASE_SECONDS, f"retried after {gap:.2f}s, before the backoff"
+    [accepted] = fake.accepted()
+    for delivery in deliveries_of(message_id):
+        assert (delivery.status, delivery.attempts, delivery.last_error) == (DeliveryStatus.SENT, 2, None)
+        assert delivery.provider_id == accepted.message_id
+        assert delivery.sent_at is not None
+    # Each person got their own unsubscribe link, filled in by the provider from recipient variables.
+    [mail] = fake.messages_for(emails[0])
+    assert "%recipient" not in mail.text and f"{PUBLIC_URL}/unsubscribe/" in mail.text
+    no_failed_jobs(redis_conn, worker)
+
+
+def test_provider_429_with_retry_after_is_honoured_and_delivers_once(
+    outbox_app, fake, mailgun_worker, redis_conn
+):
+    emails = make_users(40, "ratelimited-")
+    fake.queue_responses([(429, {"message": "Too Many Requests"}, {"Retry-After": "1"})])
+    worker = mailgun_worker()
+
+    message_id = write_announcement("ratelimited-")
+    wait_until_all_sent(message_id, len(emails), worker)
+
+    assert fake.stats() == {"requests": 1, "recipients": len(emails), "attempts": 2}
+    assert_each_received_once(fake, emails)
+    [accepted] = fake.accepted()
+    gap = accepted.time - fake.attempt_times[0]
+    assert gap >= 1.0, f"the second attempt came {gap:.2f}s after the 429, before its Retry-After: 1"
+    for delivery in deliveries_of(message_id):
+        assert (delivery.status, delivery.attempts, delivery.last_error) == (DeliveryStatus.SENT, 2, None)
+    no_failed_jobs(redis_conn, worker)
+
+
+def test_retry_after_that_ends_late_in_a_second_is_not_left_for_the_sweeper(
+    outbox_app, fake, mailgun_worker, redis_conn
+):
+    """Two 429s with Retry-After: 1, each answered 0.93 s into a wall-clock second.
+
+    RQ keeps scheduled times in whole seconds (truncated) and its scheduler looks once a
+    second, so a job scheduled "in 1 s" at 12:00:00.93 may start at 12:00:01.0x, before the
+    deliveries' next_attempt_at (12:00:01.93). Such a job finds nothing due and ends; unless
+    something schedules the retry again, the mail waits for the sweeper (every 2 minutes; parked
+    here). This answers the 429s where that is most likely (the previous test leaves it to
+    chance), so the retry must not depend on the job starting after next_attempt_at.
+    """
+    emails = make_users(20, "late-")
+    fake.fail_at_fraction = 0.93
+    too_many = (429, {"message": "Too Many Requests"}, {"Retry-After": "1"})
+    fake.queue_responses([too_many, too_many])
+    worker = mailgun_worker()
+
+    message_id = write_announcement("late-")
+    wait_until_all_sent(message_id, len(emails), worker)
+
+    assert fake.stats() == {"requests": 1, "recipients": len(emails), "attempts": 3}
+    assert_each_received_once(fake, emails)
+    first, second, third = fake.attempt_times
+    assert second - first >= 1.0 and third - second >= 1.0, fake.attempt_times
+    assert {(d.status, d.attempts) for d in deliveries_of(message_id)} == {(DeliveryStatus.SENT, 3)}
+    no_failed_jobs(redis_conn, worker)
+
+
+def test_message_written_while_redis_is_down_is_sent_once_after_the_sweep(
+    make_redis_app, outbox_app, fake, mailgun_worker, redis_conn, caplog
+):
+    emails = make_users(60, "outage-")
+    down = make_redis_app(CLOSED_REDIS_URL)
+    with down.app_context():
+        started = time.monotonic()
+        with caplog.at_level("WARNING", logger="app.jobs"):
+            message_id = write_announcement("outage-")  # the commit succeeds; the job is lost
+        elapsed = time.monotonic() - started
+        db.session.remove()
+    assert elapsed < 5, f"writing the message took {elapsed:.1f}s with Redis down"
+    assert any("redis unavailable" in r.getMessage() for r in caplog.records)
+    assert status_counts(message_id) == Counter({DeliveryStatus.PENDING: len(emails)})
+    assert Queue("mail", connection=redis_conn).count == 0
+
+    # A worker on the Redis that is back does nothing by itself: the job never reached it.
+    worker = mailgun_worker()
+    time.sleep(1.0)
+    assert fake.attempts == 0
+    assert status_counts(message_id) == Counter({DeliveryStatus.PENDING: len(emails)})
+
+    # The sweeper (run twice, so two jobs may race for the same message) sends them.
+    first, second = sweep(), sweep()
+    assert first["messages"] == 1 and second["messages"] in (0, 1)
+    wait_until_all_sent(message_id, len(emails), worker)
+    wait_for(
+        lambda: (
+            len(FinishedJobRegistry("mail", connection=redis_conn).get_job_ids())
+            == first["messages"] + second["messages"]
+        ),
+        timeout=SEND_TIMEOUT,
+        what="every swept send job to finish",
+        worker=worker,
+    )
+
+    assert_each_received_once(fake, emails)
+    assert fake.stats()["requests"] == 1
+    assert {(d.status, d.attempts) for d in deliveries_of(message_id)} == {(DeliveryStatus.SENT, 1)}
+    no_failed_jobs(redis_conn, worker)
+
+
+def test_sigkill_mid_send_then_restart_sends_everyone_with_at_most_one_batch_twice(
+    outbox_app, fake, mailgun_worker, redis_conn
+):
+    total = 5000
+    emails = make_users(total, "kill-")
+    # The first two requests take a second each. The kill comes once the first batch is
+    # accepted and the second request has reached the provider, still waiting for its answer:
+    # the worst moment, as Mailgun will queue a batch whose sender never hears back.
+    fake.queue_responses([{"delay": 1.0}, {"delay": 1.0}])
+    first = mailgun_worker()
+
+    message_id = write_announcement("kill-")
+    wait_for(
+        lambda: fake.stats()["requests"] >= 1 and fake.attempts >= 2,
+        timeout=SEND_TIMEOUT,
+        what="the first batch to be accepted and the second to be in flight",
+        worker=first,
+    )
+    killed = kill_worker_tree(first)
+    assert len(killed) >= 3, f"expected the worker, its scheduler and its work horse; killed {killed}"
+    at_kill = status_counts(message_id)
+    assert at_kill == Counter(
+        {DeliveryStatus.SENT: BATCH, DeliveryStatus.SENDING: BATCH, DeliveryStatus.PENDING: total - 2 * BATCH}
+    ), dict(at_kill)
+
+    second = mailgun_worker()
+    # Nothing sends the rest until the sweeper runs; rows left "sending" wait for STUCK_AFTER.
+    # Age them past it (as if 16 minutes had gone by), then sweep.
+    in_flight = set(
+        fresh(
+            select(MailDelivery.to_email).where(
+                MailDelivery.message_id == message_id, MailDelivery.status == DeliveryStatus.SENDING
+            )
+        ).scalars()
+    )
+    db.session.execute(
+        update(MailDelivery)
+        .where(MailDelivery.message_id == message_id, MailDelivery.status == DeliveryStatus.SENDING)
+        .values(updated_at=utcnow() - STUCK_AFTER - timedelta(minutes=1))
+    )
+    db.session.commit()
+    assert sweep()["messages"] == 1
+    wait_until_all_sent(message_id, total, second, timeout=45)
+    # The request in flight at the kill may still be finishing its scripted delay in the fake.
+    time.sleep(1.2)
+
+    deliveries = deliveries_of(message_id)
+    assert sorted(d.to_email for d in deliveries) == emails  # one delivery per recipient, all sent
+    received = Counter(fake.recipients())
+    assert set(received) == set(emails)
+    twice = {e for e, n in received.items() if n > 1}
+    assert max(received.values()) <= 2
+    print(
+        f"\nSIGKILL mid-send: {total} recipients; "
+        f"at the kill { ({s.value: n for s, n in at_kill.items()}) }; "
+        f"{len(in_flight)} left 'sending'; {fake.stats()['requests']} requests accepted; "
+        f"{len(twice)} recipients received the email twice"
+    )
+    assert len(twice) <= BATCH, f"{len(twice)} duplicates: more than the one batch in flight"
+    # Only the batch in flight at the kill went twice (the provider had queued it): rows marked
+    # sent were never sent again, and nothing else was.
+    assert twice == in_flight
