@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
 
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 ADDRESS = re.compile(r"[^\s<>\"',;:()\[\]]+@[^\s<>\"',;:()\[\]]+")
@@ -62,3 +63,25 @@ def network_reason(error: BaseException) -> str:
     if isinstance(error, OSError) and error.strerror:
         return error.strerror.lower()
     return type(error).__name__
+
+
+def checked_base_url(base_url: str, timeout: float, *, setting: str, example: str) -> str:
+    """An http(s) base URL without a trailing slash; plain http only for a loopback stand-in."""
+    base_url = base_url.rstrip("/")
+    parts = urlsplit(base_url)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise RuntimeError(f"{setting}_BASE_URL must be an http(s) URL such as {example}.")
+    if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        # Basic auth over plain HTTP would hand the credentials to anyone on the path.
+        raise RuntimeError(f"{setting}_BASE_URL must use https (plain http is only for a loopback fake).")
+    if timeout <= 0:
+        raise RuntimeError(f"{setting}_TIMEOUT must be a positive number of seconds.")
+    return base_url
+
+
+def opener_for(base_url: str) -> urllib.request.OpenerDirector:
+    """An opener that never follows redirects, and bypasses proxies for a loopback stand-in."""
+    handlers: list[urllib.request.BaseHandler] = [NoRedirect()]
+    if urlsplit(base_url).hostname in LOOPBACK_HOSTS:
+        handlers.append(urllib.request.ProxyHandler({}))
+    return urllib.request.build_opener(*handlers)

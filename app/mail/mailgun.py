@@ -21,10 +21,10 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from urllib.parse import quote, urlencode, urlsplit
+from urllib.parse import quote, urlencode
 
 from app.mail.backends import Batch, MailBackend, PermanentFailure, TemporaryFailure
-from app.providers import ADDRESS, LOOPBACK_HOSTS, NoRedirect, network_reason, retry_after_seconds
+from app.providers import ADDRESS, checked_base_url, network_reason, opener_for, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -59,15 +59,7 @@ class MailgunBackend(MailBackend):
     ) -> None:
         if not api_key or not domain:
             raise RuntimeError("The Mailgun backend needs MAILGUN_API_KEY and MAILGUN_DOMAIN.")
-        base_url = base_url.rstrip("/")
-        parts = urlsplit(base_url)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise RuntimeError("MAILGUN_BASE_URL must be an http(s) URL such as https://api.mailgun.net.")
-        if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
-            # Basic auth over plain HTTP would hand the API key to anyone on the path.
-            raise RuntimeError("MAILGUN_BASE_URL must use https (plain http is only for a loopback fake).")
-        if timeout <= 0:
-            raise RuntimeError("MAILGUN_TIMEOUT must be a positive number of seconds.")
+        base_url = checked_base_url(base_url, timeout, setting="MAILGUN", example="https://api.mailgun.net")
         self._api_key = api_key
         self.domain = domain
         self.base_url = base_url
@@ -76,10 +68,7 @@ class MailgunBackend(MailBackend):
         self.url = f"{base_url}/v3/{quote(domain, safe='')}/messages"
         token = base64.b64encode(f"api:{api_key}".encode()).decode("ascii")
         self._authorization = f"Basic {token}"
-        handlers: list[urllib.request.BaseHandler] = [NoRedirect()]
-        if parts.hostname in LOOPBACK_HOSTS:
-            handlers.append(urllib.request.ProxyHandler({}))  # a loopback fake is never behind a proxy
-        self._opener = urllib.request.build_opener(*handlers)
+        self._opener = opener_for(base_url)
 
     def __repr__(self) -> str:  # the key stays out of reprs, tracebacks and debuggers' displays
         return f"MailgunBackend(domain={self.domain!r}, base_url={self.base_url!r})"

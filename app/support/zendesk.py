@@ -27,9 +27,8 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
-from app.providers import ADDRESS, LOOPBACK_HOSTS, NoRedirect, network_reason, retry_after_seconds
+from app.providers import ADDRESS, checked_base_url, network_reason, opener_for, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -104,15 +103,12 @@ class ZendeskClient:
             raise RuntimeError("Zendesk needs ZENDESK_SUBDOMAIN, ZENDESK_EMAIL and ZENDESK_API_TOKEN.")
         if not _SUBDOMAIN.match(subdomain):
             raise RuntimeError("ZENDESK_SUBDOMAIN must be the name before .zendesk.com, e.g. 'myschools'.")
-        base_url = (base_url or f"https://{subdomain.lower()}.zendesk.com").rstrip("/")
-        parts = urlsplit(base_url)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise RuntimeError("ZENDESK_BASE_URL must be an http(s) URL such as https://x.zendesk.com.")
-        if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
-            # Basic auth over plain HTTP would hand the token to anyone on the path.
-            raise RuntimeError("ZENDESK_BASE_URL must use https (plain http is only for a loopback fake).")
-        if timeout <= 0:
-            raise RuntimeError("ZENDESK_TIMEOUT must be a positive number of seconds.")
+        base_url = checked_base_url(
+            base_url or f"https://{subdomain.lower()}.zendesk.com",
+            timeout,
+            setting="ZENDESK",
+            example="https://x.zendesk.com",
+        )
         self.subdomain = subdomain
         self.base_url = base_url
         self.timeout = timeout
@@ -120,10 +116,7 @@ class ZendeskClient:
         self._api_token = api_token
         credentials = base64.b64encode(f"{email}/token:{api_token}".encode()).decode("ascii")
         self._authorization = f"Basic {credentials}"
-        handlers: list[urllib.request.BaseHandler] = [NoRedirect()]
-        if parts.hostname in LOOPBACK_HOSTS:
-            handlers.append(urllib.request.ProxyHandler({}))  # a loopback fake is never behind a proxy
-        self._opener = urllib.request.build_opener(*handlers)
+        self._opener = opener_for(base_url)
 
     def __repr__(self) -> str:  # the token stays out of reprs, tracebacks and debuggers' displays
         return f"ZendeskClient(subdomain={self.subdomain!r}, base_url={self.base_url!r})"
