@@ -12,7 +12,7 @@ from app import jobs, tenancy
 from app.auth import passwords
 from app.auth.services import count_users, find_user, normalise_code, normalise_email
 from app.extensions import db
-from app.models import Membership, MembershipStatus, Role, School, User
+from app.models import Membership, MembershipStatus, PlatformRole, Role, School, User
 
 
 def register(app: Flask) -> None:
@@ -20,6 +20,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(create_school)
     app.cli.add_command(seed_demo)
     app.cli.add_command(jobs_group)
+    app.cli.add_command(platform_role)
 
 
 @click.command("create-school")
@@ -58,6 +59,19 @@ def _unique_slug(slug: str) -> str:
         n += 1
         candidate = f"{slug}-{n}"
     return candidate
+
+
+@click.command("platform-role")
+@click.argument("email")
+@click.argument("role", type=click.Choice([*(r.value for r in PlatformRole), "none"]))
+def platform_role(email, role):
+    """Make an existing account platform support or platform admin (or neither)."""
+    user = find_user(email)
+    if user is None:
+        raise click.BadParameter("no account has this email", param_hint="EMAIL")
+    user.platform_role = None if role == "none" else PlatformRole(role)
+    db.session.commit()
+    click.echo(f"Platform role set to {role}.")
 
 
 @click.command("seed-demo")

@@ -14,7 +14,7 @@ from enum import StrEnum
 from flask import abort, current_app, g, redirect, request, url_for
 from flask_login import current_user
 
-from app.models import Role
+from app.models import PlatformRole, Role
 
 
 @dataclass(frozen=True)
@@ -132,11 +132,12 @@ class Access(StrEnum):
     SIGNED_IN = "signed in"
     MEMBER = "approved member"
     PERMISSION = "permission"
+    PLATFORM = "platform staff"
 
 
 def _declare(access: Access, permissions: tuple[str, ...] = ()) -> Callable:
     for permission in permissions:
-        if permission not in BY_KEY:
+        if access is not Access.PLATFORM and permission not in BY_KEY:
             raise KeyError(f"{permission!r} is not in the permission catalogue")
 
     def decorate(view: Callable) -> Callable:
@@ -155,6 +156,17 @@ member = _declare(Access.MEMBER)
 def requires(*permissions: str) -> Callable:
     """The view needs every one of these permissions in the current school."""
     return _declare(Access.PERMISSION, permissions)
+
+
+def platform(*roles: PlatformRole) -> Callable:
+    """The view is for the operator's own people with one of these platform roles, in no school."""
+    return _declare(Access.PLATFORM, tuple(PlatformRole(role).value for role in roles))
+
+
+def has_platform_role(*roles: PlatformRole) -> bool:
+    """Is the signed-in person one of the operator's staff with one of these roles?"""
+    role = getattr(current_user, "platform_role", None) if current_user.is_authenticated else None
+    return role is not None and role in roles
 
 
 def access_of(endpoint: str) -> tuple[Access | None, tuple[str, ...]]:
@@ -176,6 +188,10 @@ def enforce_access():
     if not current_user.is_authenticated:
         return redirect(url_for("auth.sign_in", next=request.full_path.rstrip("?")))
     if access is Access.SIGNED_IN:
+        return None
+    if access is Access.PLATFORM:
+        if not has_platform_role(*(PlatformRole(role) for role in permissions)):
+            abort(403)
         return None
     membership = g.get("membership")
     if membership is None or not membership.is_approved:

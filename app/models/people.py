@@ -59,6 +59,17 @@ def _enum_column(cls, **kwargs):
     )
 
 
+class PlatformRole(enum.StrEnum):
+    """A role on the platform itself, outside every school (operators, not school staff)."""
+
+    SUPPORT = "support"  # reads support requests; sees a school's data only under its grant
+    ADMIN = "admin"  # also writes privacy policy versions
+
+    @property
+    def label(self) -> str:
+        return {"support": "Platform support", "admin": "Platform administrator"}[self.value]
+
+
 class School(db.Model):
     """A tenant: one school and its invitation code."""
 
@@ -84,6 +95,8 @@ class User(UserMixin, db.Model):
     password_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Random, and the only account reference in unsubscribe links (nothing personal in them).
     mail_key: Mapped[str] = mapped_column(String(32), unique=True, default=lambda: secrets.token_hex(16))
+    # None for everyone but the operator's own people (set with `flask platform-role`).
+    platform_role: Mapped[PlatformRole | None] = _enum_column(PlatformRole, nullable=True)
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="user", foreign_keys="Membership.user_id"
