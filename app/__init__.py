@@ -109,12 +109,17 @@ def register_blueprints(app: Flask) -> None:
     """Each feature package brings one blueprint."""
     from app import permissions
     from app.auth.routes import bp as auth_bp
+    from app.calendar.routes import bp as calendar_bp
     from app.classes.routes import bp as classes_bp
+    from app.consent.routes import bp as consent_bp
     from app.dev.routes import bp as dev_bp
     from app.directory.routes import bp as directory_bp
+    from app.imports.routes import bp as imports_bp
     from app.main.routes import bp as main_bp
     from app.members.routes import bp as members_bp
     from app.messages.routes import bp as messages_bp
+    from app.platform.routes import bp as platform_bp
+    from app.settings.routes import bp as settings_bp
     from app.support.routes import bp as support_bp
     from app.unsubscribe.routes import bp as unsubscribe_bp
     from app.webhooks.routes import bp as webhooks_bp
@@ -129,6 +134,11 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(directory_bp)
     app.register_blueprint(unsubscribe_bp)
     app.register_blueprint(webhooks_bp)
+    app.register_blueprint(consent_bp)
+    app.register_blueprint(settings_bp)
+    app.register_blueprint(platform_bp)
+    app.register_blueprint(calendar_bp)
+    app.register_blueprint(imports_bp)
     # Flask's own static route is public: it serves only files under app/static.
     permissions.public(app.view_functions["static"])
 

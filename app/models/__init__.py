@@ -1,5 +1,7 @@
 """All models, imported here so Alembic and the app see one metadata."""
 
+# Feature modules register their tables by being imported; import their classes from them.
+from app.models import audit, calendar, consent, imports  # noqa: F401
 from app.models.accounts import AccountToken, WebSession
 from app.models.directory import (
     ClassHelper,

@@ -8,6 +8,7 @@ from datetime import datetime
 
 from flask_login import UserMixin
 from sqlalchemy import Boolean, Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
@@ -81,6 +82,9 @@ class School(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # What a new guardian's contact details default to, until they choose.
     default_visibility: Mapped[Visibility] = _enum_column(Visibility, default=Visibility.CLASSES)
+    # May approved guardians add and edit their own family's members? Otherwise only staff with
+    # families.manage can.
+    families_edit_own: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
 
 
 class User(UserMixin, db.Model):

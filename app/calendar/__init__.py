@@ -1,0 +1,1 @@
+"""School and class events, and each person's iCalendar feed."""

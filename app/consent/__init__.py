@@ -1,0 +1,1 @@
+"""Privacy policy versions, notice, the consent ledger, deactivation, data export, cookies, analytics."""

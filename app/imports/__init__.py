@@ -1,0 +1,1 @@
+"""Importing families, guardians, students and classes from a CSV file."""

@@ -1,0 +1,1 @@
+"""The school admin's settings page: htmx sections that save in place."""
