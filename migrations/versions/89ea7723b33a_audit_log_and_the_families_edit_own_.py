@@ -39,7 +39,7 @@ def upgrade():
         batch_op.create_index('ix_audit_school_created', ['school_id', 'created_at'], unique=False)
 
     with op.batch_alter_table('school', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('families_edit_own', sa.Boolean(), server_default=sa.text('0'), nullable=False))
+        batch_op.add_column(sa.Column('families_edit_own', sa.Boolean(), server_default=sa.false(), nullable=False))
 
     # ### end Alembic commands ###
 
