@@ -86,7 +86,9 @@ def push_to_redis(job: PendingJob) -> bool:
 
 
 def _rq_options(options: dict) -> dict:
-    defaults = {"retry": None, "result_ttl": 3600, "failure_ttl": 7 * 24 * 3600}
+    # RQ kills a job after 180 s by default; a large send or import legitimately runs longer,
+    # and a killed send only waits for the sweeper, so allow 30 minutes before that happens.
+    defaults = {"retry": None, "result_ttl": 3600, "failure_ttl": 7 * 24 * 3600, "job_timeout": 1800}
     return {**defaults, **options}
 
 

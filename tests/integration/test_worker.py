@@ -231,3 +231,15 @@ def test_health_fails_while_redis_is_down(make_redis_app):
     response = down.test_client().get("/health")
     assert response.status_code == 503
     assert response.json == {"status": "unavailable", "checks": {"database": "ok", "redis": "failing"}}
+
+
+def test_jobs_pushed_after_commit_may_run_longer_than_rqs_default(
+    redis_app, redis_conn, make_school, make_member
+):
+    """RQ would kill a job after 180 s; a 20,000-recipient send or a big import needs longer."""
+    school = make_school()
+    people = [make_member(school).user]
+    queue_email("email_change_notice", people, name="Someone")
+    db.session.commit()
+    [job] = Queue("mail", connection=redis_conn).get_jobs()
+    assert job.timeout == 1800
