@@ -1,0 +1,63 @@
+"""The reference data set: the sizes asked for, realistic shapes, and accounts that can sign in."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import func, select
+
+from app import tenancy
+from app.extensions import db
+from app.models import ClassHelper, ClassRole, Enrollment, Family, Guardian, Membership, Role, Student
+from app.reference_data import PASSWORD, generate
+from tests.conftest import sign_in
+
+
+def _count(statement) -> int:
+    return db.session.scalar(select(func.count()).select_from(statement.subquery()))
+
+
+def test_builds_the_sizes_asked_for_with_varied_shapes(app):
+    built = generate(families=40, classes=4, students=60, seed=7)
+    db.session.commit()
+    with tenancy.bound(built.school_id):
+        assert _count(select(Family.id)) == 40
+        assert _count(select(Student.id)) == 60
+        assert _count(select(Enrollment.id)) == 60
+        assert _count(select(Student.family_id).distinct()) == 40  # every family has a child
+        guardians = _count(select(Guardian.id))
+        assert 40 * 1.3 <= guardians <= 40 * 1.9
+        # Some parents belong to two households.
+        in_two = select(Guardian.membership_id).group_by(Guardian.membership_id).having(func.count() > 1)
+        assert _count(in_two) >= 1
+        assert _count(select(ClassHelper.id).where(ClassHelper.role == ClassRole.TEACHER)) == 4
+        assert _count(select(ClassHelper.id).where(ClassHelper.role == ClassRole.ROOM_PARENT)) == 4
+        assert _count(select(Membership.id).where(Membership.role == Role.ROOM_PARENT)) == 4
+        for field in ("email", "phone", "address"):
+            column = getattr(Membership, f"{field}_visibility")
+            assert _count(select(column).distinct()) == 3, f"every {field} visibility choice is in use"
+    assert built.counts["families"] == 40
+
+
+def test_two_sets_in_one_database_do_not_collide(app):
+    first = generate(families=3, classes=1, students=3)
+    second = generate(families=3, classes=1, students=3)
+    db.session.commit()
+    assert first.school_id != second.school_id and first.admin_email != second.admin_email
+
+
+def test_accounts_sign_in_and_see_the_directory(app, client):
+    built = generate(families=5, classes=2, students=6)
+    db.session.commit()
+    assert sign_in(client, built.staff_email, PASSWORD).status_code in (302, 303)
+    page = client.get("/directory/")
+    assert page.status_code == 200 and "family" in page.get_data(as_text=True)
+
+
+def test_cli_builds_a_set(app):
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["reference-data", "--families", "4", "--classes", "2", "--students", "5"])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"families +4\n", result.output)
+    refused = runner.invoke(args=["reference-data", "--families", "4", "--students", "3"])
+    assert refused.exit_code != 0
