@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import enum
+from datetime import datetime
 
 from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
-from app.models.base import SchoolScoped
+from app.models.base import SchoolScoped, UTCDateTime, utcnow
 from app.models.people import Membership
 
 
@@ -52,8 +53,13 @@ class ClassHelper(SchoolScoped, db.Model):
 class Family(SchoolScoped, db.Model):
     """A household: one or more guardians and one or more students."""
 
+    __table_args__ = (UniqueConstraint("school_id", "invite_code"),)
+
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(120))
+    # Random, rotatable; a second guardian types it (with the school's code) to ask to join
+    # this family. Made the first time a guardian opens the family page.
+    invite_code: Mapped[str | None] = mapped_column(String(24))
 
     guardians: Mapped[list[Guardian]] = relationship(back_populates="family")
     students: Mapped[list[Student]] = relationship(back_populates="family")
@@ -95,3 +101,38 @@ class Enrollment(SchoolScoped, db.Model):
 
     student: Mapped[Student] = relationship(back_populates="enrollments")
     school_class: Mapped[SchoolClass] = relationship(back_populates="enrollments")
+
+
+class ChangeStatus(enum.StrEnum):
+    """Where a requested class change stands."""
+
+    PENDING = "pending"
+    APPROVED = "approved"
+    REJECTED = "rejected"
+
+
+class EnrollmentChange(SchoolScoped, db.Model):
+    """A family asks to move a child to another class, or to add one; it waits for approval.
+
+    Kept apart from Enrollment on purpose: every roster, directory and visibility query reads
+    Enrollment only, so a pending change can show nobody the new class (nor the child in it).
+    """
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    student_id: Mapped[int] = mapped_column(ForeignKey("student.id", ondelete="CASCADE"), index=True)
+    # None when a class is added; the class the child leaves when it is a move.
+    from_class_id: Mapped[int | None] = mapped_column(ForeignKey("school_class.id", ondelete="CASCADE"))
+    to_class_id: Mapped[int] = mapped_column(ForeignKey("school_class.id", ondelete="CASCADE"))
+    status: Mapped[ChangeStatus] = mapped_column(
+        Enum(ChangeStatus, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e]),
+        default=ChangeStatus.PENDING,
+        index=True,
+    )
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("membership.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+
+    student: Mapped[Student] = relationship()
+    from_class: Mapped[SchoolClass | None] = relationship(foreign_keys=[from_class_id])
+    to_class: Mapped[SchoolClass] = relationship(foreign_keys=[to_class_id])

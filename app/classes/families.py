@@ -1,0 +1,312 @@
+"""Families: children and their classes, class changes waiting for approval, second guardians.
+
+A guardian's change of a child's classes (a move, or one more class) is stored as an
+``EnrollmentChange`` and reaches Enrollment, which every roster and visibility rule reads,
+only once someone with ``members.approve`` approves it. Services flush; routes commit.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from flask import g
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.orm import joinedload
+
+from app import audit
+from app.directory import services as directory
+from app.extensions import db
+from app.mail import queue_email
+from app.models import Enrollment, Family, Guardian, Membership, MembershipStatus, SchoolClass, Student, User
+from app.models.base import utcnow
+from app.models.directory import ChangeStatus, EnrollmentChange
+from app.permissions import can
+from app.urls import external_url
+
+# No 0/O, 1/I/L: the code is read aloud and typed by hand. 10 characters of 31 = 49 bits.
+CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+CODE_LENGTH = 10
+FAMILIES_PAGE = 50
+
+
+def may_edit_own() -> bool:
+    """May the current member add and edit their own family's children?"""
+    return bool(g.school.families_edit_own) or can("families.manage")
+
+
+def my_families(membership: Membership) -> list[Family]:
+    """The families this member is an approved guardian in, loaded for the family page."""
+    return directory.load_families(directory.families_of(membership.id))
+
+
+def my_family(membership: Membership, family_id) -> Family | None:
+    """One of the member's own families by id (None for anyone else's)."""
+    if not str(family_id or "").isdigit():
+        return None
+    return db.session.scalar(
+        select(Family).where(
+            Family.id == int(family_id),
+            Family.id.in_(select(Guardian.family_id).where(Guardian.membership_id == membership.id)),
+        )
+    )
+
+
+def get_family(family_id: int) -> Family | None:
+    """A family of the current school, loaded for the editor (None for another school's id)."""
+    families = directory.load_families(select(Family.id).where(Family.id == family_id))
+    return families[0] if families else None
+
+
+@dataclass
+class FamilyList:
+    families: list[Family]
+    total: int
+    page: int
+    pages: int
+
+
+def list_families(q: str, page: int) -> FamilyList:
+    """Families by name for the editor, a page at a time, in three queries whatever the size."""
+    ids = select(Family.id)
+    if q:
+        like = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        ids = ids.where(func.lower(Family.name).like(like, escape="\\"))
+    total = db.session.scalar(select(func.count()).select_from(ids.subquery())) or 0
+    pages = max(1, -(-total // FAMILIES_PAGE))
+    page = min(max(page, 1), pages)
+    families = directory.load_families(ids, limit=FAMILIES_PAGE, offset=(page - 1) * FAMILIES_PAGE)
+    return FamilyList(families, total, page, pages)
+
+
+def listed_guardians(family: Family) -> list[Membership]:
+    """The family's approved guardians with active accounts."""
+    return [
+        guardian.membership
+        for guardian in family.guardians
+        if guardian.membership.is_approved and guardian.membership.user.active
+    ]
+
+
+def waiting_guardians(family: Family) -> list[Membership]:
+    """People who asked to join this family as a guardian and wait for a decision."""
+    return [
+        guardian.membership
+        for guardian in family.guardians
+        if guardian.membership.status is MembershipStatus.PENDING
+    ]
+
+
+def family_code(family: Family) -> str:
+    """The family's invitation code, made the first time it is asked for."""
+    if family.invite_code is None:
+        family.invite_code = _new_code()
+        db.session.flush()
+    return family.invite_code
+
+
+def rotate_code(family: Family) -> str:
+    """A new invitation code; the old one stops working at once (audited)."""
+    family.invite_code = _new_code()
+    db.session.flush()
+    audit.record("family_code.rotated", target=family.name)
+    return family.invite_code
+
+
+def _new_code() -> str:
+    while True:
+        code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
+        if db.session.scalar(select(Family.id).where(Family.invite_code == code)) is None:
+            return code
+
+
+def normalise_family_code(code: str) -> str:
+    """Typed by hand: ignore case, spaces and dashes."""
+    return "".join(ch for ch in (code or "").upper() if ch.isalnum())
+
+
+def family_by_code(code: str) -> Family | None:
+    """The bound school's family with this invitation code (None if none has it)."""
+    code = normalise_family_code(code)
+    if len(code) != CODE_LENGTH:
+        return None
+    return db.session.scalar(select(Family).where(Family.invite_code == code))
+
+
+def ask_to_join_family(family: Family, membership: Membership, school_name: str) -> None:
+    """A newcomer's pending membership becomes a waiting guardian; the family's guardians are told."""
+    db.session.add(Guardian(family_id=family.id, membership_id=membership.id))
+    db.session.flush()
+    recipients = [
+        m.user
+        for m in db.session.scalars(
+            select(Membership)
+            .join(Guardian, Guardian.membership_id == Membership.id)
+            .join(User, User.id == Membership.user_id)
+            .options(joinedload(Membership.user))
+            .where(
+                Guardian.family_id == family.id,
+                Membership.status == MembershipStatus.APPROVED,
+                User.active.is_(True),
+            )
+        )
+    ]
+    if recipients:
+        queue_email(
+            "guardian_request",
+            recipients,
+            school_id=family.school_id,
+            school_name=school_name,
+            family_url=external_url("classes.families.mine"),
+        )
+
+
+def waiting_guardian(family: Family, membership_id) -> Membership | None:
+    """A pending member who asked to join this family (None for anyone else)."""
+    if not str(membership_id or "").isdigit():
+        return None
+    return db.session.scalar(
+        select(Membership)
+        .join(Guardian, Guardian.membership_id == Membership.id)
+        .options(joinedload(Membership.user))
+        .where(
+            Guardian.family_id == family.id,
+            Membership.id == int(membership_id),
+            Membership.status == MembershipStatus.PENDING,
+        )
+    )
+
+
+# --- children and their classes -------------------------------------------------------------
+
+
+def student_of(family: Family, student_id) -> Student | None:
+    """A child of this family by id (None for anyone else's child)."""
+    if not str(student_id or "").isdigit():
+        return None
+    return db.session.scalar(
+        select(Student).where(Student.id == int(student_id), Student.family_id == family.id)
+    )
+
+
+@dataclass
+class SavedStudent:
+    student: Student
+    requested: list[EnrollmentChange] = field(default_factory=list)
+
+
+def save_student(family: Family, student: Student | None, *, first_name, last_name, class_ids, direct: bool):
+    """Add or change a child; class moves and additions wait for approval unless ``direct``."""
+    if student is None:
+        student = Student(family_id=family.id)
+        db.session.add(student)
+    student.first_name, student.last_name = first_name.strip(), last_name.strip()
+    db.session.flush()
+    wanted = set(db.session.scalars(select(SchoolClass.id).where(SchoolClass.id.in_(list(class_ids)))))
+    current = set(db.session.scalars(select(Enrollment.class_id).where(Enrollment.student_id == student.id)))
+    # A new request replaces whatever this child still had waiting.
+    db.session.execute(
+        delete(EnrollmentChange).where(
+            EnrollmentChange.student_id == student.id, EnrollmentChange.status == ChangeStatus.PENDING
+        )
+    )
+    added, removed = sorted(wanted - current), sorted(current - wanted)
+    saved = SavedStudent(student)
+    if direct:
+        _unenroll(student, removed)
+        db.session.add_all(Enrollment(student_id=student.id, class_id=cid) for cid in added)
+    else:
+        # Each added class is paired with a left one as a move; the child stays in the old
+        # class until approval. A class only left (nothing new) is left at once.
+        for index, to_class in enumerate(added):
+            from_class = removed[index] if index < len(removed) else None
+            change = EnrollmentChange(
+                student_id=student.id,
+                from_class_id=from_class,
+                to_class_id=to_class,
+                requested_by_id=g.membership.id,
+            )
+            db.session.add(change)
+            saved.requested.append(change)
+        _unenroll(student, removed[len(added) :])
+    db.session.flush()
+    audit.record("family.changed", target=family.name)
+    if saved.requested:
+        audit.record("class_change.requested", target=family.name, changes=len(saved.requested))
+    return saved
+
+
+def _unenroll(student: Student, class_ids) -> None:
+    if class_ids:
+        db.session.execute(
+            delete(Enrollment).where(Enrollment.student_id == student.id, Enrollment.class_id.in_(class_ids))
+        )
+
+
+def remove_student(family: Family, student: Student) -> None:
+    """Take a child out of the family (and every class)."""
+    db.session.execute(delete(Student).where(Student.id == student.id, Student.family_id == family.id))
+    db.session.expunge(student)
+    audit.record("family.changed", target=family.name)
+
+
+def rename_family(family: Family, name: str) -> None:
+    """The family's name as the directory shows it."""
+    family.name = name.strip()
+    db.session.flush()
+    audit.record("family.changed", target=family.name)
+
+
+def waiting_changes(student_ids=None) -> list[EnrollmentChange]:
+    """Class changes waiting for approval (all of the school's, or these children's), in one query."""
+    query = (
+        select(EnrollmentChange)
+        .options(
+            joinedload(EnrollmentChange.student).joinedload(Student.family),
+            joinedload(EnrollmentChange.from_class),
+            joinedload(EnrollmentChange.to_class),
+        )
+        .where(EnrollmentChange.status == ChangeStatus.PENDING)
+        .order_by(EnrollmentChange.created_at, EnrollmentChange.id)
+    )
+    if student_ids is not None:
+        query = query.where(EnrollmentChange.student_id.in_(list(student_ids)))
+    return list(db.session.scalars(query))
+
+
+def waiting_change(change_id) -> EnrollmentChange | None:
+    """A waiting class change of the current school (None for any other id)."""
+    if not str(change_id or "").isdigit():
+        return None
+    return db.session.scalar(
+        select(EnrollmentChange)
+        .options(joinedload(EnrollmentChange.student), joinedload(EnrollmentChange.to_class))
+        .where(EnrollmentChange.id == int(change_id), EnrollmentChange.status == ChangeStatus.PENDING)
+    )
+
+
+def decide_change(change: EnrollmentChange, approve: bool) -> bool:
+    """Approve (the child moves, or joins the class) or reject; False if someone decided first."""
+    status = ChangeStatus.APPROVED if approve else ChangeStatus.REJECTED
+    decided = db.session.scalars(
+        update(EnrollmentChange)
+        .where(EnrollmentChange.id == change.id, EnrollmentChange.status == ChangeStatus.PENDING)
+        .values(status=status, decided_at=utcnow(), decided_by_id=g.membership.user_id)
+        .returning(EnrollmentChange.id)
+        .execution_options(synchronize_session="fetch")
+    ).all()
+    if not decided:
+        return False
+    if approve:
+        if change.from_class_id is not None:
+            _unenroll(change.student, [change.from_class_id])
+        already = db.session.scalar(
+            select(Enrollment.id).where(
+                Enrollment.student_id == change.student_id, Enrollment.class_id == change.to_class_id
+            )
+        )
+        if already is None:
+            db.session.add(Enrollment(student_id=change.student_id, class_id=change.to_class_id))
+    db.session.flush()
+    audit.record(f"class_change.{status.value}", target=change.to_class.name)
+    return True

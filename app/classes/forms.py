@@ -1,0 +1,97 @@
+"""Forms for classes, the staff directory and families."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import SelectField, SelectMultipleField, StringField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length, Optional, Regexp
+
+from app.models import SchoolClass
+
+TEXT = Length(max=120, message="Use at most 120 characters.")
+
+
+class ClassForm(FlaskForm):
+    """A class: its name, grade, school year, teachers and room parents."""
+
+    name = StringField("Class name", validators=[DataRequired("Enter the class's name."), TEXT])
+    grade = StringField(
+        "Grade",
+        validators=[DataRequired("Enter the grade."), Length(max=20, message="Use at most 20 characters.")],
+    )
+    school_year = StringField(
+        "School year",
+        description="For example 2026-27.",
+        validators=[
+            DataRequired("Enter the school year."),
+            Regexp(r"^\d{4}(-\d{2,4})?$", message="Write the year like 2026-27."),
+        ],
+    )
+    teachers = SelectMultipleField("Teachers", coerce=int)
+    room_parents = SelectMultipleField("Room parents", coerce=int)
+
+
+class StaffEntryForm(FlaskForm):
+    """One person in the staff directory: their title and the classes they teach."""
+
+    member = SelectField("Person", coerce=str, validators=[DataRequired("Choose a person.")])
+    title = StringField(
+        "Title",
+        description="For example Year 3 teacher, or School nurse.",
+        validators=[Optional(), Length(max=100, message="Use at most 100 characters.")],
+    )
+    classes = SelectMultipleField("Classes taught", coerce=int)
+
+
+class RemoveStaffForm(FlaskForm):
+    """Take someone out of the staff directory (title and classes taught)."""
+
+    member = StringField(validators=[DataRequired()])
+
+
+class ConfirmForm(FlaskForm):
+    """Only the CSRF token: delete, rotate, approve."""
+
+
+class StudentForm(FlaskForm):
+    """A child of the family: name and classes."""
+
+    student_id = StringField(validators=[Optional(), Regexp(r"^\d{1,12}$")])
+    first_name = StringField(
+        "First name",
+        validators=[
+            DataRequired("Enter the child's first name."),
+            Length(max=80, message="Use at most 80 characters."),
+        ],
+    )
+    last_name = StringField(
+        "Last name",
+        validators=[
+            DataRequired("Enter the child's last name."),
+            Length(max=80, message="Use at most 80 characters."),
+        ],
+    )
+    classes = SelectMultipleField("Classes", coerce=int)
+
+
+class FamilyNameForm(FlaskForm):
+    """The family's name as the directory shows it."""
+
+    name = StringField("Family name", validators=[DataRequired("Enter the family's name."), TEXT])
+
+
+class DecideForm(FlaskForm):
+    """Approve or reject something identified in the body (never in the URL)."""
+
+    target = StringField(validators=[DataRequired(), Regexp(r"^\d{1,12}$")])
+
+
+def member_choices(memberships) -> list[SelectChoice]:
+    """Approved members as menu entries, by name."""
+    return [SelectChoice(m.id, m.user.name) for m in sorted(memberships, key=lambda m: m.user.name.lower())]
+
+
+def class_choices(classes: list[SchoolClass]) -> list[SelectChoice]:
+    """Classes as menu entries: name, grade and year."""
+    return [SelectChoice(c.id, f"{c.name} ({c.grade}, {c.school_year})") for c in classes]
