@@ -1,0 +1,163 @@
+"""The consent ledger: what each person was told, acknowledged and did about each policy version.
+
+Lines are only ever added (``app.models.consent``), each kind at most once per person and
+version. ``note_request`` runs before every signed-in request with ONE query: the person's
+ledger lines for the material versions posted after they joined. From that it decides whether
+the notice banner shows, and records "continued use" on the first request after a version
+took effect for them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from flask import g, request
+from flask_login import current_user
+from sqlalchemy import and_, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from app.consent import policy
+from app.extensions import db
+from app.models import Membership
+from app.models.base import utcnow
+from app.models.consent import NOTICE_PERIOD, ConsentEvent, ConsentKind, PolicyVersion
+
+
+def record(user_id: int, kind: ConsentKind, version_id: int | None) -> None:
+    """Add a ledger line unless this person already has this one for this version (races included)."""
+    row = {"user_id": user_id, "version_id": version_id, "kind": kind.value, "created_at": utcnow()}
+    dialect = db.session.get_bind().dialect.name
+    maker = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = maker(ConsentEvent.__table__).values(row)
+    if version_id is not None:
+        statement = statement.on_conflict_do_nothing(index_elements=["user_id", "version_id", "kind"])
+    db.session.execute(statement)
+
+
+def record_acceptance(user) -> None:
+    """At sign-up: the newcomer accepted the newest posted version (our placeholder if none)."""
+    version = policy.ensure_placeholder()
+    record(user.id, ConsentKind.ACCEPTED, version.id)
+
+
+def ledger_of(user_id: int) -> list[tuple[ConsentEvent, int | None]]:
+    """A person's own ledger, oldest first, with each line's version number."""
+    rows = db.session.execute(
+        select(ConsentEvent, PolicyVersion.number)
+        .outerjoin(PolicyVersion, PolicyVersion.id == ConsentEvent.version_id)
+        .where(ConsentEvent.user_id == user_id)
+        .order_by(ConsentEvent.created_at, ConsentEvent.id)
+    ).all()
+    return [(event, number) for event, number in rows]
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A material version the banner is about, as this person sees it."""
+
+    version_id: int
+    number: int
+    summary: str
+    effective_at: datetime | None
+    in_force: bool
+
+
+def note_request() -> None:
+    """before_app_request: set ``g.consent_notice`` and record continued use (one query)."""
+    g.consent_notice = None
+    if request.endpoint in (None, "static") or not current_user.is_authenticated:
+        return
+    versions, seen = _material_versions_since_joined(current_user.id, current_user.created_at)
+    if not versions:
+        return
+    # Only while a notice email is still going out: has it finished since?
+    dispatching = any(v.notify_by_email and v.email_dispatch_finished_at is None for v in versions.values())
+    if dispatching and policy.refresh_all_dispatches():
+        db.session.commit()
+    now = utcnow()
+    wrote = False
+    for version in versions.values():
+        effective = version.effective_at
+        took_effect = effective is not None and effective <= now
+        if took_effect and (version.id, ConsentKind.CONTINUED_USE) not in seen:
+            record(current_user.id, ConsentKind.CONTINUED_USE, version.id)
+            wrote = True
+    notice = _notice_to_show(versions.values(), seen, now)
+    full_page = request.method == "GET" and request.headers.get("HX-Request") != "true"
+    if notice is not None and full_page and (notice.version_id, ConsentKind.NOTICE_SHOWN) not in seen:
+        record(current_user.id, ConsentKind.NOTICE_SHOWN, notice.version_id)
+        wrote = True
+    if wrote:
+        db.session.commit()
+    g.consent_notice = notice
+
+
+def _material_versions_since_joined(user_id: int, joined: datetime):
+    """The one query: material versions posted after the person joined, with their ledger kinds."""
+    rows = db.session.execute(
+        select(PolicyVersion, ConsentEvent.kind)
+        .outerjoin(
+            ConsentEvent, and_(ConsentEvent.version_id == PolicyVersion.id, ConsentEvent.user_id == user_id)
+        )
+        .where(PolicyVersion.material.is_(True), PolicyVersion.posted_at > joined)
+    ).all()
+    versions: dict[int, PolicyVersion] = {}
+    seen: set[tuple[int, ConsentKind]] = set()
+    for version, kind in rows:
+        versions[version.id] = version
+        if kind is not None:
+            seen.add((version.id, ConsentKind(kind)))
+    return versions, seen
+
+
+def _notice_to_show(versions, seen, now: datetime) -> Notice | None:
+    """The newest material version still coming or newly in force that the person has not acknowledged."""
+    for version in sorted(versions, key=lambda v: v.number, reverse=True):
+        if (version.id, ConsentKind.ACKNOWLEDGED) in seen or (version.id, ConsentKind.ACCEPTED) in seen:
+            continue
+        effective = version.effective_at
+        if effective is None or now < effective + NOTICE_PERIOD:
+            return Notice(
+                version.id,
+                version.number,
+                version.summary,
+                effective,
+                effective is not None and effective <= now,
+            )
+    return None
+
+
+def latest_material_notice(now: datetime | None = None) -> PolicyVersion | None:
+    """The newest posted material version, for the always-reachable notice page."""
+    query = select(PolicyVersion).where(
+        PolicyVersion.material.is_(True), PolicyVersion.posted_at.is_not(None)
+    )
+    return db.session.scalar(query.order_by(PolicyVersion.number.desc()).limit(1))
+
+
+def objections_due(user, now: datetime | None = None) -> list[PolicyVersion]:
+    """Posted material versions not yet in force for this person: closing now objects to them."""
+    now = now or utcnow()
+    query = select(PolicyVersion).where(
+        PolicyVersion.material.is_(True),
+        PolicyVersion.posted_at.is_not(None),
+        PolicyVersion.posted_at > user.created_at,
+    )
+    return [v for v in db.session.scalars(query) if v.effective_at is None or v.effective_at > now]
+
+
+def counts_for_school() -> dict[int, dict[str, int]]:
+    """Per version and kind, how many people of the current school have that line (never who)."""
+    members = select(Membership.user_id)  # tenancy keeps this to the current school
+    rows = db.session.execute(
+        select(PolicyVersion.number, ConsentEvent.kind, func.count(func.distinct(ConsentEvent.user_id)))
+        .join(PolicyVersion, PolicyVersion.id == ConsentEvent.version_id)
+        .where(ConsentEvent.user_id.in_(members))
+        .group_by(PolicyVersion.number, ConsentEvent.kind)
+    ).all()
+    counts: dict[int, dict[str, int]] = {}
+    for number, kind, count in rows:
+        counts.setdefault(number, {})[ConsentKind(kind).value] = count
+    return counts

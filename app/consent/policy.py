@@ -1,0 +1,270 @@
+"""Privacy policy versions: drafts, publishing, the notice email, effective dates and diffs.
+
+Services flush and never commit; the route (or command) commits once.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from datetime import datetime
+
+from markupsafe import Markup
+from sqlalchemy import func, insert, select
+
+from app.extensions import db
+from app.mail import queue_email
+from app.messages.services import render_markdown
+from app.models import Category, DeliveryStatus, MailDelivery, MailMessage, User
+from app.models.base import utcnow
+from app.models.consent import ConsentEvent, ConsentKind, PolicyVersion
+from app.urls import external_url
+
+# Our own words, shipped so the page is never empty; the operator publishes their policy over it.
+PLACEHOLDER_BODY = """\
+## About this placeholder
+
+The organisation that runs this site has not published its privacy policy here yet.
+Until it does, this short text describes what the software itself does with information.
+
+## What the software keeps
+
+- Your account: your name, email address and a scrambled form of your password.
+- What your school keeps in its directory: families, children, classes and the contact
+  details you choose to share, shown only to the people you choose.
+- A record of the emails sent to you and of your answers to policy changes.
+
+## What it does not do
+
+- It does not sell, rent or trade your information, and it shows no advertising.
+- Its only cookie keeps you signed in; it holds a random number, not your details.
+
+## Your choices
+
+You can download your own and your family's information, change who sees your contact
+details, stop optional email, and close your account from your account page.
+"""
+PLACEHOLDER_SUMMARY = "Placeholder text shipped with the software."
+
+
+def render_body(version: PolicyVersion) -> Markup:
+    """The version's Markdown as sanitised HTML (the same rules as announcements)."""
+    return render_markdown(version.body_markdown)
+
+
+def posted_versions() -> list[PolicyVersion]:
+    """Every published version, newest first."""
+    query = select(PolicyVersion).where(PolicyVersion.posted_at.is_not(None))
+    return list(db.session.scalars(query.order_by(PolicyVersion.number.desc())))
+
+
+def all_versions() -> list[PolicyVersion]:
+    """Drafts and published versions, newest first (for platform administrators)."""
+    return list(db.session.scalars(select(PolicyVersion).order_by(PolicyVersion.number.desc())))
+
+
+def get_version(number: int) -> PolicyVersion | None:
+    """The version with this number, draft or posted."""
+    return db.session.scalar(select(PolicyVersion).where(PolicyVersion.number == number))
+
+
+def newest_posted() -> PolicyVersion | None:
+    """The most recently published version (what a newcomer accepts)."""
+    query = select(PolicyVersion).where(PolicyVersion.posted_at.is_not(None))
+    return db.session.scalar(query.order_by(PolicyVersion.number.desc()).limit(1))
+
+
+def ensure_placeholder() -> PolicyVersion:
+    """The newest posted version, publishing our placeholder as version 1 when there is none."""
+    version = newest_posted()
+    if version is not None:
+        return version
+    version = PolicyVersion(
+        number=_next_number(), body_markdown=PLACEHOLDER_BODY, summary=PLACEHOLDER_SUMMARY, material=False
+    )
+    db.session.add(version)
+    version.posted_at = utcnow()
+    db.session.flush()
+    return version
+
+
+def _next_number() -> int:
+    return (db.session.scalar(select(func.max(PolicyVersion.number))) or 0) + 1
+
+
+def create_draft(*, body: str, summary: str, material: bool, email: bool, notice: bool, by: User | None):
+    """A new draft, numbered after the last version."""
+    version = PolicyVersion(
+        number=_next_number(),
+        body_markdown=body,
+        summary=summary,
+        material=material,
+        notify_by_email=material and email,
+        notify_by_notice=material and notice,
+        created_by_id=by.id if by else None,
+    )
+    db.session.add(version)
+    db.session.flush()
+    return version
+
+
+def update_draft(
+    version: PolicyVersion, *, body: str, summary: str, material: bool, email: bool, notice: bool
+):
+    """Change a draft; a posted version is never changed (people agreed to its words)."""
+    if version.is_posted:
+        raise ValueError("a posted version cannot change")
+    version.body_markdown, version.summary, version.material = body, summary, material
+    version.notify_by_email, version.notify_by_notice = material and email, material and notice
+
+
+def publish(version: PolicyVersion) -> PolicyVersion:
+    """Post a draft: a material change also posts the notice and/or emails every active account."""
+    if version.is_posted:
+        raise ValueError("already posted")
+    now = utcnow()
+    version.posted_at = now
+    if version.material and version.notify_by_notice:
+        version.notice_posted_at = now
+    if version.material and version.notify_by_email:
+        _email_everyone(version)
+    db.session.flush()
+    return version
+
+
+def _email_everyone(version: PolicyVersion) -> None:
+    """One administrative message to every active account's current address; each is noted in the ledger."""
+    recipients = list(db.session.scalars(select(User).where(User.active.is_(True)).order_by(User.id)))
+    message = queue_email(
+        "policy_change",
+        recipients,
+        category=Category.ADMINISTRATIVE,
+        number=version.number,
+        summary=version.summary,
+        policy_url=external_url("main.privacy"),
+        notice_url=external_url("consent.notice"),
+        account_url=external_url("auth.account"),
+    )
+    version.email_message_id = message.id
+    if recipients:
+        rows = [
+            {
+                "user_id": u.id,
+                "version_id": version.id,
+                "kind": ConsentKind.NOTIFIED_EMAIL,
+                "created_at": utcnow(),
+            }
+            for u in recipients
+        ]
+        db.session.execute(insert(ConsentEvent), rows)
+
+
+UNFINISHED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
+
+
+def refresh_dispatch(version: PolicyVersion) -> bool:
+    """Record when the notice email finished going out, once no delivery is left to send.
+
+    "Finished" is the time the last delivery was settled; the count is the deliveries sent.
+    Returns True when it changed the version (the caller commits).
+    """
+    if not version.notify_by_email or version.email_message_id is None:
+        return False
+    if version.email_dispatch_finished_at is not None:
+        return False
+    waiting = db.session.scalar(
+        select(func.count(MailDelivery.id)).where(
+            MailDelivery.message_id == version.email_message_id, MailDelivery.status.in_(UNFINISHED)
+        )
+    )
+    if waiting:
+        return False
+    last, sent = db.session.execute(
+        select(
+            func.max(MailDelivery.updated_at),
+            func.count(MailDelivery.id).filter(MailDelivery.status == DeliveryStatus.SENT),
+        ).where(MailDelivery.message_id == version.email_message_id)
+    ).one()
+    if last is None:  # nobody to write to: finished when written
+        last = db.session.scalar(
+            select(MailMessage.created_at).where(MailMessage.id == version.email_message_id)
+        )
+    if last is not None and last.tzinfo is None:  # SQLite's aggregate loses the column type
+        last = datetime.fromisoformat(str(last)).replace(tzinfo=utcnow().tzinfo)
+    version.email_dispatch_finished_at = last or utcnow()
+    version.email_recipient_count = sent or 0
+    return True
+
+
+def refresh_all_dispatches() -> bool:
+    """refresh_dispatch for every version still waiting on its email (normally none or one)."""
+    waiting = db.session.scalars(
+        select(PolicyVersion).where(
+            PolicyVersion.notify_by_email.is_(True),
+            PolicyVersion.email_message_id.is_not(None),
+            PolicyVersion.email_dispatch_finished_at.is_(None),
+        )
+    ).all()
+    changed = [refresh_dispatch(v) for v in waiting]  # every one, not just up to the first change
+    return any(changed)
+
+
+@dataclass
+class PolicyState:
+    """What the public page shows: the version in force, those coming, and the history."""
+
+    in_force: PolicyVersion | None
+    upcoming: list[PolicyVersion]
+    history: list[PolicyVersion]
+
+
+def state(now: datetime | None = None) -> PolicyState:
+    """The version in force for existing users now, the ones not yet in force, and all posted."""
+    now = now or utcnow()
+    history = posted_versions()
+    in_force = next((v for v in history if v.effective_at is not None and v.effective_at <= now), None)
+    upcoming = [v for v in history if v.effective_at is None or v.effective_at > now]
+    if in_force is not None:
+        upcoming = [v for v in upcoming if v.number > in_force.number]
+    return PolicyState(in_force, list(reversed(upcoming)), history)
+
+
+def version_for_user(user: User, now: datetime | None = None) -> PolicyVersion | None:
+    """The version governing this person: in force for all, or newer if they joined after it was posted."""
+    now = now or utcnow()
+    for version in posted_versions():
+        effective = version.effective_at
+        if (effective is not None and effective <= now) or version.posted_at <= user.created_at:
+            return version
+    return None
+
+
+@dataclass(frozen=True)
+class DiffLine:
+    kind: str  # "add", "remove", "context" or "hunk"
+    text: str
+
+
+def diff(old: PolicyVersion, new: PolicyVersion) -> list[DiffLine]:
+    """A line diff of the two versions' Markdown (the template escapes every line)."""
+    lines = difflib.unified_diff(
+        old.body_markdown.splitlines(),
+        new.body_markdown.splitlines(),
+        fromfile=f"Version {old.number}",
+        tofile=f"Version {new.number}",
+        lineterm="",
+        n=3,
+    )
+    result = []
+    for line in lines:
+        if line.startswith(("---", "+++")):
+            continue
+        if line.startswith("@@"):
+            result.append(DiffLine("hunk", "…"))
+        elif line.startswith("+"):
+            result.append(DiffLine("add", line[1:]))
+        elif line.startswith("-"):
+            result.append(DiffLine("remove", line[1:]))
+        else:
+            result.append(DiffLine("context", line[1:]))
+    return result
