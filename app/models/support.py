@@ -12,10 +12,11 @@ import secrets
 from datetime import datetime
 
 from sqlalchemy import BigInteger, Enum, ForeignKey, Integer, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
-from app.models.base import UTCDateTime, utcnow
+from app.models.base import SchoolScoped, UTCDateTime, utcnow
+from app.models.people import User
 
 # No 0/O, 1/I/L or U: a reference is read out over the phone and typed from an email.
 REFERENCE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
@@ -32,6 +33,14 @@ class SupportKind(enum.StrEnum):
 
     HELP = "help"  # the signed-in Help form
     CONTACT = "contact"  # the public contact form
+    DELETION = "deletion"  # the signed-in Help form, asking for their data at a school to be deleted
+
+
+class DeletionState(enum.StrEnum):
+    """A deletion request's two steps: support marks it, then a school admin confirms it."""
+
+    MARKED = "marked"  # support staff checked it and marked it to be carried out
+    CARRIED_OUT = "carried_out"  # a school admin confirmed; it has been carried out
 
 
 class SupportStatus(enum.StrEnum):
@@ -76,7 +85,43 @@ class SupportRequest(db.Model):
     forwarded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The "let support see my school's data for 72 hours" tick, stored for the grant machinery.
     grant_access_hours: Mapped[int | None] = mapped_column(Integer)
+    # Deletion requests only: support marks, then the school's admin confirms (see DeletionState).
+    deletion_state: Mapped[DeletionState | None] = mapped_column(_enum(DeletionState), nullable=True)
+    deletion_marked_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    deletion_marked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    deletion_confirmed_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    deletion_confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property
     def settled(self) -> bool:
         return self.status in (SupportStatus.FORWARDED, SupportStatus.FAILED)
+
+
+class SupportGrant(SchoolScoped, db.Model):
+    """A school lets platform support read its data, read-only, for a limited time (P3).
+
+    Active from ``starts_at`` until ``expires_at`` unless revoked earlier; rows are kept after
+    they end, so the settings page can list past grants.
+    """
+
+    __tablename__ = "support_grant"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    granted_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    revoked_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    support_request_id: Mapped[int | None] = mapped_column(
+        ForeignKey("support_request.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    granted_by: Mapped[User | None] = relationship(foreign_keys=[granted_by_id])
+    revoked_by: Mapped[User | None] = relationship(foreign_keys=[revoked_by_id])
+    support_request: Mapped[SupportRequest | None] = relationship()
+
+    def is_active(self, now: datetime | None = None) -> bool:
+        """Started, not yet expired, and not revoked."""
+        now = now or utcnow()
+        return self.revoked_at is None and self.starts_at <= now < self.expires_at

@@ -1,5 +1,84 @@
-"""The platform blueprint's views."""
+"""Platform blueprint: the support console, and entering a school under its grant (P3)."""
 
-from flask import Blueprint
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, g, render_template, request, session, url_for
+from flask_wtf import FlaskForm
+
+from app import audit, tenancy
+from app.extensions import db
+from app.htmx import redirect_after_post
+from app.models import PlatformRole
+from app.permissions import platform
+from app.platform import access, services
 
 bp = Blueprint("platform", __name__, url_prefix="/platform")
+STAFF = (PlatformRole.SUPPORT, PlatformRole.ADMIN)
+
+
+class ButtonForm(FlaskForm):
+    """A button that does one thing: only the CSRF token."""
+
+
+@bp.route("/")
+@platform(*STAFF)
+def console():
+    """Support requests across schools, and which schools have allowed support in."""
+    requests = services.recent_requests()
+    view = session.get(access.SESSION_KEY)
+    return render_template(
+        "platform/console.html",
+        requests=requests,
+        schools=services.schools_in_view(requests),
+        viewing=g.school if view and g.get("support_grant") is not None else None,
+        form=ButtonForm(),
+    )
+
+
+@bp.route("/schools/<int:school_id>/enter", methods=["POST"])
+@platform(*STAFF)
+def enter(school_id: int):
+    """Open a school's directory and settings read-only, if the school has an active grant."""
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    grant = access.enter(school_id)
+    if grant is None:
+        abort(403)  # no active grant: staff see no school data
+    g.support_grant = grant
+    with tenancy.bound(school_id):
+        audit.record(
+            "support.viewed", target=request.url_rule.rule, school_id=school_id, route=request.url_rule.rule
+        )
+        db.session.commit()
+    return redirect_after_post(url_for("directory.index"))
+
+
+@bp.route("/leave", methods=["POST"])
+@platform(*STAFF)
+def leave():
+    """Stop looking at a school's data."""
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    access.leave()
+    flash("You left the school's data.", "info")
+    return redirect_after_post(url_for("platform.console"))
+
+
+@bp.route("/requests/<int:request_id>/mark-deletion", methods=["POST"])
+@platform(*STAFF)
+def mark_deletion(request_id: int):
+    """Mark a deletion request to be carried out; it happens once the school's admin confirms."""
+    if not ButtonForm().validate_on_submit():
+        abort(400)
+    support_request = services.get_request(request_id)
+    if support_request is None:
+        abort(404)
+    if services.mark_deletion(support_request):
+        db.session.commit()
+        flash(
+            f"{support_request.reference} is marked; the school's admin confirms it in their settings.",
+            "success",
+        )
+    else:
+        flash("That request cannot be marked (not a deletion request, or marked already).", "error")
+    return redirect_after_post(url_for("platform.console"))

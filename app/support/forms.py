@@ -41,6 +41,11 @@ class HelpForm(FlaskForm):
         f"Allow support to view my school's data for {GRANT_HOURS} hours to resolve this",
         description="Read-only, and only to resolve this request.",
     )
+    # Shown to approved members: the request becomes a deletion request for their current school.
+    deletion = BooleanField(
+        "I ask for my data at this school to be deleted",
+        description="Support checks it; the school's administrator confirms before anything is deleted.",
+    )
 
 
 class ContactForm(FlaskForm):

@@ -57,13 +57,26 @@ def help_form():
             message=form.message.data,
             # Ignored for anyone without the permission, whatever the form says.
             grant_access_hours=forms.GRANT_HOURS if may_grant and form.grant_access.data else None,
+            deletion=bool(form.deletion.data and _in_a_school()),
         )
         db.session.commit()
         return _thank(support_request.reference)
     status = 400 if form.errors else 200
     return render(
-        "support/help.html", block="form", target="help-form", status=status, form=form, may_grant=may_grant
+        "support/help.html",
+        block="form",
+        target="help-form",
+        status=status,
+        form=form,
+        may_grant=may_grant,
+        in_school=_in_a_school(),
     )
+
+
+def _in_a_school() -> bool:
+    """Deletion requests are about one school: the person's current one, as an approved member."""
+    membership = g.get("membership")
+    return membership is not None and membership.is_approved and not g.get("support_grant")
 
 
 @bp.route("/help/requests")

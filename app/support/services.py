@@ -44,10 +44,11 @@ def submit_help(
     subject: str,
     message: str,
     grant_access_hours: int | None,
+    deletion: bool = False,
 ) -> SupportRequest:
-    """A signed-in person's request (the grant is stored only when the caller allowed it)."""
-    return _store(
-        kind=SupportKind.HELP,
+    """A signed-in person's request; a grant the caller allowed opens the school to support."""
+    support_request = _store(
+        kind=SupportKind.DELETION if deletion else SupportKind.HELP,
         user_id=user_id,
         school_id=school_id,
         name=_clean(name),
@@ -56,6 +57,11 @@ def submit_help(
         message=_clean(message),
         grant_access_hours=grant_access_hours,
     )
+    if grant_access_hours and school_id is not None:
+        from app.settings.services import grant_support
+
+        grant_support(grant_access_hours, support_request=support_request)
+    return support_request
 
 
 def submit_contact(*, user_id: int | None, name: str, email: str, message: str) -> SupportRequest:

@@ -1,0 +1,107 @@
+"""Forms of the settings page: each section is one small form."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from wtforms import BooleanField, DateField, IntegerField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
+
+from app.models import Role, Visibility
+from app.settings import services
+
+VISIBILITY_CHOICES = [SelectChoice(v.value, v.label) for v in Visibility]
+APPROVAL_CHOICES = [
+    SelectChoice(Role.STAFF.value, "Staff, admins and SuperAdmins"),
+    SelectChoice(Role.ADMIN.value, "Admins and SuperAdmins"),
+    SelectChoice(Role.SUPERADMIN.value, "SuperAdmins only"),
+]
+
+
+class ProfileForm(FlaskForm):
+    """The school's name and time zone."""
+
+    name = StringField(
+        "School name",
+        validators=[
+            DataRequired("Enter the school's name."),
+            Length(max=200, message="Use at most 200 characters."),
+        ],
+    )
+    timezone = StringField(
+        "Time zone",
+        validators=[DataRequired("Choose a time zone, e.g. Europe/London.")],
+        description="A name such as Europe/London or America/New_York; dates and reminders use it.",
+        render_kw={"list": "time-zones"},
+    )
+
+    def validate_timezone(self, field) -> None:
+        field.data = (field.data or "").strip()
+        if not services.is_time_zone(field.data):
+            raise ValidationError("We don't know this time zone. Pick one from the list, e.g. Europe/London.")
+
+
+class InviteCodeForm(FlaskForm):
+    """Rotate or switch off the invitation code: nothing to fill in."""
+
+
+class JoiningForm(FlaskForm):
+    """How families join and what they may do once in."""
+
+    families_edit_own = BooleanField("Families may add and edit their own family's members")
+    default_visibility = SelectField(
+        "Who sees a new guardian's contact details until they choose", choices=VISIBILITY_CHOICES
+    )
+    approval_role = SelectField("Who approves people who ask to join", choices=APPROVAL_CHOICES)
+
+
+class PeopleSearchForm(FlaskForm):
+    """Find members by name or email (a GET form: no CSRF)."""
+
+    class Meta:
+        csrf = False
+
+    q = StringField("Search people", validators=[Optional(), Length(max=100)])
+
+
+class RoleForm(FlaskForm):
+    """A person's role; the choices stop at the actor's own role."""
+
+    role = SelectField("Role", choices=[])
+
+
+class ConfirmForm(FlaskForm):
+    """A button that changes one thing (deactivate, reactivate, revoke, confirm)."""
+
+
+class GrantForm(FlaskForm):
+    """Let platform support read the school's data for a number of hours."""
+
+    hours = IntegerField(
+        "For how many hours",
+        default=72,
+        validators=[
+            DataRequired("Enter a number of hours between 1 and 168."),
+            NumberRange(
+                min=services.MIN_GRANT_HOURS,
+                max=services.MAX_GRANT_HOURS,
+                message="Enter a number of hours between 1 and 168.",
+            ),
+        ],
+        description="Between 1 hour and 7 days (168 hours). You can revoke it at any time.",
+    )
+
+
+class AuditFilterForm(FlaskForm):
+    """Narrow the audit log (a GET form: no CSRF)."""
+
+    class Meta:
+        csrf = False
+
+    action = SelectField("Action", choices=[], validators=[Optional()])
+    since = DateField("From (UTC day)", validators=[Optional()])
+    until = DateField("Until (UTC day)", validators=[Optional()])
+
+    def validate_until(self, field) -> None:
+        if field.data and self.since.data and field.data < self.since.data:
+            raise ValidationError("Choose a day on or after the first day.")
