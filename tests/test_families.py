@@ -149,6 +149,7 @@ def test_adding_a_class_or_a_child_waits_removing_a_class_does_not(client, world
     assert "Join Hazel" in queue and "Juniper" not in queue
     response = approver.form("/classes/families/changes/reject", {"target": str(change_id)})
     assert response.status_code == 303 and response.headers["Location"] == "/members/pending"
+    assert "Class change rejected." in approver.get("/members/pending").get_data(as_text=True)
     assert _enrolled(school, "Noah") == set()
 
 

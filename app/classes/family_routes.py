@@ -166,9 +166,10 @@ def decide_guardian(decision: str):
         done = members.reject(waiting, "A guardian of the family did not recognise this request.")
     if not done:
         abort(404)
-    audit.record(f"guardian.{decision}d", target=family.name)
+    outcome = "approved" if decision == "approve" else "rejected"
+    audit.record(f"guardian.{outcome}", target=family.name)
     db.session.commit()
-    flash(f"{waiting.user.name}: {decision}d. They have been told by email.", "success")
+    flash(f"{waiting.user.name}: {outcome}. They have been told by email.", "success")
     return redirect_after_post(url_for("classes.families.mine"))
 
 
@@ -241,7 +242,7 @@ def decide_change(decision: str):
     if change is None or not families.decide_change(change, decision == "approve"):
         abort(404)
     db.session.commit()
-    outcome = f"{decision}d"
+    outcome = "approved" if decision == "approve" else "rejected"
     if wants_fragment(f"change-{change.id}"):
         return render_template("classes/partials/_change_decided.html", change=change, outcome=outcome)
     flash(f"Class change {outcome}.", "success")
