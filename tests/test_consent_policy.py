@@ -172,7 +172,9 @@ def test_email_dispatch_is_not_finished_while_a_delivery_is_pending(client, peop
         policy.publish(draft)
         db.session.commit()  # the send job runs only after a request here: the deliveries wait
     posted = version(draft.number)
-    pending = db.session.scalars(select(MailDelivery).where(MailDelivery.message_id == posted.email_message_id))
+    pending = db.session.scalars(
+        select(MailDelivery).where(MailDelivery.message_id == posted.email_message_id)
+    )
     assert {d.status for d in pending} == {DeliveryStatus.PENDING}
     assert policy.refresh_dispatch(posted) is False
     assert posted.effective_at is None  # unknown until the email has gone out
