@@ -1,0 +1,220 @@
+"""'Your data is yours' (P15): a person's own download, and a school's export with an expiring link."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import zipfile
+from datetime import timedelta
+
+import pytest
+import time_machine
+from sqlalchemy import select
+
+from app import tenancy
+from app.consent import policy
+from app.extensions import db
+from app.mail import queue_email
+from app.models import (
+    Category,
+    DeliveryMode,
+    Enrollment,
+    Family,
+    Guardian,
+    MailPreference,
+    Role,
+    SchoolClass,
+    Student,
+)
+from app.models.audit import AuditEntry
+from app.models.base import utcnow
+from app.models.consent import DataExport
+from tests.conftest import sign_in
+
+
+def _family(school, member, name, child, school_class):
+    with tenancy.bound(school.id):
+        family = Family(name=name)
+        db.session.add(family)
+        db.session.flush()
+        db.session.add(Guardian(family_id=family.id, membership_id=member.id))
+        student = Student(family_id=family.id, first_name=child, last_name=name.split()[0])
+        db.session.add(student)
+        db.session.flush()
+        db.session.add(Enrollment(student_id=student.id, class_id=school_class.id))
+        db.session.commit()
+
+
+@pytest.fixture
+def schools(make_school, make_member):
+    birch = make_school(name="Birch School")
+    with tenancy.bound(birch.id):
+        wren = SchoolClass(name="Wren", grade="Grade 3", school_year="2026-27")
+        db.session.add(wren)
+        db.session.commit()
+    parent = make_member(birch, email="fern.family@example.org", name="Fern Family")
+    with tenancy.bound(birch.id):
+        parent.phone = "+1 555 0142"
+        db.session.commit()
+    _family(birch, parent, "Family household", "Juniper", wren)
+    neighbour = make_member(birch, email="ned.neighbour@example.org", name="Ned Neighbour")
+    _family(birch, neighbour, "Neighbour household", "Nettle", wren)
+    admin = make_member(birch, role=Role.ADMIN, email="bea.admin@example.org", name="Bea Admin")
+    other = make_school(name="Cedar School")
+    outsider = make_member(other, email="olaf.outsider@example.org", name="Olaf Outsider")
+    other_admin = make_member(other, role=Role.ADMIN, email="cy.admin@example.org", name="Cy Admin")
+    return {
+        "birch": birch,
+        "parent": parent,
+        "admin": admin,
+        "other": other,
+        "outsider": outsider,
+        "other_admin": other_admin,
+    }
+
+
+# --- my own data --------------------------------------------------------------------------------
+
+
+def test_a_person_downloads_their_own_and_their_familys_data(client, schools, sent_mail):
+    parent = schools["parent"]
+    db.session.add(
+        MailPreference(user_id=parent.user_id, category=Category.NEWSLETTERS, mode=DeliveryMode.OFF)
+    )
+    policy.ensure_placeholder()
+    queue_email("email_change_notice", [parent.user], name=parent.user.name)
+    db.session.commit()
+    sign_in(client, "fern.family@example.org")
+    response = client.get("/account/my-data.json")
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    assert "attachment" in response.headers["Content-Disposition"]
+    data = json.loads(response.get_data(as_text=True))
+    assert data["profile"] == {
+        "name": "Fern Family",
+        "email": "fern.family@example.org",
+        "joined_at": data["profile"]["joined_at"],
+    }
+    (school,) = data["schools"]
+    assert school["school"] == "Birch School" and school["directory_details"]["phone"] == "+1 555 0142"
+    (family,) = school["families"]
+    assert family["family"] == "Family household" and family["guardians"] == ["Fern Family"]
+    assert family["children"] == [{"first_name": "Juniper", "last_name": "Family", "classes": ["Wren"]}]
+    assert data["email_preferences"] == [{"category": "newsletters", "mode": "off"}]
+    assert [e["subject"] for e in data["emails_sent_to_you"]]
+    assert isinstance(data["consent_ledger"], list)
+    text = response.get_data(as_text=True)
+    for stranger in ("Nettle", "Ned Neighbour", "ned.neighbour", "Olaf", "Cedar School"):
+        assert stranger not in text
+
+
+def test_the_download_includes_the_consent_ledger(client, schools):
+    from app.consent import ledger
+    from app.models.consent import ConsentKind
+
+    version = policy.ensure_placeholder()
+    ledger.record(schools["parent"].user_id, ConsentKind.ACCEPTED, version.id)
+    db.session.commit()
+    sign_in(client, "fern.family@example.org")
+    data = client.get("/account/my-data.json").get_json()
+    assert (
+        data["consent_ledger"][0]["what"] == "accepted" and data["consent_ledger"][0]["policy_version"] == 1
+    )
+
+
+def test_strangers_are_sent_to_sign_in(client, schools):
+    assert client.get("/account/my-data.json").status_code == 302
+
+
+# --- the school's export ------------------------------------------------------------------------
+
+
+def _request_export(client) -> str:
+    response = client.form("/school/export")
+    assert response.status_code == 303
+    location = response.headers["Location"]
+    assert re.fullmatch(r"/school/export/[A-Za-z0-9_-]{40,}", location), location
+    return location
+
+
+def test_only_people_with_data_export_may_export(client, schools):
+    sign_in(client, "fern.family@example.org")
+    assert client.get("/school/export").status_code == 403
+    assert client.form("/school/export").status_code == 403
+    with tenancy.bound(schools["birch"].id):
+        assert db.session.scalar(select(DataExport)) is None
+
+
+def test_the_worker_builds_a_zip_of_json_and_csv_for_this_school_only(client, schools):
+    sign_in(client, "bea.admin@example.org")
+    status_url = _request_export(client)
+    page = client.get(status_url).get_data(as_text=True)
+    assert "Your export is ready" in page
+    download = client.get(status_url + "/download")
+    assert download.status_code == 200 and download.mimetype == "application/zip"
+    archive = zipfile.ZipFile(io.BytesIO(download.data))
+    assert {"school.json", "members.csv", "families.csv", "students.csv", "classes.csv"} <= set(
+        archive.namelist()
+    )
+    tables = json.loads(archive.read("school.json"))
+    assert {m["email"] for m in tables["members"]} == {
+        "fern.family@example.org",
+        "ned.neighbour@example.org",
+        "bea.admin@example.org",
+    }
+    students = list(csv.DictReader(io.StringIO(archive.read("students.csv").decode())))
+    assert {s["first_name"] for s in students} == {"Juniper", "Nettle"}
+    everything = b"".join(archive.read(name) for name in archive.namelist())
+    assert b"Olaf" not in everything and b"Cedar" not in everything
+    with tenancy.bound(schools["birch"].id):
+        entry = db.session.scalar(select(AuditEntry).where(AuditEntry.action == "export.school_data"))
+        assert entry is not None and entry.actor_id == schools["admin"].user_id
+
+
+def test_the_status_partial_is_what_htmx_polls(client, schools):
+    sign_in(client, "bea.admin@example.org")
+    status_url = _request_export(client)
+    partial = client.get(status_url, headers={"HX-Request": "true", "HX-Target": "export-status"})
+    body = partial.get_data(as_text=True)
+    assert "<html" not in body and "Download the ZIP" in body
+
+
+def test_a_queued_export_polls_and_offers_no_download_yet(client, schools):
+    sign_in(client, "bea.admin@example.org")
+    from app.consent import export as exports
+
+    with tenancy.bound(schools["birch"].id):
+        _, raw = exports.request_school_export(schools["admin"].user)
+        db.session.commit()  # the job waits in this session (no request ran it)
+    page = client.get(f"/school/export/{raw}").get_data(as_text=True)
+    assert 'hx-trigger="every 2s"' in page and "Preparing the export" in page
+    assert client.get(f"/school/export/{raw}/download").status_code == 410
+
+
+def test_the_link_expires_after_24_hours(client, schools):
+    sign_in(client, "bea.admin@example.org")
+    status_url = _request_export(client)
+    with time_machine.travel(utcnow() + timedelta(hours=24, minutes=1)):
+        assert "This link has expired" in client.get(status_url).get_data(as_text=True)
+        assert client.get(status_url + "/download").status_code == 410
+
+
+def test_another_schools_admin_or_a_wrong_token_finds_nothing(client, schools):
+    sign_in(client, "bea.admin@example.org")
+    status_url = _request_export(client)
+    client.form("/sign-out")
+    sign_in(client, "cy.admin@example.org")
+    assert client.get(status_url).status_code == 404
+    assert client.get(status_url + "/download").status_code == 404
+    assert client.get("/school/export/not-a-real-token").status_code == 404
+    assert client.get("/school/export/" + "x" * 500).status_code == 404
+
+
+def test_the_database_keeps_only_a_hash_of_the_link(client, schools):
+    sign_in(client, "bea.admin@example.org")
+    token = _request_export(client).rsplit("/", 1)[1]
+    with tenancy.bound(schools["birch"].id):
+        stored = db.session.scalar(select(DataExport))
+    assert token not in stored.token_hash and len(stored.token_hash) == 64
