@@ -1,5 +1,188 @@
-"""The calendar blueprint's views."""
+"""Calendar blueprint: upcoming events, adding and changing them, and the personal iCalendar feed."""
 
-from flask import Blueprint
+from __future__ import annotations
+
+from datetime import datetime, time
+
+from flask import Blueprint, Response, abort, flash, g, url_for
+
+from app.calendar import forms, ical, services
+from app.extensions import db, limiter
+from app.htmx import redirect_after_post, render
+from app.models.base import utcnow
+from app.permissions import member, public, requires
+from app.urls import external_url
 
 bp = Blueprint("calendar", __name__, url_prefix="/calendar")
+
+
+def _zone():
+    return services.school_zone(g.school.timezone)
+
+
+def _page(*, status: int = 200, feed_url: str | None = None):
+    """The calendar page: from the start of today on the school's clock, and the feed controls."""
+    zone = _zone()
+    today = datetime.combine(services.to_local(utcnow(), zone).date(), time(0), tzinfo=zone)
+    events = services.upcoming(services.current_audience(), today)
+    return render(
+        "calendar/index.html",
+        block="feed",
+        target="calendar-feed",
+        status=status,
+        events=[
+            (event, services.to_local(event.starts_at, zone), services.to_local(event.ends_at, zone))
+            for event in events
+        ],
+        zone=zone,
+        has_feed=services.has_feed(g.membership.id),
+        feed_url=feed_url,
+        confirm_form=forms.ConfirmForm(),
+        may_edit=services.may_edit,
+        may_delete=services.may_delete,
+    )
+
+
+@bp.route("/")
+@member
+def index():
+    """Upcoming school events and those of my classes, in the school's time zone."""
+    return _page()
+
+
+def _event_form(audience, event=None) -> forms.EventForm:
+    """The form with the classes this person may choose, times shown on the school's clock."""
+    zone = _zone()
+    form = forms.EventForm(obj=event)
+    if event is not None and not form.is_submitted():
+        form.starts_at.data = services.to_local(event.starts_at, zone).replace(tzinfo=None)
+        form.ends_at.data = services.to_local(event.ends_at, zone).replace(tzinfo=None)
+        form.class_id.data = str(event.class_id or "")
+    classes = services.class_choices(audience, also=event.class_id if event else None)
+    form.class_id.choices = [("", "The whole school")] + [(str(c.id), c.name) for c in classes]
+    hint = f"On the school's clock ({zone.key})."
+    form.starts_at.description = form.ends_at.description = hint
+    return form
+
+
+def _save(form: forms.EventForm, event=None):
+    """Validate and save (times converted to UTC), or the form again with errors by the fields."""
+    if form.validate_on_submit():
+        zone = _zone()
+        saved = services.save_event(
+            event,
+            title=form.title.data,
+            starts_at=services.to_utc(form.starts_at.data, zone),
+            ends_at=services.to_utc(form.ends_at.data, zone),
+            location=form.location.data,
+            description=form.description.data,
+            class_id=int(form.class_id.data) if form.class_id.data else None,
+        )
+        db.session.commit()
+        flash(f"{saved.title} is saved.", "success")
+        return redirect_after_post(url_for("calendar.index"))
+    return render(
+        "calendar/edit.html",
+        block="form",
+        target="event-form",
+        status=400 if form.errors else 200,
+        form=form,
+        event=event,
+        confirm_form=forms.ConfirmForm(),
+        may_delete=event is not None and services.may_delete(event),
+    )
+
+
+@bp.route("/new", methods=["GET", "POST"])
+@requires("events.create")
+def create():
+    """Add an event for the school or one of my classes."""
+    return _save(_event_form(services.current_audience()))
+
+
+def _event_or_404(event_id: int, audience):
+    event = services.visible_event(event_id, audience)
+    if event is None:
+        abort(404)
+    return event
+
+
+@bp.route("/<int:event_id>/edit", methods=["GET", "POST"])
+@member
+def edit(event_id: int):
+    """Change an event: my own with events.edit_own, anyone's with events.edit_any."""
+    audience = services.current_audience()
+    event = _event_or_404(event_id, audience)
+    if not services.may_edit(event):
+        abort(403)
+    return _save(_event_form(audience, event), event)
+
+
+@bp.route("/<int:event_id>/delete", methods=["POST"])
+@member
+def delete(event_id: int):
+    """Delete an event: my own with events.delete_own, anyone's with events.delete_any."""
+    event = _event_or_404(event_id, services.current_audience())
+    if not services.may_delete(event):
+        abort(403)
+    if not forms.ConfirmForm().validate_on_submit():
+        abort(400)
+    title = event.title
+    services.delete_event(event)
+    db.session.commit()
+    flash(f"{title} is deleted.", "success")
+    return redirect_after_post(url_for("calendar.index"))
+
+
+@bp.route("/feed", methods=["POST"])
+@member
+def new_feed():
+    """Make (or remake) my secret feed address; it is shown once, and the old one stops working."""
+    if not forms.ConfirmForm().validate_on_submit():
+        abort(400)
+    token = services.new_feed(g.membership.id)
+    db.session.commit()
+    return _page(feed_url=external_url("calendar.feed", token=token))
+
+
+@bp.route("/feed/revoke", methods=["POST"])
+@member
+def revoke_feed():
+    """Switch my feed address off."""
+    if not forms.ConfirmForm().validate_on_submit():
+        abort(400)
+    services.revoke_feed(g.membership.id)
+    db.session.commit()
+    flash("Your calendar feed address is switched off.", "success")
+    return redirect_after_post(url_for("calendar.index"))
+
+
+@bp.route("/feed/<token>.ics")
+@public
+@limiter.limit("120 per hour")
+def feed(token: str):
+    """A person's events as iCalendar, for calendar apps (no cookie: the secret address is the key)."""
+    found = services.feed_for_token(token)
+    if found is None:
+        abort(404)
+    body = ical.calendar(
+        found.school_name,
+        (
+            {
+                "uid": f"event-{event.id}@joinourclass",
+                "stamp": event.updated_at,
+                "start": event.starts_at,
+                "end": event.ends_at,
+                "summary": event.title,
+                "location": event.location,
+                "description": event.description,
+            }
+            for event in found.events
+        ),
+    )
+    response = Response(body, mimetype="text/calendar")
+    response.headers["Content-Type"] = "text/calendar; charset=utf-8"
+    response.headers["Cache-Control"] = "private, no-store"
+    response.headers["X-Robots-Tag"] = "noindex"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
