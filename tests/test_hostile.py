@@ -1,0 +1,228 @@
+"""Hostile input to every form and htmx control, as every role (hypothesis, bounded and repeatable).
+
+The forms come from the pages themselves: each role GETs every route of ``url_map`` and the
+forms and htmx controls it is shown are collected, with the field names the page gives them;
+POST routes no page offered are added with every field name seen anywhere. Then hypothesis
+sends random, oversized (100 KB), mis-encoded, NUL-containing and malicious values, as a plain
+form, as htmx, as raw bytes and as multipart. After every request:
+
+- never a 500 (TESTING propagates exceptions, so a crash fails here with its traceback);
+- no script or markup we sent comes back unescaped, and no template expression is evaluated;
+- no row of the other school (or of its members' accounts) changed;
+- a request the view's declared access refuses changed no table at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from io import BytesIO
+from urllib.parse import quote, quote_from_bytes
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from werkzeug.datastructures import FileStorage, MultiDict
+from werkzeug.exceptions import HTTPException
+from werkzeug.test import encode_multipart
+
+from app.extensions import db
+from tests.test_hostile_world import (
+    BIG,
+    MALICIOUS,
+    REFLECTION_CHECKS,
+    ROLES,
+    TEMPLATE,
+    TEMPLATE_RESULT,
+    FormTarget,
+    build_world,
+    changed_tables,
+    crawl_forms,
+    fill_rule,
+    int_arguments,
+    interesting_rules,
+    may_reach,
+    rows_of_school,
+    signed_in_client,
+    snapshot,
+)
+
+EXAMPLES_PER_TARGET = 5
+HOSTILE_SETTINGS = settings(
+    max_examples=EXAMPLES_PER_TARGET,
+    deadline=None,  # one request may hash a password (scrypt, slow on purpose)
+    derandomize=True,  # CI runs the same examples every time
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
+PATH_SLOT = "\x01"  # stands for a string argument of a route (a token, a category) in a path
+EXECUTABLE = b"MZ\x90\x00" + b"\xff" * 512  # not a spreadsheet, not an image, not UTF-8
+NEVER_FUZZED = {"auth.sign_out"}  # it would end the role under test
+
+
+def hostile_text() -> st.SearchStrategy[str]:
+    """A value a hostile client might send in one field."""
+    return st.one_of(
+        st.sampled_from(MALICIOUS),
+        st.just(BIG),
+        st.text(max_size=40),
+        st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=12).map(lambda s: s + "\x00"),
+        st.integers(min_value=-(2**63), max_value=2**64).map(str),
+        st.from_regex(r"[a-z]{1,8}@[a-z]{1,8}\.example", fullmatch=True),
+    )
+
+
+def _value_for(draw, name: str, page_value: str, good: dict[str, str]) -> str:
+    """Mostly hostile, sometimes what the page had or a valid value, so deeper code runs too."""
+    choices = [hostile_text(), hostile_text(), st.just(page_value)]
+    if name in good:
+        choices.append(st.just(good[name]))
+    return draw(st.one_of(*choices))
+
+
+def _targets_for(client, app, world, role: str) -> list[FormTarget]:
+    """The forms this role is shown, plus every POST route no page offered it."""
+    mine_ids = world.mine.ids
+    paths = [fill_rule(rule, mine_ids) for rule in interesting_rules(app, "GET") if not rule.arguments]
+    paths += [fill_rule(rule, mine_ids) for rule in interesting_rules(app, "GET") if rule.arguments]
+    found = [t for t in crawl_forms(client, paths) if t.path.split("?")[0] != "/sign-out"]
+    every_field = sorted({name for target in found for name in target.fields} | {"csrf_token"})
+    adapter = app.url_map.bind("localhost")
+    offered = set()
+    for target in found:
+        with contextlib.suppress(HTTPException):  # a control pointing nowhere is still posted
+            endpoint, _ = adapter.match(target.path.split("?")[0], method=target.method)
+            offered.add((endpoint, target.method))
+    for rule in interesting_rules(app, "POST"):
+        if rule.endpoint in NEVER_FUZZED or (rule.endpoint, "POST") in offered:
+            continue
+        path = fill_rule(rule, mine_ids, strings=PATH_SLOT)
+        found.append(FormTarget("POST", path, dict.fromkeys(every_field, "")))
+    # Routes with a string argument (tokens, categories) get hostile path segments too.
+    for rule in interesting_rules(app, "GET"):
+        if set(rule.arguments) - set(int_arguments(rule)):
+            found.append(FormTarget("GET", fill_rule(rule, mine_ids, strings=PATH_SLOT), {"q": ""}))
+    return found
+
+
+def _endpoint_of(adapter, target: FormTarget) -> str | None:
+    """The endpoint a target's path routes to, or None when routing refuses it (404/405)."""
+    try:
+        endpoint, _ = adapter.match(target.path.split("?")[0].replace(PATH_SLOT, "x"), method=target.method)
+    except HTTPException:
+        return None
+    return endpoint
+
+
+def _good_values(world) -> dict[str, str]:
+    mine = world.mine
+    return {
+        "invite_code": mine.school.invite_code,
+        "js-invite_code": mine.school.invite_code,
+        "email": "newcomer@hostile.example",
+        "password": "violet tundra marmalade ferry",
+        "accept_policy": "y",
+        "children-0-class_id": str(mine.ids["school_class"]),
+        "class_id": str(mine.ids["school_class"]),
+    }
+
+
+def _encode_bytes(fields: dict[str, str], broken: bytes) -> bytes:
+    """An urlencoded body whose values carry bytes that are not UTF-8."""
+    parts = []
+    for name, value in fields.items():
+        raw = value.encode("utf-8", "surrogatepass") + (broken if name != "csrf_token" else b"")
+        parts.append(quote_from_bytes(name.encode()).encode() + b"=" + quote_from_bytes(raw).encode())
+    return b"&".join(parts)
+
+
+def _send(client, target: FormTarget, fields: dict[str, str], how: str, slot: str, token: str):
+    path = target.path.replace(PATH_SLOT, quote(slot, safe="") or "x")
+    if target.method == "GET":
+        return client.get(path, query_string=fields)
+    headers = {}
+    if how == "htmx":
+        headers = {"HX-Request": "true", "HX-Target": target.htmx_target or "main", "X-CSRFToken": token}
+    data = {**fields, "csrf_token": token} if how != "htmx" else dict(fields)
+    if how == "bytes":
+        body = _encode_bytes(data, b"\xff\xfe\xc3\x28\xed\xa0\x80")
+        return client.open(
+            path, method=target.method, data=body, content_type="application/x-www-form-urlencoded"
+        )
+    if how == "multipart":
+        # Encoded here, in memory: the test client would spool a large body to a temporary file.
+        files = {
+            name: FileStorage(
+                BytesIO(EXECUTABLE), "..\\..\\evil.exe", content_type="application/x-msdownload"
+            )
+            for name in target.file_fields or ("file", "upload")
+        }
+        boundary, body = encode_multipart(MultiDict({**data, **files}))
+        return client.open(
+            path, method=target.method, data=body, content_type=f"multipart/form-data; boundary={boundary}"
+        )
+    if how == "json":
+        return client.open(path, method=target.method, json=data, headers={"X-CSRFToken": token})
+    return client.open(path, method=target.method, data=data, headers=headers)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_hostile_values_in_every_form_never_break_escape_or_overreach(
+    app, build_app, make_school, make_member, role
+):
+    """Every form and htmx control this role is shown, and every POST route, with hostile values."""
+    world = build_world(make_school, make_member)
+    fuzz_app = build_app(RATELIMIT_ENABLED=False)  # reach the code, not the limiter's 429
+    client = signed_in_client(fuzz_app, world.mine, role)
+    targets = _targets_for(client, fuzz_app, world, role)
+    assert len(targets) >= 10, [t.path for t in targets]
+    good = _good_values(world)
+    last_snapshot = [snapshot()]  # each request's "after" is the next one's "before"
+    other_before = rows_of_school(last_snapshot[0], world.other.school.id)
+    adapter = fuzz_app.url_map.bind("localhost")
+    answered: dict[int, int] = {}
+
+    def send_one(target: FormTarget, data) -> None:
+        fields = {
+            name: _value_for(data.draw, name, value, good)
+            for name, value in target.fields.items()
+            if name != "csrf_token"
+        }
+        how = data.draw(st.sampled_from(["form", "htmx", "bytes", "multipart", "json"]), label="how")
+        slot = data.draw(st.sampled_from(MALICIOUS[:12]), label="path segment")
+        token = client.csrf_token()  # writes the session store only, which no snapshot holds
+        before = last_snapshot[0]
+        response = _send(client, target, fields, how, slot, token)
+        body = response.get_data(as_text=True)
+        response.close()
+        after = last_snapshot[0] = snapshot()
+        where = (role, target.method, target.path, how, response.status_code)
+        assert response.status_code < 500, where
+        sent = " ".join(fields.values()) + slot
+        for payload in REFLECTION_CHECKS:
+            if payload in sent:
+                assert payload not in body, ("reflected unescaped", payload, where)
+        if TEMPLATE in sent:
+            assert TEMPLATE_RESULT not in body, ("template evaluated", where)
+        assert rows_of_school(after, world.other.school.id) == other_before, ("other school changed", where)
+        endpoint = _endpoint_of(adapter, target)
+        db.session.expire_all()
+        if endpoint is None or not may_reach(fuzz_app, endpoint, world.mine, role):
+            assert changed_tables(before, after) == set(), ("refused request changed data", where)
+        answered[response.status_code] = answered.get(response.status_code, 0) + 1
+
+    # Every target gets its own examples: hypothesis alone would favour the first few.
+    for target in targets:
+        _examples_for(target, send_one)()
+    # Not everything was turned away at the door: some requests were answered as accepted.
+    assert sum(n for code, n in answered.items() if code < 400) >= 3, answered
+
+
+def _examples_for(target: FormTarget, send_one):
+    """A hypothesis run of its own for one target."""
+
+    @HOSTILE_SETTINGS
+    @given(data=st.data())
+    def run(data):
+        send_one(target, data)
+
+    return run
