@@ -1,0 +1,20 @@
+"""Forms of the imports feature: the upload, and applying a checked file."""
+
+from __future__ import annotations
+
+from flask_wtf import FlaskForm
+from flask_wtf.file import FileField, FileRequired
+
+
+class UploadForm(FlaskForm):
+    """A CSV file of families to check."""
+
+    file = FileField(
+        "CSV file",
+        validators=[FileRequired("Choose a CSV file to upload.")],
+        description="UTF-8 CSV, at most 10 MB, with the columns below. Nothing is saved until you apply it.",
+    )
+
+
+class ApplyForm(FlaskForm):
+    """Apply a checked file (CSRF only)."""
