@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from app import tenancy
 from app.extensions import db
 from app.models import ClassHelper, ClassRole, Enrollment, Family, Guardian, Membership, Role, Student
 from app.reference_data import PASSWORD, generate
-from tests.conftest import sign_in
+from tests.conftest import count_queries, sign_in
 
 
 def _count(statement) -> int:
@@ -61,3 +61,52 @@ def test_cli_builds_a_set(app):
     assert re.search(r"families +4\n", result.output)
     refused = runner.invoke(args=["reference-data", "--families", "4", "--students", "3"])
     assert refused.exit_code != 0
+
+
+def _surfaces(built, *, staff: bool) -> list[tuple[str, dict]]:
+    """Every directory surface, with the headers that make it a page or an htmx partial."""
+    partial = {"HX-Request": "true", "HX-Target": "directory-results"}
+    urls = [
+        ("/directory/", {}),
+        ("/directory/?page=2", {}),
+        ("/directory/?q=family", partial),
+        ("/directory/?q=an", partial),
+        (f"/directory/?class_id={built.first_class_id}", partial),
+        ("/directory/?grade=Grade+1", partial),
+        ("/directory/staff", {}),
+        ("/directory/me/preview?as=classmate", {}),
+        ("/classes/", {}),
+        (f"/classes/{built.first_class_id}", {}),
+    ]
+    if staff:
+        urls += [("/directory/print", {}), ("/directory/export.csv", {}), ("/directory/print?q=an", {})]
+    return urls
+
+
+def _query_counts(client, built, *, staff: bool) -> dict[str, int]:
+    sign_in(client, built.staff_email if staff else built.parent_email, PASSWORD)
+    counts = {}
+    for _round in range(2):  # the first round may still write the new session
+        for url, headers in _surfaces(built, staff=staff):
+            with count_queries() as statements:
+                response = client.get(url, headers=headers)
+            assert response.status_code == 200, url
+            label = url.replace(f"={built.first_class_id}", "=<first>").replace(
+                f"/{built.first_class_id}", "/<first>"
+            )
+            counts[label + (" (partial)" if headers else "")] = len(statements)
+    return counts
+
+
+def test_every_directory_surface_runs_the_same_queries_at_10_and_1000_families(app, build_app):
+    small = generate(families=10, classes=3, students=15, seed=1)
+    large = generate(families=1000, classes=30, students=1500, seed=2)
+    db.session.commit()
+    if db.engine.dialect.name == "postgresql":
+        with db.engine.connect() as conn:  # as autovacuum would, after a bulk load
+            conn.execute(text("ANALYZE"))
+            conn.commit()
+    for staff in (True, False):
+        at_10 = _query_counts(app.test_client(), small, staff=staff)
+        at_1000 = _query_counts(app.test_client(), large, staff=staff)
+        assert at_10 == at_1000, f"staff={staff}"
