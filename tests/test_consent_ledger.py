@@ -251,3 +251,26 @@ def test_the_same_line_is_recorded_once_even_when_asked_twice(app, school):
         ledger.record(school["parent"].user_id, ConsentKind.CONTINUED_USE, version.id)
     db.session.commit()
     assert kinds_of(school["parent"].user_id) == ["continued_use"]
+
+
+def test_an_existing_account_joining_with_the_form_accepts_the_newest_version(client, school, make_school):
+    make_school(name="Second School", code="SECOND-1")
+    with time_machine.travel(T0, tick=False):
+        v2 = publish_material()
+    with time_machine.travel(T0 + timedelta(days=1), tick=False):
+        data = {
+            "invite_code": "SECOND-1",
+            "name": "Petra Parent",
+            "email": "petra.parent@example.org",
+            "password": "correct horse battery",
+            "accept_policy": "y",
+        }
+        assert client.form("/join", data).status_code == 303
+        parent = school["parent"].user
+        assert "accepted" in kinds_of(parent.id, 2)
+        assert policy.version_for_user(parent, T0 + timedelta(days=1)).number == v2.number
+        assert BANNER not in client.get("/").get_data(as_text=True)
+    with time_machine.travel(T0 + NOTICE_PERIOD + timedelta(days=1), tick=False):
+        sign_in(client, parent.email)
+        client.get("/")
+        assert "continued_use" not in kinds_of(parent.id, 2)

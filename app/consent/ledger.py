@@ -81,7 +81,8 @@ def note_request() -> None:
     for version in versions.values():
         effective = version.effective_at
         took_effect = effective is not None and effective <= now
-        if took_effect and (version.id, ConsentKind.CONTINUED_USE) not in seen:
+        agreed = (version.id, ConsentKind.ACCEPTED) in seen  # ticked it when joining another school
+        if took_effect and not agreed and (version.id, ConsentKind.CONTINUED_USE) not in seen:
             record(current_user.id, ConsentKind.CONTINUED_USE, version.id)
             wrote = True
     notice = _notice_to_show(versions.values(), seen, now)

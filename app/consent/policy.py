@@ -232,9 +232,18 @@ def state(now: datetime | None = None) -> PolicyState:
 def version_for_user(user: User, now: datetime | None = None) -> PolicyVersion | None:
     """The version governing this person: in force for all, or newer if they joined after it was posted."""
     now = now or utcnow()
+    accepted = set(
+        db.session.scalars(
+            select(ConsentEvent.version_id).where(
+                ConsentEvent.user_id == user.id, ConsentEvent.kind == ConsentKind.ACCEPTED
+            )
+        )
+    )
     for version in posted_versions():
         effective = version.effective_at
         if (effective is not None and effective <= now) or version.posted_at <= user.created_at:
+            return version
+        if version.id in accepted:
             return version
     return None
 
