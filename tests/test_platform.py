@@ -221,7 +221,8 @@ def test_after_expiry_every_school_route_is_refused_and_logged(client, app, staf
         for url in urls:
             assert client.get(url).status_code == 403, url
         assert _enter(client, school.id).status_code == 403
-        assert "Open Hazel School read-only" not in client.get("/platform/").get_data(as_text=True)
+        console = client.get("/platform/").get_data(as_text=True)
+        assert "Open Hazel School read-only" not in console and "grant has ended" in console
     refused = _entries(school.id, "support.refused")
     assert len(refused) == len(urls)
     assert {e.actor_id for e in refused} == {staff_user.id}

@@ -17,6 +17,7 @@ from app.extensions import db
 from app.models import Membership, MembershipStatus, PermissionChange, Role, School, Visibility
 from app.models.audit import AuditEntry
 from app.models.support import SupportGrant
+from app.permissions import ROLE_DEFAULTS, effective_permissions
 from tests.conftest import count_queries, sign_in
 
 ROLES = [Role.PARENT, Role.ROOM_PARENT, Role.STAFF, Role.ADMIN, Role.SUPERADMIN]
@@ -73,9 +74,7 @@ def test_every_section_follows_the_role_defaults(client, make_school, make_membe
         else:
             data = {"name": "Renamed", "timezone": "Europe/Paris", "hours": "2"}
             data |= {"default_visibility": "classes", "approval_role": "staff"}
-            data["permission"] = sorted(
-                __import__("app.permissions", fromlist=["ROLE_DEFAULTS"]).ROLE_DEFAULTS[role]
-            )
+            data["permission"] = sorted(ROLE_DEFAULTS[role])
             response = client.form(url, data)
         expected = {200, 303} if role in allowed else {403}
         assert response.status_code in expected, (role, method, url, response.status_code)
@@ -350,12 +349,8 @@ def test_permissions_the_actor_lacks_are_left_alone_when_others_change(client, m
         db.session.add(PermissionChange(membership_id=me.id, permission="support.grant", granted=False))
         db.session.commit()
     # The disabled box is not submitted; the admin keeps support.grant.
-    from app.permissions import ROLE_DEFAULTS
-
     kept = sorted(ROLE_DEFAULTS[Role.ADMIN] - {"support.grant", "data.export"})
     assert client.form(f"/settings/people/{admin.id}/permissions", {"permission": kept}).status_code == 303
-    from app.permissions import effective_permissions
-
     with tenancy.bound(school.id):
         now = effective_permissions(_membership(admin.id, school.id))
     assert "support.grant" in now and "data.export" not in now

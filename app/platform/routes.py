@@ -31,6 +31,7 @@ def console():
         requests=requests,
         schools=services.schools_in_view(requests),
         viewing=g.school if view and g.get("support_grant") is not None else None,
+        ended=bool(view) and g.get("support_grant") is None,
         form=ButtonForm(),
     )
 
