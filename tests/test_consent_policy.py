@@ -229,6 +229,7 @@ def test_the_email_is_noted_in_each_recipients_ledger(client, people):
     seed_version_one()
     sign_in(client, people["admin"].user.email)
     number = write_and_publish(client, material=True, notify_by_email=True)
+    client.get("/privacy")  # notes that the dispatch finished, and whom it reached
     noted = db.session.scalars(
         select(ConsentEvent.user_id).where(
             ConsentEvent.kind == ConsentKind.NOTIFIED_EMAIL, ConsentEvent.version_id == version(number).id
@@ -244,3 +245,20 @@ def test_seed_command_publishes_the_placeholder_once(app, people):
     second = runner.invoke(args=["consent", "seed-policy"])
     assert first.exit_code == 0 and second.exit_code == 0, first.output
     assert len(db.session.scalars(select(PolicyVersion)).all()) == 1
+
+
+def test_a_skipped_delivery_is_not_noted_as_told(client, people):
+    from app.models import Suppression
+
+    db.session.add(Suppression(email="pia.parent@example.org", reason="bounced", blocks_administrative=True))
+    db.session.commit()
+    seed_version_one()
+    sign_in(client, people["admin"].user.email)
+    number = write_and_publish(client, material=True, notify_by_email=True)
+    client.get("/privacy")
+    posted = version(number)
+    assert posted.email_recipient_count == 2  # sent: staff and admin; the bounced address was skipped
+    noted = db.session.scalars(
+        select(ConsentEvent.user_id).where(ConsentEvent.kind == ConsentKind.NOTIFIED_EMAIL)
+    ).all()
+    assert people["parent"].user_id not in noted and len(noted) == 2

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from markupsafe import Markup
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, literal, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.extensions import db
 from app.mail import queue_email
@@ -133,7 +135,7 @@ def publish(version: PolicyVersion) -> PolicyVersion:
 
 
 def _email_everyone(version: PolicyVersion) -> None:
-    """One administrative message to every active account's current address; each is noted in the ledger."""
+    """One administrative message to every active account's current address (the worker sends it)."""
     recipients = list(db.session.scalars(select(User).where(User.active.is_(True)).order_by(User.id)))
     message = queue_email(
         "policy_change",
@@ -146,17 +148,29 @@ def _email_everyone(version: PolicyVersion) -> None:
         account_url=external_url("auth.account"),
     )
     version.email_message_id = message.id
-    if recipients:
-        rows = [
-            {
-                "user_id": u.id,
-                "version_id": version.id,
-                "kind": ConsentKind.NOTIFIED_EMAIL,
-                "created_at": utcnow(),
-            }
-            for u in recipients
-        ]
-        db.session.execute(insert(ConsentEvent), rows)
+
+
+def _note_emailed(version: PolicyVersion) -> None:
+    """Once the dispatch finished: "told by email" for each person whose delivery was sent, at that time.
+
+    A skipped delivery (deactivated meanwhile, dead address) told nobody, so it is not noted.
+    """
+    sent = select(
+        MailDelivery.user_id,
+        literal(version.id),
+        literal(ConsentKind.NOTIFIED_EMAIL.value),
+        MailDelivery.sent_at,
+    ).where(
+        MailDelivery.message_id == version.email_message_id,
+        MailDelivery.status == DeliveryStatus.SENT,
+        MailDelivery.user_id.is_not(None),
+    )
+    dialect = db.session.get_bind().dialect.name
+    maker = pg_insert if dialect == "postgresql" else sqlite_insert
+    statement = maker(ConsentEvent.__table__).from_select(
+        ["user_id", "version_id", "kind", "created_at"], sent
+    )
+    db.session.execute(statement.on_conflict_do_nothing(index_elements=["user_id", "version_id", "kind"]))
 
 
 UNFINISHED = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
@@ -193,6 +207,7 @@ def refresh_dispatch(version: PolicyVersion) -> bool:
         last = datetime.fromisoformat(str(last)).replace(tzinfo=utcnow().tzinfo)
     version.email_dispatch_finished_at = last or utcnow()
     version.email_recipient_count = sent or 0
+    _note_emailed(version)
     return True
 
 
