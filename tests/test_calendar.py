@@ -293,3 +293,28 @@ def test_calendar_and_feed_run_the_same_queries_for_10_or_200_events(app, world)
     small = counts()
     add(190, 10)
     assert counts() == small
+
+
+def test_feed_fetches_are_limited_per_address(app, world):
+    school, hazel, juniper, hazel_parent, juniper_parent, staff = world
+    client = app.test_client()
+    sign_in(client, hazel_parent.user.email)
+    feed = _path(_make_feed(client))
+    anonymous = app.test_client()
+    statuses = [anonymous.get(feed).status_code for _ in range(61)]
+    assert statuses[:60] == [200] * 60 and statuses[60] == 429
+    # Another person's feed, fetched from the same address, is not held back.
+    other = app.test_client()
+    sign_in(other, staff.user.email)
+    assert anonymous.get(_path(_make_feed(other))).status_code == 200
+
+
+def test_deleting_a_class_deletes_its_events(client, world):
+    school, hazel, juniper, hazel_parent, juniper_parent, staff = world
+    _event(school, "Hazel picnic", school_class=hazel)
+    _event(school, "Sports day")
+    _grant(school, staff, "classes.manage")
+    sign_in(client, staff.user.email)
+    assert client.form(f"/classes/{hazel.id}/delete").status_code == 303
+    with tenancy.bound(school.id):
+        assert [e.title for e in db.session.scalars(select(Event))] == ["Sports day"]

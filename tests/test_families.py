@@ -266,3 +266,31 @@ def test_family_lists_and_the_queue_run_the_same_queries_for_10_or_200(client, w
     small = counts()
     add(190, 10)
     assert counts() == small
+
+
+def test_another_schools_class_change_or_guardian_request_cannot_be_decided(
+    client, world, make_school, make_member
+):
+    school, hazel, juniper, gina, family, staff = world
+    elsewhere = make_school()
+    (elm,) = _classes(elsewhere, "Elm")
+    far_parent = make_member(elsewhere)
+    far_family = _family(elsewhere, far_parent, "Far family", ("Finn", elm))
+    with tenancy.bound(elsewhere.id):
+        finn = db.session.scalar(select(Student.id).where(Student.family_id == far_family.id))
+        change = EnrollmentChange(student_id=finn, from_class_id=None, to_class_id=elm.id)
+        db.session.add(change)
+        db.session.commit()
+    sign_in(client, staff.user.email)
+    assert client.form("/classes/families/changes/approve", {"target": str(change.id)}).status_code == 404
+    assert "Finn" not in client.get("/members/pending").get_data(as_text=True)
+    db.session.expire_all()
+    with tenancy.bound(elsewhere.id):
+        assert db.session.get(EnrollmentChange, change.id).status is ChangeStatus.PENDING
+    guardian = client.application.test_client()
+    sign_in(guardian, gina.user.email)
+    response = guardian.form(
+        "/classes/families/mine/guardians/approve",
+        {"family_id": str(far_family.id), "target": str(far_parent.id)},
+    )
+    assert response.status_code == 404

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime, time
 
-from flask import Blueprint, Response, abort, flash, g, url_for
+from flask import Blueprint, Response, abort, flash, g, request, url_for
 
 from app.calendar import forms, ical, services
 from app.extensions import db, limiter
@@ -157,9 +158,15 @@ def revoke_feed():
     return redirect_after_post(url_for("calendar.index"))
 
 
+def _feed_key() -> str:
+    """Limit per feed address, not per IP: calendar services fetch many people's feeds from one IP."""
+    token = (request.view_args or {}).get("token", "")
+    return "feed:" + hashlib.sha256(token.encode()).hexdigest()[:32]
+
+
 @bp.route("/feed/<token>.ics")
 @public
-@limiter.limit("120 per hour")
+@limiter.limit("60 per hour", key_func=_feed_key)
 def feed(token: str):
     """A person's events as iCalendar, for calendar apps (no cookie: the secret address is the key)."""
     found = services.feed_for_token(token)
