@@ -145,7 +145,7 @@ def test_with_a_grant_staff_read_the_directory_and_settings_and_every_page_is_lo
     assert 'action="/settings/profile"' not in settings.get_data(as_text=True)  # read-only
     assert client.get("/settings/audit").status_code == 200
     # Only the synthetic read-only set: no people management, no export, no approvals.
-    for url in ("/settings/people", "/directory/export.csv", "/members/pending"):
+    for url in ("/settings/people", "/directory/export.csv", "/members/pending", "/messages", "/calendar/"):
         assert client.get(url).status_code == 403, url
 
     viewed = _entries(school.id, "support.viewed")

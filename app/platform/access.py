@@ -5,7 +5,8 @@ server-side session. On each request ``bind_support_view`` (called by
 ``load_request_membership``) checks that grant again: while it is active the request acts
 in that school with a synthetic, read-only permission set and ``g.support_grant`` set (so
 audit entries are marked ``by_support``). ``check_school_route`` (called by
-``enforce_access`` for school routes) refuses anything but reading, writes
+``enforce_access`` for school routes) refuses anything but reading the directory, classes
+and settings blueprints, writes
 ``support.viewed`` with the route pattern (never the URL, which may carry ids and queries)
 and refuses every school route once the grant has expired or been revoked.
 """
@@ -29,6 +30,8 @@ SUPPORT_PERMISSIONS = frozenset(
     {"directory.view", "directory.view_all_contacts", "settings.view", "audit.view"}
 )
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The parts of a school support may open: its directory, its classes and its settings.
+SUPPORT_BLUEPRINTS = frozenset({"directory", "classes", "settings"})
 
 
 @dataclass
@@ -111,6 +114,8 @@ def check_school_route() -> None:
     if g.get("support_grant") is not None:
         if request.method not in READ_METHODS:
             abort(403)  # read-only: nothing is changed in a school under a support grant
+        if request.blueprint not in SUPPORT_BLUEPRINTS:
+            abort(403)  # messages, calendar and the rest are not what a grant opens
         audit.record("support.viewed", target=rule, route=rule)
         db.session.commit()
         return
