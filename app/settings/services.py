@@ -149,11 +149,13 @@ def person(membership_id: int) -> Membership | None:
 
 
 def _superadmins_left() -> int:
-    return db.session.scalar(
-        select(func.count(Membership.id)).where(
-            Membership.role == Role.SUPERADMIN, Membership.status == MembershipStatus.APPROVED
-        )
-    )
+    """Approved SuperAdmins, their rows locked (PostgreSQL) so two demotions cannot both pass."""
+    ids = db.session.scalars(
+        select(Membership.id)
+        .where(Membership.role == Role.SUPERADMIN, Membership.status == MembershipStatus.APPROVED)
+        .with_for_update()
+    ).all()
+    return len(ids)
 
 
 def assignable_roles(actor: Membership) -> list[Role]:
