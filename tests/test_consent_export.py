@@ -199,6 +199,9 @@ def test_the_link_expires_after_24_hours(client, schools):
     with time_machine.travel(utcnow() + timedelta(hours=24, minutes=1)):
         assert "This link has expired" in client.get(status_url).get_data(as_text=True)
         assert client.get(status_url + "/download").status_code == 410
+    with tenancy.bound(schools["birch"].id):
+        db.session.expire_all()
+        assert db.session.scalar(select(DataExport)).content is None  # the file is gone, not just hidden
 
 
 def test_another_schools_admin_or_a_wrong_token_finds_nothing(client, schools):

@@ -174,6 +174,16 @@ def _forget_expired() -> None:
     )
 
 
+def forget_if_expired(export: DataExport) -> bool:
+    """Drop an expired export's file when its link is used; True if it has expired."""
+    if export.expires_at > utcnow():
+        return False
+    if export.content is not None:
+        export.content = None
+        db.session.commit()
+    return True
+
+
 def find_export(raw_token: str) -> DataExport | None:
     """The current school's export this link token opens (None for another school's or a wrong token)."""
     if not raw_token or len(raw_token) > 100:

@@ -17,6 +17,7 @@ from flask_login import current_user
 from sqlalchemy import and_, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import defer
 
 from app.consent import policy
 from app.extensions import db
@@ -103,6 +104,7 @@ def _material_versions_since_joined(user_id: int, joined: datetime):
             ConsentEvent, and_(ConsentEvent.version_id == PolicyVersion.id, ConsentEvent.user_id == user_id)
         )
         .where(PolicyVersion.material.is_(True), PolicyVersion.posted_at > joined)
+        .options(defer(PolicyVersion.body_markdown))  # small: the policy text is never needed here
     ).all()
     versions: dict[int, PolicyVersion] = {}
     seen: set[tuple[int, ConsentKind]] = set()

@@ -280,7 +280,7 @@ def _export_or_404(token: str):
 def export_status(token: str):
     """The export's progress; htmx polls the status block until the link appears."""
     found = _export_or_404(token)
-    expired = found.expires_at <= utcnow()
+    expired = export.forget_if_expired(found)
     return render(
         "consent/export_status.html",
         block="status",
@@ -297,7 +297,7 @@ def export_status(token: str):
 def export_download(token: str):
     """The ZIP, while the link has not expired."""
     found = _export_or_404(token)
-    if found.status is not ExportStatus.READY or found.content is None or found.expires_at <= utcnow():
+    if export.forget_if_expired(found) or found.status is not ExportStatus.READY or found.content is None:
         return render_template("consent/export_gone.html"), 410
     stamp = found.created_at.strftime("%Y-%m-%d")
     return Response(
