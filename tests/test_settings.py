@@ -523,3 +523,52 @@ def test_the_audit_log_is_append_only(app, make_school):
         with pytest.raises(AuditLogIsAppendOnly):
             db.session.commit()
         db.session.rollback()
+
+
+def test_two_superadmins_demoting_each_other_at_once_leave_one(
+    app, database_url, make_school, make_member, monkeypatch
+):
+    """The last-SuperAdmin check locks the rows it counts: the second demotion waits, then is refused."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("row locks (SELECT ... FOR UPDATE) are what is tested; SQLite has one writer")
+    import threading
+    import time
+
+    from app.settings import services
+
+    school = make_school()
+    first, second = make_member(school, role=Role.SUPERADMIN), make_member(school, role=Role.SUPERADMIN)
+    clients = []
+    for member in (first, second):
+        member_client = app.test_client()
+        sign_in(member_client, member.user.email)
+        clients.append(member_client)
+    original = services._superadmins_left
+
+    def slow_count():
+        count = original()
+        time.sleep(0.5)  # hold the lock while the other request arrives
+        return count
+
+    monkeypatch.setattr(services, "_superadmins_left", slow_count)
+    results = {}
+
+    def demote(index, target):
+        results[index] = (
+            clients[index].form(f"/settings/people/{target.id}/role", {"role": "admin"}).status_code
+        )
+
+    threads = [
+        threading.Thread(target=demote, args=(0, second)),
+        threading.Thread(target=demote, args=(1, first)),
+    ]
+    threads[0].start()
+    time.sleep(0.15)
+    threads[1].start()
+    for thread in threads:
+        thread.join(timeout=20)
+    assert sorted(results.values()) == [303, 422]
+    with tenancy.bound(school.id):
+        db.session.expire_all()
+        roles = db.session.scalars(select(Membership.role).where(Membership.school_id == school.id)).all()
+    assert roles.count(Role.SUPERADMIN) == 1
