@@ -196,3 +196,22 @@ def test_a_closed_account_gets_no_email_of_any_category(client, school, sent_mai
     run_ready_jobs()
     assert "quentin.q@example.org" not in [m.to for m in sent_mail]
     assert "rhea.q@example.org" in [m.to for m in sent_mail]
+
+
+def test_a_teacher_who_closes_leaves_the_staff_directory_and_the_class_page(client, school):
+    from app.models import ClassHelper, ClassRole
+
+    with tenancy.bound(school["school"].id):
+        db.session.add(
+            ClassHelper(class_id=school["oak"].id, membership_id=school["teacher"].id, role=ClassRole.TEACHER)
+        )
+        db.session.commit()
+    sign_in(client, "rhea.q@example.org")
+    assert "Tara Teacher" in client.get("/directory/staff").get_data(as_text=True)
+    assert "Tara Teacher" in client.get(f"/classes/{school['oak'].id}").get_data(as_text=True)
+    client.form("/sign-out")
+    sign_in(client, "tara.teacher@example.org")
+    close(client)
+    sign_in(client, "rhea.q@example.org")
+    assert "Tara Teacher" not in client.get("/directory/staff").get_data(as_text=True)
+    assert "Tara Teacher" not in client.get(f"/classes/{school['oak'].id}").get_data(as_text=True)
