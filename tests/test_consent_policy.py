@@ -262,3 +262,29 @@ def test_a_skipped_delivery_is_not_noted_as_told(client, people):
         select(ConsentEvent.user_id).where(ConsentEvent.kind == ConsentKind.NOTIFIED_EMAIL)
     ).all()
     assert people["parent"].user_id not in noted and len(noted) == 2
+
+
+def test_a_version_posted_during_a_notice_period_waits_for_the_previous_one(client, people):
+    with time_machine.travel(T0, tick=False):
+        seed_version_one()
+        sign_in(client, people["admin"].user.email)
+        material = write_and_publish(client, material=True, notify_by_notice=True)
+    with time_machine.travel(T0 + timedelta(days=1), tick=False):
+        typo_fix = write_and_publish(client, summary="A typo")
+        state = policy.state(T0 + timedelta(days=2))
+    assert version(typo_fix).effective_at == version(material).effective_at == T0 + NOTICE_PERIOD
+    assert state.in_force.number == 1
+    assert [v.number for v in state.upcoming] == [material, typo_fix]
+    assert policy.state(T0 + NOTICE_PERIOD).in_force.number == typo_fix
+
+
+def test_publishing_waits_while_the_previous_email_is_still_going_out(client, people):
+    seed_version_one()
+    draft = policy.create_draft(body="b", summary="s", material=True, email=True, notice=False, by=None)
+    policy.publish(draft)
+    db.session.commit()  # no request ran the send job: its deliveries are pending
+    sign_in(client, people["admin"].user.email)
+    client.form("/platform/policy/new", {"body": "Next", "summary": "Next"})
+    response = client.form(f"/platform/policy/{draft.number + 1}/publish", follow_redirects=True)
+    assert "email is still going out" in response.get_data(as_text=True)
+    assert version(draft.number + 1).posted_at is None

@@ -120,11 +120,28 @@ def update_draft(
     version.notify_by_email, version.notify_by_notice = material and email, material and notice
 
 
+class PublishRefused(ValueError):
+    """The draft cannot be posted yet; the message says why, in words for the administrator."""
+
+
 def publish(version: PolicyVersion) -> PolicyVersion:
-    """Post a draft: a material change also posts the notice and/or emails every active account."""
+    """Post a draft: a material change also posts the notice and/or emails every active account.
+
+    A version posted while the previous one is still to come takes effect no earlier than it.
+    """
     if version.is_posted:
-        raise ValueError("already posted")
+        raise PublishRefused(f"Version {version.number} is already posted.")
     now = utcnow()
+    previous = newest_posted()
+    if previous is not None:
+        refresh_dispatch(previous)
+        if previous.effective_at is None:
+            raise PublishRefused(
+                f"Version {previous.number}'s email is still going out, so its date is not known yet. "
+                "Publish once it has gone out."
+            )
+        if previous.effective_at > now:
+            version.not_before = previous.effective_at
     version.posted_at = now
     if version.material and version.notify_by_notice:
         version.notice_posted_at = now

@@ -188,10 +188,12 @@ def publish_version(number: int):
         abort(404)
     if not forms.PublishForm().validate_on_submit():
         abort(400)
-    if version.is_posted:
-        flash(f"Version {number} is already posted.", "info")
+    try:
+        policy.publish(version)
+    except policy.PublishRefused as refusal:
+        db.session.rollback()
+        flash(str(refusal), "error")
         return redirect_after_post(url_for("consent.versions"))
-    policy.publish(version)
     db.session.commit()
     flash(f"Version {number} is posted.", "success")
     return redirect_after_post(url_for("consent.versions"))

@@ -48,6 +48,8 @@ class PolicyVersion(db.Model):
     email_dispatch_finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     email_recipient_count: Mapped[int | None] = mapped_column(Integer)
     notice_posted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Posted while the previous version was still to come: it cannot take effect before that one.
+    not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property
     def is_posted(self) -> bool:
@@ -60,7 +62,14 @@ class PolicyVersion(db.Model):
         Non-material: when posted. Material: the earlier of 30 days after the email dispatch
         finished and 30 days after the notice was posted, counting only the channels used.
         While the email is still going out and there is no notice, the date is not known.
+        Never before the previous version's date (``not_before``).
         """
+        own = self._own_effective_at()
+        if own is None or self.not_before is None:
+            return own
+        return max(own, self.not_before)
+
+    def _own_effective_at(self) -> datetime | None:
         if self.posted_at is None:
             return None
         if not self.material:
