@@ -294,3 +294,20 @@ def test_another_schools_class_change_or_guardian_request_cannot_be_decided(
         {"family_id": str(far_family.id), "target": str(far_parent.id)},
     )
     assert response.status_code == 404
+
+
+def test_a_guardian_removes_their_own_child_but_no_one_elses(client, world):
+    school, hazel, juniper, gina, family, staff = world
+    sign_in(client, gina.user.email)
+    jo = _student_id(school, "Jo")
+    forged = client.form(
+        "/classes/families/mine/students/remove", {"family_id": str(family.id), "target": str(jo)}
+    )
+    assert forged.status_code == 404
+    mia = _student_id(school, "Mia")
+    response = client.form(
+        "/classes/families/mine/students/remove", {"family_id": str(family.id), "target": str(mia)}
+    )
+    assert response.status_code == 303
+    assert _student_id(school, "Mia") is None and _student_id(school, "Jo") is not None
+    assert "Guardian family" not in client.get(f"/classes/{hazel.id}").get_data(as_text=True)

@@ -136,6 +136,31 @@ def save_my_student():
     return _save_student(family, own=True, back=url_for("classes.families.mine"))
 
 
+def _remove_student(family, *, back: str):
+    """Take a child out of the family (leaving a class needs nobody's approval)."""
+    form = forms.DecideForm()
+    if not form.validate_on_submit():
+        abort(400)
+    student = families.student_of(family, form.target.data)
+    if student is None:
+        abort(404)
+    name = student.first_name
+    families.remove_student(family, student)
+    db.session.commit()
+    flash(f"{name} is no longer listed in the family.", "success")
+    return redirect_after_post(back)
+
+
+@bp.route("/mine/students/remove", methods=["POST"])
+@member
+def remove_my_student():
+    """Take one of my children off the family's list."""
+    family = _own_family_or_404()
+    if not families.may_edit_own():
+        abort(403)
+    return _remove_student(family, back=url_for("classes.families.mine"))
+
+
 @bp.route("/mine/code", methods=["POST"])
 @member
 def rotate_my_code():
@@ -212,6 +237,14 @@ def save_student(family_id: int):
     """Add or change a child of any family."""
     family = _family_or_404(family_id)
     return _save_student(family, own=False, back=url_for("classes.families.edit", family_id=family.id))
+
+
+@bp.route("/<int:family_id>/students/remove", methods=["POST"])
+@requires("families.manage")
+def remove_student(family_id: int):
+    """Take a child off any family's list."""
+    family = _family_or_404(family_id)
+    return _remove_student(family, back=url_for("classes.families.edit", family_id=family.id))
 
 
 @bp.route("/<int:family_id>/name", methods=["POST"])
