@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import re
+from datetime import timedelta
 
 import pytest
+import time_machine
 from sqlalchemy import func, select
 from werkzeug.test import EnvironBuilder
 
@@ -25,6 +27,7 @@ from app.models import (
     User,
 )
 from app.models.audit import AuditEntry
+from app.models.base import utcnow
 from app.models.imports import ImportRun, ImportStatus
 from tests.conftest import sign_in
 
@@ -351,3 +354,11 @@ def test_another_schools_run_is_not_found(admin_client, school, make_school):
         run_id = run.id
     assert admin_client.get(f"/import/{run_id}").status_code == 404
     assert admin_client.form(f"/import/{run_id}/apply").status_code == 404
+
+
+def test_files_checked_but_never_applied_are_deleted_after_a_week(admin_client, school):
+    _upload(admin_client, _csv(*GOOD_ROWS))
+    with time_machine.travel(utcnow() + timedelta(days=8)):
+        _upload(admin_client, _csv(GOOD_ROWS[0]))
+    with tenancy.bound(school.id):
+        assert db.session.scalars(select(ImportRun.total_rows)).all() == [1]

@@ -80,6 +80,7 @@ def index():
                     created_by_id=current_user.id,
                 )
                 db.session.add(run)
+                services.forget_stale_previews()
                 db.session.commit()
                 return redirect_after_post(url_for("imports.show", run_id=run.id))
     return _index_page(form), 400 if form.errors else 200

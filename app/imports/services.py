@@ -13,9 +13,10 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from app import audit, jobs, tenancy
 from app.auth import tokens
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 WORKER_THRESHOLD = 500  # rows; larger files are applied by the worker with a progress bar
 INVITATION_HOURS = 7 * 24
+PREVIEW_DAYS = 7  # a checked file not applied within this is deleted
 CHUNK = 500  # ids per IN (...) list, well inside SQLite's parameter limit
 
 
@@ -381,6 +383,16 @@ def apply_or_enqueue(run: ImportRun) -> bool:
         return True
     run_import(run)
     return False
+
+
+def forget_stale_previews() -> None:
+    """Delete files checked but never applied after PREVIEW_DAYS: they hold people's details."""
+    cutoff = utcnow() - timedelta(days=PREVIEW_DAYS)
+    db.session.execute(
+        delete(ImportRun)
+        .where(ImportRun.status == ImportStatus.PREVIEWED, ImportRun.created_at < cutoff)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def max_bytes() -> int:
