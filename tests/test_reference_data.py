@@ -68,7 +68,7 @@ def _surfaces(built, *, staff: bool) -> list[tuple[str, dict]]:
     partial = {"HX-Request": "true", "HX-Target": "directory-results"}
     urls = [
         ("/directory/", {}),
-        ("/directory/?page=2", {}),
+        ("/directory/?page=9999", {}),  # past the last page at both sizes: shows the last one
         ("/directory/?q=family", partial),
         ("/directory/?q=an", partial),
         (f"/directory/?class_id={built.first_class_id}", partial),
@@ -110,3 +110,12 @@ def test_every_directory_surface_runs_the_same_queries_at_10_and_1000_families(a
         at_10 = _query_counts(app.test_client(), small, staff=staff)
         at_1000 = _query_counts(app.test_client(), large, staff=staff)
         assert at_10 == at_1000, f"staff={staff}"
+
+
+def test_a_page_past_the_end_shows_the_last_page(app, client):
+    built = generate(families=30, classes=2, students=30)
+    db.session.commit()
+    sign_in(client, built.staff_email, PASSWORD)
+    assert "30 families · page 1 of 2" in client.get("/directory/").get_data(as_text=True)
+    last = client.get("/directory/?page=9999").get_data(as_text=True)
+    assert "30 families · page 2 of 2" in last and last.count('class="card family"') == 5
