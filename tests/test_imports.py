@@ -362,3 +362,10 @@ def test_files_checked_but_never_applied_are_deleted_after_a_week(admin_client, 
         _upload(admin_client, _csv(GOOD_ROWS[0]))
     with tenancy.bound(school.id):
         assert db.session.scalars(select(ImportRun.total_rows)).all() == [1]
+
+
+def test_an_oversized_upload_from_someone_signed_out_gets_the_plain_error(client, school):
+    response = _upload(client, b"x" * (10 * 1024 * 1024 + 70 * 1024))
+    assert response.status_code == 413
+    page = response.get_data(as_text=True)
+    assert "That file is too big" in page and "family_key" not in page

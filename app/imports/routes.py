@@ -43,6 +43,8 @@ def _too_big_message() -> str:
 @bp.errorhandler(413)
 def too_big(_error):
     """An upload over the limit: the upload page, saying so next to the file field."""
+    if not current_user.is_authenticated:  # refused before access was checked: say no more
+        return render_template("errors/error.html", code=413), 413
     form = UploadForm(formdata=None)
     form.file.errors = [_too_big_message()]
     # Refused in the first hook: no member or school was loaded, so no list of recent imports.
