@@ -369,3 +369,26 @@ def test_an_oversized_upload_from_someone_signed_out_gets_the_plain_error(client
     assert response.status_code == 413
     page = response.get_data(as_text=True)
     assert "That file is too big" in page and "family_key" not in page
+
+
+def test_a_queued_import_no_worker_started_can_be_started_again(admin_client, school):
+    with tenancy.bound(school.id):
+        run = ImportRun(
+            content=_csv(*GOOD_ROWS).decode(),
+            total_rows=4,
+            status=ImportStatus.QUEUED,
+            queued_at=utcnow() - timedelta(seconds=30),
+        )
+        db.session.add(run)
+        db.session.commit()
+        run_id = run.id
+    assert "Start it again" not in admin_client.get(f"/import/{run_id}").get_data(as_text=True)  # not yet
+    assert admin_client.form(f"/import/{run_id}/again").status_code == 303
+    assert _counts(school)["Family"] == 0
+    with time_machine.travel(utcnow() + timedelta(minutes=3)):
+        page = admin_client.get(f"/import/{run_id}").get_data(as_text=True)
+        assert "No worker has started it" in page
+        assert admin_client.form(f"/import/{run_id}/again").status_code == 303
+    # In-process mode ran the job after that request: the run is done, once.
+    assert "Done." in admin_client.get(f"/import/{run_id}").get_data(as_text=True)
+    assert _counts(school)["Family"] == 2

@@ -126,7 +126,9 @@ def show(run_id: int):
     if run.status is ImportStatus.PREVIEWED:
         checked = services.check(run.content or "")
         return _preview(checked, filename=run.filename, run=run, status=200 if checked.ok else 409)
-    return render("imports/run.html", block="progress", target="import-progress", run=run)
+    return render(
+        "imports/run.html", block="progress", target="import-progress", run=run, stuck=services.stuck(run)
+    )
 
 
 @bp.route("/<int:run_id>/progress")
@@ -134,7 +136,9 @@ def show(run_id: int):
 def progress(run_id: int):
     """How far an import is (htmx polls this every second until it is finished)."""
     run = _run_or_404(run_id)
-    return render("imports/run.html", block="progress", target="import-progress", run=run)
+    return render(
+        "imports/run.html", block="progress", target="import-progress", run=run, stuck=services.stuck(run)
+    )
 
 
 @bp.route("/<int:run_id>/apply", methods=["POST"])
@@ -154,6 +158,18 @@ def apply(run_id: int):
         flash("The import is done.", "success")
     else:
         flash("The import did not go through; nothing was changed.", "error")
+    return redirect_after_post(url_for("imports.show", run_id=run.id))
+
+
+@bp.route("/<int:run_id>/again", methods=["POST"])
+@requires("import.run")
+def start_again(run_id: int):
+    """Queue an import again that no worker picked up (Redis was down, or a worker was lost)."""
+    run = _run_or_404(run_id)
+    if not ApplyForm().validate_on_submit():
+        abort(400)
+    if services.start_again(run):
+        flash("The import is queued again.", "info")
     return redirect_after_post(url_for("imports.show", run_id=run.id))
 
 

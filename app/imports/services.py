@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 WORKER_THRESHOLD = 500  # rows; larger files are applied by the worker with a progress bar
 INVITATION_HOURS = 7 * 24
+STUCK_AFTER = timedelta(minutes=2)  # a queued run not started by then may be started again
 PREVIEW_DAYS = 7  # a checked file not applied within this is deleted
 CHUNK = 500  # ids per IN (...) list, well inside SQLite's parameter limit
 
@@ -306,7 +307,7 @@ def start(run: ImportRun) -> bool:
     claimed = db.session.execute(
         update(ImportRun)
         .where(ImportRun.id == run.id, ImportRun.status == ImportStatus.PREVIEWED)
-        .values(status=ImportStatus.QUEUED)
+        .values(status=ImportStatus.QUEUED, queued_at=utcnow())
         .execution_options(synchronize_session=False)
     )
     if not claimed.rowcount:
@@ -317,12 +318,19 @@ def start(run: ImportRun) -> bool:
 
 
 def run_import(run: ImportRun) -> None:
-    """Apply a claimed run in one transaction; on any failure nothing is written and the run says so."""
+    """Apply a queued run in one transaction; on any failure nothing is written and the run says so."""
     school = db.session.get(School, run.school_id)
     run_id = run.id
-    run.status = ImportStatus.RUNNING
-    run.processed_rows = 0
+    running = db.session.execute(
+        update(ImportRun)
+        .where(ImportRun.id == run_id, ImportRun.status == ImportStatus.QUEUED)
+        .values(status=ImportStatus.RUNNING, processed_rows=0)
+        .execution_options(synchronize_session=False)
+    )
     db.session.commit()
+    if not running.rowcount:
+        return  # another job (a run started again) has it, or it is finished
+    db.session.refresh(run)
     try:
         checked = check(run.content or "")
         if not checked.ok:
@@ -370,19 +378,41 @@ def apply_import_job(run_id: int, school_id: int) -> None:
     """Worker: apply a large import run of one school."""
     with tenancy.bound(school_id):
         run = db.session.get(ImportRun, run_id)
-        if run is None or run.status is not ImportStatus.QUEUED:
-            return  # already applied, or removed
-        run_import(run)
+        if run is not None:
+            run_import(run)  # claims it, or leaves it to whoever already did
 
 
 def apply_or_enqueue(run: ImportRun) -> bool:
     """Apply a small run now; queue a large one for the worker. True if it was queued."""
     if run.total_rows > WORKER_THRESHOLD:
-        jobs.enqueue(apply_import_job, run.id, run.school_id, job_timeout=1800)
+        _enqueue(run)
         db.session.commit()
         return True
     run_import(run)
     return False
+
+
+def _enqueue(run: ImportRun) -> None:
+    jobs.enqueue(apply_import_job, run.id, run.school_id, job_timeout=1800)
+
+
+def stuck(run: ImportRun) -> bool:
+    """Queued for longer than STUCK_AFTER: Redis was down, or the job was lost with a worker."""
+    return (
+        run.status is ImportStatus.QUEUED
+        and run.queued_at is not None
+        and run.queued_at < utcnow() - STUCK_AFTER
+    )
+
+
+def start_again(run: ImportRun) -> bool:
+    """Queue a stuck run once more (True if queued); the first job to claim it runs it."""
+    if not stuck(run):
+        return False
+    run.queued_at = utcnow()
+    _enqueue(run)
+    db.session.commit()
+    return True
 
 
 def forget_stale_previews() -> None:

@@ -45,6 +45,7 @@ class ImportRun(SchoolScoped, db.Model):
     # What the apply created: {"families": n, "guardians": n, "students": n, ...}.
     summary: Mapped[dict] = mapped_column(JSON, default=dict)
     failure: Mapped[str | None] = mapped_column(String(500))
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property
