@@ -95,17 +95,6 @@ class Plan:
 
     def counts(self, rows: list[Row], class_of: dict[int, int]) -> dict[str, int]:
         """How many families, guardians, children and class places the rows would add."""
-        new = {
-            "families": 0,
-            "accounts": 0,
-            "memberships": 0,
-            "guardians": 0,
-            "students": 0,
-            "enrollments": 0,
-        }
-        new["families"] = sum(1 for v in self.families.values() if v is None)
-        new["accounts"] = sum(1 for v in self.users.values() if v is None)
-        new["memberships"] = sum(1 for email in self.users if email not in self.members)
         links, children, places = set(), set(), set()
         for row in rows:
             key, email, first, last = row.key
@@ -117,8 +106,14 @@ class Plan:
                 children.add((key, first, last))
             if student_id is None or (student_id, class_of[row.line]) not in self.enrollments:
                 places.add((key, first, last, class_of[row.line]))
-        new.update(guardians=len(links), students=len(children), enrollments=len(places))
-        return new
+        return {
+            "families": sum(1 for v in self.families.values() if v is None),
+            "accounts": sum(1 for v in self.users.values() if v is None),
+            "memberships": sum(1 for email in self.users if email not in self.members),
+            "guardians": len(links),
+            "students": len(children),
+            "enrollments": len(places),
+        }
 
 
 def plan(rows: list[Row]) -> Plan:
