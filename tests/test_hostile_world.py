@@ -12,7 +12,7 @@ from html.parser import HTMLParser
 from urllib.parse import urljoin, urlsplit
 
 from flask import Flask
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from app import tenancy
 from app.extensions import db
@@ -156,9 +156,16 @@ def build_world(make_school, make_member) -> World:
     )
 
 
-def signed_in_client(app: Flask, side: Side, role: str) -> HtmxClient:
-    """A client signed in as ``role`` of ``side`` (anonymous: no sign-in)."""
+def signed_in_client(app: Flask, side: Side, role: str, *, https: bool = False) -> HtmxClient:
+    """A client signed in as ``role`` of ``side`` (anonymous: no sign-in).
+
+    ``https``: requests say they came over TLS, so Secure cookies (production) are kept and sent,
+    with the same-origin Referer that Flask-WTF requires of forms over https.
+    """
     client = app.test_client()
+    if https:
+        client.environ_base["wsgi.url_scheme"] = "https"
+        client.environ_base["HTTP_REFERER"] = "https://localhost/"
     if role != "anonymous":
         response = sign_in(client, side.actors[role].user.email)
         assert response.status_code in (302, 303), (role, response.status_code)
@@ -383,3 +390,26 @@ def rows_of_school(snap: dict[str, list[tuple]], school_id: int) -> dict[str, li
     index = [c.name for c in users.columns].index("id")
     result["user"] = [row for row in snap.get("user", []) if row[index] in member_users]
     return result
+
+
+_WRITE = re.compile(r'^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"?(\w+)"?', re.IGNORECASE)
+
+
+class WriteRecorder:
+    """The tables written through one engine while it listens (far cheaper than snapshots)."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+        self.tables: list[str] = []
+
+    def _record(self, conn, cursor, statement, *args) -> None:
+        match = _WRITE.match(statement)
+        if match and match[1] not in ALWAYS_WRITTEN:
+            self.tables.append(match[1])
+
+    def __enter__(self) -> WriteRecorder:
+        event.listen(self.engine, "before_cursor_execute", self._record)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._record)
