@@ -1,45 +1,101 @@
-"""Password rules in line with current guidance: length over composition, no common passwords."""
+"""Password rules after NIST SP 800-63B rev. 4: length over composition, no known-bad passwords.
+
+- at least 15 characters (a password is the only factor here), at most 256, so 64 and more are
+  always accepted; any Unicode character counts, spaces included, and nothing is required (no
+  digits, capitals or symbols) because composition rules push people to predictable patterns;
+- characters are counted after Unicode NFKC normalisation, which is also what is hashed, so the
+  same password typed on another keyboard still matches;
+- refused: passwords on the bundled list of common and breached passwords (compared without
+  case, spaces or punctuation), a character or short run repeated, straight keyboard or number
+  runs, and passwords built from the person's own name or email address, or this service's name.
+"""
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from functools import cache
 from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
-MIN_LENGTH = 12
+MIN_LENGTH = 15
 MAX_LENGTH = 256
+GUIDANCE = f"At least {MIN_LENGTH} characters. A few unrelated words work well; spaces are fine."
 # A hash of a random password, checked when the email is unknown so timing reveals nothing.
 _DUMMY_HASH = generate_password_hash("not-a-real-password-4f9c2a")
+_SERVICE_WORDS = ("joinourclass", "ourclass")
+_RUNS = ("abcdefghijklmnopqrstuvwxyz", "0123456789", "qwertyuiopasdfghjklzxcvbnm", "1qaz2wsx3edc4rfv5tgb")
+TOO_SHORT = f"Use at least {MIN_LENGTH} characters. A few unrelated words work well."
+TOO_LONG = f"Use at most {MAX_LENGTH} characters."
+TOO_COMMON = "This password is too easy to guess (it is common or has leaked). Try a few unrelated words."
+TOO_PERSONAL = "Don't build your password from your name or email address (or this site's name)."
+
+
+def normalise(password: str) -> str:
+    """NFKC, as NIST asks: what is counted, compared and hashed."""
+    return unicodedata.normalize("NFKC", password)
+
+
+def _squeezed(text: str) -> str:
+    """Lower case without spaces or punctuation: 'Correct Horse-Battery' -> 'correcthorsebattery'."""
+    return "".join(ch for ch in text.lower() if ch.isalnum())
 
 
 @cache
 def _common_passwords() -> frozenset[str]:
     path = Path(__file__).with_name("common_passwords.txt")
-    lines = (line.strip().lower() for line in path.read_text().splitlines())
-    return frozenset(line for line in lines if line and not line.startswith("#"))
+    lines = (line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    return frozenset(_squeezed(line) for line in lines if line and not line.startswith("#"))
+
+
+def _is_repetitive(squeezed: str) -> bool:
+    """One character, or one short run, repeated ('aaaa...', 'abcabcabc...', '121212...')."""
+    if len(set(squeezed)) <= 2:
+        return True
+    return re.fullmatch(r"(.{1,5})\1+.{0,5}", squeezed) is not None
+
+
+def _is_keyboard_run(squeezed: str) -> bool:
+    """A stretch of the alphabet, the digits or a keyboard row, forwards or backwards."""
+    return any(squeezed in run * 2 or squeezed in (run * 2)[::-1] for run in _RUNS)
+
+
+def _personal_words(email: str, name: str) -> set[str]:
+    local = email.split("@")[0]
+    words = {_squeezed(email), _squeezed(local), _squeezed(name), *_SERVICE_WORDS}
+    words |= {_squeezed(part) for part in re.split(r"[\s._+-]+", f"{local} {name}")}
+    return {word for word in words if len(word) >= 4}
 
 
 def problems(password: str, *, email: str = "", name: str = "") -> list[str]:
     """What is wrong with a proposed password, in words a person can act on (empty if fine)."""
+    password = normalise(password)
+    squeezed = _squeezed(password)
+    if squeezed in _common_passwords():
+        return [TOO_COMMON]  # said first: a longer version of it would be no better
     if len(password) < MIN_LENGTH:
-        return [f"Use at least {MIN_LENGTH} characters. A few unrelated words work well."]
+        return [TOO_SHORT]
     if len(password) > MAX_LENGTH:
-        return [f"Use at most {MAX_LENGTH} characters."]
-    lowered = password.lower()
-    if lowered in _common_passwords() or len(set(lowered)) <= 2:
-        return ["This password is too easy to guess. Try a few unrelated words."]
-    personal = {email.lower(), email.split("@")[0].lower(), name.lower().replace(" ", "")}
-    if any(part and len(part) >= 4 and part in lowered.replace(" ", "") for part in personal):
-        return ["Don't build your password from your name or email address."]
+        return [TOO_LONG]
+    if _is_repetitive(squeezed) or _is_keyboard_run(squeezed):
+        return [TOO_COMMON]
+    personal = _personal_words(email, name)
+    # What is left once the person's own words are taken out must still be a password.
+    rest = squeezed
+    for word in sorted(personal, key=len, reverse=True):
+        rest = rest.replace(word, "")
+    if personal and len(rest) < len(squeezed) and len(rest) < MIN_LENGTH // 2:
+        return [TOO_PERSONAL]
     return []
 
 
 def hash_password(password: str) -> str:
-    """Hash with Werkzeug's default (scrypt), salted per password."""
-    return generate_password_hash(password)
+    """Hash the normalised password with Werkzeug's default (scrypt), salted per password."""
+    return generate_password_hash(normalise(password))
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     """Check a password; an unknown account costs the same time as a known one."""
-    return check_password_hash(password_hash or _DUMMY_HASH, password) and password_hash is not None
+    matches = check_password_hash(password_hash or _DUMMY_HASH, normalise(password))
+    return matches and password_hash is not None
