@@ -1,0 +1,389 @@
+"""Scale-out: two gunicorn web instances and two ``python worker.py`` on one PostgreSQL and one Redis.
+
+Real processes throughout, as on a host with several dynos:
+- a person signs in on instance 1 and carries on (and signs out) on instance 2;
+- rate limits are counted in Redis, so attempts spread over both instances add up;
+- a 20,000-recipient send is shared by both workers, and the fake Mailgun (a real HTTP server on
+  loopback, in this process) receives every recipient exactly once: no duplicates, no gaps;
+- one worker SIGKILLed mid-send loses nothing: ``flask jobs sweep`` hands the rest to the other.
+
+PostgreSQL is needed (several processes write at once); the test skips on the SQLite run, which
+CI follows with a PostgreSQL run. Redis comes from TEST_REDIS_URL (a skip on a laptop, a
+failure under CI=true).
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections import Counter
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from rq import Queue
+from rq.job import Job
+from sqlalchemy import update
+
+from app.mail.jobs import STUCK_AFTER, send_message
+from app.models import DeliveryStatus, MailDelivery, Role
+from app.models.base import utcnow
+from tests.conftest import PASSWORD, ROOT
+from tests.integration.conftest import (
+    WORKER_SECRET_KEY,
+    WORKER_START_TIMEOUT,
+    WorkerProcess,
+    fresh,
+    park_sweeper,
+    wait_for,
+    worker_is_idle,
+)
+from tests.integration.test_mail_reliability import (
+    BATCH,
+    DOMAIN,
+    KEY,
+    PUBLIC_URL,
+    TimedFakeMailgun,
+    kill_worker_tree,
+    make_users,
+    status_counts,
+    write_announcement,
+)
+
+pytestmark = pytest.mark.redis
+
+RECIPIENTS = 20_000
+SEND_TIMEOUT = 90.0
+WEB_START_TIMEOUT = 30.0
+INHERITED = ("TEST_", "FLASK_", "RQ_", "MAIL", "REDIS_", "DATABASE_", "PUBLIC_URL", "APP_ENV", "WEB_", "PORT")
+_NO_PROXY = urllib.request.ProxyHandler({})
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_only(database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("scale-out runs on PostgreSQL (TEST_DATABASE_URL); CI's PostgreSQL run has it")
+
+
+@pytest.fixture
+def fake() -> Iterator[TimedFakeMailgun]:
+    with TimedFakeMailgun(api_key=KEY, domain=DOMAIN) as server:
+        yield server
+
+
+@pytest.fixture
+def outbox_app(make_redis_app, redis_url):
+    """The test's own view of the app: writes messages whose send jobs go to the test Redis."""
+    from app.extensions import db
+
+    app = make_redis_app(redis_url, SWEEP_PENDING_AFTER=timedelta(0))
+    with app.app_context():
+        yield app
+        db.session.remove()
+
+
+def _env(database_url: str, redis_url: str, instance: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(INHERITED)}
+    env.update(
+        APP_ENV="development",
+        DATABASE_URL=database_url,
+        REDIS_URL=redis_url,
+        SECRET_KEY=WORKER_SECRET_KEY,
+        INSTANCE_PATH=str(instance),
+        PUBLIC_URL=PUBLIC_URL,
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env
+
+
+@pytest.fixture
+def workers(redis_url, redis_conn, database_url, tmp_path, app, fake) -> Iterator[Callable[[int], list]]:
+    """workers(n) -> n running worker.py processes whose Mailgun is the fake; stopped at teardown."""
+    assert fake.base_url.startswith("http://127.0.0.1:")
+    started: list[WorkerProcess] = []
+    instance = tmp_path / "workers"
+    instance.mkdir()
+    env = _env(
+        database_url,
+        redis_url,
+        instance,
+        MAIL_BACKEND="mailgun",
+        MAILGUN_API_KEY=fake.api_key,
+        MAILGUN_DOMAIN=fake.domain,
+        MAILGUN_BASE_URL=fake.base_url,
+        MAILGUN_TIMEOUT="10",
+    )
+
+    def start(count: int) -> list[WorkerProcess]:
+        park_sweeper(redis_conn)  # the test sweeps when it chooses to
+        new = [WorkerProcess(env, tmp_path / f"worker-{len(started) + i + 1}.log") for i in range(count)]
+        started.extend(new)
+        for worker in new:
+            wait_for(
+                lambda worker=worker: worker_is_idle(redis_conn, worker),
+                timeout=WORKER_START_TIMEOUT,
+                what="a worker to register and go idle",
+                worker=worker,
+            )
+        return new
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class WebInstance:
+    """``gunicorn "app:create_app()"`` on a free loopback port, one worker process."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._log = log_path.open("wb")
+        self.log_path = log_path
+        env = {**env, "PORT": str(self.port), "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "4"}
+        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
+        self.proc = subprocess.Popen(
+            [
+                gunicorn,
+                "--config",
+                "gunicorn.conf.py",
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "app:create_app()",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            pytest.fail(f"gunicorn exited:\n{self.log_path.read_text(errors='replace')[-4000:]}")
+        try:
+            with urllib.request.build_opener(_NO_PROXY).open(f"{self.url}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self._log.close()
+
+
+@pytest.fixture
+def web(redis_url, database_url, tmp_path, app) -> Iterator[list[WebInstance]]:
+    """Two web instances on the same database and Redis (rate limits live in Redis)."""
+    instance = tmp_path / "web"
+    instance.mkdir()
+    env = _env(database_url, redis_url, instance, MAIL_BACKEND="devmailbox")
+    instances = [WebInstance(env, tmp_path / f"web-{n}.log") for n in (1, 2)]
+    try:
+        for one in instances:
+            deadline = time.monotonic() + WEB_START_TIMEOUT
+            while not one.ready():
+                if time.monotonic() > deadline:
+                    pytest.fail(f"gunicorn did not answer /health:\n{one.log_path.read_text()[-4000:]}")
+                time.sleep(0.2)
+        yield instances
+    finally:
+        for one in instances:
+            one.stop()
+
+
+class Browser:
+    """One person's cookie jar, used against any instance (cookies name the host, not the port)."""
+
+    def __init__(self) -> None:
+        self.opener = urllib.request.build_opener(
+            _NO_PROXY, urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), _NoRedirect()
+        )
+
+    def get(self, url: str) -> tuple[int, str, dict]:
+        return self._open(urllib.request.Request(url))
+
+    def post(self, url: str, fields: dict[str, str]) -> tuple[int, str, dict]:
+        body = urllib.parse.urlencode(fields).encode()
+        return self._open(urllib.request.Request(url, data=body, method="POST"))
+
+    def _open(self, request) -> tuple[int, str, dict]:
+        try:
+            with self.opener.open(request, timeout=15) as response:
+                return response.status, response.read().decode(), dict(response.headers)
+        except urllib.error.HTTPError as error:
+            with error:
+                return error.code, error.read().decode(errors="replace"), dict(error.headers)
+
+    def csrf(self, base: str) -> str:
+        _, page, _ = self.get(f"{base}/privacy")
+        return re.search(r'<meta name="csrf-token" content="([^"]+)"', page).group(1)
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # let the test see the 302/303 itself
+
+
+# -- the web side ----------------------------------------------------------------------------------
+
+
+def test_a_session_started_on_one_instance_carries_on_on_the_other(web, make_school, make_member):
+    member = make_member(make_school(name="Twin School"), role=Role.ADMIN, email="twin@example.org")
+    first, second = web
+    person = Browser()
+    status, _, headers = person.post(
+        f"{first.url}/sign-in",
+        {"email": member.user.email, "password": PASSWORD, "csrf_token": person.csrf(first.url)},
+    )
+    assert status == 303, status
+    status, page, _ = person.get(f"{second.url}/account")
+    assert status == 200 and "twin@example.org" in page  # signed in on the other instance
+    # A form from one instance's page is accepted by the other (the CSRF secret is in the session).
+    token = person.csrf(first.url)
+    status, _, _ = person.post(f"{second.url}/sign-out", {"csrf_token": token})
+    assert status == 303
+    status, _, headers = person.get(f"{first.url}/account")
+    assert status == 302 and headers["Location"].startswith("/sign-in")  # signed out everywhere
+
+
+def test_rate_limits_are_counted_across_both_instances(web, make_school, make_member):
+    """10 sign-ins a minute per address: five on each instance use it up; a memory store would not."""
+    member = make_member(make_school(), email="limited@example.org")
+    first, second = web
+    person = Browser()
+    answers = []
+    for attempt in range(10):
+        base = (first, second)[attempt % 2].url
+        fields = {
+            "email": member.user.email,
+            "password": "not the password at all",
+            "csrf_token": person.csrf(base),
+        }
+        answers.append(person.post(f"{base}/sign-in", fields)[0])
+    assert answers == [400] * 10
+    status, page, _ = person.post(
+        f"{first.url}/sign-in",
+        {"email": member.user.email, "password": PASSWORD, "csrf_token": person.csrf(first.url)},
+    )
+    assert status == 429, "the 11th attempt, the 6th on this instance, is refused: the count is shared"
+    assert "Too many attempts" in page
+
+
+# -- the workers -----------------------------------------------------------------------------------
+
+
+def _enqueue_second_send(redis_conn, message_id: int) -> Job:
+    """As the sweeper would: another send job for the same message, for the other worker."""
+    return Queue("mail", connection=redis_conn).enqueue(send_message, message_id, job_timeout=600)
+
+
+def _wait_all_sent(message_id: int, total: int, alive: list[WorkerProcess]) -> None:
+    deadline = time.monotonic() + SEND_TIMEOUT
+    while status_counts(message_id)[DeliveryStatus.SENT] < total:
+        for worker in alive:
+            if worker.proc.poll() is not None:
+                pytest.fail(f"worker exited:\n{worker.output()[-4000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {SEND_TIMEOUT:.0f}s: {dict(status_counts(message_id))}")
+        time.sleep(0.25)
+
+
+def _sent_per_worker(redis_conn, message_id: int) -> dict[str, int]:
+    """Which worker ran each send job of the message, and how many it sent (the jobs' results)."""
+    from rq.registry import FinishedJobRegistry
+
+    per_worker: Counter = Counter()
+    for job_id in FinishedJobRegistry("mail", connection=redis_conn).get_job_ids():
+        job = Job.fetch(job_id, connection=redis_conn)
+        if job.func_name.endswith("send_message") and job.args == (message_id,):
+            per_worker[job.worker_name] += (job.return_value() or {}).get("sent", 0)
+    return dict(per_worker)
+
+
+def test_a_20000_recipient_send_is_shared_by_two_workers_each_recipient_once(
+    outbox_app, fake, workers, redis_conn
+):
+    emails = make_users(RECIPIENTS, "shared-")
+    fake.queue_responses([{"delay": 0.2}] * 4)  # a slower start, so the second job finds work left
+    workers(2)
+    message_id = write_announcement("shared-")  # its send job goes to Redis on commit
+    _enqueue_second_send(redis_conn, message_id)
+    _wait_all_sent(message_id, RECIPIENTS, [])
+    received = Counter(fake.recipients())
+    assert len(received) == RECIPIENTS and set(received) == set(emails), "no gaps"
+    assert max(received.values()) == 1, "no duplicates"
+    assert fake.stats()["requests"] == RECIPIENTS // BATCH
+    wait_for(
+        lambda: len(_sent_per_worker(redis_conn, message_id)) == 2, timeout=10, what="both jobs to finish"
+    )
+    shares = _sent_per_worker(redis_conn, message_id)
+    assert sum(shares.values()) == RECIPIENTS and min(shares.values()) > 0, shares
+
+
+def test_a_worker_killed_mid_send_loses_nothing(
+    outbox_app, fake, workers, redis_conn, database_url, tmp_path
+):
+    emails = make_users(RECIPIENTS, "killed-")
+    # Slow batches, so the kill lands mid-send with a batch of the victim's in flight.
+    fake.queue_responses([{"delay": 0.5}] * 8)
+    victim, survivor = workers(2)
+    message_id = write_announcement("killed-")
+    _enqueue_second_send(redis_conn, message_id)
+    wait_for(lambda: fake.attempts >= 4, timeout=SEND_TIMEOUT, what="four batches to reach the provider")
+    kill_worker_tree(victim)
+
+    # The survivor finishes what is pending; the victim's claimed batch stays "sending" until the
+    # sweeper finds it stuck. Age it past STUCK_AFTER, then sweep with the real command.
+    from app.extensions import db
+
+    db.session.execute(
+        update(MailDelivery)
+        .where(MailDelivery.message_id == message_id, MailDelivery.status == DeliveryStatus.SENDING)
+        .values(updated_at=utcnow() - STUCK_AFTER - timedelta(minutes=1))
+    )
+    db.session.commit()
+    flask = str(Path(sys.executable).with_name("flask"))
+    env = _env(database_url, os.environ["TEST_REDIS_URL"], tmp_path, MAIL_BACKEND="devmailbox")
+    env["FLASK_APP"] = "app:create_app"
+    swept = subprocess.run(
+        [flask, "jobs", "sweep"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert swept.returncode == 0, swept.stderr
+    _wait_all_sent(message_id, RECIPIENTS, [survivor])
+    time.sleep(1.0)  # a request in flight at the kill may still be finishing its scripted delay
+
+    received = Counter(fake.recipients())
+    assert set(received) == set(emails), "nothing lost"
+    twice = [email for email, count in received.items() if count > 1]
+    assert max(received.values()) <= 2 and len(twice) <= BATCH, "at most the one batch in flight went twice"
+    assert sorted(d.to_email for d in fresh_deliveries(message_id)) == sorted(emails)
+
+
+def fresh_deliveries(message_id: int) -> list[MailDelivery]:
+    from sqlalchemy import select
+
+    return list(fresh(select(MailDelivery).where(MailDelivery.message_id == message_id)).scalars())
