@@ -43,6 +43,8 @@ from tests.test_hostile_world import (
     int_arguments,
     interesting_rules,
     may_reach,
+    overreaching,
+    permissions_of,
     rows_of_school,
     signed_in_client,
     snapshot,
@@ -199,6 +201,7 @@ def test_hostile_values_in_every_form_never_break_escape_or_overreach(
     assert len(targets) >= 10, [t.path for t in targets]
     good = _good_values(world)
     other_before = rows_of_school(snapshot(), world.other.school.id)
+    permissions = permissions_of(world.mine, role)
     with fuzz_app.app_context():
         engine = db.engine  # the fuzzed app's own engine: its writes are the ones to watch
     adapter = fuzz_app.url_map.bind("localhost")
@@ -227,6 +230,8 @@ def test_hostile_values_in_every_form_never_break_escape_or_overreach(
             assert TEMPLATE_RESULT not in body, ("template evaluated", where)
         if not reachable:
             assert writes.tables == [], ("refused request wrote", writes.tables, where)
+        bad = overreaching(writes.writes, permissions)
+        assert bad == [], ("a write beyond the actor's permissions", bad, where)
         answered[response.status_code] = answered.get(response.status_code, 0) + 1
 
     # Every target gets its own examples: hypothesis alone would favour the first few.

@@ -392,20 +392,75 @@ def rows_of_school(snap: dict[str, list[tuple]], school_id: int) -> dict[str, li
     return result
 
 
-_WRITE = re.compile(r'^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"?(\w+)"?', re.IGNORECASE)
+_WRITE = re.compile(r'^\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"?(\w+)"?', re.IGNORECASE)
+_SET_COLUMNS = re.compile(r"\bSET\s+(.*?)\s+WHERE\b", re.IGNORECASE | re.DOTALL)
+# Writes only these permissions allow, whatever route makes them (a route declared too weakly
+# is caught here, where the declared-access check would let it through). "*": any column.
+DECISIONS = {"approved", "rejected"}
+GUARDED: dict[tuple[str, str], frozenset[str]] = {
+    ("membership", "role"): frozenset({"members.manage"}),
+    ("membership", "status"): frozenset({"members.approve", "members.manage"}),
+    ("permission_change", "*"): frozenset({"members.permissions"}),
+    ("school", "*"): frozenset({"settings.edit"}),
+    ("school_class", "*"): frozenset({"classes.manage", "import.run"}),
+}
+
+
+@dataclass
+class Write:
+    """One INSERT, UPDATE or DELETE: its table, the columns it sets (UPDATE) and its parameters."""
+
+    verb: str
+    table: str
+    columns: tuple[str, ...]
+    parameters: tuple
+
+    def guarded_by(self) -> list[frozenset[str]]:
+        """The permission sets (any one of each suffices) this write needs."""
+        needed = []
+        for (table, column), permissions in GUARDED.items():
+            if table != self.table:
+                continue
+            if column == "*" or (self.verb == "UPDATE" and column in self.columns):
+                needed.append(permissions)
+        if self.table == "membership" and not DECISIONS & set(map(str, self.parameters)):
+            # A status change that is not a decision on a request (closing one's own account).
+            needed = [p for p in needed if p is not GUARDED[("membership", "status")]]
+        return needed
+
+
+def _flat_values(parameters) -> tuple:
+    """Every parameter value of one statement (a dict, a sequence, or many of either)."""
+    if isinstance(parameters, dict):
+        return tuple(parameters.values())
+    if isinstance(parameters, list | tuple):
+        values: list = []
+        for item in parameters:
+            values.extend(_flat_values(item) if isinstance(item, dict | list | tuple) else (item,))
+        return tuple(values)
+    return ()
 
 
 class WriteRecorder:
-    """The tables written through one engine while it listens (far cheaper than snapshots)."""
+    """The writes made through one engine while it listens (far cheaper than snapshots)."""
 
     def __init__(self, engine) -> None:
         self.engine = engine
-        self.tables: list[str] = []
+        self.writes: list[Write] = []
 
-    def _record(self, conn, cursor, statement, *args) -> None:
+    @property
+    def tables(self) -> list[str]:
+        return [write.table for write in self.writes]
+
+    def _record(self, conn, cursor, statement, parameters, context, executemany) -> None:
         match = _WRITE.match(statement)
-        if match and match[1] not in ALWAYS_WRITTEN:
-            self.tables.append(match[1])
+        if not match or match[2] in ALWAYS_WRITTEN:
+            return
+        verb = match[1].split()[0].upper()
+        columns: tuple[str, ...] = ()
+        if verb == "UPDATE" and (found := _SET_COLUMNS.search(statement)):
+            columns = tuple(part.split("=")[0].strip().strip('"') for part in found[1].split(","))
+        self.writes.append(Write(verb, match[2], columns, _flat_values(parameters)))
 
     def __enter__(self) -> WriteRecorder:
         event.listen(self.engine, "before_cursor_execute", self._record)
@@ -413,3 +468,17 @@ class WriteRecorder:
 
     def __exit__(self, *exc) -> None:
         event.remove(self.engine, "before_cursor_execute", self._record)
+
+
+def overreaching(writes: list[Write], permissions: frozenset[str]) -> list[Write]:
+    """Writes the actor's permissions do not allow."""
+    return [w for w in writes if any(not (needed & permissions) for needed in w.guarded_by())]
+
+
+def permissions_of(side: Side, role: str) -> frozenset[str]:
+    """What the actor may do in their school (nothing for strangers and people waiting)."""
+    if role == "anonymous":
+        return frozenset()
+    with tenancy.bound(side.school.id):
+        db.session.expire_all()
+        return effective_permissions(db.session.get(Membership, side.actors[role].id))
