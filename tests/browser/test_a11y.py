@@ -13,8 +13,11 @@ from collections import deque
 from urllib.parse import urljoin, urlsplit
 
 import pytest
+from flask import url_for
 from playwright.sync_api import Page
 
+from app.extensions import db
+from app.models import PlatformRole
 from tests.browser.helpers import sign_in
 from tests.test_hostile_world import ROLES, build_world
 
@@ -139,3 +142,20 @@ def _sign_in_pending(page: Page, email: str) -> None:
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(path_is("/pending"))
+
+
+@pytest.mark.parametrize("platform_role", [PlatformRole.SUPPORT, PlatformRole.ADMIN])
+def test_no_serious_accessibility_violations_on_the_platform_pages(
+    context, live_server, axe_source, make_school, make_member, platform_role
+):
+    """The operator's own people: their console and whatever it links to."""
+    world = build_world(make_school, make_member)
+    operator = world.mine.actors["parent"].user
+    operator.platform_role = platform_role
+    db.session.commit()
+    console = url_for("platform.console", _external=False)
+    page = context.new_page()
+    sign_in(page, operator.email)
+    checked, problems = crawl_and_check(page, axe_source, live_server, [console, "/"])
+    assert console in checked, checked
+    assert problems == [], "\n".join(problems)
