@@ -85,6 +85,9 @@ class School(db.Model):
     # May approved guardians add and edit their own family's members? Otherwise only staff with
     # families.manage can.
     families_edit_own: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    # The least role whose members approve newcomers by default (staff, admin or superadmin);
+    # single grants and revocations of members.approve still apply on top.
+    approval_role: Mapped[Role] = _enum_column(Role, default=Role.STAFF, server_default=Role.STAFF.value)
 
 
 class User(UserMixin, db.Model):
