@@ -139,7 +139,7 @@ def test_create_school_command_makes_a_superadmin_who_can_sign_in(app, client):
             "short",
         ]
     )
-    assert weak.exit_code != 0 and "at least 12" in weak.output
+    assert weak.exit_code != 0 and "at least 15" in weak.output
 
 
 def test_seed_demo_builds_a_school_each_role_can_use(app, client):

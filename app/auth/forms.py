@@ -16,6 +16,8 @@ from wtforms import (
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, EqualTo, InputRequired, Length, Optional
 
+from app.auth import passwords
+
 CHILD_SLOTS = 4
 
 EMAIL_CHECKS = [
@@ -63,6 +65,11 @@ class JoinForm(FlaskForm):
         validators=[DataRequired("Enter the code your school gave you."), Length(max=40)],
         description="Your school's office or class teacher gives you this code.",
     )
+    family_code = StringField(
+        "Family code (only to join a family already at the school)",
+        validators=[Optional(), Length(max=40)],
+        description="A second parent or carer: the family's guardian finds it on their family page.",
+    )
     name = StringField(
         "Your name",
         validators=[DataRequired("Enter your name."), Length(max=120, message="Use at most 120 characters.")],
@@ -71,7 +78,7 @@ class JoinForm(FlaskForm):
     password = PasswordField(
         "Choose a password",
         validators=[InputRequired("Choose a password.")],
-        description="At least 12 characters. A few unrelated words work well.",
+        description=passwords.GUIDANCE,
     )
     children = FieldList(FormField(ChildForm), min_entries=CHILD_SLOTS, max_entries=CHILD_SLOTS)
     accept_policy = BooleanField(

@@ -46,11 +46,12 @@ def join():
             email=form.email.data,
             password=form.password.data,
             children=_children_of(form),
+            family_code=form.family_code.data or "",
         )
-        if outcome.user is not None:
+        if outcome.error is None:
+            # New address or not, the same answer: the email tells the person what comes next.
             db.session.commit()
-            services.sign_in(outcome.user)
-            return redirect_after_post(url_for("main.home"))
+            return redirect_after_post(url_for("auth.join_sent"))
         _field_error(form, outcome)
         refused = True
     status = 400 if refused or form.errors else 200
@@ -69,6 +70,13 @@ def _field_error(form, outcome) -> None:
     """Show a service's refusal next to the field it is about."""
     field = form.children[0].class_id if outcome.field == "children" else getattr(form, outcome.field)
     field.errors = [*field.errors, outcome.error]
+
+
+@bp.route("/join/sent")
+@public
+def join_sent():
+    """After joining: check your email (the same page whether or not the address had an account)."""
+    return render_template("auth/join_sent.html")
 
 
 @bp.route("/join/classes")
@@ -104,6 +112,7 @@ def sign_in():
         user = services.authenticate(form.email.data, form.password.data)
         if user is not None:
             services.sign_in(user)
+            db.session.commit()  # the sign-in's audit entry
             return redirect_after_post(safe_next(request.args.get("next")) or url_for("main.home"))
         form.password.errors.append("That email and password don't match an account.")
     demo = current_app.config["SHOW_DEMO_ACCOUNTS"] and _demo_accounts()

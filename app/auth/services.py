@@ -63,6 +63,10 @@ def load_request_membership() -> None:
     if request.endpoint == "static" or not current_user.is_authenticated:
         return
     g.memberships = tenancy.memberships_of(current_user.id, LIVE_STATUSES)
+    from app.platform.access import bind_support_view
+
+    if bind_support_view():  # platform staff looking at a school under its grant (P3)
+        return
     chosen = _choose(g.memberships, session.get("school_id"))
     if chosen is None:
         return
@@ -99,35 +103,69 @@ class NewChild:
     class_id: int
 
 
-def join_school(*, code: str, name: str, email: str, password: str, children=()) -> JoinOutcome:
-    """Create (or reuse) an account, a pending membership and the family in the code's school."""
+def join_school(
+    *, code: str, name: str, email: str, password: str, children=(), family_code: str = ""
+) -> JoinOutcome:
+    """A new account with a pending membership and its family in the code's school; an address that
+    has an account already is emailed instead, and the answer is the same (no enumeration)."""
     school = school_by_code(code)
-    if school is None:
+    family = _family_for_code(school, family_code)
+    # A wrong family code gets the very answer a wrong school code gets: nothing to enumerate.
+    if school is None or (family_code.strip() and family is None):
         return JoinOutcome(
             field="invite_code", error="We don't recognise this code. Check it with your school."
         )
+    # Everything that can be refused is checked before the address is looked up, and an address
+    # that already has an account gets the answer a new one gets: joining reveals no account.
+    problems = passwords.problems(password, email=email, name=name)
+    if problems:
+        return JoinOutcome(field="password", error=problems[0])
+    with tenancy.bound(school.id):
+        if not _classes_exist({child.class_id for child in children}):
+            return JoinOutcome(field="children", error="Choose each child's class from the list.")
     user = find_user(email)
     if user is not None:
-        if not passwords.verify_password(user.password_hash, password) or not user.active:
-            return JoinOutcome(
-                field="email",
-                error=(
-                    "You may already have an account. Sign in, then join this school from your account page."
-                ),
-            )
-    else:
-        problems = passwords.problems(password, email=email, name=name)
-        if problems:
-            return JoinOutcome(field="password", error=problems[0])
-        user = User(
-            email=normalise_email(email), name=name.strip(), password_hash=passwords.hash_password(password)
-        )
-        db.session.add(user)
-        db.session.flush()
-    return add_membership(user, school, children)
+        passwords.hash_password(password)  # the work a new account costs, so the same time
+        tell_existing_account(user, school)
+        return JoinOutcome()
+    user = User(
+        email=normalise_email(email), name=name.strip(), password_hash=passwords.hash_password(password)
+    )
+    db.session.add(user)
+    db.session.flush()
+    from app.consent.ledger import record_acceptance
+
+    record_acceptance(user)  # they ticked the box for the newest posted version (P13, P14)
+    outcome = add_membership(user, school, children, family=family)
+    if outcome.error is None:
+        sign_in_link = external_url("auth.sign_in")
+        queue_email("join_received", [user], name=user.name, school_name=school.name, link=sign_in_link)
+    return outcome
 
 
-def add_membership(user: User, school: School, children=()) -> JoinOutcome:
+def tell_existing_account(user: User, school: School) -> None:
+    """Someone joined with this account's address: tell its owner how to add the school instead."""
+    queue_email(
+        "account_exists",
+        [user],
+        name=user.name,
+        school_name=school.name,
+        sign_in_link=external_url("auth.sign_in"),
+        reset_link=external_url("auth.forgot_password"),
+    )
+
+
+def _family_for_code(school: School | None, family_code: str):
+    """The family a second guardian's code names in this school (None if no school or no match)."""
+    if school is None or not family_code.strip():
+        return None
+    from app.classes.families import family_by_code
+
+    with tenancy.bound(school.id):
+        return family_by_code(family_code)
+
+
+def add_membership(user: User, school: School, children=(), family=None) -> JoinOutcome:
     """Ask to join ``school``; an earlier refusal or deactivation cannot be undone from here."""
     with tenancy.bound(school.id):
         if not _classes_exist({child.class_id for child in children}):
@@ -142,6 +180,12 @@ def add_membership(user: User, school: School, children=()) -> JoinOutcome:
             membership = Membership(school_id=school.id, user_id=user.id, role=Role.PARENT)
             db.session.add(membership)
             db.session.flush()
+            if family is not None:
+                # A second guardian: the family's guardians are asked (children come with the family).
+                from app.classes.families import ask_to_join_family
+
+                ask_to_join_family(family, membership, school.name)
+                return JoinOutcome(user=user)
             if children:
                 _add_family(membership, user, children)
             notify_approvers(school, user)
@@ -213,6 +257,16 @@ def sign_in(user: User) -> None:
     approved = [m for m in tenancy.memberships_of(user.id, LIVE_STATUSES) if m.is_approved]
     if approved:
         session["school_id"] = approved[0].school_id
+        _record_sign_in(approved[0].school_id)
+
+
+def _record_sign_in(school_id: int) -> None:
+    """One audit entry per sign-in (the settings page shows them as a count per day)."""
+    from app import audit
+
+    with tenancy.bound(school_id):
+        audit.record("auth.signed_in", school_id=school_id)
+        db.session.flush()
 
 
 def sign_out() -> None:

@@ -37,9 +37,20 @@ def fill_join_form(page: Page, *, code: str, name: str, email: str, password: st
 
 
 def join(page: Page, *, code: str, name: str, email: str, password: str = NEW_PASSWORD) -> None:
-    """Ask to join a school and wait for the pending page."""
+    """Ask to join a school, then sign in with the new password and wait for the pending page."""
     fill_join_form(page, code=code, name=name, email=email, password=password)
     page.get_by_role("button", name="Ask to join").click()
+    sign_in_after_joining(page, email, password)
+
+
+def sign_in_after_joining(page: Page, email: str, password: str = NEW_PASSWORD) -> None:
+    """Joining signs nobody in (it answers alike for known addresses): sign in, land on /pending."""
+    page.wait_for_url(path_is("/join/sent"))
+    expect(page.get_by_role("heading", level=1)).to_have_text("Check your email")
+    page.goto("/sign-in")
+    page.get_by_label("Email address").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(path_is("/pending"))
 
 

@@ -11,7 +11,14 @@ from playwright.sync_api import expect
 from app import tenancy
 from app.extensions import db
 from app.models import Enrollment, Family, Guardian, Role, SchoolClass, Student
-from tests.browser.helpers import fill_join_form, main_nav, open_approvals, path_is, sign_in
+from tests.browser.helpers import (
+    fill_join_form,
+    main_nav,
+    open_approvals,
+    path_is,
+    sign_in,
+    sign_in_after_joining,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -41,7 +48,7 @@ def test_parent_names_a_child_and_class_staff_approve_the_family_appears(
     child.get_by_label("Last name").fill("Fairweather")
     child.get_by_label("Class").select_option(label="Hazel (Grade 3)")
     parent.get_by_role("button", name="Ask to join").click()
-    parent.wait_for_url(path_is("/pending"))
+    sign_in_after_joining(parent, "ottoline@example.org")
 
     staff = new_context().new_page()
     sign_in(staff, staff_email)
@@ -88,7 +95,7 @@ def test_second_guardian_joins_with_the_family_code_and_a_guardian_approves(
     fill_join_form(partner, code="LARK-2024", name="Pat Partner", email="pat@example.org")
     partner.get_by_label("Family code").fill(code.lower())
     partner.get_by_role("button", name="Ask to join").click()
-    partner.wait_for_url(path_is("/pending"))
+    sign_in_after_joining(partner, "pat@example.org")
 
     guardian.reload()
     request = guardian.locator("li.queue-row", has_text="Pat Partner")
