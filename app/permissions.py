@@ -95,6 +95,20 @@ ROLE_DEFAULTS: dict[Role, frozenset[str]] = {
 }
 
 
+ROLE_ORDER: list[Role] = [Role.PARENT, Role.ROOM_PARENT, Role.STAFF, Role.ADMIN, Role.SUPERADMIN]
+
+
+def role_rank(role: Role) -> int:
+    """Roles in order of what they may do: a parent is 0, a SuperAdmin 4."""
+    return ROLE_ORDER.index(Role(role))
+
+
+def approves_by_role(role: Role, approval_role: Role | None) -> bool:
+    """Does this role approve newcomers by default, given the school's choice?"""
+    threshold = approval_role or Role.STAFF
+    return "members.approve" in ROLE_DEFAULTS[role] and role_rank(role) >= role_rank(threshold)
+
+
 def modules() -> dict[str, list[Permission]]:
     """The catalogue grouped by module, in catalogue order (for the settings page)."""
     grouped: dict[str, list[Permission]] = {}
@@ -108,6 +122,8 @@ def effective_permissions(membership) -> frozenset[str]:
     if membership is None or not membership.is_approved:
         return frozenset()
     allowed = set(ROLE_DEFAULTS[membership.role])
+    if not approves_by_role(membership.role, membership.school.approval_role):
+        allowed.discard("members.approve")  # the school chose who approves newcomers
     for change in membership.permission_changes:
         if change.granted:
             allowed.add(change.permission)
@@ -193,6 +209,10 @@ def enforce_access():
         if not has_platform_role(*(PlatformRole(role) for role in permissions)):
             abort(403)
         return None
+    if has_platform_role(*PlatformRole):
+        from app.platform.access import check_school_route
+
+        check_school_route()  # staff: only under an active grant, read-only, logged (P3)
     membership = g.get("membership")
     if membership is None or not membership.is_approved:
         return redirect(url_for("auth.pending"))

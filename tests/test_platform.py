@@ -123,6 +123,12 @@ def test_the_console_is_for_platform_staff_only(client, school_with_family):
     assert client.form("/platform/schools/1/enter").status_code == 403
 
 
+def test_platform_staff_land_on_the_console_not_the_pending_page(client, staff_user):
+    sign_in(client, staff_user.email)
+    response = client.get("/")
+    assert response.status_code == 302 and response.headers["Location"] == "/platform/"
+
+
 # -- with a grant -------------------------------------------------------------------------------
 
 

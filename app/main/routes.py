@@ -8,7 +8,8 @@ from sqlalchemy import text
 
 from app.classes.services import classes_of_member
 from app.extensions import db
-from app.permissions import public
+from app.models import PlatformRole
+from app.permissions import has_platform_role, public
 
 bp = Blueprint("main", __name__)
 
@@ -19,6 +20,8 @@ def home():
     """Signed-in members see their school; others see what the service is."""
     if not current_user.is_authenticated:
         return render_template("main/landing.html")
+    if g.membership is None and has_platform_role(*PlatformRole):
+        return redirect(url_for("platform.console"))  # the operator's staff belong to no school
     if g.membership is None or not g.membership.is_approved:
         return redirect(url_for("auth.pending"))
     return render_template("main/home.html", my_classes=classes_of_member(g.membership))
@@ -50,4 +53,6 @@ def _check(probe) -> str:
 @public
 def privacy():
     """The privacy policy in force (the operator publishes theirs; we ship a short placeholder)."""
-    return render_template("main/privacy.html")
+    from app.consent.routes import policy_page
+
+    return policy_page()

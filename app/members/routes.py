@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, flash, render_template, url_for
 
+from app.classes.families import waiting_changes
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
 from app.members import forms, services
@@ -23,6 +24,7 @@ def pending():
         children=services.children_named(pending_list),
         approve_form=forms.ApproveForm(),
         reject_form=forms.RejectForm(),
+        class_changes=waiting_changes(),
     )
 
 

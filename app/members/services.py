@@ -6,6 +6,7 @@ from flask import g
 from sqlalchemy import select, update
 from sqlalchemy.orm import joinedload
 
+from app import audit
 from app.extensions import db
 from app.mail import queue_email
 from app.models import Enrollment, Guardian, Membership, MembershipStatus, SchoolClass, Student
@@ -78,6 +79,7 @@ def _decide(membership: Membership, status: MembershipStatus, reason: str | None
     ).all()
     if not decided:
         return False
+    audit.record(f"member.{status.value}", target=membership.user.name)
     queue_email(
         f"membership_{status.value}",
         [membership.user],
