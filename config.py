@@ -78,6 +78,8 @@ class Config:
     PERMANENT_SESSION_LIFETIME = timedelta(days=14)
     REMEMBER_COOKIE_DURATION = timedelta(seconds=0)
     MAX_CONTENT_LENGTH = 16 * 1024 * 1024
+    # Said explicitly: Flask-Limiter keeps the previous app's choice when the key is missing.
+    RATELIMIT_ENABLED = True
     RATELIMIT_HEADERS_ENABLED = True
     RATELIMIT_SIGN_IN = "10 per minute"
     RATELIMIT_STRATEGY = "fixed-window"
@@ -118,6 +120,8 @@ class Config:
     ZENDESK_TIMEOUT = float(os.environ.get("ZENDESK_TIMEOUT", "30"))
     SUPPORT_RETRY_BASE_SECONDS = float(os.environ.get("SUPPORT_RETRY_BASE_SECONDS", "30"))
     RATELIMIT_CONTACT = "5 per hour"
+    # Google Analytics 4 measurement id (G-XXXXXXX); unset: no analytics at all (P5).
+    GA_MEASUREMENT_ID = os.environ.get("GA_MEASUREMENT_ID") or None
 
     def __init__(self) -> None:
         self.SQLALCHEMY_DATABASE_URI = database_url(os.environ.get("DATABASE_URL"))

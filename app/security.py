@@ -23,13 +23,27 @@ CSP = "; ".join(
 )
 
 
+def content_security_policy() -> str:
+    """CSP: our own origin only, plus Google Analytics' hosts when (and only when) it is configured."""
+    from app.consent.analytics import content_security_hosts
+
+    extra = content_security_hosts()
+    if not extra:
+        return CSP
+    parts = []
+    for part in CSP.split("; "):
+        directive = part.split()[0]
+        parts.append(" ".join([part, *extra[directive]]) if directive in extra else part)
+    return "; ".join(parts)
+
+
 def add_security_headers(app: Flask):
     """Register an after_request hook that sets the headers every page needs."""
 
     @app.after_request
     def _headers(response):
         headers = response.headers
-        headers.setdefault("Content-Security-Policy", CSP)
+        headers.setdefault("Content-Security-Policy", content_security_policy())
         headers.setdefault("X-Content-Type-Options", "nosniff")
         headers.setdefault("X-Frame-Options", "DENY")
         headers.setdefault("Referrer-Policy", "same-origin")
@@ -50,8 +64,22 @@ def refuse_nul_characters():
         "multipart/form-data",
     ):
         values += list(request.form.values())
+    if request.method != "GET" and request.is_json:
+        values += _strings_in(request.get_json(silent=True))  # Flask-WTF reads JSON bodies as forms
+    values += [v for v in (request.view_args or {}).values() if isinstance(v, str)]
     if any("\x00" in value for value in values):
         abort(400)
+
+
+def _strings_in(value) -> list[str]:
+    """Every string in a decoded JSON body, however deeply nested."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for key, item in value.items() for s in (*_strings_in(key), *_strings_in(item))]
+    if isinstance(value, list):
+        return [s for item in value for s in _strings_in(item)]
+    return []
 
 
 def cookies_refused() -> bool:

@@ -119,7 +119,11 @@ def test_a_tampered_token_gets_a_clear_400(app, token):
         client.post(f"/unsubscribe/{token}", data={"scope": "all"}),
     ):
         assert response.status_code == 400
-        assert "recognise this unsubscribe link" in response.get_data(as_text=True)
+        # A NUL byte is refused for every route before any view runs (app/security.py).
+        expected = (
+            "Something in that request was not right" if token == "%00" else "recognise this unsubscribe link"
+        )
+        assert expected in response.get_data(as_text=True)
 
 
 def test_a_token_for_another_category_cannot_be_edited_into_one(app, make_school, make_member):
