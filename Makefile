@@ -22,8 +22,13 @@ run: $(VENV)/.installed
 	$(BIN)/flask seed-demo --if-empty
 	$(BIN)/flask run --host 127.0.0.1 --port $(PORT)
 
+# axe-core for the accessibility tests, from package-lock.json (skipped where there is no npm).
+node_modules/.package-lock.json: package-lock.json
+	@if command -v npm >/dev/null 2>&1; then npm ci --no-audit --no-fund; \
+	else echo "npm not found: the accessibility tests will skip (fail under CI=true)"; fi
+
 ## test: the whole suite (SQLite by default; TEST_DATABASE_URL, TEST_REDIS_URL, Chromium add more)
-test: $(VENV)/.installed
+test: $(VENV)/.installed node_modules/.package-lock.json
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -34,6 +39,10 @@ lint: $(VENV)/.installed
 format: $(VENV)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## bench: the directory benchmark (PostgreSQL database bench_directory is DROPPED and rebuilt)
+bench: $(VENV)/.installed
+	$(BIN)/python -m bench.directory $(BENCH_ARGS)
 
 worker: $(VENV)/.installed
 	$(BIN)/python worker.py

@@ -12,6 +12,7 @@ from app import jobs, tenancy
 from app.auth import passwords
 from app.auth.services import count_users, find_user, normalise_code, normalise_email
 from app.extensions import db
+from app.imports.cli import reference_data_command
 from app.models import Membership, MembershipStatus, PlatformRole, Role, School, User
 
 
@@ -21,6 +22,7 @@ def register(app: Flask) -> None:
     app.cli.add_command(seed_demo)
     app.cli.add_command(jobs_group)
     app.cli.add_command(platform_role)
+    app.cli.add_command(reference_data_command)
 
 
 @click.command("create-school")

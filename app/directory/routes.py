@@ -10,7 +10,7 @@ from app.directory.forms import MyDetailsForm
 from app.directory.services import DirectoryQuery
 from app.directory.visibility import Viewer, classes_of, current_viewer
 from app.extensions import db
-from app.htmx import redirect_after_post, render
+from app.htmx import redirect_after_post, render, wants_fragment
 from app.models import Visibility
 from app.permissions import requires
 
@@ -23,14 +23,15 @@ def index():
     """The school directory; htmx asks for just the results while the person types."""
     query = DirectoryQuery.from_args(request.args)
     result = services.search(query, current_viewer(g.membership))
+    whole_page = not wants_fragment("directory-results")  # the filters are outside the results
     return render(
         "directory/index.html",
         block="results",
         target="directory-results",
         query=query,
         result=result,
-        classes=services.all_classes(),
-        grades=services.grades(),
+        classes=services.all_classes() if whole_page else [],
+        grades=services.grades() if whole_page else [],
     )
 
 

@@ -1,7 +1,8 @@
 """Reading the directory: search, filters, pages and the cards each viewer may see.
 
 Every listing runs a fixed number of queries whatever the number of families: one count,
-one page of families, and eager loads for guardians, students and enrollments.
+one page of family ids, then that page's guardians and children as plain rows (the search,
+print and CSV), or as ORM objects with eager loads (the class roster and the preview).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from sqlalchemy import and_, exists, func, or_, select
+from sqlalchemy import ARRAY, Integer, and_, any_, bindparam, exists, func, or_, select
 from sqlalchemy.orm import joinedload
 
 from app.directory.visibility import Viewer, visible_contact
@@ -27,6 +28,7 @@ from app.models import (
     SchoolClass,
     Student,
     User,
+    Visibility,
 )
 
 PAGE_SIZE = 25
@@ -97,16 +99,30 @@ def _matching(query: DirectoryQuery):
     if query.q:
         like = f"%{_escape_like(query.q.lower())}%"
         # Only listed people can be found by name: a pending co-guardian's name finds nothing.
-        guardian_named = _listed_guardian().where(func.lower(User.name).like(like, escape="\\"))
-        child_named = select(Student.id).where(
-            Student.family_id == Family.id,
+        # Uncorrelated IN, not EXISTS: inside an OR, PostgreSQL runs a correlated EXISTS once per
+        # family, but hashes an uncorrelated subquery once (0.2 s against 0.02 s at 5,000 families).
+        guardian_named = (
+            select(Guardian.family_id)
+            .join(Membership, Membership.id == Guardian.membership_id)
+            .join(User, User.id == Membership.user_id)
+            .where(
+                Membership.status == MembershipStatus.APPROVED,
+                User.active.is_(True),
+                func.lower(User.name).like(like, escape="\\"),
+            )
+        )
+        child_named = select(Student.family_id).where(
             or_(
                 func.lower(Student.first_name).like(like, escape="\\"),
                 func.lower(Student.last_name).like(like, escape="\\"),
             ),
         )
         statement = statement.where(
-            or_(func.lower(Family.name).like(like, escape="\\"), exists(guardian_named), exists(child_named))
+            or_(
+                func.lower(Family.name).like(like, escape="\\"),
+                Family.id.in_(guardian_named),
+                Family.id.in_(child_named),
+            )
         )
     if query.class_id is not None or query.grade:
         conditions = [Student.family_id == Family.id]
@@ -136,10 +152,7 @@ def load_families(ids_query, *, limit: int | None = None, offset: int = 0) -> li
     run as it is, never nested in ``Family.id IN (...)``: its correlated EXISTS would then
     bind to the outer family and PostgreSQL would compare every family with every other.
     """
-    ids_statement = ids_query.order_by(Family.name, Family.id).offset(offset)
-    if limit is not None:
-        ids_statement = ids_statement.limit(limit)
-    ids = list(db.session.scalars(ids_statement))
+    ids = _page_of_ids(ids_query, limit=limit, offset=offset)
     if not ids:
         return []
     statement = (
@@ -162,16 +175,126 @@ def class_names() -> dict[int, str]:
 def search(query: DirectoryQuery, viewer: Viewer) -> DirectoryPage:
     """One page of the directory as this viewer may see it."""
     matching = _matching(query)
-    total = db.session.scalar(select(func.count()).select_from(matching.subquery())) or 0
+    page = query.page
+    ids, total = _page_and_total(matching, page)
+    if not ids and page > 1:  # past the last page (an old link): show the last one
+        total = db.session.scalar(select(func.count()).select_from(matching.subquery())) or 0
+        page = max(1, math.ceil(total / PAGE_SIZE))
+        ids, total = _page_and_total(matching, page)
     pages = max(1, math.ceil(total / PAGE_SIZE))
-    page = min(query.page, pages)
-    families = load_families(matching, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
-    return DirectoryPage(cards_for(families, viewer, class_names()), total, page, pages)
+    return DirectoryPage(cards_of(ids, viewer), total, page, pages)
+
+
+def _page_and_total(matching, page: int) -> tuple[list[int], int]:
+    """One page of family ids and the number of all matches, in one query (one scan of the
+    search's LIKE conditions instead of two: a window count runs before LIMIT)."""
+    statement = (
+        matching.add_columns(func.count().over())
+        .order_by(Family.name, Family.id)
+        .offset((page - 1) * PAGE_SIZE)
+        .limit(PAGE_SIZE)
+    )
+    rows = db.session.execute(statement).all()
+    return [row[0] for row in rows], (rows[0][1] if rows else 0)
 
 
 def everything(query: DirectoryQuery, viewer: Viewer) -> list[FamilyCard]:
     """All matching families (print and CSV), with the same visibility rules as the pages."""
-    return cards_for(load_families(_matching(query)), viewer, class_names())
+    return load_cards(_matching(query), viewer)
+
+
+@dataclass(frozen=True)
+class _Owner:
+    """The columns visibility needs of one guardian, read as plain rows (no ORM objects)."""
+
+    id: int
+    email: str
+    phone: str | None
+    address: str | None
+    email_visibility: Visibility
+    phone_visibility: Visibility
+    address_visibility: Visibility
+
+    @property
+    def user(self) -> _Owner:
+        """``visible_contact`` reads ``owner.user.email``, as on a Membership."""
+        return self
+
+
+def load_cards(ids_query, viewer: Viewer, *, limit: int | None = None, offset: int = 0) -> list[FamilyCard]:
+    """The cards of the families a ``select(Family.id)`` picks, in four queries whatever their number.
+
+    Reads plain rows rather than ORM objects: building a Family, its guardians, their
+    memberships and accounts, its students and their enrollments as objects cost about 0.5 ms
+    a family, ten times the query itself, and the CSV of a large school waited on it.
+    """
+    return cards_of(_page_of_ids(ids_query, limit=limit, offset=offset), viewer)
+
+
+def cards_of(ids: list[int], viewer: Viewer) -> list[FamilyCard]:
+    """The cards of these families, in this order, in three queries (see ``load_cards``)."""
+    if not ids:
+        return []
+    cards = {family_id: FamilyCard(family_id, "") for family_id in ids}
+    guardians = db.session.execute(
+        select(
+            Guardian.family_id,
+            Family.name,
+            User.name,
+            Membership.id,
+            User.email,
+            Membership.phone,
+            Membership.address,
+            Membership.email_visibility,
+            Membership.phone_visibility,
+            Membership.address_visibility,
+        )
+        .join(Family, Family.id == Guardian.family_id)
+        .join(Membership, Membership.id == Guardian.membership_id)
+        .join(User, User.id == Membership.user_id)
+        .where(
+            Guardian.family_id.in_(ids), Membership.status == MembershipStatus.APPROVED, User.active.is_(True)
+        )
+        .order_by(Guardian.id)
+    ).all()
+    children = db.session.execute(
+        select(Student.family_id, Student.id, Student.first_name, Enrollment.class_id)
+        .outerjoin(Enrollment, Enrollment.student_id == Student.id)
+        .where(_among(Student.family_id, ids))
+        .order_by(Student.id, Enrollment.id)
+    ).all()
+    names = class_names()
+    family_classes: dict[int, set[int]] = {}
+    kids: dict[int, dict[int, tuple[str, list[str]]]] = {}
+    for family_id, student_id, first_name, class_id in children:
+        child = kids.setdefault(family_id, {}).setdefault(student_id, (first_name, []))
+        if class_id is not None:
+            child[1].append(names[class_id])
+            family_classes.setdefault(family_id, set()).add(class_id)
+    for family_id, family_name, guardian_name, *owner in guardians:
+        card = cards[family_id]
+        card.name = family_name
+        contact = visible_contact(viewer, _Owner(*owner), frozenset(family_classes.get(family_id, ())))
+        card.guardians.append(GuardianCard(guardian_name, contact))
+    for family_id, card in cards.items():
+        card.children = sorted(kids.get(family_id, {}).values(), key=lambda child: child[0])
+    return [card for card in cards.values() if card.guardians]
+
+
+def _among(column, ids: list[int]):
+    """``column IN ids``; on PostgreSQL as ``= ANY(array)``, one parameter instead of one per id
+    (psycopg spent 0.15 s splitting a statement with 5,000 placeholders)."""
+    if db.session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam("ids", ids, type_=ARRAY(Integer)))
+    return column.in_(ids)
+
+
+def _page_of_ids(ids_query, *, limit: int | None, offset: int) -> list[int]:
+    """Run the id statement as it is (see ``load_families``), ordered like the directory."""
+    statement = ids_query.order_by(Family.name, Family.id).offset(offset)
+    if limit is not None:
+        statement = statement.limit(limit)
+    return list(db.session.scalars(statement))
 
 
 def cards_for(families: list[Family], viewer: Viewer, names: dict[int, str]) -> list[FamilyCard]:
