@@ -166,3 +166,17 @@ def cookieless_context(
     yield make
     for context in contexts:
         context.close()
+
+
+AXE_SCRIPT = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.min.js"
+
+
+@pytest.fixture(scope="session")
+def axe_source() -> str:
+    """axe-core's source (installed by `npm ci` from package-lock.json), to evaluate in a page.
+
+    Evaluated through Playwright (page.evaluate), which the page's CSP does not govern: a
+    <script> tag with inline content would be refused by script-src 'self', as it should be.
+    """
+    require_service("axe-core", AXE_SCRIPT.is_file(), "run `npm ci` at the repository root (needs node)")
+    return AXE_SCRIPT.read_text(encoding="utf-8")
