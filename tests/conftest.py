@@ -302,4 +302,23 @@ def count_queries():
         event.remove(db.engine, "before_cursor_execute", record)
 
 
+def queries_per_page(requests) -> dict[str, int]:
+    """GET each (client, url) and count its SQL statements; every page must answer 200."""
+    counts = {}
+    for client, url in requests:
+        with count_queries() as statements:
+            assert client.get(url).status_code == 200, url
+        counts[url] = len(statements)
+    return counts
+
+
+def assert_constant_queries(requests, grow) -> None:
+    """The pages run as many queries after ``grow(190, 10)`` as at 10 rows (after one warm-up)."""
+    grow(10, 0)
+    queries_per_page(requests)  # warm-up: first requests fill caches
+    small = queries_per_page(requests)
+    grow(190, 10)
+    assert queries_per_page(requests) == small
+
+
 ROOT = Path(__file__).resolve().parent.parent

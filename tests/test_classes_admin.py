@@ -9,7 +9,7 @@ from app import tenancy
 from app.extensions import db
 from app.models import ClassHelper, ClassRole, Membership, PermissionChange, Role, SchoolClass
 from app.models.audit import AuditEntry
-from tests.conftest import count_queries, sign_in
+from tests.conftest import assert_constant_queries, sign_in
 
 
 def _class(school, name="Hazel", grade="Grade 3", year="2026-27"):
@@ -230,16 +230,6 @@ def test_admin_pages_run_the_same_queries_for_10_or_200_rows(admin_client, make_
                 )
                 db.session.commit()
 
-    def counts():
-        result = {}
-        for url in ("/classes/", "/classes/staff", "/classes/new"):
-            with count_queries() as statements:
-                assert admin_client.get(url).status_code == 200
-            result[url] = len(statements)
-        return result
-
-    add(10, 0)
-    counts()
-    small = counts()
-    add(190, 10)
-    assert counts() == small
+    assert_constant_queries(
+        [(admin_client, url) for url in ("/classes/", "/classes/staff", "/classes/new")], add
+    )
