@@ -29,6 +29,9 @@ def configure_logging(app: Flask) -> None:
     if not any(isinstance(f, RequestIdFilter) for h in root.handlers for f in h.filters):
         root.addHandler(handler)
     root.setLevel(logging.INFO if not app.testing else logging.WARNING)
+    # The development server logs each request's full path (tokens included); app.access below
+    # logs the route's pattern instead, so keep only the server's warnings.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     access = logging.getLogger("app.access")
 
     def log_exception(exc_info) -> None:

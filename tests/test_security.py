@@ -277,3 +277,10 @@ def test_junk_posted_to_every_form_never_gives_a_500(client, make_school, make_m
             assert "<script>alert(1)</script>" not in response.get_data(as_text=True), path
             posted += 1
     assert posted >= 40
+
+
+def test_the_development_server_does_not_log_paths(app):
+    """Werkzeug's request lines carry the full path (reset and unsubscribe tokens); only warnings pass."""
+    import logging
+
+    assert not logging.getLogger("werkzeug").isEnabledFor(logging.INFO)
