@@ -31,12 +31,13 @@ def index():
 def show(class_id: int):
     """A class: its teachers, room parents and families."""
     school_class = _class_or_404(class_id)
-    families = directory.load_families(services.class_family_ids(school_class))
+    # Plain-row cards, as the directory's search and export build them (bench/README.md).
+    cards = directory.load_cards(services.class_family_ids(school_class), current_viewer(g.membership))
     return render_template(
         "classes/show.html",
         school_class=school_class,
         helpers=services.class_helpers(school_class),
-        cards=directory.cards_for(families, current_viewer(g.membership), directory.class_names()),
+        cards=cards,
     )
 
 
