@@ -202,6 +202,25 @@ def test_people_search_finds_members_of_this_school_only(client, make_school, ma
     assert "<html" not in body
 
 
+def test_people_are_listed_a_page_at_a_time(client, make_school, make_member):
+    """55 matching members: 50 on page 1 with a Next link (search kept), the rest on page 2."""
+    school, _ = _as(client, make_school, make_member, Role.ADMIN)
+    for n in range(55):
+        make_member(school, name=f"Pager Person {n:02d}")
+    first = client.get("/settings/people?q=pager").get_data(as_text=True)
+    assert first.count("Pager Person") == 50
+    assert "Pager Person 49" in first and "Pager Person 50" not in first
+    assert 'href="/settings/people?q=pager&amp;page=2"' in first
+    second = client.htmx("/settings/people?q=pager&page=2", method="GET", target="people-results")
+    body = second.get_data(as_text=True)
+    assert body.count("Pager Person") == 5 and "Pager Person 54" in body
+    assert 'page=3' not in body and 'href="/settings/people?q=pager&amp;page=1"' in body
+    for junk in ("abc", "-2", "0", "99999999999999999999"):
+        response = client.get(f"/settings/people?q=pager&page={junk}")
+        assert response.status_code == 200, junk
+        assert "Pager Person 00" in response.get_data(as_text=True), junk
+
+
 def test_another_schools_people_are_not_found(client, make_school, make_member):
     _as(client, make_school, make_member, Role.SUPERADMIN)
     stranger = make_member(make_school(), role=Role.PARENT)

@@ -171,14 +171,26 @@ def confirm_deletion(request_id: int):
 def people():
     """Search the school's members; htmx asks for just the results while the admin types."""
     form = forms.PeopleSearchForm(request.args)
-    search = form.q.data if form.validate() else ""
+    search = (form.q.data if form.validate() else "") or ""
+    page = _page_number(request.args.get("page"))
+    size = services.PEOPLE_PAGE
+    # One row more than a page says whether a next page exists, without counting them all.
+    found = services.people(search, limit=size + 1, offset=(page - 1) * size)
     return render(
         "settings/people.html",
         block="results",
         target="people-results",
         form=form,
-        people=services.people(search or ""),
+        people=found[:size],
+        page=page,
+        has_next=len(found) > size,
+        search=search,
     )
+
+
+def _page_number(value: str | None) -> int:
+    """A page number from the query string: 1 unless it is a sensible positive integer."""
+    return int(value) if value and value.isdigit() and 0 < int(value) <= 10_000 else 1
 
 
 def _person_or_404(membership_id: int):

@@ -119,7 +119,10 @@ def switch_off_invite_code(school: School) -> None:
 # -- people ------------------------------------------------------------------------------
 
 
-def people(search: str = "", limit: int = 200) -> list[Membership]:
+PEOPLE_PAGE = 50
+
+
+def people(search: str = "", limit: int = PEOPLE_PAGE, offset: int = 0) -> list[Membership]:
     """Members of the school (not those still waiting or refused), matching a name or email."""
     query = (
         select(Membership)
@@ -128,6 +131,7 @@ def people(search: str = "", limit: int = 200) -> list[Membership]:
         .where(Membership.status.in_((MembershipStatus.APPROVED, MembershipStatus.DEACTIVATED)))
         .order_by(User.name, Membership.id)
         .limit(limit)
+        .offset(offset)
     )
     term = search.strip().lower()
     if term:
