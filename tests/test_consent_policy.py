@@ -164,6 +164,24 @@ def test_email_only_takes_effect_30_days_after_dispatch_finished(client, people,
     assert policy.state(T0 + NOTICE_PERIOD).in_force.number == number
 
 
+def test_the_worker_records_the_dispatch_end_without_anyone_opening_a_page(app, people, sent_mail):
+    from app import jobs
+    from app.consent.jobs import refresh_policy_dispatches
+
+    seed_version_one()
+    with time_machine.travel(T0, tick=False):
+        draft = policy.create_draft(body="b", summary="s", material=True, email=True, notice=False, by=None)
+        policy.publish(draft)
+        db.session.commit()
+        jobs.run_ready_jobs()  # the send job, as the worker would run it
+        assert version(draft.number).email_dispatch_finished_at is None  # nobody has looked yet
+        assert refresh_policy_dispatches() == {"recorded": True}
+    posted = version(draft.number)
+    assert posted.email_dispatch_finished_at == T0 and posted.email_recipient_count == 3
+    assert posted.effective_at == T0 + NOTICE_PERIOD
+    assert refresh_policy_dispatches() == {"recorded": False}  # once only
+
+
 def test_email_dispatch_is_not_finished_while_a_delivery_is_pending(client, people):
     seed_version_one()
     sign_in(client, people["admin"].user.email)
@@ -288,3 +306,15 @@ def test_publishing_waits_while_the_previous_email_is_still_going_out(client, pe
     response = client.form(f"/platform/policy/{draft.number + 1}/publish", follow_redirects=True)
     assert "email is still going out" in response.get_data(as_text=True)
     assert version(draft.number + 1).posted_at is None
+
+
+def test_the_worker_schedules_the_dispatch_check(monkeypatch):
+    import worker
+    from app.consent.jobs import refresh_policy_dispatches
+
+    scheduled: list[tuple[str, object, int]] = []
+    monkeypatch.setattr(
+        worker, "_repeat", lambda conn, job_id, func, every: scheduled.append((job_id, func, every))
+    )
+    worker.schedule_repeating(connection=None)
+    assert (worker.POLICY_DISPATCH_JOB_ID, refresh_policy_dispatches, worker.SWEEP_EVERY_SECONDS) in scheduled
