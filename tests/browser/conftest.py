@@ -10,15 +10,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from werkzeug.serving import make_server
 
 from app import create_app
-from app.extensions import db
+from tests.browser.serving import serve_on_loopback
 from tests.conftest import make_config, require_service
 
 try:
@@ -83,19 +81,8 @@ def live_server(app, database_url) -> Iterator[str]:
     cleared: TestConfig's "localhost" would make Flask refuse requests for 127.0.0.1:PORT.
     """
     server_app = create_app(make_config(database_url, SERVER_NAME=None))
-    server = make_server("127.0.0.1", 0, server_app, threaded=True)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="live-server", daemon=True
-    )
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-        with server_app.app_context():
-            db.engine.dispose()
+    with serve_on_loopback(server_app) as base_url:
+        yield base_url
 
 
 @pytest.fixture(autouse=True, scope="session")

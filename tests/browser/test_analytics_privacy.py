@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections import deque
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import BrowserContext, Route
-from werkzeug.serving import make_server
 
 from app import create_app, tenancy
 from app.extensions import db
 from app.models import Enrollment, Family, Guardian, Role, SchoolClass, Student
 from tests.browser.helpers import sign_in
+from tests.browser.serving import serve_on_loopback
 from tests.browser.test_cookie_contents import personal_strings, readings
 from tests.conftest import PASSWORD, make_config
 
@@ -42,17 +41,8 @@ SKIPPED = (".csv", ".json", ".ics", "/download", "/sign-out")
 def ga_server(app, database_url) -> Iterator[str]:
     """The app with analytics configured, served on 127.0.0.1 (like conftest's live_server)."""
     server_app = create_app(make_config(database_url, SERVER_NAME=None, GA_MEASUREMENT_ID=GA_ID))
-    server = make_server("127.0.0.1", 0, server_app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-        with server_app.app_context():
-            db.engine.dispose()
+    with serve_on_loopback(server_app) as base_url:
+        yield base_url
 
 
 @pytest.fixture
