@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from app.consent import policy
 from app.extensions import db
@@ -318,3 +318,32 @@ def test_the_worker_schedules_the_dispatch_check(monkeypatch):
     )
     worker.schedule_repeating(connection=None)
     assert (worker.POLICY_DISPATCH_JOB_ID, refresh_policy_dispatches, worker.SWEEP_EVERY_SECONDS) in scheduled
+
+
+def test_publishing_an_email_does_not_load_every_account(app, people, make_member):
+    """The deliveries are copied in the database: no account is loaded into the request."""
+    for _ in range(50):
+        make_member(people["school"])
+    seed_version_one()
+    draft = policy.create_draft(body="b", summary="s", material=True, email=True, notice=False, by=None)
+    db.session.commit()
+    db.session.expire_all()
+    loaded: list[User] = []
+
+    def record(target, context):
+        loaded.append(target)
+
+    event.listen(User, "load", record)
+    try:
+        policy.publish(draft)
+        db.session.commit()
+    finally:
+        event.remove(User, "load", record)
+    assert loaded == []
+    deliveries = db.session.scalars(
+        select(MailDelivery).where(MailDelivery.message_id == draft.email_message_id)
+    )
+    active = {u.email for u in db.session.scalars(select(User).where(User.active.is_(True)))}
+    assert len(active) == 53
+    assert {d.to_email for d in deliveries} == active
+    assert all(d.status is DeliveryStatus.PENDING and d.created_at is not None for d in deliveries)

@@ -153,7 +153,8 @@ def publish(version: PolicyVersion) -> PolicyVersion:
 
 def _email_everyone(version: PolicyVersion) -> None:
     """One administrative message to every active account's current address (the worker sends it)."""
-    recipients = list(db.session.scalars(select(User).where(User.active.is_(True)).order_by(User.id)))
+    # Copied in the database: every account on the platform is too many to load in a request.
+    recipients = select(User.id, User.email).where(User.active.is_(True))
     message = queue_email(
         "policy_change",
         recipients,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from flask import current_app, render_template
-from sqlalchemy import insert
+from sqlalchemy import Select, false, insert, literal, select
 
 from app import jobs
 from app.extensions import db
@@ -24,7 +24,7 @@ def render_email(template: str, **context) -> tuple[str, str, str]:
 
 def queue_email(
     template: str,
-    recipients: Iterable[User],
+    recipients: Iterable[User] | Select,
     *,
     category: Category = Category.ADMINISTRATIVE,
     school_id: int | None = None,
@@ -35,6 +35,8 @@ def queue_email(
 ) -> MailMessage:
     """Write one message and a delivery per recipient; a job sends them after commit.
 
+    ``recipients`` is a list of users, or a select of (user id, email) rows for audiences too
+    large to load (every account on the platform): those rows are copied by the database.
     ``to_email`` overrides the address for a single recipient (an email change is
     confirmed at the new address before it becomes the account's).
     """
@@ -55,6 +57,22 @@ def queue_email(
     )
     db.session.add(message)
     db.session.flush()
+    if isinstance(recipients, Select):
+        _copy_deliveries(message, recipients)
+    else:
+        _insert_deliveries(message, recipients, to_email)
+    from app.mail.jobs import send_message
+
+    jobs.enqueue(send_message, message.id, queue="mail")
+    return message
+
+
+def _insert_deliveries(message: MailMessage, recipients: Iterable[User], to_email: str | None) -> None:
+    """One delivery row per user, in one multi-row INSERT.
+
+    The ORM would write one statement per recipient on SQLite, and a school-wide send would
+    cost a statement per family.
+    """
     rows = [
         {
             "message_id": message.id,
@@ -65,10 +83,13 @@ def queue_email(
         for u in recipients
     ]
     if rows:
-        # One multi-row INSERT: the ORM would write one statement per recipient on SQLite,
-        # and a school-wide send would cost a statement per family.
         db.session.execute(insert(MailDelivery), rows)
-    from app.mail.jobs import send_message
 
-    jobs.enqueue(send_message, message.id, queue="mail")
-    return message
+
+def _copy_deliveries(message: MailMessage, people: Select) -> None:
+    """One delivery row per (user id, email) row of ``people``, as INSERT ... SELECT in the database."""
+    people = people.subquery()
+    user_id, email = people.c
+    rows = select(literal(message.id), user_id, email, false())
+    columns = ["message_id", "user_id", "to_email", "address_fixed"]
+    db.session.execute(insert(MailDelivery).from_select(columns, rows))
