@@ -8,10 +8,16 @@ or ending in ``_x`` (``class_id`` -> ``school_class``), so routes added later ar
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from sqlalchemy import select
 
+from app import tenancy
 from app.extensions import db
+from app.models import PlatformRole, User
+from app.models.support import SupportGrant
+from tests.conftest import _HASH, sign_in
 from tests.test_hostile_world import (
     ROLES,
     build_world,
@@ -82,29 +88,69 @@ def _assert_refused(response, role: str, reachable: bool, strict: bool, path: st
         assert response.status_code in REFUSED, where
 
 
-@pytest.mark.parametrize("role", ROLES)
-def test_other_schools_ids_are_refused_on_every_route(app, make_school, make_member, role):
-    """GET and POST every id route with the other school's ids: 403/404 (or sign-in), nothing shown
-    or changed."""
-    world = build_world(make_school, make_member)
-    client = signed_in_client(app, world.mine, role)
+def _try_every_id_route(app, client, world, role: str, reachable) -> None:
+    """GET and POST every id route with the other school's ids; each answer must refuse."""
     other_ids = _other_school_ids(world)
     before = rows_of_school(snapshot(), world.other.school.id)
     checked = 0
     for method in ("GET", "POST"):
         for rule in _id_rules(app, method):
-            reachable = may_reach(app, rule.endpoint, world.mine, role)
             strict, paths = _variants(rule, other_ids)
             for path in paths:
                 if method == "GET":
                     response = client.get(path)
                 else:
                     response = client.form(path, {"reason": "hostile", "confirm": "y"})
-                _assert_refused(response, role, reachable, strict, path, world.other.markers)
+                _assert_refused(response, role, reachable(rule), strict, path, world.other.markers)
                 response.close()
                 checked += 1
     assert checked >= 5
     assert rows_of_school(snapshot(), world.other.school.id) == before
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_other_schools_ids_are_refused_on_every_route(app, make_school, make_member, role):
+    """GET and POST every id route with the other school's ids: 403/404 (or sign-in), nothing shown
+    or changed."""
+    world = build_world(make_school, make_member)
+    client = signed_in_client(app, world.mine, role)
+    _try_every_id_route(
+        app, client, world, role, lambda rule: may_reach(app, rule.endpoint, world.mine, role)
+    )
+
+
+PLATFORM_ACTORS = ("support", "support_in_granted_view", "platform_admin")
+
+
+def _platform_client(app, world, actor: str):
+    """The operator's staff, in no school: support, support inside my school's granted view, admin."""
+    role = PlatformRole.ADMIN if actor == "platform_admin" else PlatformRole.SUPPORT
+    user = User(email=f"{actor}@operator.example", name="Operator Person", password_hash=_HASH)
+    user.platform_role = role
+    db.session.add(user)
+    db.session.commit()
+    client = app.test_client()
+    assert sign_in(client, user.email).status_code in (302, 303)
+    if actor == "support_in_granted_view":
+        now = datetime.now(UTC)
+        with tenancy.bound(world.mine.school.id):
+            db.session.add(SupportGrant(starts_at=now, expires_at=now + timedelta(hours=2)))
+            db.session.commit()
+        entered = client.form(f"/platform/schools/{world.mine.school.id}/enter")
+        assert entered.status_code == 303, entered.status_code
+        # Not vacuous: the granted view opens my school's own class page.
+        assert client.get(f"/classes/{world.mine.ids['school_class']}").status_code == 200
+    assert client.get("/platform/").status_code == 200  # signed in, on the console
+    return client
+
+
+@pytest.mark.parametrize("actor", PLATFORM_ACTORS)
+def test_platform_staff_get_no_other_schools_rows_on_any_route(app, make_school, make_member, actor):
+    """The operator's staff sit outside every school: with no grant, or with a grant to a different
+    school, the other school's ids are refused everywhere and nothing of it shows or changes."""
+    world = build_world(make_school, make_member)
+    client = _platform_client(app, world, actor)
+    _try_every_id_route(app, client, world, actor, lambda rule: False)
 
 
 def test_the_matrix_is_not_vacuous_own_ids_open_the_pages(app, make_school, make_member):
