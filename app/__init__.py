@@ -65,17 +65,19 @@ def register_extensions(app: Flask) -> None:
 
 
 def _tune_sqlite(app: Flask) -> None:
-    """SQLite: enforce foreign keys, and let readers run while one connection writes."""
+    """SQLite: enforce foreign keys, let readers run while one connection writes, know time zones."""
     if not app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite"):
         return
     from sqlalchemy import event
 
+    from app.clock import sqlite_local_date
     from app.extensions import db
 
     with app.app_context():
 
         @event.listens_for(db.engine, "connect")
         def _pragmas(dbapi_connection, _record):
+            dbapi_connection.create_function("local_date", 2, sqlite_local_date, deterministic=True)
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA journal_mode=WAL")

@@ -214,7 +214,7 @@ def test_people_are_listed_a_page_at_a_time(client, make_school, make_member):
     second = client.htmx("/settings/people?q=pager&page=2", method="GET", target="people-results")
     body = second.get_data(as_text=True)
     assert body.count("Pager Person") == 5 and "Pager Person 54" in body
-    assert 'page=3' not in body and 'href="/settings/people?q=pager&amp;page=1"' in body
+    assert "page=3" not in body and 'href="/settings/people?q=pager&amp;page=1"' in body
     for junk in ("abc", "-2", "0", "99999999999999999999"):
         response = client.get(f"/settings/people?q=pager&page={junk}")
         assert response.status_code == 200, junk
@@ -520,6 +520,40 @@ def test_sign_ins_are_counted_per_day_not_listed(client, make_school, make_membe
     assert "<td>2026-04-02</td><td>3</td>" in page
     assert "Signing Sam" not in page  # a count, not a list of who signed in
     assert _actions(school.id).count("auth.signed_in") == 4
+
+
+def test_the_audit_log_counts_days_and_shows_times_on_the_schools_clock(client, make_school, make_member):
+    """A school in Los Angeles: 18:30 there on 1 April is 01:30 UTC on 2 April."""
+    school = make_school()
+    school.timezone = "America/Los_Angeles"
+    admin = make_member(school, role=Role.ADMIN)
+    parent = make_member(school, name="Evening Eve")
+    db.session.commit()
+    for moment in (datetime(2026, 4, 2, 1, 30, tzinfo=UTC), datetime(2026, 4, 2, 6, 59, tzinfo=UTC)):
+        with time_machine.travel(moment, tick=False):
+            sign_in(client.application.test_client(), parent.user.email)
+    _entries(school.id, "class.created", 1, at=datetime(2026, 4, 2, 1, 30, tzinfo=UTC))
+    _entries(school.id, "class.deleted", 1, at=datetime(2026, 4, 2, 7, 30, tzinfo=UTC))
+    sign_in(client, admin.user.email)
+    page = client.get("/settings/audit?since=2026-04-01&until=2026-04-01").get_data(as_text=True)
+    assert "<td>2026-04-01</td><td>2</td>" in page  # both before midnight in Los Angeles
+    assert "2026-04-02</td>" not in page
+    assert "class.created 0" in page and "1 Apr 2026 18:30" in page
+    assert "class.deleted 0" not in page  # 00:30 on 2 April there
+    assert "America/Los_Angeles" in page
+
+
+def test_a_day_filter_across_a_clock_change_keeps_the_whole_day(client, make_school, make_member):
+    """8 March 2026 in Los Angeles has 23 hours; its last minute is 06:59 UTC on 9 March."""
+    school = make_school()
+    school.timezone = "America/Los_Angeles"
+    admin = make_member(school, role=Role.ADMIN)
+    db.session.commit()
+    _entries(school.id, "class.created", 1, at=datetime(2026, 3, 9, 6, 59, tzinfo=UTC))
+    _entries(school.id, "class.deleted", 1, at=datetime(2026, 3, 9, 7, 0, tzinfo=UTC))
+    sign_in(client, admin.user.email)
+    page = client.get("/settings/audit?since=2026-03-08&until=2026-03-08").get_data(as_text=True)
+    assert "class.created 0" in page and "class.deleted 0" not in page
 
 
 def test_approving_and_rejecting_are_audited(client, make_school, make_member):

@@ -7,6 +7,7 @@ from datetime import datetime, time
 
 from flask import Blueprint, Response, abort, flash, g, request, url_for
 
+from app import clock
 from app.calendar import forms, ical, services
 from app.extensions import db, limiter
 from app.htmx import redirect_after_post, render
@@ -18,7 +19,7 @@ bp = Blueprint("calendar", __name__, url_prefix="/calendar")
 
 
 def _zone():
-    return services.school_zone(g.school.timezone)
+    return clock.school_zone()
 
 
 def _page(*, status: int = 200, feed_url: str | None = None):

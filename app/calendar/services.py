@@ -11,7 +11,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from flask import g
 from sqlalchemy import delete, or_, select, true
@@ -29,14 +29,6 @@ from app.permissions import can, effective_permissions
 EVERY_CLASS = frozenset({"events.edit_any", "events.delete_any", "classes.manage"})
 PAGE_LIMIT = 200
 FEED_PAST_DAYS = 90
-
-
-def school_zone(name: str | None) -> ZoneInfo:
-    """The school's time zone (UTC if the setting names none we know)."""
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
 
 
 def to_utc(local: datetime, zone: ZoneInfo) -> datetime:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, flash, render_template, request, url_for
 
+from app import clock
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
 from app.messages import forms, services
@@ -79,7 +80,7 @@ def compose():
         if request.method != "GET":
             abort(400)
         return render_template("messages/choose_class.html", classes=services.classes_to_email())
-    form = forms.ComposeForm(zone=services.school_zone())
+    form = forms.ComposeForm(zone=clock.school_zone())
     now = utcnow()
     form.send_at.render_kw = {
         "min": services.local_input_value(now),

@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import markdown
 import nh3
@@ -21,6 +21,7 @@ from markupsafe import Markup
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import joinedload
 
+from app import clock
 from app.extensions import db
 from app.mail import queue_email
 from app.models import (
@@ -201,24 +202,16 @@ def render_markdown(source: str) -> Markup:
 # --- times in the school's time zone --------------------------------------------------------
 
 
-def school_zone() -> ZoneInfo:
-    """The current school's time zone (UTC if the stored name is unknown)."""
-    try:
-        return ZoneInfo(g.school.timezone or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
 def local_time(moment: datetime | None) -> str:
     """A stored (UTC) time as the school reads it, e.g. 'Mon 4 May 2026, 09:30'."""
     if moment is None:
         return ""
-    return moment.astimezone(school_zone()).strftime("%a %-d %b %Y, %H:%M")
+    return moment.astimezone(clock.school_zone()).strftime("%a %-d %b %Y, %H:%M")
 
 
 def local_input_value(moment: datetime) -> str:
     """A time in the school's zone as a datetime-local value."""
-    return moment.astimezone(school_zone()).strftime("%Y-%m-%dT%H:%M")
+    return moment.astimezone(clock.school_zone()).strftime("%Y-%m-%dT%H:%M")
 
 
 def schedule_time(local: datetime, zone: ZoneInfo) -> tuple[datetime | None, str | None]:

@@ -99,8 +99,8 @@ class AuditFilterForm(FlaskForm):
         csrf = False
 
     action = SelectField("Action", choices=[], validators=[Optional()])
-    since = DateField("From (UTC day)", validators=[Optional()])
-    until = DateField("Until (UTC day)", validators=[Optional()])
+    since = DateField("From", validators=[Optional()])
+    until = DateField("Until", validators=[Optional()])
 
     def validate_until(self, field) -> None:
         if field.data and self.since.data and field.data < self.since.data:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, current_app, flash, g, render_template, request, url_for
 
-from app import permissions
+from app import clock, permissions
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
 from app.models import Role
@@ -330,6 +330,7 @@ def audit_log():
         form=form,
         page=page,
         labels=services.actions(),
+        zone=clock.school_zone(),
         next_url=url_for("settings.audit_log", before=page.next_before_id, **next_args)
         if page.next_before_id
         else None,

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, timedelta
 from zoneinfo import ZoneInfo, available_timezones
 
 from flask import g
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import joinedload, selectinload
 
-from app import audit, permissions
+from app import audit, clock, permissions
 from app.extensions import db
 from app.models import Membership, MembershipStatus, PermissionChange, Role, School, User, Visibility
 from app.models.audit import AuditEntry
@@ -404,7 +404,7 @@ def get_deletion_request(request_id: int) -> SupportRequest | None:
 
 @dataclass(frozen=True)
 class AuditFilter:
-    """What the log is narrowed to: one action, a date range (in UTC days), and a page."""
+    """What the log is narrowed to: one action, a range of days on the school's clock, and a page."""
 
     action: str | None = None
     since: date | None = None
@@ -422,11 +422,12 @@ class AuditPage:
 
 
 def _range(query, column, audit_filter: AuditFilter):
+    """Entries from the start of ``since`` to the end of ``until``, days on the school's clock."""
+    zone = clock.school_zone()
     if audit_filter.since:
-        query = query.where(column >= datetime.combine(audit_filter.since, time.min, tzinfo=ZoneInfo("UTC")))
+        query = query.where(column >= clock.start_of_day(audit_filter.since, zone))
     if audit_filter.until:
-        end = datetime.combine(audit_filter.until + timedelta(days=1), time.min, tzinfo=ZoneInfo("UTC"))
-        query = query.where(column < end)
+        query = query.where(column < clock.start_of_day(audit_filter.until + timedelta(days=1), zone))
     return query
 
 
@@ -448,8 +449,8 @@ def audit_page(audit_filter: AuditFilter, page_size: int = AUDIT_PAGE_SIZE) -> A
 
 
 def sign_ins_per_day(audit_filter: AuditFilter) -> list[tuple[str, int]]:
-    """How many sign-ins there were each day (UTC), newest day first: counts, never names."""
-    day = func.date(AuditEntry.created_at)
+    """How many sign-ins there were each day on the school's clock, newest first: counts, never names."""
+    day = clock.local_date(AuditEntry.created_at, clock.school_zone())
     query = select(day, func.count(AuditEntry.id)).where(AuditEntry.action == SIGN_IN)
     query = _range(query, AuditEntry.created_at, audit_filter)
     rows = db.session.execute(query.group_by(day).order_by(day.desc()).limit(60)).all()
