@@ -42,8 +42,16 @@ def enqueue(func: Callable, *args, queue: str = "default", job_id: str | None = 
     db.session.info.setdefault("pending_jobs", []).append(PendingJob(func, args, queue, job_id, options))
 
 
+SCHEDULER_GRANULARITY_SECONDS = 1
+
+
 def enqueue_in(seconds: float, func: Callable, *args, queue: str = "default") -> None:
-    """Run ``func(*args)`` after a delay (RQ's scheduler); in-process, the sweeper picks it up."""
+    """Run ``func(*args)`` after a delay (RQ's scheduler); in-process, the sweeper picks it up.
+
+    RQ's scheduler keeps whole seconds (it truncates), so the job is scheduled a second late:
+    otherwise it could wake just before the row's next_attempt_at, find nothing due, and leave
+    the retry to the sweeper minutes later.
+    """
     if not current_app.config.get("REDIS_URL"):
         return
     from datetime import timedelta
@@ -51,7 +59,8 @@ def enqueue_in(seconds: float, func: Callable, *args, queue: str = "default") ->
     from redis.exceptions import RedisError
 
     try:
-        get_queue(queue).enqueue_in(timedelta(seconds=seconds), func, *args, **_rq_options({}))
+        delay = timedelta(seconds=seconds + SCHEDULER_GRANULARITY_SECONDS)
+        get_queue(queue).enqueue_in(delay, func, *args, **_rq_options({}))
     except RedisError as error:
         log.warning("redis unavailable, delayed %s left for the sweeper: %s", func.__name__, error)
 

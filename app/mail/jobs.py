@@ -217,9 +217,7 @@ def _retry_later(message: MailMessage, deliveries: list[MailDelivery], failure: 
         delivery.status = DeliveryStatus.PENDING
         delivery.last_error = failure.reason[:500]
         delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
-    # RQ's scheduler keeps whole seconds (it truncates): a second more, or the job could wake
-    # up just before next_attempt_at, find nothing due, and leave the retry to the sweeper.
-    jobs.enqueue_in(delay + 1, send_message, message.id, queue="mail")
+    jobs.enqueue_in(delay, send_message, message.id, queue="mail")
     log.warning(
         "message %s: %d deliveries retry in %.1fs (%s)", message.id, len(deliveries), delay, failure.reason
     )

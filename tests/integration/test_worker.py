@@ -243,3 +243,17 @@ def test_jobs_pushed_after_commit_may_run_longer_than_rqs_default(
     db.session.commit()
     [job] = Queue("mail", connection=redis_conn).get_jobs()
     assert job.timeout == 1800
+
+
+def test_a_delayed_job_is_scheduled_a_second_after_its_due_time(redis_app, redis_conn):
+    """RQ's scheduler truncates to whole seconds: a retry due in 30 s must not wake at 29.x s."""
+    from app import jobs
+
+    before = utcnow()
+    with redis_app.test_request_context():
+        jobs.enqueue_in(30, sweep, queue="mail")
+    registry = ScheduledJobRegistry(queue=Queue("mail", connection=redis_conn))
+    (job_id,) = registry.get_job_ids()
+    scheduled = registry.get_scheduled_time(job_id)
+    assert scheduled >= before.replace(microsecond=0) + timedelta(seconds=31)
+    assert scheduled <= utcnow() + timedelta(seconds=31)
