@@ -199,10 +199,55 @@ def test_forgot_password_answers_the_same_for_unknown_addresses(client, make_sch
     assert [m.to for m in sent_mail] == ["known@example.org"]
 
 
+def _accepted_the_policy(user: User) -> None:
+    """As when they joined with the form: the ledger holds their acceptance."""
+    from app.consent.ledger import record_acceptance
+
+    record_acceptance(user)
+    db.session.commit()
+
+
+def test_an_account_that_never_accepted_the_policy_does_so_with_its_first_password(
+    client, make_school, make_member, sent_mail
+):
+    """An account the school created (an import) sees the policy box; every problem shows at once."""
+    from app.models.consent import ConsentEvent, ConsentKind
+
+    member = make_member(make_school(), email="invited@example.org")
+    client.form("/password/forgot", {"email": "invited@example.org"})
+    client.get(
+        _link_from(sent_mail[0], r"http://localhost/password/reset/\S+").replace("http://localhost", "")
+    )
+    page = client.get("/password/reset").get_data(as_text=True)
+    assert "Choose your password" in page and "agree to it" in page
+    both = client.form("/password/reset", {"password": "short", "confirm": "short"})
+    text = both.get_data(as_text=True)
+    assert (
+        both.status_code == 400 and "at least 15 characters" in text and "accept the privacy policy" in text
+    )
+    done = client.form(
+        "/password/reset", {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD, "accept_policy": "y"}
+    )
+    assert done.status_code == 303
+    kinds = db.session.scalars(select(ConsentEvent.kind).where(ConsentEvent.user_id == member.user_id)).all()
+    assert [ConsentKind(k) for k in kinds] == [ConsentKind.ACCEPTED]
+
+
+def test_an_account_that_accepted_is_not_asked_again_on_reset(client, make_school, make_member, sent_mail):
+    _accepted_the_policy(make_member(make_school(), email="known@example.org").user)
+    client.form("/password/forgot", {"email": "known@example.org"})
+    client.get(
+        _link_from(sent_mail[0], r"http://localhost/password/reset/\S+").replace("http://localhost", "")
+    )
+    page = client.get("/password/reset").get_data(as_text=True)
+    assert "Choose a new password" in page and "agree to it" not in page
+
+
 def test_reset_link_works_once_and_moves_the_token_out_of_the_url(
     client, make_school, make_member, sent_mail
 ):
     member = make_member(make_school(), email="reset@example.org")
+    _accepted_the_policy(member.user)
     sign_in(client, "reset@example.org")
     other_device = client.application.test_client()
     sign_in(other_device, "reset@example.org")
@@ -235,7 +280,7 @@ def test_reset_link_expires_after_an_hour(client, make_school, make_member, sent
 
 
 def test_reset_rejects_weak_and_mismatched_passwords(client, make_school, make_member, sent_mail):
-    make_member(make_school(), email="weak@example.org")
+    _accepted_the_policy(make_member(make_school(), email="weak@example.org").user)
     client.form("/password/forgot", {"email": "weak@example.org"})
     client.get(
         _link_from(sent_mail[0], r"http://localhost/password/reset/\S+").replace("http://localhost", "")

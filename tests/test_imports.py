@@ -28,6 +28,7 @@ from app.models import (
 )
 from app.models.audit import AuditEntry
 from app.models.base import utcnow
+from app.models.consent import ConsentEvent, ConsentKind
 from app.models.imports import ImportRun, ImportStatus
 from tests.conftest import sign_in
 
@@ -235,10 +236,23 @@ def test_apply_adds_everything_and_invites_new_guardians(admin_client, school, s
     admin_client.post("/sign-out", headers={"X-CSRFToken": admin_client.csrf_token()})
     landing = admin_client.get(_link(invitation))
     assert landing.status_code == 303
-    chosen = admin_client.form(
+    # Imported, Grace never ticked the policy box: choosing her first password asks for it.
+    unticked = admin_client.form(
         landing.headers["Location"], {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD}
     )
+    assert unticked.status_code == 400
+    assert "accept the privacy policy" in unticked.get_data(as_text=True)
+    chosen = admin_client.form(
+        landing.headers["Location"], {"password": NEW_PASSWORD, "confirm": NEW_PASSWORD, "accept_policy": "y"}
+    )
     assert chosen.status_code == 303
+    grace = db.session.scalar(select(User).where(User.email == "grace@example.org"))
+    accepted = db.session.scalars(
+        select(ConsentEvent).where(
+            ConsentEvent.user_id == grace.id, ConsentEvent.kind == ConsentKind.ACCEPTED
+        )
+    ).all()
+    assert len(accepted) == 1
     assert sign_in(admin_client, "grace@example.org", NEW_PASSWORD).status_code == 303
     assert "Hopper family" in admin_client.get("/directory/").get_data(as_text=True)
     assert admin_client.get(_link(invitation)).status_code == 303  # sets the session token ...

@@ -113,6 +113,15 @@ class NewPasswordForm(FlaskForm):
     )
 
 
+class FirstPasswordForm(NewPasswordForm):
+    """A person the school invited (an import) chooses their first password and accepts the policy."""
+
+    accept_policy = BooleanField(
+        "I have read the privacy policy and agree to it",
+        validators=[DataRequired("Please read and accept the privacy policy to start using your account.")],
+    )
+
+
 class ChangePasswordForm(NewPasswordForm):
     """Change the password; the current one is asked again."""
 

@@ -9,6 +9,7 @@ from flask import Blueprint, current_app, flash, g, redirect, render_template, r
 from flask_login import current_user
 
 from app.auth import forms, passwords, services
+from app.consent import ledger
 from app.extensions import db, limiter
 from app.htmx import redirect_after_post, render
 from app.permissions import public, signed_in
@@ -169,19 +170,25 @@ def reset_password():
     raw = session.get("reset_token")
     if tokens.find_usable(raw, "reset") is None:
         return render_template("auth/reset_invalid.html"), 400
-    form = forms.NewPasswordForm()
-    if form.validate_on_submit():
-        owner = services.reset_token_owner(raw)
-        problems = passwords.problems(form.password.data, email=owner.email, name=owner.name)
-        if problems:
+    owner = services.reset_token_owner(raw)
+    # Someone the school invited by import never ticked the policy box: they do it here.
+    first_time = not ledger.has_accepted_a_version(owner.id)
+    form = forms.FirstPasswordForm() if first_time else forms.NewPasswordForm()
+    if form.is_submitted():
+        valid = form.validate()
+        # Checked even when another field failed, so every problem shows at once.
+        problems = passwords.problems(form.password.data or "", email=owner.email, name=owner.name)
+        if problems and not form.password.errors:
             form.password.errors.append(problems[0])
-        else:
+        if valid and not problems:
             services.reset_password(raw, form.password.data)
+            if first_time:
+                ledger.record_acceptance(owner)
             db.session.commit()
             session.pop("reset_token", None)
             flash("Your password is changed. Sign in with the new one.", "success")
             return redirect_after_post(url_for("auth.sign_in"))
-    return render_template("auth/reset.html", form=form), 400 if form.errors else 200
+    return render_template("auth/reset.html", form=form, first_time=first_time), 400 if form.errors else 200
 
 
 def _account_page(*, block: str = "content", target: str = "main", status: int = 200, **submitted):

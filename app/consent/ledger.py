@@ -43,6 +43,14 @@ def record_acceptance(user) -> None:
     record(user.id, ConsentKind.ACCEPTED, version.id)
 
 
+def has_accepted_a_version(user_id: int) -> bool:
+    """Has this person ever accepted a version (at sign-up, or when joining another school)?"""
+    query = select(ConsentEvent.id).where(
+        ConsentEvent.user_id == user_id, ConsentEvent.kind == ConsentKind.ACCEPTED
+    )
+    return db.session.scalar(query.limit(1)) is not None
+
+
 def ledger_of(user_id: int) -> list[tuple[ConsentEvent, int | None]]:
     """A person's own ledger, oldest first, with each line's version number."""
     rows = db.session.execute(
