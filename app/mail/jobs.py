@@ -9,6 +9,7 @@ records the outcome on each delivery. A delivery marked sent is never sent again
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
@@ -43,9 +44,11 @@ def send_message(message_id: int) -> dict:
     if message.scheduled_for is not None and message.scheduled_for > utcnow():
         return {"sent": 0}  # scheduled: the sweeper enqueues this job again once the time has passed
     counts = {"sent": 0, "skipped": 0, "digest": 0, "failed": 0, "retry": 0}
-    tried: set[int] = set()  # a failure waits for its retry time rather than being retried at once
-    while claimed := _claim(message_id, exclude=tried, limit=backend().max_batch):
-        tried.update(d.id for d in claimed)
+    # Deliveries are taken in id order and the job never looks back: a failure waits for its
+    # retry time rather than being retried at once, and the cursor stays one number however
+    # many batches there are (a list of tried ids grew with every recipient).
+    cursor = Cursor()
+    while claimed := _claim(message_id, cursor, limit=backend().max_batch):
         for outcome, number in _send_batch(message, claimed).items():
             counts[outcome] += number
         db.session.commit()
@@ -55,13 +58,21 @@ def send_message(message_id: int) -> dict:
     return counts
 
 
-def _claim(message_id: int, exclude: set[int], limit: int) -> list[MailDelivery]:
+@dataclass
+class Cursor:
+    """How far one run of the send job has got: the highest delivery id it has looked at."""
+
+    after_id: int = 0
+
+
+def _claim(message_id: int, cursor: Cursor, limit: int) -> list[MailDelivery]:
     """Mark a batch of due pending deliveries as sending, so two workers never take the same one.
 
     Returns [] only when nothing is left to claim: losing a whole batch to another
     worker moves on to the next one rather than ending the job.
     """
-    while ids := _due_ids(message_id, exclude, limit):
+    while ids := _due_ids(message_id, cursor.after_id, limit):
+        cursor.after_id = ids[-1]
         # RETURNING gives exactly the rows this worker moved; re-reading "sending" rows would
         # also pick up rows another worker claimed in between, and both would send them.
         claimed = db.session.scalars(
@@ -75,18 +86,18 @@ def _claim(message_id: int, exclude: set[int], limit: int) -> list[MailDelivery]
         if claimed:
             query = select(MailDelivery).where(MailDelivery.id.in_(claimed)).order_by(MailDelivery.id)
             return list(db.session.scalars(query))
-        exclude.update(ids)
     return []
 
 
-def _due_ids(message_id: int, exclude: set[int], limit: int) -> list[int]:
+def _due_ids(message_id: int, after_id: int, limit: int) -> list[int]:
+    """The next due pending deliveries of the message after ``after_id``, in id order."""
     query = (
         select(MailDelivery.id)
         .where(
             MailDelivery.message_id == message_id,
+            MailDelivery.id > after_id,
             MailDelivery.status == DeliveryStatus.PENDING,
             or_(MailDelivery.next_attempt_at.is_(None), MailDelivery.next_attempt_at <= utcnow()),
-            MailDelivery.id.not_in(exclude),
         )
         .order_by(MailDelivery.id)
         .limit(limit)
