@@ -50,6 +50,7 @@ ACTIONS: dict[str, str] = {
     "invite_code.switched_off": "Switched the invitation code off",
     "auth.signed_in": "Signed in",
     "account.closed": "Closed their own account",
+    "message.cancelled": "Cancelled a scheduled message",
 }
 
 

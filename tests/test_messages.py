@@ -519,3 +519,71 @@ def test_a_naive_reading_of_send_at_would_be_wrong_by_the_offset(community):
         assert problem is None and moment == datetime(2026, 6, 2, 13, 30, tzinfo=UTC)
         gap, problem = schedule_time(datetime(2027, 3, 14, 2, 30), zone)  # clocks jump 02:00 -> 03:00
         assert gap is None and "does not exist" in problem
+
+
+# --- calling off a scheduled message ----------------------------------------------------------
+
+
+def test_a_cancelled_message_never_goes_out_and_the_cancel_is_audited(client, community, sent_mail):
+    from app.models.audit import AuditEntry
+
+    message, due = _schedule(client, community)
+    page = client.get(f"/messages/{message.id}").get_data(as_text=True)
+    assert "Cancel this message" in page
+    response = client.form(f"/messages/{message.id}/cancel")
+    assert response.status_code == 303
+    page = client.get(f"/messages/{message.id}").get_data(as_text=True)
+    assert "nobody received it" in page and "Cancel this message" not in page
+    assert _count(page, "skipped") == 8 and _count(page, "waiting") == 0
+    assert "Cancelled" in client.get("/messages").get_data(as_text=True)
+    with time_machine.travel(due + timedelta(minutes=1)):
+        sweep()
+        jobs.run_ready_jobs()
+        assert send_message(message.id) == {"sent": 0}
+    assert sent_mail == []
+    assert {d.status for d in _deliveries(message.id)} == {DeliveryStatus.SKIPPED}
+    with tenancy.bound(community["a"].id):
+        entry = db.session.scalar(select(AuditEntry).where(AuditEntry.action == "message.cancelled"))
+    assert entry.target == "Coats on Friday" and entry.detail["deliveries"] == 8
+
+
+def test_a_message_that_has_gone_out_cannot_be_cancelled(client, community, sent_mail):
+    message, due = _schedule(client, community)
+    with time_machine.travel(due + timedelta(minutes=1)):
+        sweep()
+        jobs.run_ready_jobs()
+        refused = client.form(f"/messages/{message.id}/cancel", follow_redirects=True)
+        assert "already gone out" in refused.get_data(as_text=True)
+    assert len(sent_mail) == 8
+    assert _messages()[0].cancelled_at is None
+
+
+def test_only_those_who_may_send_it_can_cancel_it(client, community, sent_mail, app):
+    message, _ = _schedule(client, community)
+    for email in ("parent@maple.org", "room@maple.org", "teacher@maple.org"):
+        other = app.test_client()
+        sign_in(other, email)
+        assert other.form(f"/messages/{message.id}/cancel").status_code in (403, 404), email
+    birch = app.test_client()
+    sign_in(birch, "b-admin@birch.org")
+    assert birch.form(f"/messages/{message.id}/cancel").status_code == 404
+    assert {d.status for d in _deliveries(message.id)} == {DeliveryStatus.PENDING}
+
+
+def test_a_room_parent_cancels_their_own_class_message(client, community, sent_mail):
+    sign_in(client, "room@maple.org")
+    later = (utcnow() + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M")
+    assert _send(client, "class", class_id=community["oak"].id, send_at=later).status_code == 303
+    (message,) = _messages()
+    assert client.form(f"/messages/{message.id}/cancel").status_code == 303
+    assert _messages()[0].cancelled_at is not None
+
+
+def test_a_new_message_can_start_from_an_earlier_one(client, community, sent_mail, app):
+    message, _ = _schedule(client, community)
+    copied = client.get(f"/messages/new?kind=school&copy={message.id}").get_data(as_text=True)
+    assert 'value="Coats on Friday"' in copied and "**Bring** a *coat* on Friday." in copied
+    birch = app.test_client()
+    sign_in(birch, "b-admin@birch.org")
+    foreign = birch.get(f"/messages/new?kind=school&copy={message.id}").get_data(as_text=True)
+    assert "Coats on Friday" not in foreign  # another school's message is not copied

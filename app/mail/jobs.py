@@ -39,8 +39,8 @@ SETTLED = (
 def send_message(message_id: int) -> dict:
     """Send every pending delivery of one message, each at most once."""
     message = db.session.get(MailMessage, message_id)
-    if message is None:
-        return {"sent": 0}
+    if message is None or message.cancelled_at is not None:
+        return {"sent": 0}  # gone, or called off before its time (its deliveries were skipped)
     if message.scheduled_for is not None and message.scheduled_for > utcnow():
         return {"sent": 0}  # scheduled: the sweeper enqueues this job again once the time has passed
     counts = {"sent": 0, "skipped": 0, "digest": 0, "failed": 0, "retry": 0}

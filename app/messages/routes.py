@@ -81,6 +81,8 @@ def compose():
             abort(400)
         return render_template("messages/choose_class.html", classes=services.classes_to_email())
     form = forms.ComposeForm(zone=clock.school_zone())
+    if request.method == "GET":
+        _start_from_copy(form)
     now = utcnow()
     form.send_at.render_kw = {
         "min": services.local_input_value(now),
@@ -113,6 +115,14 @@ def compose():
             context["problem"] = "Nobody would receive this message yet, so it was not sent."
         context["preview"] = services.preview(audience, form.subject.data, form.body.data)
     return render("messages/compose.html", block="preview", target="preview", **context)
+
+
+def _start_from_copy(form: forms.ComposeForm) -> None:
+    """?copy=<id>: the subject and text of an earlier message, to edit and send again."""
+    original = services.copy_of(request.args.get("copy", type=int))
+    if original is not None:
+        form.subject.data = original.subject
+        form.body.data = original.source_markdown or ""
 
 
 def _invalid(context: dict):
@@ -151,6 +161,29 @@ def show(message_id: int):
         kind=services.kind_of(message),
         counts=counts,
         waiting_for_its_time=waiting_for_its_time,
+        may_resend=services.may_resend(message),
         polling=not counts.settled and not waiting_for_its_time,
         body_html=services.render_markdown(message.source_markdown or ""),
     )
+
+
+@bp.route("/<int:message_id>/cancel", methods=["POST"])
+@member
+def cancel(message_id: int):
+    """Call off a scheduled message before its time (whoever may send it to that audience)."""
+    _require_a_sender()
+    found = services.get_message(message_id)
+    if found is None:
+        abort(404)
+    if not services.may_resend(found.message):
+        abort(403)
+    try:
+        skipped = services.cancel(found.message)
+    except services.CancelRefused as refusal:
+        db.session.rollback()
+        flash(str(refusal), "error")
+        return redirect_after_post(url_for("messages.show", message_id=message_id))
+    db.session.commit()
+    called_off = f"{skipped} {'delivery' if skipped == 1 else 'deliveries'}"
+    flash(f"Cancelled: nobody will receive it ({called_off} called off).", "success")
+    return redirect_after_post(url_for("messages.show", message_id=message_id))

@@ -18,10 +18,10 @@ import nh3
 from flask import g
 from flask_login import current_user
 from markupsafe import Markup
-from sqlalchemy import Select, and_, func, or_, select
+from sqlalchemy import Select, and_, func, or_, select, update
 from sqlalchemy.orm import joinedload
 
-from app import clock
+from app import audit, clock
 from app.extensions import db
 from app.mail import queue_email
 from app.models import (
@@ -346,8 +346,59 @@ def kind_of(message: MailMessage) -> Kind | None:
 
 
 def is_waiting_for_its_time(message: MailMessage) -> bool:
-    """Scheduled, and the time has not come yet."""
-    return message.scheduled_for is not None and message.scheduled_for > utcnow()
+    """Scheduled, not cancelled, and the time has not come yet."""
+    return (
+        message.cancelled_at is None
+        and message.scheduled_for is not None
+        and message.scheduled_for > utcnow()
+    )
+
+
+# --- calling off a scheduled message ---------------------------------------------------------
+
+
+def may_resend(message: MailMessage) -> bool:
+    """May the current member send this message's kind to its audience (so cancel or copy it)?"""
+    kind = kind_of(message)
+    if kind is None or not can(kind.permission):
+        return False
+    if kind.key != "class":
+        return True
+    school_class = get_class(message.class_id) if message.class_id is not None else None
+    return school_class is not None and may_email_class(school_class)
+
+
+class CancelRefused(Exception):
+    """The message cannot be called off (it has gone out, or is going out)."""
+
+
+def cancel(message: MailMessage) -> int:
+    """Call off a scheduled message before its time: every delivery is skipped. Returns how many.
+
+    One UPDATE of the pending rows: the send job claims only pending rows, so a job that
+    starts at the scheduled time finds nothing left, whichever comes first.
+    """
+    if not is_waiting_for_its_time(message):
+        raise CancelRefused("This message has already gone out, so it can no longer be cancelled.")
+    now = utcnow()
+    skipped = db.session.execute(
+        update(MailDelivery)
+        .where(MailDelivery.message_id == message.id, MailDelivery.status == DeliveryStatus.PENDING)
+        .values(status=DeliveryStatus.SKIPPED, last_error="cancelled before it was sent", updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    message.cancelled_at = now
+    message.cancelled_by_id = current_user.id
+    audit.record("message.cancelled", target=message.subject, deliveries=skipped)
+    return skipped
+
+
+def copy_of(message_id: int | None) -> MailMessage | None:
+    """A message of this school the member may follow and send again, to start a new one from."""
+    found = get_message(message_id) if message_id is not None else None
+    if found is None or not may_resend(found.message):
+        return None
+    return found.message
 
 
 @dataclass

@@ -101,6 +101,9 @@ class MailMessage(db.Model):
     source_markdown: Mapped[str | None] = mapped_column(Text)
     # Not sent before this time; the sweeper enqueues the send job once it has passed.
     scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # A scheduled message called off before its time: its deliveries were skipped then.
+    cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    cancelled_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
 
     deliveries: Mapped[list[MailDelivery]] = relationship(back_populates="message")
 
