@@ -141,14 +141,20 @@ def _sent_note(sent: services.Sent) -> str:
     return f"Sending to {who}."
 
 
-@bp.route("/<int:message_id>")
-@member
-def show(message_id: int):
-    """One message and its delivery counts; htmx polls the counts while anything is waiting."""
+def _followed_message_or_abort(message_id: int) -> services.Listed:
+    """A message of this school the member may follow (403 for non-senders, 404 for other ids)."""
     _require_a_sender()
     found = services.get_message(message_id)
     if found is None:
         abort(404)
+    return found
+
+
+@bp.route("/<int:message_id>")
+@member
+def show(message_id: int):
+    """One message and its delivery counts; htmx polls the counts while anything is waiting."""
+    found = _followed_message_or_abort(message_id)
     message = found.message
     counts = services.delivery_counts([message.id])[message.id]
     waiting_for_its_time = services.is_waiting_for_its_time(message)
@@ -171,10 +177,7 @@ def show(message_id: int):
 @member
 def cancel(message_id: int):
     """Call off a scheduled message before its time (whoever may send it to that audience)."""
-    _require_a_sender()
-    found = services.get_message(message_id)
-    if found is None:
-        abort(404)
+    found = _followed_message_or_abort(message_id)
     if not services.may_resend(found.message):
         abort(403)
     try:
