@@ -386,3 +386,24 @@ def test_only_deletion_requests_can_be_marked(client, staff_user, school_with_fa
     db.session.expire_all()
     assert db.session.get(SupportRequest, help_request.id).deletion_state is None
     assert re.search("cannot be marked", client.get("/platform/").get_data(as_text=True))
+
+
+def test_an_admin_cannot_carry_out_the_deletion_of_the_only_superadmin(
+    client, app, staff_user, school_with_family, make_member
+):
+    """Confirming a deletion deactivates the requester: the same rank and last-SuperAdmin rules apply."""
+    school, superadmin, _ = school_with_family
+    admin = make_member(school, role=Role.ADMIN, name="Andy Admin")
+    sign_in(client, superadmin.user.email)
+    request = _deletion_request(client, school)
+    staff_client = app.test_client()
+    sign_in(staff_client, staff_user.email)
+    assert staff_client.form(f"/platform/requests/{request.id}/mark-deletion").status_code == 303
+    admin_client = app.test_client()
+    sign_in(admin_client, admin.user.email)
+    refused = admin_client.form(f"/settings/deletions/{request.id}/confirm", follow_redirects=True)
+    assert "above yours" in refused.get_data(as_text=True)
+    db.session.expire_all()
+    assert db.session.get(SupportRequest, request.id).deletion_state is DeletionState.MARKED
+    with tenancy.bound(school.id):
+        assert db.session.get(Membership, superadmin.id).status is MembershipStatus.APPROVED

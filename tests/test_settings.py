@@ -11,7 +11,7 @@ import pytest
 import time_machine
 from sqlalchemy import func, select
 
-from app import audit, tenancy
+from app import audit, permissions, tenancy
 from app.auth.services import school_by_code
 from app.extensions import db
 from app.models import Membership, MembershipStatus, PermissionChange, Role, School, Visibility
@@ -32,6 +32,14 @@ def _membership(membership_id: int, school_id: int) -> Membership:
     db.session.expire_all()
     with tenancy.bound(school_id):
         return db.session.scalar(select(Membership).where(Membership.id == membership_id))
+
+
+def _changes(membership_id: int, school_id: int) -> list[tuple[str, bool]]:
+    """The single permission changes on a membership."""
+    db.session.expire_all()
+    with tenancy.bound(school_id):
+        query = select(PermissionChange.permission, PermissionChange.granted)
+        return list(db.session.execute(query.where(PermissionChange.membership_id == membership_id)).all())
 
 
 def _actions(school_id: int) -> list[str]:
@@ -295,6 +303,58 @@ def test_the_last_superadmin_cannot_be_demoted_or_deactivated_even_by_themselves
     assert _membership(me.id, school.id).role is Role.ADMIN
 
 
+def test_an_admin_cannot_strip_a_superadmins_permissions(client, make_school, make_member):
+    """The rank check covers single permissions too, not only roles and deactivation."""
+    school, admin = _as(client, make_school, make_member, Role.ADMIN)
+    with tenancy.bound(school.id):
+        db.session.add(
+            PermissionChange(membership_id=admin.id, permission="members.permissions", granted=True)
+        )
+        db.session.commit()
+    boss = make_member(school, role=Role.SUPERADMIN)
+    response = client.form(f"/settings/people/{boss.id}/permissions", {"permission": ["directory.view"]})
+    assert response.status_code == 403
+    assert _changes(boss.id, school.id) == []
+
+
+def test_a_superadmin_always_keeps_managing_people(client, make_school, make_member):
+    school, me = _as(client, make_school, make_member, Role.SUPERADMIN)
+    other = make_member(school, role=Role.SUPERADMIN)
+    everything_but_people = [key for key in permissions.BY_KEY if not key.startswith("members.")]
+    for target in (me, other):
+        response = client.form(
+            f"/settings/people/{target.id}/permissions", {"permission": everything_but_people}
+        )
+        assert response.status_code == 422
+        assert "always keeps managing people" in response.get_data(as_text=True)
+        assert _changes(target.id, school.id) == []
+
+
+def test_a_new_role_cannot_hand_over_permissions_the_actor_lost(client, make_school, make_member):
+    """An admin whose data.export was revoked cannot make someone else an admin to export for them."""
+    school, admin = _as(client, make_school, make_member, Role.ADMIN)
+    with tenancy.bound(school.id):
+        db.session.add(PermissionChange(membership_id=admin.id, permission="data.export", granted=False))
+        db.session.commit()
+    parent = make_member(school, role=Role.PARENT)
+    response = client.form(f"/settings/people/{parent.id}/role", {"role": "admin"})
+    assert response.status_code == 403
+    assert "permissions you do not have yourself" in response.get_data(as_text=True)
+    assert _membership(parent.id, school.id).role is Role.PARENT
+    staff = client.form(f"/settings/people/{parent.id}/role", {"role": "staff"})  # nothing beyond theirs
+    assert staff.status_code == 303 and _membership(parent.id, school.id).role is Role.STAFF
+
+
+def test_a_closed_account_does_not_count_as_the_other_superadmin(client, make_school, make_member):
+    school, me = _as(client, make_school, make_member, Role.SUPERADMIN)
+    gone = make_member(school, role=Role.SUPERADMIN)
+    gone.user.active = False  # closed their account; the membership is still approved
+    db.session.commit()
+    response = client.form(f"/settings/people/{me.id}/role", {"role": "admin"})
+    assert response.status_code == 422
+    assert _membership(me.id, school.id).role is Role.SUPERADMIN
+
+
 def test_grant_and_revoke_single_permissions_effective_on_the_next_request(client, make_school, make_member):
     school, _ = _as(client, make_school, make_member, Role.SUPERADMIN)
     parent = make_member(school, role=Role.PARENT)
@@ -505,6 +565,11 @@ def test_the_audit_log_filters_by_action_and_day(client, make_school, make_membe
     assert "class.created 1" in by_day and "class.deleted 1" not in by_day
     bad = client.get("/settings/audit?since=2026-03-09&until=2026-03-01&action=nonsense")
     assert bad.status_code == 400
+    far = client.get("/settings/audit?until=9999-12-31")  # the day after would not exist
+    assert far.status_code == 400 and "Choose a day between" in far.get_data(as_text=True)
+    for junk in ("²", "١٢", "-1", "9" * 20):
+        assert client.get(f"/settings/audit?before={junk}").status_code == 200
+        assert client.get(f"/settings/people?page={junk}").status_code == 200
 
 
 def test_sign_ins_are_counted_per_day_not_listed(client, make_school, make_member):

@@ -92,6 +92,9 @@ class GrantForm(FlaskForm):
     )
 
 
+AUDIT_FIRST_YEAR, AUDIT_LAST_YEAR = 2000, 2999
+
+
 class AuditFilterForm(FlaskForm):
     """Narrow the audit log (a GET form: no CSRF)."""
 
@@ -102,6 +105,16 @@ class AuditFilterForm(FlaskForm):
     since = DateField("From", validators=[Optional()])
     until = DateField("Until", validators=[Optional()])
 
+    def validate_since(self, field) -> None:
+        _check_audit_day(field.data)
+
     def validate_until(self, field) -> None:
+        _check_audit_day(field.data)
         if field.data and self.since.data and field.data < self.since.data:
             raise ValidationError("Choose a day on or after the first day.")
+
+
+def _check_audit_day(day) -> None:
+    """Days the log can hold (and that the day after can be computed for)."""
+    if day is not None and not (AUDIT_FIRST_YEAR <= day.year <= AUDIT_LAST_YEAR):
+        raise ValidationError(f"Choose a day between {AUDIT_FIRST_YEAR} and {AUDIT_LAST_YEAR}.")

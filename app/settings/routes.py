@@ -158,7 +158,11 @@ def confirm_deletion(request_id: int):
         abort(404)
     if not forms.ConfirmForm().validate_on_submit():
         abort(400)
-    done = services.confirm_deletion(support_request)
+    try:
+        done = services.confirm_deletion(support_request)
+    except services.Refused as refusal:
+        db.session.rollback()
+        return _saved("deletions", str(refusal), "error")
     db.session.commit()
     return _saved("deletions", "Deletion carried out." if done else "Nothing to confirm for this request.")
 
@@ -190,7 +194,8 @@ def people():
 
 def _page_number(value: str | None) -> int:
     """A page number from the query string: 1 unless it is a sensible positive integer."""
-    return int(value) if value and value.isdigit() and 0 < int(value) <= 10_000 else 1
+    # ASCII digits only: "²".isdigit() is True but int("²") raises.
+    return int(value) if value and value.isascii() and value.isdigit() and 0 < int(value) <= 10_000 else 1
 
 
 def _person_or_404(membership_id: int):
@@ -266,7 +271,7 @@ def change_permissions(membership_id: int):
         abort(400)
     wanted = set(request.form.getlist("permission"))
     try:
-        changed = services.set_permissions(permissions.effective_permissions(g.membership), target, wanted)
+        changed = services.set_permissions(g.membership, target, wanted)
     except services.Refused as refusal:
         db.session.rollback()
         return _person(services.person(membership_id), refusal.status, error=str(refusal))
@@ -318,7 +323,7 @@ def audit_log():
         action=form.action.data or None if valid else None,
         since=form.since.data if valid else None,
         until=form.until.data if valid else None,
-        before_id=int(before) if before.isdigit() and len(before) < 12 else None,
+        before_id=int(before) if before.isascii() and before.isdigit() and len(before) < 12 else None,
     )
     page = services.audit_page(audit_filter)
     next_args = {k: v for k, v in request.args.items() if k != "before" and v}

@@ -153,11 +153,17 @@ def person(membership_id: int) -> Membership | None:
 
 
 def _superadmins_left() -> int:
-    """Approved SuperAdmins, their rows locked (PostgreSQL) so two demotions cannot both pass."""
+    """Approved SuperAdmins with an open account, their rows locked (PostgreSQL) so two demotions
+    cannot both pass. A closed account cannot sign in, so it does not count."""
     ids = db.session.scalars(
         select(Membership.id)
-        .where(Membership.role == Role.SUPERADMIN, Membership.status == MembershipStatus.APPROVED)
-        .with_for_update()
+        .join(User, User.id == Membership.user_id)
+        .where(
+            Membership.role == Role.SUPERADMIN,
+            Membership.status == MembershipStatus.APPROVED,
+            User.active.is_(True),
+        )
+        .with_for_update(of=Membership)
     ).all()
     return len(ids)
 
@@ -181,6 +187,21 @@ def _check_not_last_superadmin(target: Membership) -> None:
         raise Refused("The school needs at least one SuperAdmin. Make someone else SuperAdmin first.", 422)
 
 
+def _check_gives_only_what_actor_holds(actor: Membership, target: Membership, role: Role) -> None:
+    """A new role must not hand the person a permission the actor was not given themselves."""
+    before = permissions.effective_permissions(target) if target.is_approved else frozenset()
+    old_role = target.role
+    target.role = role
+    try:
+        after = permissions.effective_permissions(target) if target.is_approved else frozenset()
+    finally:
+        target.role = old_role
+    beyond = (after - before) - permissions.effective_permissions(actor)
+    if beyond:
+        labels = ", ".join(permissions.BY_KEY[key].label for key in sorted(beyond))
+        raise Refused(f"That role would give permissions you do not have yourself ({labels}).")
+
+
 def change_role(actor: Membership, target: Membership, role: Role) -> bool:
     """Give ``target`` another role (up to the actor's own; never the last SuperAdmin's)."""
     role = Role(role)
@@ -191,6 +212,7 @@ def change_role(actor: Membership, target: Membership, role: Role) -> bool:
         return False
     if target.role is Role.SUPERADMIN:
         _check_not_last_superadmin(target)
+    _check_gives_only_what_actor_holds(actor, target, role)
     old = target.role
     target.role = role
     audit.record("member.role_changed", target=target.user.name, old=old.value, new=role.value)
@@ -259,13 +281,22 @@ def role_defaults(target: Membership) -> frozenset[str]:
     return frozenset(defaults)
 
 
-def set_permissions(actor_permissions: frozenset[str], target: Membership, wanted: set[str]) -> list[str]:
+# A SuperAdmin always keeps these: without them nobody might be left to manage the school's people.
+KEPT_BY_SUPERADMINS = frozenset({"members.manage", "members.permissions"})
+
+
+def set_permissions(actor: Membership, target: Membership, wanted: set[str]) -> list[str]:
     """Make the person's effective permissions ``wanted``, as grants and revocations on the role.
 
-    Permissions the actor does not hold are left as they are, and asking to give one is refused
-    (nobody raises anyone beyond their own rights). Returns the keys that changed.
+    Only on someone whose role is not above the actor's. Permissions the actor does not hold
+    are left as they are, and asking to give one is refused (nobody raises anyone beyond their
+    own rights). Returns the keys that changed.
     """
+    _check_may_change(actor, target)
+    actor_permissions = permissions.effective_permissions(actor)
     wanted = wanted & set(permissions.BY_KEY)
+    if target.role is Role.SUPERADMIN and not wanted >= KEPT_BY_SUPERADMINS:
+        raise Refused("A SuperAdmin always keeps managing people and their permissions.", 422)
     current = permissions.effective_permissions(target) if target.is_approved else role_defaults(target)
     raising = (wanted - current) - actor_permissions
     if raising:
@@ -379,6 +410,8 @@ def confirm_deletion(support_request: SupportRequest) -> bool:
             select(Membership).where(Membership.user_id == support_request.user_id)
         )
         if membership is not None:
+            _check_may_change(g.membership, membership)
+            _check_not_last_superadmin(membership)
             membership.title = membership.phone = membership.address = None
             membership.status = MembershipStatus.DEACTIVATED
     support_request.deletion_state = DeletionState.CARRIED_OUT
