@@ -78,6 +78,53 @@ def schools(make_school, make_member):
 # --- my own data --------------------------------------------------------------------------------
 
 
+def _families_in_download(client, email: str) -> list[dict]:
+    """Sign in and download my data; the families of my one school."""
+    sign_in(client, email)
+    response = client.get("/account/my-data.json")
+    assert response.status_code == 200
+    (school,) = json.loads(response.get_data())["schools"]
+    return school["families"]
+
+
+def test_a_family_reaches_a_download_only_through_an_approved_membership(client, schools, make_member, app):
+    """Waiting to join a family with its code, or removed from it, is not belonging to it."""
+    from app.models import MembershipStatus
+
+    birch = schools["birch"]
+    with tenancy.bound(birch.id):
+        family_id = db.session.scalar(select(Family.id).where(Family.name == "Family household"))
+    asking = make_member(
+        birch, status=MembershipStatus.PENDING, email="asking@example.org", name="Ash Asking"
+    )
+    removed = make_member(
+        birch, status=MembershipStatus.DEACTIVATED, email="gone@example.org", name="Gil Gone"
+    )
+    closed = make_member(birch, email="closed@example.org", name="Cleo Closed")
+    closed.user.active = False
+    with tenancy.bound(birch.id):
+        for member in (asking, removed, closed):
+            db.session.add(Guardian(family_id=family_id, membership_id=member.id))
+        db.session.commit()
+    assert _families_in_download(app.test_client(), "asking@example.org") == []
+    assert _families_in_download(app.test_client(), "gone@example.org") == []
+    (family,) = _families_in_download(client, "fern.family@example.org")
+    assert family["guardians"] == ["Fern Family"]  # not the waiting, removed or closed ones
+    assert family["children"][0]["first_name"] == "Juniper"
+
+
+def test_a_newcomer_waiting_for_approval_downloads_the_family_they_typed_in(client, schools, make_member):
+    from app.models import MembershipStatus
+
+    birch = schools["birch"]
+    newcomer = make_member(birch, status=MembershipStatus.PENDING, email="new@example.org", name="Nia New")
+    with tenancy.bound(birch.id):
+        wren = db.session.scalar(select(SchoolClass).where(SchoolClass.name == "Wren"))
+    _family(birch, newcomer, "New household", "Sorrel", wren)
+    (family,) = _families_in_download(client, "new@example.org")
+    assert family["family"] == "New household" and family["guardians"] == ["Nia New"]
+
+
 def test_a_person_downloads_their_own_and_their_familys_data(client, schools, sent_mail):
     parent = schools["parent"]
     db.session.add(

@@ -10,7 +10,7 @@ import secrets
 import zipfile
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 
 from app import jobs, tenancy
 from app.consent import ledger
@@ -65,11 +65,7 @@ def personal_data(user: User) -> dict:
 def _school_part(membership: Membership) -> dict:
     """One school: the membership, its directory details and the families the person belongs to."""
     with tenancy.bound(membership.school_id):
-        families = db.session.scalars(
-            select(Family).where(
-                Family.id.in_(select(Guardian.family_id).where(Guardian.membership_id == membership.id))
-            )
-        ).all()
+        families = db.session.scalars(_families_of(membership)).all()
         classes = dict(db.session.execute(select(SchoolClass.id, SchoolClass.name)).all())
         return {
             "school": membership.school.name,
@@ -84,16 +80,42 @@ def _school_part(membership: Membership) -> dict:
                 "phone_visible_to": membership.phone_visibility.value,
                 "address_visible_to": membership.address_visibility.value,
             },
-            "families": [_family_part(family, classes) for family in families],
+            "families": [_family_part(family, classes, membership) for family in families],
         }
 
 
-def _family_part(family: Family, classes: dict[int, str]) -> dict:
+def _families_of(membership: Membership):
+    """The families this membership may download.
+
+    Approved, every family they are a guardian of. Otherwise (waiting, turned down, switched
+    off) only a family nobody approved belongs to: the one they typed in themselves when they
+    joined, not one they asked to join with its code, nor one they were removed from.
+    """
+    theirs = select(Guardian.family_id).where(Guardian.membership_id == membership.id)
+    query = select(Family).where(Family.id.in_(theirs))
+    if membership.status is MembershipStatus.APPROVED:
+        return query
+    others_approved = (
+        select(Guardian.family_id)
+        .join(Membership, Membership.id == Guardian.membership_id)
+        .where(Membership.id != membership.id, Membership.status == MembershipStatus.APPROVED)
+    )
+    return query.where(Family.id.not_in(others_approved))
+
+
+def _family_part(family: Family, classes: dict[int, str], membership: Membership) -> dict:
+    """One family: its guardians (approved, open accounts, and the person), children and classes."""
     guardians = db.session.scalars(
         select(User.name)
         .join(Membership, Membership.user_id == User.id)
         .join(Guardian, Guardian.membership_id == Membership.id)
-        .where(Guardian.family_id == family.id)
+        .where(
+            Guardian.family_id == family.id,
+            or_(
+                Membership.id == membership.id,
+                and_(Membership.status == MembershipStatus.APPROVED, User.active.is_(True)),
+            ),
+        )
     ).all()
     students = db.session.scalars(select(Student).where(Student.family_id == family.id)).all()
     enrolled = db.session.execute(
