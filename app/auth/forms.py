@@ -17,6 +17,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, EqualTo, InputRequired, Length, Optional
 
 from app.auth import passwords
+from app.parsing import optional_id
 
 CHILD_SLOTS = 4
 
@@ -43,6 +44,7 @@ class ChildForm(Form):
         return any((part.data or "").strip() for part in (self.first_name, self.last_name, self.class_id))
 
     def validate(self, extra_validators=None) -> bool:
+        """A started row needs both names and a class picked from the menu."""
         valid = super().validate(extra_validators)
         if not self.filled():
             return valid
@@ -54,7 +56,15 @@ class ChildForm(Form):
             if not (part.data or "").strip():
                 part.errors = [*part.errors, message]
                 valid = False
+        # The menu only offers ids; anything else was typed by hand (or is "²", which int() refuses).
+        if (self.class_id.data or "").strip() and self.chosen_class_id() is None:
+            self.class_id.errors = [*self.class_id.errors, "Choose the child's class from the list."]
+            valid = False
         return valid
+
+    def chosen_class_id(self) -> int | None:
+        """The picked class's id, or None if the menu's value is not a plain id."""
+        return optional_id(self.class_id.data)
 
 
 class JoinForm(FlaskForm):

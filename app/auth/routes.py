@@ -12,6 +12,7 @@ from app.auth import forms, passwords, services
 from app.consent import ledger
 from app.extensions import db, limiter
 from app.htmx import redirect_after_post, render
+from app.parsing import optional_id
 from app.permissions import public, signed_in
 from app.urls import safe_next
 
@@ -60,10 +61,11 @@ def join():
 
 
 def _children_of(form: forms.JoinForm) -> list[services.NewChild]:
+    """The started child rows of a validated form (each has a plain class id by then)."""
     return [
-        services.NewChild(child.first_name.data, child.last_name.data, int(child.class_id.data))
+        services.NewChild(child.first_name.data, child.last_name.data, child.chosen_class_id())
         for child in form.children
-        if child.filled() and (child.class_id.data or "").isdigit()
+        if child.filled() and child.chosen_class_id() is not None
     ]
 
 
@@ -283,11 +285,8 @@ def confirm_email():
 @signed_in
 def switch_school():
     """Make another of the person's schools the current one."""
-    try:
-        school_id = int(request.form.get("school_id", ""))
-    except ValueError:
-        school_id = -1
-    if not services.switch_school(school_id):
+    school_id = optional_id(request.form.get("school_id"))
+    if school_id is None or not services.switch_school(school_id):
         flash("You are not a member of that school.", "error")
     return redirect_after_post(url_for("main.home"))
 

@@ -16,6 +16,7 @@ from app.classes import services as classes
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
 from app.members import services as members
+from app.parsing import optional_id
 from app.permissions import member, requires
 
 bp = Blueprint("families", __name__, url_prefix="/families")
@@ -33,7 +34,7 @@ def _student_forms(family, submitted=None) -> dict:
         result[student.id] = form
     result["new"] = forms.StudentForm(formdata=None, prefix="new")
     if submitted is not None:
-        key = int(submitted.student_id.data) if (submitted.student_id.data or "").isdigit() else "new"
+        key = optional_id(submitted.student_id.data)
         result[key if key in result else "new"] = submitted
     for form in result.values():
         form.classes.choices = choices
@@ -82,9 +83,7 @@ def _save_student(family, *, own: bool, back: str):
     if form.validate_on_submit():
         student = None
         if form.student_id.data:
-            student = families.student_of(family, form.student_id.data)
-            if student is None:
-                abort(404)
+            student = _student_or_404(family, form.student_id.data)
         saved = families.save_student(
             family,
             student,
@@ -108,8 +107,17 @@ def _save_student(family, *, own: bool, back: str):
 # --- a guardian's own family ---------------------------------------------------------------
 
 
+def _student_or_404(family, submitted_id):
+    """A child of this family by the id a form sent (ASCII digits only: "٣" is not 3 here)."""
+    student = families.student_of(family, optional_id(submitted_id))
+    if student is None:
+        abort(404)
+    return student
+
+
 def _own_family_or_404():
-    family = families.my_family(g.membership, request.form.get("family_id"))
+    """The signed-in guardian's family named by the form's family_id, loaded for its page."""
+    family = families.my_family(g.membership, optional_id(request.form.get("family_id")))
     if family is None:
         abort(404)
     return families.get_family(family.id)
@@ -141,9 +149,7 @@ def _remove_student(family, *, back: str):
     form = forms.DecideForm()
     if not form.validate_on_submit():
         abort(400)
-    student = families.student_of(family, form.target.data)
-    if student is None:
-        abort(404)
+    student = _student_or_404(family, form.target.data)
     name = student.first_name
     families.remove_student(family, student)
     db.session.commit()
@@ -182,7 +188,7 @@ def decide_guardian(decision: str):
     form = forms.DecideForm()
     if not form.validate_on_submit():
         abort(400)
-    waiting = families.waiting_guardian(family, form.target.data)
+    waiting = families.waiting_guardian(family, optional_id(form.target.data))
     if waiting is None:
         abort(404)
     if decision == "approve":
@@ -271,7 +277,7 @@ def decide_change(decision: str):
     form = forms.DecideForm()
     if not form.validate_on_submit():
         abort(400)
-    change = families.waiting_change(form.target.data)
+    change = families.waiting_change(optional_id(form.target.data))
     if change is None or not families.decide_change(change, decision == "approve"):
         abort(404)
     db.session.commit()

@@ -13,6 +13,7 @@ from app.directory.visibility import current_viewer
 from app.extensions import db
 from app.htmx import redirect_after_post, render
 from app.models import ClassRole
+from app.parsing import optional_id
 from app.permissions import requires
 
 bp = Blueprint("classes", __name__, url_prefix="/classes")
@@ -136,12 +137,9 @@ def _staff_page(status: int = 200, submitted: forms.StaffEntryForm | None = None
     add_form = forms.StaffEntryForm(formdata=None)
     if submitted is not None:
         # Keep what was typed, with its errors, in the form it came from.
-        if (
-            submitted.member.data
-            and submitted.member.data.isdigit()
-            and int(submitted.member.data) in row_forms
-        ):
-            row_forms[int(submitted.member.data)] = submitted
+        submitted_id = optional_id(submitted.member.data)
+        if submitted_id in row_forms:
+            row_forms[submitted_id] = submitted
         else:
             add_form = submitted
     for form in [add_form, *row_forms.values()]:
@@ -177,7 +175,8 @@ def save_staff():
     form.classes.choices = forms.class_choices(services.list_classes())
     membership = None
     if form.validate_on_submit():
-        membership = services.approved_member(int(form.member.data)) if form.member.data.isdigit() else None
+        member_id = optional_id(form.member.data)
+        membership = services.approved_member(member_id) if member_id is not None else None
         if membership is None:
             form.member.errors.append("Choose a person from the list.")
         else:
@@ -193,9 +192,10 @@ def save_staff():
 def remove_staff():
     """Clear someone's title and classes taught (people in staff roles stay listed)."""
     form = forms.RemoveStaffForm()
-    if not form.validate_on_submit() or not form.member.data.isdigit():
+    member_id = optional_id(form.member.data)
+    if not form.validate_on_submit() or member_id is None:
         abort(400)
-    membership = services.approved_member(int(form.member.data))
+    membership = services.approved_member(member_id)
     if membership is None:
         abort(404)
     services.save_staff_entry(membership, None, [])

@@ -1,0 +1,191 @@
+"""Hostile but plausible input: Unicode digits in ids, far-off dates, a doubled Join.
+
+Each answers with a message by the field (or a plain refusal) and never a 500.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from app import tenancy
+from app.extensions import db
+from app.models import Enrollment, Family, Guardian, Role, SchoolClass, Student, User
+from app.parsing import optional_id
+from tests.conftest import sign_in
+
+NEW_PASSWORD = "plum orchard lantern"
+# "²" passes str.isdigit() but int() refuses it; "٣" (Arabic-Indic three) int() reads as 3.
+ODD_DIGITS = ["²", "①", "٣", "３", " 1", "1 ", "+1", "1_0", "-1", "0", "1" * 13]
+
+
+def _arabic_indic(number: int) -> str:
+    """An id in Arabic-Indic digits: str.isdigit() and int() accept it, a strict parser doesn't."""
+    return str(number).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+
+
+def _error(page: str, field_id: str) -> str:
+    """The error message shown next to a field (empty if none)."""
+    match = re.search(rf'id="{re.escape(field_id)}-error">([^<]*)<', page)
+    return match.group(1) if match else ""
+
+
+def _school_with_class(make_school, code="ODD-1", timezone=None):
+    school = make_school(name="Odd School", code=code)
+    if timezone:
+        school.timezone = timezone
+        db.session.commit()
+    with tenancy.bound(school.id):
+        hazel = SchoolClass(name="Hazel", grade="3", school_year="2026-27")
+        db.session.add(hazel)
+        db.session.commit()
+    return school, hazel
+
+
+# --- the shared parser ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [*ODD_DIGITS, "", None, "1\n", b"1", 1.0, True, 0, -3, 10**12])
+def test_optional_id_takes_only_ascii_digits(value):
+    assert optional_id(value) is None
+
+
+def test_optional_id_reads_plain_ids_and_passes_parsed_ones_on():
+    assert optional_id("42") == 42
+    assert optional_id("000123") == 123
+    assert optional_id("9" * 12) == 999_999_999_999
+    assert optional_id(42) == 42  # safe to call again on an id already read
+
+
+# --- Unicode digits in ids --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("odd", ODD_DIGITS)
+def test_join_with_an_odd_class_id_says_so_by_the_class_and_keeps_the_child(client, make_school, odd):
+    _school_with_class(make_school)
+    data = {
+        "invite_code": "ODD-1",
+        "name": "Nadia Newparent",
+        "email": "odd@example.org",
+        "password": NEW_PASSWORD,
+        "accept_policy": "y",
+        "children-0-first_name": "Mia",
+        "children-0-last_name": "Newparent",
+        "children-0-class_id": odd,
+    }
+    response = client.form("/join", data)
+    assert response.status_code == 400, odd
+    page = response.get_data(as_text=True)
+    assert "Choose the child&#39;s class from the list." in _error(page, "children-0-class_id")
+    assert 'value="Mia"' in page and 'value="odd@example.org"' in page
+    assert db.session.scalar(select(User).where(User.email == "odd@example.org")) is None
+
+
+def test_join_with_a_plain_class_id_still_enrols_the_child(client, make_school):
+    school, hazel = _school_with_class(make_school)
+    data = {
+        "invite_code": "ODD-1",
+        "name": "Nadia Newparent",
+        "email": "plain@example.org",
+        "password": NEW_PASSWORD,
+        "accept_policy": "y",
+        "children-0-first_name": "Mia",
+        "children-0-last_name": "Newparent",
+        "children-0-class_id": str(hazel.id),
+    }
+    assert client.form("/join", data).status_code == 303
+    with tenancy.bound(school.id):
+        assert db.session.scalar(select(func.count(Enrollment.student_id))) == 1
+
+
+@pytest.fixture
+def guardian_world(client, make_school, make_member):
+    """Gina, signed in, guardian of a family (Mia in Hazel) in a school where guardians edit."""
+    school, hazel = _school_with_class(make_school)
+    school.families_edit_own = True
+    db.session.commit()
+    gina = make_member(school, name="Gina Guardian", email="gina@example.org")
+    with tenancy.bound(school.id):
+        family = Family(name="Guardian family")
+        db.session.add(family)
+        db.session.flush()
+        db.session.add(Guardian(family_id=family.id, membership_id=gina.id))
+        mia = Student(family_id=family.id, first_name="Mia", last_name="Guardian")
+        db.session.add(mia)
+        db.session.flush()
+        db.session.add(Enrollment(student_id=mia.id, class_id=hazel.id))
+        db.session.commit()
+        ids = family.id, mia.id
+    sign_in(client, gina.user.email)
+    return school, hazel, ids[0], ids[1]
+
+
+@pytest.mark.parametrize("odd", ["²", "①", "arabic", "1" * 13])
+def test_an_odd_student_id_is_refused_and_changes_nobody(client, guardian_world, odd):
+    school, hazel, family_id, mia_id = guardian_world
+    odd = _arabic_indic(mia_id) if odd == "arabic" else odd  # Mia's own id, in other digits
+    response = client.form(
+        "/classes/families/mine/students",
+        {
+            "form_prefix": "new",
+            "family_id": str(family_id),
+            "new-student_id": odd,
+            "new-first_name": "Renamed",
+            "new-last_name": "Guardian",
+            "new-classes": [str(hazel.id)],
+        },
+    )
+    assert response.status_code in (400, 404), odd
+    with tenancy.bound(school.id):
+        assert db.session.scalars(select(Student.first_name)).all() == ["Mia"]
+
+
+@pytest.mark.parametrize("odd", ["²", "①", "arabic"])
+def test_odd_ids_in_removals_are_refused(client, guardian_world, odd):
+    school, hazel, family_id, mia_id = guardian_world
+    odd = _arabic_indic(mia_id) if odd == "arabic" else odd  # Mia's own id, in other digits
+    removal = client.form(
+        "/classes/families/mine/students/remove", {"family_id": str(family_id), "target": odd}
+    )
+    assert removal.status_code in (400, 404)
+    assert client.form("/classes/families/mine/code", {"family_id": odd}).status_code == 404
+    with tenancy.bound(school.id):
+        assert db.session.scalars(select(Student.first_name)).all() == ["Mia"]
+
+
+@pytest.fixture
+def admin_client(client, make_school, make_member):
+    school, hazel = _school_with_class(make_school)
+    sign_in(client, make_member(school, role=Role.ADMIN).user.email)
+    client.school = school
+    return client
+
+
+@pytest.mark.parametrize("odd", ODD_DIGITS)
+def test_an_odd_member_id_in_the_staff_directory_is_an_error_by_the_field(admin_client, make_member, odd):
+    nurse = make_member(admin_client.school, name="Nora Nurse")
+    response = admin_client.form("/classes/staff", {"member": odd, "title": "School nurse"})
+    assert response.status_code == 400, odd
+    page = response.get_data(as_text=True)
+    assert "Choose a person from the list." in _error(page, "member")
+    assert 'value="School nurse"' in page  # what was typed is kept
+    # The same with a second problem, so the page re-renders the submitted form by its prefix.
+    row = admin_client.form(
+        "/classes/staff",
+        {"form_prefix": f"s{nurse.id}", f"s{nurse.id}-member": odd, f"s{nurse.id}-title": "x" * 101},
+    )
+    assert row.status_code == 400, odd
+    assert admin_client.form("/classes/staff/remove", {"member": odd}).status_code == 400
+
+
+@pytest.mark.parametrize("odd", ["²", "arabic"])
+def test_switching_to_an_odd_school_id_changes_nothing(client, make_school, make_member, odd):
+    first, second = make_school(name="Alder School"), make_school(name="Beech School")
+    member = make_member(first)
+    make_member(second, user=member.user)
+    sign_in(client, member.user.email)
+    odd = _arabic_indic(second.id) if odd == "arabic" else odd  # a school of theirs, in other digits
+    assert client.form("/schools/switch", {"school_id": odd}).status_code == 303
+    assert "<h1>Alder School</h1>" in client.get("/").get_data(as_text=True)
