@@ -347,3 +347,21 @@ def test_publishing_an_email_does_not_load_every_account(app, people, make_membe
     assert len(active) == 53
     assert {d.to_email for d in deliveries} == active
     assert all(d.status is DeliveryStatus.PENDING and d.created_at is not None for d in deliveries)
+
+
+def test_publishing_twice_at_once_emails_everyone_once(client, people, monkeypatch):
+    """A double-click: the second request read the draft, and the version before it, before the
+    first request posted it."""
+    v1 = seed_version_one()
+    draft = policy.create_draft(body="b", summary="s", material=True, email=True, notice=False, by=None)
+    db.session.commit()
+    stale = version(draft.number)  # as the second request loaded it
+    monkeypatch.setattr(policy, "newest_posted", lambda: v1)  # ... and what it found posted then
+    sign_in(client, people["admin"].user.email)
+    assert client.form(f"/platform/policy/{draft.number}/publish").status_code == 303
+    assert not stale.is_posted  # this session has not seen the first request's commit
+    with pytest.raises(policy.PublishRefused, match="already posted"):
+        policy.publish(stale)
+    db.session.rollback()
+    emails = db.session.scalars(select(MailMessage).where(MailMessage.template == "policy_change")).all()
+    assert len(emails) == 1

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from markupsafe import Markup
-from sqlalchemy import func, literal, select
+from sqlalchemy import func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.extensions import db
 from app.mail import queue_email
@@ -142,13 +143,30 @@ def publish(version: PolicyVersion) -> PolicyVersion:
             )
         if previous.effective_at > now:
             version.not_before = previous.effective_at
-    version.posted_at = now
+    _claim_for_posting(version, now)
     if version.material and version.notify_by_notice:
         version.notice_posted_at = now
     if version.material and version.notify_by_email:
         _email_everyone(version)
     db.session.flush()
     return version
+
+
+def _claim_for_posting(version: PolicyVersion, now: datetime) -> None:
+    """Mark the draft posted only if it still is a draft, so a double-click emails nobody twice.
+
+    A conditional UPDATE: on PostgreSQL the second request waits for the first to commit and
+    then finds the row posted; it is refused, and its transaction (and email) rolled back.
+    """
+    claimed = db.session.execute(
+        update(PolicyVersion)
+        .where(PolicyVersion.id == version.id, PolicyVersion.posted_at.is_(None))
+        .values(posted_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if claimed != 1:
+        raise PublishRefused(f"Version {version.number} is already posted.")
+    set_committed_value(version, "posted_at", now)
 
 
 def _email_everyone(version: PolicyVersion) -> None:
