@@ -1,4 +1,8 @@
-"""The daily digest: announcements and newsletters held for people who asked for one email a day."""
+"""The daily digest: announcements and newsletters held for people who asked for one email a day.
+
+Held items are checked again when the digest is made, as the send job checks every email:
+an item of a school the person has left since (deactivated, rejected) is dropped.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from sqlalchemy import select
 
 from app import jobs
 from app.extensions import db
+from app.mail.jobs import NOT_A_MEMBER, approved_memberships
 from app.mail.outbox import queue_email
 from app.models import DeliveryStatus, MailDelivery, MailMessage, User
 from app.models.base import utcnow
@@ -29,12 +34,16 @@ def send_digests() -> dict:
         .order_by(MailDelivery.user_id, MailMessage.category, MailMessage.created_at)
     ).all()
     users = _users({delivery.user_id for delivery, _ in held})
+    members = _members(held)
     digests = 0
     for (user_id, category), group in groupby(held, key=lambda row: (row[0].user_id, row[1].category)):
         items = list(group)
         user = users.get(user_id)
         if user is None or not user.active:
             _settle(items, DeliveryStatus.SKIPPED, "account deactivated")
+            continue
+        items = _drop_left_schools(items, members)
+        if not items:
             continue
         digest = queue_email(
             DIGEST_TEMPLATE,
@@ -51,13 +60,31 @@ def send_digests() -> dict:
     return {"digests": digests, "items": len(held)}
 
 
+def _members(held) -> set[tuple[int, int]]:
+    """(school id, user id) of the approved memberships behind the held items, in one query."""
+    schools = {message.school_id for _, message in held if message.school_id is not None}
+    return approved_memberships(schools, {delivery.user_id for delivery, _ in held})
+
+
+def _drop_left_schools(items, members: set[tuple[int, int]]) -> list:
+    """Skip the items of a school the person no longer belongs to; the rest still go."""
+    kept, left = [], []
+    for delivery, message in items:
+        belongs = message.school_id is None or (message.school_id, delivery.user_id) in members
+        (kept if belongs else left).append((delivery, message))
+    _settle(left, DeliveryStatus.SKIPPED, NOT_A_MEMBER)
+    return kept
+
+
 def _users(ids: set[int]) -> dict[int, User]:
+    """The accounts of the people with held items, by id, in one query."""
     if not ids:
         return {}
     return {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(ids)))}
 
 
 def _settle(items, status: DeliveryStatus, note: str) -> None:
+    """Record what became of held items (digested, or skipped and why)."""
     now = utcnow()
     for delivery, _message in items:
         delivery.status, delivery.last_error, delivery.updated_at = status, note, now

@@ -1,31 +1,42 @@
 """Jobs that send the outbox, and the sweeper that finds work a lost job left behind.
 
 ``send_message`` claims pending deliveries in batches as large as the backend takes,
-re-checks every recipient at send time (account active? category turned off or gathered
-into a digest? address suppressed?), sends the rest in one provider call per batch and
-records the outcome on each delivery. A delivery marked sent is never sent again.
+re-checks every recipient at send time (account active? still a member of the message's
+school? category turned off or gathered into a digest? address suppressed?), sends the rest
+in one provider call per batch and records the outcome on each delivery. A delivery marked
+sent is never sent again.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
 from sqlalchemy import and_, or_, select, update
 
-from app import jobs, sessions
+from app import jobs, sessions, tenancy
 from app.extensions import db
 from app.mail.backends import Batch, PermanentFailure, Recipient, TemporaryFailure, backend
 from app.mail.preferences import modes_for, suppressed
-from app.models import DeliveryMode, DeliveryStatus, MailDelivery, MailMessage, User
+from app.models import (
+    DeliveryMode,
+    DeliveryStatus,
+    MailDelivery,
+    MailMessage,
+    Membership,
+    MembershipStatus,
+    User,
+)
 from app.models.base import utcnow
 from app.unsubscribe import tokens
 
 log = logging.getLogger(__name__)
 
 STUCK_AFTER = timedelta(minutes=15)
+NOT_A_MEMBER = "no longer a member of this school"
 SETTLED = (
     DeliveryStatus.SENT,
     DeliveryStatus.SKIPPED,
@@ -114,12 +125,13 @@ def _send_batch(message: MailMessage, claimed: list[MailDelivery]) -> dict[str, 
             delivery.to_email = user.email  # the address now, not when the message was written
     modes = modes_for(users, message.category)
     blocked = suppressed(d.to_email for d in claimed)
+    members = _members_now(message, users)
     counts = {"skipped": 0, "digest": 0}
     sendable = []
     for delivery in claimed:
         delivery.attempts += 1
         delivery.updated_at = utcnow()
-        reason = _skip_reason(message, delivery, users, modes, blocked)
+        reason = _skip_reason(message, delivery, users, modes, blocked, members)
         if reason == "digest":
             delivery.status = DeliveryStatus.DIGEST
             counts["digest"] += 1
@@ -134,22 +146,54 @@ def _send_batch(message: MailMessage, claimed: list[MailDelivery]) -> dict[str, 
 
 
 def _users_of(deliveries: list[MailDelivery]) -> dict[int, User]:
+    """The accounts of a batch's recipients, by id, in one query."""
     ids = {d.user_id for d in deliveries if d.user_id is not None}
     if not ids:
         return {}
     return {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(ids)))}
 
 
-def _skip_reason(message, delivery, users, modes, blocked) -> str | None:
+def _members_now(message: MailMessage, users: dict[int, User]) -> set[int] | None:
+    """Which of these people hold an approved membership of the message's school now (one query).
+
+    Recipients were chosen when the message was written, but a scheduled announcement waits
+    up to 90 days: someone deactivated or rejected since must not get it. None means "do not
+    ask": mail of no school, and administrative mail, which is about the membership itself
+    ("your request was declined") and reaches every active account (P11).
+    """
+    if message.school_id is None or not message.category.optional:
+        return None
+    return {user_id for _, user_id in approved_memberships({message.school_id}, users)}
+
+
+def approved_memberships(school_ids: Iterable[int], user_ids: Iterable[int]) -> set[tuple[int, int]]:
+    """(school id, user id) of each approved membership among these schools and people, in one query."""
+    school_ids, user_ids = list(school_ids), list(user_ids)
+    if not school_ids or not user_ids:
+        return set()
+    query = select(Membership.school_id, Membership.user_id).where(
+        Membership.school_id.in_(school_ids),
+        Membership.user_id.in_(user_ids),
+        Membership.status == MembershipStatus.APPROVED,
+    )
+    # Jobs have no school bound; the schools are named in the query itself.
+    with tenancy.unscoped():
+        return {(school_id, user_id) for school_id, user_id in db.session.execute(query)}
+
+
+def _skip_reason(message, delivery, users, modes, blocked, members) -> str | None:
     """Why this delivery must not go now (P10, P11), or None to send it."""
     suppression = blocked.get(delivery.to_email.lower())
     if suppression is not None and (message.category.optional or suppression.blocks_administrative):
         return f"address suppressed ({suppression.reason})"
     if delivery.user_id is None:
-        return None
+        # No account (it was deleted) is no membership either; other mail goes to the address.
+        return NOT_A_MEMBER if members is not None else None
     user = users.get(delivery.user_id)
     if user is None or not user.active:
         return "account deactivated"
+    if members is not None and user.id not in members:
+        return NOT_A_MEMBER
     mode = modes.get(user.id, DeliveryMode.IMMEDIATE)
     if mode is DeliveryMode.OFF:
         return "unsubscribed from this category"

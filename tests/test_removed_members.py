@@ -1,0 +1,195 @@
+"""People a school has let go (deactivated, rejected, closed accounts) get nothing more of it.
+
+Recipients are chosen when a message is written, but a scheduled announcement can wait 90
+days and a digest item a day: whether someone still belongs is checked again at send time.
+Closed accounts leave the approval queues, and a rejected request leaves no family link.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import time_machine
+from sqlalchemy import select
+
+from app import jobs, tenancy
+from app.extensions import db
+from app.mail import queue_email
+from app.mail.digest import send_digests
+from app.mail.jobs import send_message, sweep
+from app.models import (
+    Category,
+    DeliveryMode,
+    DeliveryStatus,
+    MailDelivery,
+    MailPreference,
+    Membership,
+    MembershipStatus,
+    Role,
+)
+from app.models.base import utcnow
+from tests.conftest import count_queries, sign_in
+
+REMOVED = "no longer a member of this school"
+
+
+@pytest.fixture
+def maple(make_school, make_member):
+    """Maple School with an admin, staff and two parents; Birch School next door."""
+    school = make_school(name="Maple School")
+    people = {
+        "admin": make_member(school, role=Role.ADMIN, email="admin@maple.org"),
+        "staff": make_member(school, role=Role.STAFF, email="staff@maple.org"),
+        "pat": make_member(school, email="pat@maple.org", name="Pat Parent"),
+        "quinn": make_member(school, email="quinn@maple.org", name="Quinn Parent"),
+    }
+    birch = make_school(name="Birch School")
+    people["pat_at_birch"] = make_member(birch, user=people["pat"].user)
+    return {"school": school, "birch": birch, **people}
+
+
+def _set_status(membership, status):
+    with tenancy.bound(membership.school_id):
+        db.session.get(Membership, membership.id).status = status
+        db.session.commit()
+
+
+def _delivery(email, message_id=None):
+    db.session.expire_all()
+    query = select(MailDelivery).where(MailDelivery.to_email == email)
+    if message_id is not None:
+        query = query.where(MailDelivery.message_id == message_id)
+    return db.session.scalars(query.order_by(MailDelivery.id)).all()
+
+
+def _announce(school, users, subject, category=Category.SCHOOL_ANNOUNCEMENTS):
+    """An announcement of ``school`` to these users, written and sent as the outbox does."""
+    message = queue_email("email_change_notice", users, category=category, school_id=school.id, name=subject)
+    db.session.commit()
+    jobs.run_ready_jobs()
+    return message
+
+
+# --- finding 1: the send job and the digest ---------------------------------------------------
+
+
+def test_a_scheduled_announcement_skips_a_member_deactivated_before_its_time(client, maple, sent_mail):
+    due = (utcnow() + timedelta(days=3)).replace(second=0, microsecond=0)
+    sign_in(client, "admin@maple.org")
+    response = client.form(
+        "/messages/new?kind=school",
+        {
+            "subject": "Friday",
+            "body": "Coats on Friday.",
+            "action": "send",
+            "send_at": due.strftime("%Y-%m-%dT%H:%M"),
+        },
+    )
+    assert response.status_code == 303
+    # Tuesday: the admin switches Pat's membership off.
+    assert client.form(f"/settings/people/{maple['pat'].id}/deactivate").status_code == 303
+    with time_machine.travel(due + timedelta(minutes=1)):
+        sweep()
+        jobs.run_ready_jobs()
+    received = sorted(m.to for m in sent_mail)
+    assert received == ["admin@maple.org", "quinn@maple.org", "staff@maple.org"]
+    (skipped,) = _delivery("pat@maple.org")
+    assert (skipped.status, skipped.last_error) == (DeliveryStatus.SKIPPED, REMOVED)
+
+
+@pytest.mark.parametrize("status", [MembershipStatus.REJECTED, MembershipStatus.DEACTIVATED, None])
+def test_the_send_job_skips_whoever_holds_no_approved_membership_now(app, maple, sent_mail, status):
+    pat, quinn = maple["pat"], maple["quinn"]
+    message = queue_email(
+        "email_change_notice",
+        [pat.user, quinn.user],
+        category=Category.NEWSLETTERS,
+        school_id=maple["school"].id,
+        name="x",
+    )
+    db.session.info.pop("pending_jobs")
+    db.session.commit()
+    if status is None:  # the membership row is gone altogether
+        with tenancy.bound(pat.school_id):
+            db.session.delete(db.session.get(Membership, pat.id))
+            db.session.commit()
+    else:
+        _set_status(pat, status)
+    assert send_message(message.id) == {"sent": 1, "skipped": 1, "digest": 0, "failed": 0, "retry": 0}
+    assert [m.to for m in sent_mail] == ["quinn@maple.org"]
+    assert _delivery("pat@maple.org")[0].last_error == REMOVED
+
+
+def test_administrative_mail_of_a_school_still_reaches_someone_it_turned_away(
+    client, maple, make_member, sent_mail
+):
+    """'Your request was declined' is about the membership itself: it must arrive (P11)."""
+    applicant = make_member(maple["school"], status=MembershipStatus.PENDING, email="r@example.org")
+    sign_in(client, "staff@maple.org")
+    sent_mail.clear()
+    assert client.form(f"/members/{applicant.id}/reject", {"reason": "Unknown family."}).status_code == 303
+    assert [m.to for m in sent_mail] == ["r@example.org"]
+    assert _delivery("r@example.org")[0].status is DeliveryStatus.SENT
+
+
+def test_membership_is_checked_with_one_query_per_batch(app, maple, make_member, sent_mail):
+    school = maple["school"]
+    statements = []
+    for size in (5, 50):
+        members = [make_member(school, email=f"m{size}-{n}@maple.org") for n in range(size)]
+        # The removed ones side by side: the ORM writes a run of deliveries with the same
+        # changed columns in one statement, alternating skipped and sent rows in one each.
+        for gone in members[: size - size // 2]:
+            _set_status(gone, MembershipStatus.DEACTIVATED)
+        message = queue_email(
+            "email_change_notice",
+            [m.user for m in members],
+            category=Category.SCHOOL_ANNOUNCEMENTS,
+            school_id=school.id,
+            name="x",
+        )
+        db.session.info.pop("pending_jobs")
+        db.session.commit()
+        with count_queries() as seen:
+            counts = send_message(message.id)
+        assert (counts["sent"], counts["skipped"]) == (size // 2, size - size // 2)
+        statements.append(len(seen))
+    assert statements[0] == statements[1]
+
+
+def _prefer_digest(membership, category=Category.SCHOOL_ANNOUNCEMENTS):
+    db.session.add(MailPreference(user_id=membership.user_id, category=category, mode=DeliveryMode.DIGEST))
+    db.session.commit()
+
+
+def test_held_items_of_a_school_someone_left_are_not_in_their_digest(app, maple, sent_mail):
+    pat = maple["pat"]
+    _prefer_digest(pat)
+    maple_news = _announce(maple["school"], [pat.user], "Maple Orchard News")
+    birch_news = _announce(maple["birch"], [pat.user], "Birch Grove News")
+    assert sent_mail == []  # both held for the digest
+    _set_status(pat, MembershipStatus.DEACTIVATED)  # Pat leaves Maple, stays at Birch
+
+    assert send_digests() == {"digests": 1, "items": 2}
+    jobs.run_ready_jobs()
+    (digest,) = sent_mail
+    assert "Birch Grove News" in digest.text and "Maple Orchard News" not in digest.text
+    assert digest.subject == "Your daily digest: School announcements (1)"
+    (held,) = _delivery("pat@maple.org", maple_news.id)
+    assert (held.status, held.last_error) == (DeliveryStatus.SKIPPED, REMOVED)
+    assert _delivery("pat@maple.org", birch_news.id)[0].status is DeliveryStatus.DIGESTED
+
+
+def test_no_digest_at_all_when_every_held_item_is_of_a_school_they_left(app, maple, sent_mail):
+    pat = maple["pat"]
+    _prefer_digest(pat)
+    _announce(maple["school"], [pat.user], "One")
+    _announce(maple["school"], [pat.user], "Two")
+    _set_status(pat, MembershipStatus.REJECTED)
+    assert send_digests() == {"digests": 0, "items": 2}
+    jobs.run_ready_jobs()
+    assert sent_mail == []
+    assert {(d.status, d.last_error) for d in _delivery("pat@maple.org")} == {
+        (DeliveryStatus.SKIPPED, REMOVED)
+    }
