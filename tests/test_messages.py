@@ -448,8 +448,12 @@ def test_list_shows_each_message_with_counts_from_one_grouped_query(client, comm
 
 
 def test_the_list_shows_skipped_and_failed_deliveries(client, community, sent_mail):
+    from app.models import Suppression
+
     sign_in(client, "admin@maple.org")
-    community["oak2"].user.active = False
+    # A bounced address is written as a delivery and skipped at send time (a closed account
+    # is not written at all: see the next test).
+    db.session.add(Suppression(email="oak2@maple.org", reason="bounce", blocks_administrative=True))
     db.session.commit()
     assert _send(client, "school").status_code == 303
     (message,) = _messages()
@@ -458,6 +462,21 @@ def test_the_list_shows_skipped_and_failed_deliveries(client, community, sent_ma
     db.session.commit()
     page = client.get("/messages").get_data(as_text=True)
     assert (_count(page, "sent"), _count(page, "skipped"), _count(page, "failed")) == (6, 1, 1)
+
+
+def test_closed_accounts_are_neither_counted_nor_written(client, community, sent_mail):
+    """The count the sender sees leaves closed accounts out, as the send does."""
+    community["oak2"].user.active = False
+    db.session.commit()
+    sign_in(client, "room@maple.org")
+    url = f"/messages/new?kind=class&class_id={community['oak'].id}"
+    preview = client.htmx(url, {"subject": "Trip", "body": "Lunch", "action": "preview"}, target="preview")
+    assert '<strong id="preview-count">4</strong>' in preview.get_data(as_text=True)
+    assert _send(client, "class", community["oak"].id).status_code == 303
+    (message,) = _messages()
+    emails = sorted(d.to_email for d in _deliveries(message.id))
+    assert emails == ["both@maple.org", "parent@maple.org", "room@maple.org", "teacher@maple.org"]
+    assert {d.status for d in _deliveries(message.id)} == {DeliveryStatus.SENT}
 
 
 def test_sending_runs_the_same_number_of_queries_for_5_and_for_50_families(

@@ -19,7 +19,7 @@ from flask import g
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import Select, and_, func, or_, select, update
-from sqlalchemy.orm import joinedload
+from sqlalchemy.orm import contains_eager
 
 from app import audit, clock
 from app.extensions import db
@@ -126,12 +126,18 @@ class Audience:
     school_class: SchoolClass | None = None
 
     def memberships(self) -> Select:
-        """Approved memberships reached, each once.
+        """Approved memberships of open accounts reached, each once (joined to their User).
 
         Membership is the statement's top-level entity, so tenancy scopes it (and the
         subqueries) to the current school; the class's own rows are of that school too.
+        A closed account would only be skipped at send time, and "Sending to N people"
+        would count it: it is left out here.
         """
-        query = select(Membership).where(Membership.status == MembershipStatus.APPROVED)
+        query = (
+            select(Membership)
+            .join(User, User.id == Membership.user_id)
+            .where(Membership.status == MembershipStatus.APPROVED, User.active.is_(True))
+        )
         if self.school_class is None:
             return query
         class_id = self.school_class.id
@@ -159,7 +165,7 @@ def audience_for(kind: Kind, school_class: SchoolClass | None = None) -> Audienc
 
 def recipients(audience: Audience) -> list[User]:
     """Everyone the message reaches, with their accounts, in one query."""
-    query = audience.memberships().options(joinedload(Membership.user)).order_by(Membership.id)
+    query = audience.memberships().options(contains_eager(Membership.user)).order_by(Membership.id)
     return [membership.user for membership in db.session.scalars(query)]
 
 
