@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from app import tenancy
 from app.extensions import db
 from app.models import Enrollment, Family, Guardian, Role, SchoolClass, Student, User
+from app.models.calendar import Event
 from app.parsing import optional_id
 from tests.conftest import sign_in
 
@@ -189,3 +190,48 @@ def test_switching_to_an_odd_school_id_changes_nothing(client, make_school, make
     odd = _arabic_indic(second.id) if odd == "arabic" else odd  # a school of theirs, in other digits
     assert client.form("/schools/switch", {"school_id": odd}).status_code == 303
     assert "<h1>Alder School</h1>" in client.get("/").get_data(as_text=True)
+
+
+# --- far-off dates in the calendar -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("timezone", "start", "end"),
+    [
+        ("America/Los_Angeles", "9999-12-31T23:00", "9999-12-31T23:30"),  # past year 9999 in UTC
+        ("Asia/Tokyo", "0001-01-01T00:30", "0001-01-01T01:00"),  # before year 1 in UTC
+        ("UTC", "1899-12-31T23:00", "1900-01-01T01:00"),
+        ("UTC", "2200-12-31T23:00", "2201-01-01T01:00"),
+    ],
+)
+def test_event_dates_far_off_are_an_error_by_the_field(
+    client, make_school, make_member, timezone, start, end
+):
+    school, hazel = _school_with_class(make_school, timezone=timezone)
+    sign_in(client, make_member(school, role=Role.STAFF).user.email)
+    data = {"title": "Far off", "starts_at": start, "ends_at": end, "class_id": "", "location": "Hall"}
+    response = client.form("/calendar/new", data)
+    assert response.status_code == 400
+    page = response.get_data(as_text=True)
+    assert "between 1900 and 2200" in _error(page, "starts_at") + _error(page, "ends_at")
+    assert f'value="{start}"' in page and f'value="{end}"' in page and 'value="Far off"' in page
+    with tenancy.bound(school.id):
+        assert db.session.scalars(select(Event)).all() == []
+
+
+def test_event_dates_at_the_edges_of_the_range_are_saved(client, make_school, make_member):
+    school, hazel = _school_with_class(make_school, timezone="Pacific/Kiritimati")  # UTC+14
+    sign_in(client, make_member(school, role=Role.STAFF).user.email)
+    for start, end in (("1900-01-01T00:00", "1900-01-01T01:00"), ("2200-12-31T22:00", "2200-12-31T23:59")):
+        data = {"title": "Edge", "starts_at": start, "ends_at": end, "class_id": ""}
+        assert client.form("/calendar/new", data).status_code == 303, start
+    assert client.get("/calendar/").status_code == 200
+    with tenancy.bound(school.id):
+        events = db.session.scalars(select(Event).order_by(Event.starts_at)).all()
+    assert len(events) == 2
+    edit = client.get(f"/calendar/{events[0].id}/edit").get_data(as_text=True)
+    assert 'value="1900-01-01T00:00"' in edit and 'min="1900-01-01T00:00"' in edit
+    feed_page = client.form("/calendar/feed").get_data(as_text=True)
+    feed_url = re.search(r'id="feed-url" readonly value="([^"]+)"', feed_page).group(1)
+    feed = client.get("/" + feed_url.split("/", 3)[3])
+    assert feed.status_code == 200 and "DTSTART:22001231T" in feed.get_data(as_text=True)

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from flask_wtf import FlaskForm
 from wtforms import DateTimeLocalField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, Optional
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M"
+# A school's events fall within these years. Far enough from datetime's limits (years 1 and
+# 9999) that moving a time by any zone's offset to UTC, or back, cannot overflow.
+EARLIEST = datetime(1900, 1, 1)
+LATEST = datetime(2200, 12, 31, 23, 59)
+OUT_OF_RANGE = "Choose a date between 1900 and 2200."
 
 
 class EventForm(FlaskForm):
@@ -23,11 +30,13 @@ class EventForm(FlaskForm):
         "Starts",
         format=TIME_FORMAT,
         validators=[InputRequired("Enter when it starts.")],
+        render_kw={"min": EARLIEST.strftime(TIME_FORMAT), "max": LATEST.strftime(TIME_FORMAT)},
     )
     ends_at = DateTimeLocalField(
         "Ends",
         format=TIME_FORMAT,
         validators=[InputRequired("Enter when it ends.")],
+        render_kw={"min": EARLIEST.strftime(TIME_FORMAT), "max": LATEST.strftime(TIME_FORMAT)},
     )
     location = StringField(
         "Location", validators=[Optional(), Length(max=200, message="Use at most 200 characters.")]
@@ -38,7 +47,12 @@ class EventForm(FlaskForm):
     class_id = SelectField("For", coerce=str)
 
     def validate(self, extra_validators=None) -> bool:
+        """The fields' own checks, then years in range and an end no earlier than the start."""
         valid = super().validate(extra_validators)
+        for field in (self.starts_at, self.ends_at):
+            if field.data and not EARLIEST <= field.data <= LATEST:
+                field.errors = [*field.errors, OUT_OF_RANGE]
+                valid = False
         if self.starts_at.data and self.ends_at.data and self.ends_at.data < self.starts_at.data:
             self.ends_at.errors = [*self.ends_at.errors, "The end cannot be before the start."]
             valid = False

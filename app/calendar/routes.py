@@ -12,6 +12,7 @@ from app.calendar import forms, ical, services
 from app.extensions import db, limiter
 from app.htmx import redirect_after_post, render
 from app.models.base import utcnow
+from app.parsing import optional_id
 from app.permissions import member, public, requires
 from app.urls import external_url
 
@@ -78,7 +79,7 @@ def _save(form: forms.EventForm, event=None):
             ends_at=services.to_utc(form.ends_at.data, zone),
             location=form.location.data,
             description=form.description.data,
-            class_id=int(form.class_id.data) if form.class_id.data else None,
+            class_id=optional_id(form.class_id.data),  # "" is the whole school
         )
         db.session.commit()
         flash(f"{saved.title} is saved.", "success")

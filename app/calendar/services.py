@@ -32,7 +32,11 @@ FEED_PAST_DAYS = 90
 
 
 def to_utc(local: datetime, zone: ZoneInfo) -> datetime:
-    """A wall-clock time typed in the school's zone, as an aware UTC datetime."""
+    """A wall-clock time typed in the school's zone, as an aware UTC datetime.
+
+    Near datetime's limits (years 1 and 9999) the shift overflows: the event form keeps times
+    within forms.EARLIEST and forms.LATEST so it never gets here with one.
+    """
     return local.replace(tzinfo=zone).astimezone(UTC)
 
 
