@@ -6,7 +6,7 @@ import csv
 import io
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import insert, select, text
 
 from app import tenancy
 from app.auth.passwords import hash_password
@@ -191,6 +191,25 @@ def test_my_details_form_and_preview(client, school_with_families):
     as_staff = client.get("/directory/me/preview?as=staff").get_data(as_text=True)
     assert "+44 20 7946 0000" in as_staff
     assert client.get("/directory/me/preview?as=nobody").status_code == 404
+
+
+def test_previewing_as_staff_shows_only_my_own_details_as_staff_see_them(
+    client, school_with_families, make_member
+):
+    """Olive keeps her address for staff only; her co-guardian previewing "as staff" must not read it."""
+    school = school_with_families["school"]
+    co_guardian = make_member(school, email="oscar@example.org", name="Oscar Owner")
+    with tenancy.bound(school.id):
+        family = db.session.scalar(select(Family).where(Family.name == "Owner family"))
+        db.session.add(Guardian(family_id=family.id, membership_id=co_guardian.id))
+        co_guardian.address = "99 Other Street"
+        co_guardian.address_visibility = Visibility.STAFF
+        db.session.commit()
+    sign_in(client, "oscar@example.org")
+    as_staff = client.get("/directory/me/preview?as=staff").get_data(as_text=True)
+    assert "99 Other Street" in as_staff  # my own staff-only address, as staff would see it
+    assert "12 Privet Lane" not in as_staff  # Olive's staff-only address stays hidden from me
+    assert "+1 555 0100" in as_staff  # Olive shares her phone with the school: I see it anyway
 
 
 def test_csv_neutralises_formulas(client, school_with_families, make_member):

@@ -91,16 +91,17 @@ PREVIEWS = {
 @bp.route("/me/preview")
 @requires("directory.view")
 def preview():
-    """My family's card as another parent (or staff) would see it."""
+    """My details on my family's card as another parent (or staff) would see them."""
     as_whom = request.args.get("as", "classmate")
     if as_whom not in PREVIEWS:
         abort(404)
     mine = classes_of(g.membership.id)
-    viewer = Viewer(
+    someone_else = Viewer(
         membership_id=-1,
         class_ids=mine if as_whom == "classmate" else frozenset(),
         sees_all=as_whom == "staff",
     )
     families = services.load_families(services.families_of(g.membership.id))
-    cards = services.cards_for(families, viewer, services.class_names())
+    me = current_viewer(g.membership)
+    cards = services.cards_for(families, me, services.class_names(), own_details_seen_by=someone_else)
     return render_template("directory/preview.html", cards=cards, as_whom=as_whom, previews=PREVIEWS)

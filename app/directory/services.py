@@ -297,8 +297,18 @@ def _page_of_ids(ids_query, *, limit: int | None, offset: int) -> list[int]:
     return list(db.session.scalars(statement))
 
 
-def cards_for(families: list[Family], viewer: Viewer, names: dict[int, str]) -> list[FamilyCard]:
-    """What the viewer may see of each family: approved, active guardians and their allowed details."""
+def cards_for(
+    families: list[Family],
+    viewer: Viewer,
+    names: dict[int, str],
+    own_details_seen_by: Viewer | None = None,
+) -> list[FamilyCard]:
+    """What the viewer may see of each family: approved, active guardians and their allowed details.
+
+    ``own_details_seen_by`` (the preview): the viewer's own details as that other viewer would
+    see them; everyone else's stay as the viewer may see them, so previewing "as staff" never
+    opens a co-guardian's staff-only details to the person previewing.
+    """
     cards = []
     for family in families:
         family_classes = frozenset(e.class_id for s in family.students for e in s.enrollments)
@@ -307,8 +317,11 @@ def cards_for(families: list[Family], viewer: Viewer, names: dict[int, str]) -> 
             owner = guardian.membership
             if owner.status is not MembershipStatus.APPROVED or not owner.user.active:
                 continue
+            seen_by = viewer
+            if own_details_seen_by is not None and owner.id == viewer.membership_id:
+                seen_by = own_details_seen_by
             card.guardians.append(
-                GuardianCard(owner.user.name, visible_contact(viewer, owner, family_classes))
+                GuardianCard(owner.user.name, visible_contact(seen_by, owner, family_classes))
             )
         for student in sorted(family.students, key=lambda s: s.first_name):
             card.children.append((student.first_name, [names[e.class_id] for e in student.enrollments]))
