@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import pytest
 from sqlalchemy import insert, select, text
@@ -210,6 +211,23 @@ def test_previewing_as_staff_shows_only_my_own_details_as_staff_see_them(
     assert "99 Other Street" in as_staff  # my own staff-only address, as staff would see it
     assert "12 Privet Lane" not in as_staff  # Olive's staff-only address stays hidden from me
     assert "+1 555 0100" in as_staff  # Olive shares her phone with the school: I see it anyway
+
+
+def test_print_and_csv_carry_the_search_in_forms_not_link_addresses(client, school_with_families):
+    """Analytics tools report a download link's full address; search words can be a child's name."""
+    sign_in(client, school_with_families["teacher"].user.email)
+    page = client.get("/directory/?q=Owner").get_data(as_text=True)
+    assert not re.search(r'href="[^"]*(export\.csv|print)[^"]*"', page)
+    assert re.search(
+        r'<form method="get" action="/directory/export.csv">\s*<input type="hidden" name="q" value="Owner">',
+        page,
+    )
+    partial = client.htmx("/directory/?q=Kid", target="directory-results", method="GET").get_data(
+        as_text=True
+    )
+    assert 'name="q" value="Kid"' in partial  # the forms follow the live search
+    csv_body = client.get("/directory/export.csv?q=Owner").get_data(as_text=True)
+    assert "Owner family" in csv_body and "Classmate family" not in csv_body
 
 
 def test_csv_neutralises_formulas(client, school_with_families, make_member):
