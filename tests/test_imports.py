@@ -209,7 +209,7 @@ def _link(envelope) -> str:
 def test_apply_adds_everything_and_invites_new_guardians(admin_client, school, sent_mail):
     preview = admin_client.get(_upload(admin_client, _csv(*GOOD_ROWS)).headers["Location"])
     page = preview.get_data(as_text=True)
-    assert "All 4 rows check out" in page and "2 families" in page and "3 new accounts" in page
+    assert "All 4 rows check out" in page and "2 families" in page and "3 people joining the school" in page
     run_id, applied = _apply_latest(admin_client, school)
     assert applied.status_code == 303
     done = admin_client.get(applied.headers["Location"]).get_data(as_text=True)
@@ -269,6 +269,24 @@ def test_reimporting_the_same_file_changes_nothing(admin_client, school, sent_ma
     assert applied.status_code == 303
     assert _counts(school) == after_first
     assert len(sent_mail) == mails
+
+
+def test_the_preview_does_not_tell_whether_an_address_has_an_account(
+    admin_client, school, make_school, make_member
+):
+    """Joining never reveals an account; neither may an import's preview of one row."""
+    make_member(make_school(name="Elsewhere School"), email="elsewhere@example.org")
+
+    def preview_of(email: str) -> str:
+        response = _upload(admin_client, _csv(f"F-9,Pat Person,{email},,Kim,Person,Rose,"))
+        page = admin_client.get(response.headers["Location"]).get_data(as_text=True)
+        return re.sub(r"/import/\d+", "/import/N", page.replace(email, "EMAIL"))
+
+    known, unknown = preview_of("elsewhere@example.org"), preview_of("nobody-yet@example.org")
+    assert "1 person joining the school" in known
+    assert re.sub(r"<input[^>]*csrf_token[^>]*>", "", known) == re.sub(
+        r"<input[^>]*csrf_token[^>]*>", "", unknown
+    )
 
 
 def test_existing_accounts_and_families_are_matched_not_changed(admin_client, school, make_member, sent_mail):

@@ -108,7 +108,8 @@ class Plan:
                 places.add((key, first, last, class_of[row.line]))
         return {
             "families": sum(1 for v in self.families.values() if v is None),
-            "accounts": sum(1 for v in self.users.values() if v is None),
+            # No count of new against existing accounts: that would tell the school whether an
+            # address has an account on the platform, which joining never reveals either.
             "memberships": sum(1 for email in self.users if email not in self.members),
             "guardians": len(links),
             "students": len(children),
