@@ -5,12 +5,15 @@ Each answers with a message by the field (or a plain refusal) and never a 500.
 
 from __future__ import annotations
 
+import itertools
 import re
+import threading
 
 import pytest
 from sqlalchemy import func, select
 
 from app import tenancy
+from app.auth import services as auth_services
 from app.extensions import db
 from app.models import Enrollment, Family, Guardian, Role, SchoolClass, Student, User
 from app.models.calendar import Event
@@ -235,3 +238,75 @@ def test_event_dates_at_the_edges_of_the_range_are_saved(client, make_school, ma
     feed_url = re.search(r'id="feed-url" readonly value="([^"]+)"', feed_page).group(1)
     feed = client.get("/" + feed_url.split("/", 3)[3])
     assert feed.status_code == 200 and "DTSTART:22001231T" in feed.get_data(as_text=True)
+
+
+# --- a doubled Join ---------------------------------------------------------------------
+
+
+def _join_data(email="twice@example.org"):
+    return {
+        "invite_code": "ODD-1",
+        "name": "Tess Twice",
+        "email": email,
+        "password": NEW_PASSWORD,
+        "accept_policy": "y",
+    }
+
+
+def test_a_second_join_racing_the_first_gets_the_same_answer(client, make_school, monkeypatch, sent_mail):
+    """The second of two simultaneous joins finds no account, then meets the first one's row."""
+    _school_with_class(make_school)
+    assert client.form("/join", _join_data()).status_code == 303
+    # Replay the race: the second request looked before the first one committed.
+    real = auth_services.find_user
+    calls = []
+
+    def not_yet(email):
+        calls.append(email)
+        return None if len(calls) == 1 else real(email)
+
+    monkeypatch.setattr(auth_services, "find_user", not_yet)
+    sent_mail.clear()
+    again = client.application.test_client().form("/join", _join_data("Twice@Example.org"))
+    assert again.status_code == 303 and again.headers["Location"] == "/join/sent"
+    assert db.session.scalar(select(func.count(User.id)).where(User.email == "twice@example.org")) == 1
+    assert [m.to for m in sent_mail] == ["twice@example.org"]
+    assert "already have an account" in sent_mail[0].subject
+
+
+@pytest.mark.postgres
+def test_two_simultaneous_joins_on_postgresql_both_get_the_same_answer(
+    app, make_school, monkeypatch, sent_mail
+):
+    """Both requests look the address up before either inserts; the loser waits on the unique
+    index, then meets the winner's committed row (SQLite takes one writer at a time instead)."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("the race needs two concurrent writers: run with TEST_DATABASE_URL on PostgreSQL")
+    _school_with_class(make_school)
+    browsers = [app.test_client(), app.test_client()]
+    tokens = [browser.csrf_token() for browser in browsers]
+    real = auth_services.find_user
+    both_looked = threading.Barrier(2, timeout=10)
+    lookups = itertools.count()
+
+    def look_then_wait(email):
+        found = real(email)
+        if next(lookups) < 2:  # the two joins' first look-ups; later ones pass straight through
+            both_looked.wait()
+        return found
+
+    monkeypatch.setattr(auth_services, "find_user", look_then_wait)
+    answers = [None, None]
+
+    def post(i):
+        answers[i] = browsers[i].post("/join", data={**_join_data(), "csrf_token": tokens[i]})
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert [(a.status_code, a.headers["Location"]) for a in answers] == [(303, "/join/sent")] * 2
+    assert db.session.scalar(select(func.count(User.id)).where(User.email == "twice@example.org")) == 1
+    subjects = sorted(m.subject for m in sent_mail if m.to == "twice@example.org")
+    assert len(subjects) == 2 and sum("already have an account" in s for s in subjects) == 1

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from flask import current_app, g, request, session
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 
 from app import sessions, tenancy
@@ -128,11 +129,12 @@ def join_school(
         passwords.hash_password(password)  # the work a new account costs, so the same time
         tell_existing_account(user, school)
         return JoinOutcome()
-    user = User(
-        email=normalise_email(email), name=name.strip(), password_hash=passwords.hash_password(password)
-    )
-    db.session.add(user)
-    db.session.flush()
+    user = _insert_user(email=email, name=name, password=password)
+    if user is None:
+        # A simultaneous join (a double-click) made this address's account first: answer as
+        # for any existing account, so the second request is neither a 500 nor a giveaway.
+        _tell_if_found(email, school)
+        return JoinOutcome()
     from app.consent.ledger import record_acceptance
 
     record_acceptance(user)  # they ticked the box for the newest posted version (P13, P14)
@@ -141,6 +143,28 @@ def join_school(
         sign_in_link = external_url("auth.sign_in")
         queue_email("join_received", [user], name=user.name, school_name=school.name, link=sign_in_link)
     return outcome
+
+
+def _insert_user(*, email: str, name: str, password: str) -> User | None:
+    """Add the account inside a savepoint; None if another transaction took the address first."""
+    user = User(
+        email=normalise_email(email), name=name.strip(), password_hash=passwords.hash_password(password)
+    )
+    try:
+        # Only the savepoint is rolled back, so the request's transaction (its session row,
+        # anything flushed before) stays usable; the losing User is expunged with it.
+        with db.session.begin_nested():
+            db.session.add(user)
+    except IntegrityError:
+        return None
+    return user
+
+
+def _tell_if_found(email: str, school: School) -> None:
+    """Email the owner of the account that won the race (found now that its insert is visible)."""
+    user = find_user(email)
+    if user is not None:
+        tell_existing_account(user, school)
 
 
 def tell_existing_account(user: User, school: School) -> None:
