@@ -6,6 +6,7 @@ import logging
 import secrets
 import sys
 import time
+import traceback
 
 from flask import Flask, g, has_request_context, request
 
@@ -18,11 +19,45 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+def _class_name(error: BaseException) -> str:
+    """An exception's class as module.Name (psycopg.errors.UniqueViolation)."""
+    kind = type(error)
+    return kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
+def scrubbed_traceback(error: BaseException) -> str:
+    """The frames and exception classes of a traceback and its causes, without any message.
+
+    Messages carry data: a database error holds the statement's parameters and PostgreSQL's
+    DETAIL line ("Key (email)=(...) already exists"), int() quotes what was typed. The frames
+    (file, line, code) say where it failed, and that is all the logs keep.
+    """
+    blocks: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames = "".join(traceback.format_tb(current.__traceback__))
+        blocks.append(
+            f"Traceback (most recent call last):\n{frames}{_class_name(current)} (message not logged)"
+        )
+        current = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
+    return "\n\nwhich led to:\n\n".join(reversed(blocks))
+
+
+class ScrubbedFormatter(logging.Formatter):
+    """Every logger's exceptions (log.exception in jobs too) reach stderr without their messages."""
+
+    def formatException(self, ei) -> str:  # noqa: N802 (logging's name)
+        """The traceback as scrubbed_traceback writes it."""
+        return scrubbed_traceback(ei[1]) if ei and ei[1] is not None else ""
+
+
 def configure_logging(app: Flask) -> None:
     """One stream handler on stderr; Heroku collects it."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s")
+        ScrubbedFormatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s")
     )
     handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
@@ -35,9 +70,16 @@ def configure_logging(app: Flask) -> None:
     access = logging.getLogger("app.access")
 
     def log_exception(exc_info) -> None:
-        """Flask logs the path of a failing request; paths can hold tokens, so log the rule."""
+        """Flask logs the path of a failing request; paths can hold tokens, so log the rule.
+
+        The traceback goes in scrubbed and without exc_info, so no handler (ours or another)
+        can print the exception's message.
+        """
         rule = request.url_rule.rule if request.url_rule else "-"
-        app.logger.error("Exception on %s %s", request.method, rule, exc_info=exc_info)
+        error = exc_info[1]
+        app.logger.error(
+            "Exception on %s %s: %s\n%s", request.method, rule, _class_name(error), scrubbed_traceback(error)
+        )
 
     app.log_exception = log_exception
 

@@ -6,15 +6,18 @@ Each answers with a message by the field (or a plain refusal) and never a 500.
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import threading
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from app import tenancy
 from app.auth import services as auth_services
 from app.extensions import db
+from app.logging_setup import RequestIdFilter
 from app.models import Enrollment, Family, Guardian, Role, SchoolClass, Student, User
 from app.models.calendar import Event
 from app.parsing import optional_id
@@ -272,6 +275,57 @@ def test_a_second_join_racing_the_first_gets_the_same_answer(client, make_school
     assert db.session.scalar(select(func.count(User.id)).where(User.email == "twice@example.org")) == 1
     assert [m.to for m in sent_mail] == ["twice@example.org"]
     assert "already have an account" in sent_mail[0].subject
+
+
+LEAKS = ("leaky", "example.org", "DETAIL", "duplicate key", "secret-token-value")
+
+
+# Kept off the lines that raise: a traceback quotes those lines, and they must not hold the data.
+_DRIVER_MESSAGE = "duplicate key\nDETAIL:  Key (email)=(leaky@example.org) already exists."
+_PARAMETERS = {"email": "leaky@example.org"}
+
+
+def _unique_violation() -> IntegrityError:
+    """What a unique violation looks like: parameters, and the driver's error with DETAIL as cause."""
+    try:
+        try:
+            raise ValueError(_DRIVER_MESSAGE)
+        except ValueError as driver_error:
+            raise IntegrityError("INSERT INTO user", _PARAMETERS, driver_error) from driver_error
+    except IntegrityError as error:
+        return error
+
+
+def test_a_database_error_is_logged_by_class_and_route_without_its_text(build_app, caplog):
+    app = build_app(PROPAGATE_EXCEPTIONS=False)
+
+    @app.route("/boom-db/<token>")
+    def boom_db(token):
+        raise _unique_violation()
+
+    from app.permissions import public
+
+    public(boom_db)
+    caplog.set_level(logging.ERROR)
+    assert app.test_client().get("/boom-db/secret-token-value").status_code == 500
+    assert "GET /boom-db/<token>: sqlalchemy.exc.IntegrityError" in caplog.text
+    assert "boom_db" in caplog.text and "ValueError" in caplog.text  # frames and causes are kept
+    for leak in LEAKS:
+        assert leak not in caplog.text, leak
+
+
+def test_our_handler_drops_exception_messages_from_every_logger(app):
+    """log.exception in a job (app.jobs, app.imports) goes through the same scrubbing."""
+    ours = [h for h in logging.getLogger().handlers if any(isinstance(f, RequestIdFilter) for f in h.filters)]
+    error = _unique_violation()
+    record = logging.LogRecord(
+        "app.jobs", logging.ERROR, __file__, 1, "job failed", None, (type(error), error, error.__traceback__)
+    )
+    assert ours and ours[0].filter(record)
+    text = ours[0].format(record)
+    assert "job failed" in text and "sqlalchemy.exc.IntegrityError" in text and "_unique_violation" in text
+    for leak in LEAKS:
+        assert leak not in text, leak
 
 
 @pytest.mark.postgres
