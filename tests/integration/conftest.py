@@ -9,13 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from flask import Flask
@@ -24,13 +18,19 @@ from sqlalchemy import func, select
 from app import create_app
 from app.extensions import db
 from app.models import DeliveryStatus, DevMail, MailDelivery
-from tests.conftest import ROOT, HtmxClient, make_config, require_service
+from tests.conftest import HtmxClient, make_config, require_service
+from tests.integration.processes import (  # re-exported: the worker tests import them from here
+    WORKER_SECRET_KEY,
+    ProcessFailed,
+    WorkerProcess,
+    park_sweeper,
+    wait_until,
+    worker_is_idle,
+)
 
 REDIS_HOW = "set TEST_REDIS_URL=redis://127.0.0.1:6379/15 (a database number of its own: it is flushed)"
 CLOSED_REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens on port 1: connections are refused
-WORKER_SECRET_KEY = "test-secret-key-not-for-production"
 WORKER_START_TIMEOUT = 20.0
-WORKER_STOP_TIMEOUT = 15.0
 RESET_LINK = re.compile(r"http://localhost(/password/reset/[\w\-.~%]+)")
 
 
@@ -126,84 +126,14 @@ def redis_app_client(redis_app) -> HtmxClient:
     return redis_app.test_client()
 
 
-class WorkerProcess:
-    """A real ``python worker.py`` with its output captured to a file."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [sys.executable, "worker.py"],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the scheduler and work horse with it
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def output(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = WORKER_STOP_TIMEOUT) -> int:
-        """SIGTERM (a warm shutdown), then SIGKILL if it does not leave in time."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=5)
-        self._log.close()
-        return self.proc.returncode
-
-
 def wait_for(
     predicate: Callable[[], object], *, timeout: float, what: str, worker: WorkerProcess | None = None
 ):
     """Poll ``predicate`` until it returns something truthy; fail with the worker's log if not."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if worker is not None and worker.proc.poll() is not None:
-            pytest.fail(
-                f"worker exited ({worker.proc.returncode}) while waiting for {what}:\n{worker.output()}"
-            )
-        if time.monotonic() > deadline:
-            log = worker.output()[-6000:] if worker is not None else ""
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}\n--- worker log ---\n{log}")
-        time.sleep(0.1)
-
-
-def worker_is_idle(redis_client, worker: WorkerProcess) -> bool:
-    """The worker registered itself in Redis and waits for work."""
-    from rq import Worker
-
-    return any(w.pid == worker.pid and w.get_state() == "idle" for w in Worker.all(connection=redis_client))
-
-
-def park_sweeper(redis_client) -> None:
-    """Leave the sweeper and the digest already scheduled (an hour away), as another worker would have.
-
-    worker.py then does not run it at start, so a test sees only its own jobs. The sweeper
-    itself is exercised in test_worker.py::test_worker_schedules_the_sweeper_which_sends_stale_mail.
-    """
-    from rq import Queue
-
-    from app.mail.digest import send_digests
-    from app.mail.jobs import sweep
-    from worker import DIGEST_JOB_ID, SWEEP_JOB_ID
-
-    queue = Queue("default", connection=redis_client)
-    queue.enqueue_in(timedelta(hours=1), sweep, job_id=SWEEP_JOB_ID)
-    queue.enqueue_in(timedelta(hours=1), send_digests, job_id=DIGEST_JOB_ID)
+    try:
+        return wait_until(predicate, timeout=timeout, what=what, process=worker)
+    except ProcessFailed as failure:
+        pytest.fail(str(failure))
 
 
 @pytest.fixture

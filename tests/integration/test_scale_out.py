@@ -9,21 +9,16 @@ Real processes throughout, as on a host with several dynos:
 
 PostgreSQL is needed (several processes write at once); the test skips on the SQLite run, which
 CI follows with a PostgreSQL run. Redis comes from TEST_REDIS_URL (a skip on a laptop, a
-failure under CI=true).
+failure under CI=true). The processes come from tests/integration/processes.py, which
+bench/scale_out.py also uses to measure the same scenario.
 """
 
 from __future__ import annotations
 
-import http.cookiejar
 import os
-import re
-import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
@@ -39,7 +34,6 @@ from app.models import DeliveryStatus, MailDelivery, Role
 from app.models.base import utcnow
 from tests.conftest import PASSWORD, ROOT
 from tests.integration.conftest import (
-    WORKER_SECRET_KEY,
     WORKER_START_TIMEOUT,
     WorkerProcess,
     fresh,
@@ -47,6 +41,7 @@ from tests.integration.conftest import (
     wait_for,
     worker_is_idle,
 )
+from tests.integration.processes import Browser, ProcessFailed, WebInstance, child_env, sent_per_worker
 from tests.integration.test_mail_reliability import (
     BATCH,
     DOMAIN,
@@ -63,9 +58,6 @@ pytestmark = pytest.mark.redis
 
 RECIPIENTS = 20_000
 SEND_TIMEOUT = 90.0
-WEB_START_TIMEOUT = 30.0
-INHERITED = ("TEST_", "FLASK_", "RQ_", "MAIL", "REDIS_", "DATABASE_", "PUBLIC_URL", "APP_ENV", "WEB_", "PORT")
-_NO_PROXY = urllib.request.ProxyHandler({})
 
 
 @pytest.fixture(autouse=True)
@@ -91,21 +83,6 @@ def outbox_app(make_redis_app, redis_url):
         db.session.remove()
 
 
-def _env(database_url: str, redis_url: str, instance: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(INHERITED)}
-    env.update(
-        APP_ENV="development",
-        DATABASE_URL=database_url,
-        REDIS_URL=redis_url,
-        SECRET_KEY=WORKER_SECRET_KEY,
-        INSTANCE_PATH=str(instance),
-        PUBLIC_URL=PUBLIC_URL,
-        PYTHONUNBUFFERED="1",
-        **extra,
-    )
-    return env
-
-
 @pytest.fixture
 def workers(redis_url, redis_conn, database_url, tmp_path, app, fake) -> Iterator[Callable[[int], list]]:
     """workers(n) -> n running worker.py processes whose Mailgun is the fake; stopped at teardown."""
@@ -113,10 +90,11 @@ def workers(redis_url, redis_conn, database_url, tmp_path, app, fake) -> Iterato
     started: list[WorkerProcess] = []
     instance = tmp_path / "workers"
     instance.mkdir()
-    env = _env(
+    env = child_env(
         database_url,
         redis_url,
         instance,
+        public_url=PUBLIC_URL,
         MAIL_BACKEND="mailgun",
         MAILGUN_API_KEY=fake.api_key,
         MAILGUN_DOMAIN=fake.domain,
@@ -142,110 +120,23 @@ def workers(redis_url, redis_conn, database_url, tmp_path, app, fake) -> Iterato
         worker.stop()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class WebInstance:
-    """``gunicorn "app:create_app()"`` on a free loopback port, one worker process."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._log = log_path.open("wb")
-        self.log_path = log_path
-        env = {**env, "PORT": str(self.port), "WEB_CONCURRENCY": "1", "GUNICORN_THREADS": "4"}
-        gunicorn = str(Path(sys.executable).with_name("gunicorn"))
-        self.proc = subprocess.Popen(
-            [
-                gunicorn,
-                "--config",
-                "gunicorn.conf.py",
-                "--bind",
-                f"127.0.0.1:{self.port}",
-                "app:create_app()",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def ready(self) -> bool:
-        if self.proc.poll() is not None:
-            pytest.fail(f"gunicorn exited:\n{self.log_path.read_text(errors='replace')[-4000:]}")
-        try:
-            with urllib.request.build_opener(_NO_PROXY).open(f"{self.url}/health", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._log.close()
-
-
 @pytest.fixture
 def web(redis_url, database_url, tmp_path, app) -> Iterator[list[WebInstance]]:
     """Two web instances on the same database and Redis (rate limits live in Redis)."""
     instance = tmp_path / "web"
     instance.mkdir()
-    env = _env(database_url, redis_url, instance, MAIL_BACKEND="devmailbox")
+    env = child_env(database_url, redis_url, instance, public_url=PUBLIC_URL, MAIL_BACKEND="devmailbox")
     instances = [WebInstance(env, tmp_path / f"web-{n}.log") for n in (1, 2)]
     try:
         for one in instances:
-            deadline = time.monotonic() + WEB_START_TIMEOUT
-            while not one.ready():
-                if time.monotonic() > deadline:
-                    pytest.fail(f"gunicorn did not answer /health:\n{one.log_path.read_text()[-4000:]}")
-                time.sleep(0.2)
+            try:
+                one.wait_ready()
+            except ProcessFailed as failure:
+                pytest.fail(str(failure))
         yield instances
     finally:
         for one in instances:
             one.stop()
-
-
-class Browser:
-    """One person's cookie jar, used against any instance (cookies name the host, not the port)."""
-
-    def __init__(self) -> None:
-        self.opener = urllib.request.build_opener(
-            _NO_PROXY, urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), _NoRedirect()
-        )
-
-    def get(self, url: str) -> tuple[int, str, dict]:
-        return self._open(urllib.request.Request(url))
-
-    def post(self, url: str, fields: dict[str, str]) -> tuple[int, str, dict]:
-        body = urllib.parse.urlencode(fields).encode()
-        return self._open(urllib.request.Request(url, data=body, method="POST"))
-
-    def _open(self, request) -> tuple[int, str, dict]:
-        try:
-            with self.opener.open(request, timeout=15) as response:
-                return response.status, response.read().decode(), dict(response.headers)
-        except urllib.error.HTTPError as error:
-            with error:
-                return error.code, error.read().decode(errors="replace"), dict(error.headers)
-
-    def csrf(self, base: str) -> str:
-        _, page, _ = self.get(f"{base}/privacy")
-        return re.search(r'<meta name="csrf-token" content="([^"]+)"', page).group(1)
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):
-        return None  # let the test see the 302/303 itself
 
 
 # -- the web side ----------------------------------------------------------------------------------
@@ -312,18 +203,6 @@ def _wait_all_sent(message_id: int, total: int, alive: list[WorkerProcess]) -> N
         time.sleep(0.25)
 
 
-def _sent_per_worker(redis_conn, message_id: int) -> dict[str, int]:
-    """Which worker ran each send job of the message, and how many it sent (the jobs' results)."""
-    from rq.registry import FinishedJobRegistry
-
-    per_worker: Counter = Counter()
-    for job_id in FinishedJobRegistry("mail", connection=redis_conn).get_job_ids():
-        job = Job.fetch(job_id, connection=redis_conn)
-        if job.func_name.endswith("send_message") and job.args == (message_id,):
-            per_worker[job.worker_name] += (job.return_value() or {}).get("sent", 0)
-    return dict(per_worker)
-
-
 def test_a_20000_recipient_send_is_shared_by_two_workers_each_recipient_once(
     outbox_app, fake, workers, redis_conn
 ):
@@ -338,9 +217,9 @@ def test_a_20000_recipient_send_is_shared_by_two_workers_each_recipient_once(
     assert max(received.values()) == 1, "no duplicates"
     assert fake.stats()["requests"] == RECIPIENTS // BATCH
     wait_for(
-        lambda: len(_sent_per_worker(redis_conn, message_id)) == 2, timeout=10, what="both jobs to finish"
+        lambda: len(sent_per_worker(redis_conn, message_id)) == 2, timeout=10, what="both jobs to finish"
     )
-    shares = _sent_per_worker(redis_conn, message_id)
+    shares = sent_per_worker(redis_conn, message_id)
     assert sum(shares.values()) == RECIPIENTS and min(shares.values()) > 0, shares
 
 
@@ -367,7 +246,9 @@ def test_a_worker_killed_mid_send_loses_nothing(
     )
     db.session.commit()
     flask = str(Path(sys.executable).with_name("flask"))
-    env = _env(database_url, os.environ["TEST_REDIS_URL"], tmp_path, MAIL_BACKEND="devmailbox")
+    env = child_env(
+        database_url, os.environ["TEST_REDIS_URL"], tmp_path, public_url=PUBLIC_URL, MAIL_BACKEND="devmailbox"
+    )
     env["FLASK_APP"] = "app:create_app"
     swept = subprocess.run(
         [flask, "jobs", "sweep"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
