@@ -22,11 +22,16 @@ from app.models import (
     Category,
     DeliveryMode,
     DeliveryStatus,
+    Enrollment,
+    Family,
+    Guardian,
     MailDelivery,
     MailPreference,
     Membership,
     MembershipStatus,
     Role,
+    SchoolClass,
+    Student,
 )
 from app.models.base import utcnow
 from tests.conftest import count_queries, sign_in
@@ -193,3 +198,123 @@ def test_no_digest_at_all_when_every_held_item_is_of_a_school_they_left(app, map
     assert {(d.status, d.last_error) for d in _delivery("pat@maple.org")} == {
         (DeliveryStatus.SKIPPED, REMOVED)
     }
+
+
+# --- finding 3: closed accounts in the approval queues ------------------------------------------
+
+
+def test_a_closed_account_leaves_the_approval_queue_and_cannot_be_approved(client, maple, make_member):
+    school = maple["school"]
+    make_member(school, status=MembershipStatus.PENDING, name="Wanda Waiting", email="wanda@example.org")
+    closed = make_member(
+        school, status=MembershipStatus.PENDING, name="Cleo Closed", email="cleo@example.org"
+    )
+    closed.user.active = False
+    db.session.commit()
+    sign_in(client, "staff@maple.org")
+    page = client.get("/members/pending").get_data(as_text=True)
+    assert "Wanda Waiting" in page
+    assert "Cleo Closed" not in page and "cleo@example.org" not in page
+    refused = client.form(f"/members/{closed.id}/approve")  # a page opened before Cleo left
+    assert refused.status_code == 404
+    assert "closed their account" in refused.get_data(as_text=True)
+    db.session.expire_all()
+    with tenancy.bound(school.id):
+        assert db.session.get(Membership, closed.id).status is MembershipStatus.PENDING
+
+
+def _family_of(school, guardians, *, pending=(), child="Mia"):
+    """A family with one child in a class, these guardians, and these waiting to join it."""
+    with tenancy.bound(school.id):
+        hazel = SchoolClass(name="Hazel", grade="3", school_year="2026-27")
+        family = Family(name="Orchard family")
+        db.session.add_all([hazel, family])
+        db.session.flush()
+        student = Student(family_id=family.id, first_name=child, last_name="Orchard")
+        db.session.add(student)
+        db.session.flush()
+        db.session.add(Enrollment(student_id=student.id, class_id=hazel.id))
+        db.session.add_all(Guardian(family_id=family.id, membership_id=m.id) for m in (*guardians, *pending))
+        db.session.commit()
+        return family
+
+
+def _links(school, membership):
+    db.session.expire_all()
+    with tenancy.bound(school.id):
+        return db.session.scalars(
+            select(Guardian.family_id).where(Guardian.membership_id == membership.id)
+        ).all()
+
+
+def test_a_co_guardian_who_closed_their_account_is_not_shown_to_the_family(app, maple, make_member):
+    school, pat = maple["school"], maple["pat"]
+    waiting = make_member(
+        school, status=MembershipStatus.PENDING, name="Cleo Closed", email="cleo@example.org"
+    )
+    family = _family_of(school, [pat], pending=[waiting])
+    waiting.user.active = False
+    db.session.commit()
+    guardian = app.test_client()
+    sign_in(guardian, "pat@maple.org")
+    page = guardian.get("/classes/families/mine").get_data(as_text=True)
+    assert "Cleo Closed" not in page and "Asking to join your family" not in page
+    refused = guardian.form(
+        "/classes/families/mine/guardians/approve", {"family_id": str(family.id), "target": str(waiting.id)}
+    )
+    assert refused.status_code == 404
+    db.session.expire_all()
+    with tenancy.bound(school.id):
+        assert db.session.get(Membership, waiting.id).status is MembershipStatus.PENDING
+
+
+# --- finding 4: a rejected request leaves no link to the family --------------------------------
+
+
+def test_a_family_rejecting_a_second_guardian_removes_only_their_link(app, maple, make_member):
+    school, pat = maple["school"], maple["pat"]
+    stranger = make_member(school, status=MembershipStatus.PENDING, name="Sam Stranger")
+    family = _family_of(school, [pat], pending=[stranger])
+    guardian = app.test_client()
+    sign_in(guardian, "pat@maple.org")
+    response = guardian.form(
+        "/classes/families/mine/guardians/reject", {"family_id": str(family.id), "target": str(stranger.id)}
+    )
+    assert response.status_code == 303
+    assert _links(school, stranger) == []
+    assert _links(school, pat) == [family.id]
+    assert "Sam Stranger: rejected" in guardian.get("/classes/families/mine").get_data(as_text=True)
+    page = guardian.get("/classes/families/mine").get_data(as_text=True)  # the flash is gone
+    assert "Mia" in page and "Sam Stranger" not in page
+
+
+def test_rejecting_a_membership_in_the_queue_removes_its_family_links(client, maple, make_member):
+    school, pat = maple["school"], maple["pat"]
+    stranger = make_member(school, status=MembershipStatus.PENDING, name="Sam Stranger")
+    shared = _family_of(school, [pat], pending=[stranger])
+    # A newcomer who named children at sign-up is the only guardian of the family it made.
+    newcomer = make_member(school, status=MembershipStatus.PENDING, name="Nadia Newcomer")
+    own = _family_of(school, [newcomer], child="Noor")
+    sign_in(client, "staff@maple.org")
+    for membership in (stranger, newcomer):
+        assert (
+            client.form(f"/members/{membership.id}/reject", {"reason": "Not known here."}).status_code == 303
+        )
+        assert _links(school, membership) == []
+    assert _links(school, pat) == [shared.id]
+    # The newcomer's family stays for the family editor, and is listed nowhere else (as before:
+    # the directory and rosters show only families with an approved guardian).
+    directory = client.get("/directory/").get_data(as_text=True)
+    assert "Noor" not in directory
+    admin = client.application.test_client()
+    sign_in(admin, "admin@maple.org")
+    assert "Noor" in admin.get(f"/classes/families/{own.id}").get_data(as_text=True)
+
+
+def test_an_approval_keeps_the_family_link(client, maple, make_member):
+    school, pat = maple["school"], maple["pat"]
+    joining = make_member(school, status=MembershipStatus.PENDING)
+    family = _family_of(school, [pat], pending=[joining])
+    sign_in(client, "staff@maple.org")
+    assert client.form(f"/members/{joining.id}/approve").status_code == 303
+    assert _links(school, joining) == [family.id]

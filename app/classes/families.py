@@ -89,11 +89,14 @@ def listed_guardians(family: Family) -> list[Membership]:
 
 
 def waiting_guardians(family: Family) -> list[Membership]:
-    """People who asked to join this family as a guardian and wait for a decision."""
+    """People with open accounts who asked to join this family as a guardian and wait for a decision.
+
+    Someone who closed their account while waiting is not shown (name and all) to the family.
+    """
     return [
         guardian.membership
         for guardian in family.guardians
-        if guardian.membership.status is MembershipStatus.PENDING
+        if guardian.membership.status is MembershipStatus.PENDING and guardian.membership.user.active
     ]
 
 

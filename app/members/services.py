@@ -1,25 +1,33 @@
-"""Approving and rejecting people who asked to join the current school."""
+"""Approving and rejecting people who asked to join the current school.
+
+Only open accounts wait in the queue: someone who closed theirs while waiting is neither
+listed (name and email) nor approved. A rejected request takes its family links with it.
+"""
 
 from __future__ import annotations
 
-from flask import g
-from sqlalchemy import select, update
-from sqlalchemy.orm import joinedload
+from flask import flash, g
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import contains_eager
 
 from app import audit
 from app.extensions import db
 from app.mail import queue_email
-from app.models import Enrollment, Guardian, Membership, MembershipStatus, SchoolClass, Student
+from app.models import Enrollment, Guardian, Membership, MembershipStatus, SchoolClass, Student, User
 from app.models.base import utcnow
 from app.urls import external_url
 
+# No name in it: the person is gone, and the page that posted it is out of date anyway.
+CLOSED_ACCOUNT = "This person closed their account, so their request can no longer be approved."
+
 
 def pending_memberships() -> list[Membership]:
-    """People waiting for approval in the current school, oldest first."""
+    """People with open accounts waiting for approval in the current school, oldest first."""
     query = (
         select(Membership)
-        .options(joinedload(Membership.user))
-        .where(Membership.status == MembershipStatus.PENDING)
+        .join(User, User.id == Membership.user_id)
+        .options(contains_eager(Membership.user))
+        .where(Membership.status == MembershipStatus.PENDING, User.active.is_(True))
         .order_by(Membership.created_at)
     )
     return list(db.session.scalars(query))
@@ -53,13 +61,36 @@ def get_pending(membership_id: int) -> Membership | None:
 
 
 def approve(membership: Membership) -> bool:
-    """Let the person in, and tell them by email (False if someone decided first)."""
+    """Let the person in, and tell them by email (False if someone decided first, or they left)."""
+    if not membership.user.active:
+        # Only a page opened before they closed their account can post this: say why nothing
+        # happened (the route answers 404, as for a request decided a moment ago).
+        flash(CLOSED_ACCOUNT, "error")
+        return False
     return _decide(membership, MembershipStatus.APPROVED, None, link=external_url("auth.sign_in"))
 
 
 def reject(membership: Membership, reason: str) -> bool:
-    """Turn the request down with a reason the person is told (False if someone decided first)."""
-    return _decide(membership, MembershipStatus.REJECTED, reason.strip())
+    """Turn the request down with a reason the person is told (False if someone decided first).
+
+    The person's links to families go too (a second guardian's request to join one, or the
+    family they named at sign-up): nothing should tie a turned-down stranger to children.
+    """
+    if not _decide(membership, MembershipStatus.REJECTED, reason.strip()):
+        return False
+    _unlink_families(membership)
+    return True
+
+
+def _unlink_families(membership: Membership) -> None:
+    """Delete the rejected membership's Guardian rows, and only those.
+
+    A family the newcomer made at sign-up keeps its children with no guardian: it was only
+    ever shown where an approved guardian is (directory, rosters, audiences), and stays in
+    the family editor for staff, exactly as it did while it hung on the rejected person.
+    """
+    # The decision only applies to a pending membership, which is nobody's approved guardian.
+    db.session.execute(delete(Guardian).where(Guardian.membership_id == membership.id))
 
 
 def _decide(membership: Membership, status: MembershipStatus, reason: str | None, **context) -> bool:
