@@ -34,6 +34,7 @@ from app.models import (
     Student,
 )
 from app.models.base import utcnow
+from app.models.directory import EnrollmentChange
 from tests.conftest import count_queries, sign_in
 
 REMOVED = "no longer a member of this school"
@@ -318,3 +319,34 @@ def test_an_approval_keeps_the_family_link(client, maple, make_member):
     sign_in(client, "staff@maple.org")
     assert client.form(f"/members/{joining.id}/approve").status_code == 303
     assert _links(school, joining) == [family.id]
+
+
+# --- finding 5: ids that only look like numbers ------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["²", "①", "12\n", " 1", "-1", "0", "1" * 13, ""])
+def test_a_family_id_that_is_not_plain_digits_is_not_found(app, maple, value):
+    school, pat = maple["school"], maple["pat"]
+    _family_of(school, [pat])
+    guardian = app.test_client()
+    sign_in(guardian, "pat@maple.org")
+    assert guardian.form("/classes/families/mine/code", {"family_id": value}).status_code == 404
+
+
+def test_family_services_read_only_ascii_ids(app, maple):
+    """Every id a form sends reaches the services as text or as a number; "²" is neither an id."""
+    from app.classes import families
+
+    school, pat = maple["school"], maple["pat"]
+    family = _family_of(school, [pat])
+    with tenancy.bound(school.id):
+        student = db.session.scalar(select(Student))
+        assert families.my_family(pat, str(family.id)).id == family.id
+        assert families.my_family(pat, family.id).id == family.id
+        assert families.student_of(family, student.id).id == student.id
+        for odd in ("²", "١", "12\n", None, True):
+            assert families.my_family(pat, odd) is None
+            assert families.student_of(family, odd) is None
+            assert families.waiting_guardian(family, odd) is None
+            assert families.waiting_change(odd) is None
+        assert db.session.scalar(select(EnrollmentChange)) is None

@@ -21,6 +21,7 @@ from app.mail import queue_email
 from app.models import Enrollment, Family, Guardian, Membership, MembershipStatus, SchoolClass, Student, User
 from app.models.base import utcnow
 from app.models.directory import ChangeStatus, EnrollmentChange
+from app.parsing import optional_id
 from app.permissions import can
 from app.urls import external_url
 
@@ -41,12 +42,14 @@ def my_families(membership: Membership) -> list[Family]:
 
 
 def my_family(membership: Membership, family_id) -> Family | None:
-    """One of the member's own families by id (None for anyone else's)."""
-    if not str(family_id or "").isdigit():
+    """One of the member's own families by id, as text or number (None for anyone else's)."""
+    # ASCII digits only: "²".isdigit() is True, and int("²") raised (a 500).
+    family_id = optional_id(family_id)
+    if family_id is None:
         return None
     return db.session.scalar(
         select(Family).where(
-            Family.id == int(family_id),
+            Family.id == family_id,
             Family.id.in_(select(Guardian.family_id).where(Guardian.membership_id == membership.id)),
         )
     )
@@ -117,6 +120,7 @@ def rotate_code(family: Family) -> str:
 
 
 def _new_code() -> str:
+    """A random family code that no other family of the school has."""
     while True:
         code = "".join(secrets.choice(CODE_ALPHABET) for _ in range(CODE_LENGTH))
         if db.session.scalar(select(Family.id).where(Family.invite_code == code)) is None:
@@ -165,8 +169,13 @@ def ask_to_join_family(family: Family, membership: Membership, school_name: str)
 
 
 def waiting_guardian(family: Family, membership_id) -> Membership | None:
-    """A pending member who asked to join this family (None for anyone else)."""
-    if not str(membership_id or "").isdigit():
+    """A pending member who asked to join this family (None for anyone else).
+
+    A closed account is still found, so that approving it says why it cannot be approved
+    (``members.approve``) instead of a bare "not found"; the family's list no longer shows it.
+    """
+    membership_id = optional_id(membership_id)
+    if membership_id is None:
         return None
     return db.session.scalar(
         select(Membership)
@@ -174,7 +183,7 @@ def waiting_guardian(family: Family, membership_id) -> Membership | None:
         .options(joinedload(Membership.user))
         .where(
             Guardian.family_id == family.id,
-            Membership.id == int(membership_id),
+            Membership.id == membership_id,
             Membership.status == MembershipStatus.PENDING,
         )
     )
@@ -184,12 +193,11 @@ def waiting_guardian(family: Family, membership_id) -> Membership | None:
 
 
 def student_of(family: Family, student_id) -> Student | None:
-    """A child of this family by id (None for anyone else's child)."""
-    if not str(student_id or "").isdigit():
+    """A child of this family by id, as text or number (None for anyone else's child)."""
+    student_id = optional_id(student_id)
+    if student_id is None:
         return None
-    return db.session.scalar(
-        select(Student).where(Student.id == int(student_id), Student.family_id == family.id)
-    )
+    return db.session.scalar(select(Student).where(Student.id == student_id, Student.family_id == family.id))
 
 
 @dataclass
@@ -240,6 +248,7 @@ def save_student(family: Family, student: Student | None, *, first_name, last_na
 
 
 def _unenroll(student: Student, class_ids) -> None:
+    """Take the child out of these classes at once (leaving needs nobody's approval)."""
     if class_ids:
         db.session.execute(
             delete(Enrollment).where(Enrollment.student_id == student.id, Enrollment.class_id.in_(class_ids))
@@ -278,13 +287,14 @@ def waiting_changes(student_ids=None) -> list[EnrollmentChange]:
 
 
 def waiting_change(change_id) -> EnrollmentChange | None:
-    """A waiting class change of the current school (None for any other id)."""
-    if not str(change_id or "").isdigit():
+    """A waiting class change of the current school, by id as text or number (None for any other)."""
+    change_id = optional_id(change_id)
+    if change_id is None:
         return None
     return db.session.scalar(
         select(EnrollmentChange)
         .options(joinedload(EnrollmentChange.student), joinedload(EnrollmentChange.to_class))
-        .where(EnrollmentChange.id == int(change_id), EnrollmentChange.status == ChangeStatus.PENDING)
+        .where(EnrollmentChange.id == change_id, EnrollmentChange.status == ChangeStatus.PENDING)
     )
 
 

@@ -251,6 +251,7 @@ def _unsubscribe_link_maker(message: MailMessage):
     template = tokens.link_template(placeholder)
 
     def variables(user: User | None) -> dict[str, str]:
+        """One recipient's unsubscribe link as a recipient variable (none without an account)."""
         if user is None:
             return {}
         return {"unsubscribe_url": template.replace(placeholder, tokens.make(user, message.category))}

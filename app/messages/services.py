@@ -348,6 +348,7 @@ def get_message(message_id: int) -> Listed | None:
 
 
 def kind_of(message: MailMessage) -> Kind | None:
+    """The kind of message its category makes it (None for mail that is no announcement)."""
     return KIND_OF_CATEGORY.get(message.category)
 
 
@@ -419,10 +420,12 @@ class DeliveryCounts:
 
     @property
     def total(self) -> int:
+        """Every delivery of the message, whatever became of it."""
         return self.sent + self.waiting + self.skipped + self.failed + self.digest
 
     @property
     def settled(self) -> bool:
+        """Nothing left waiting to be sent."""
         return self.waiting == 0
 
 
