@@ -25,7 +25,7 @@ class ClassForm(FlaskForm):
         description="For example 2026-27.",
         validators=[
             DataRequired("Enter the school year."),
-            Regexp(r"^\d{4}(-\d{2,4})?$", message="Write the year like 2026-27."),
+            Regexp(r"^[0-9]{4}(-[0-9]{2,4})?$", message="Write the year like 2026-27."),
         ],
     )
     teachers = SelectMultipleField("Teachers", coerce=int)
@@ -57,7 +57,7 @@ class ConfirmForm(FlaskForm):
 class StudentForm(FlaskForm):
     """A child of the family: name and classes."""
 
-    student_id = StringField(validators=[Optional(), Regexp(r"^\d{1,12}$")])
+    student_id = StringField(validators=[Optional(), Regexp(r"^[0-9]{1,12}$")])
     first_name = StringField(
         "First name",
         validators=[
@@ -84,7 +84,7 @@ class FamilyNameForm(FlaskForm):
 class DecideForm(FlaskForm):
     """Approve or reject something identified in the body (never in the URL)."""
 
-    target = StringField(validators=[DataRequired(), Regexp(r"^\d{1,12}$")])
+    target = StringField(validators=[DataRequired(), Regexp(r"^[0-9]{1,12}$")])
 
 
 def member_choices(memberships) -> list[SelectChoice]:

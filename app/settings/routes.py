@@ -13,6 +13,7 @@ from app import clock, permissions
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
 from app.models import Role
+from app.parsing import optional_id
 from app.permissions import can, requires
 from app.settings import forms, services
 
@@ -194,8 +195,8 @@ def people():
 
 def _page_number(value: str | None) -> int:
     """A page number from the query string: 1 unless it is a sensible positive integer."""
-    # ASCII digits only: "²".isdigit() is True but int("²") raises.
-    return int(value) if value and value.isascii() and value.isdigit() and 0 < int(value) <= 10_000 else 1
+    number = optional_id(value)
+    return number if number is not None and number <= 10_000 else 1
 
 
 def _person_or_404(membership_id: int):
@@ -323,7 +324,7 @@ def audit_log():
         action=form.action.data or None if valid else None,
         since=form.since.data if valid else None,
         until=form.until.data if valid else None,
-        before_id=int(before) if before.isascii() and before.isdigit() and len(before) < 12 else None,
+        before_id=optional_id(before),
     )
     page = services.audit_page(audit_filter)
     next_args = {k: v for k, v in request.args.items() if k != "before" and v}
