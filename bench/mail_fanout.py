@@ -23,7 +23,6 @@ It prints a table and writes bench/results/mail_fanout.json (one entry per datab
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import math
@@ -44,6 +43,8 @@ import urllib.request
 from datetime import datetime
 from pathlib import Path
 
+from tests.integration.processes import process_tree, signal_each
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "mail_fanout.json"
 KEY = "key-bench-" + secrets.token_hex(8)
@@ -57,26 +58,6 @@ _LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
 # -- processes ------------------------------------------------------------------------------------
-
-
-def _process_tree(root: int) -> list[int]:
-    """``root`` and its descendants (RQ's work horse leaves the worker's process group)."""
-    children: dict[int, list[int]] = {}
-    with contextlib.suppress(OSError):
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat") as stat:
-                        parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-                except (OSError, IndexError, ValueError):
-                    continue
-                children.setdefault(parent, []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
 
 
 class Process:
@@ -110,14 +91,15 @@ class Process:
     def stop(self, timeout: float = 20.0) -> None:
         """SIGTERM (RQ's warm shutdown); SIGKILL the whole tree if it lingers."""
         if self.alive():
-            tree = _process_tree(self.pid)
+            try:  # before SIGTERM: the work horse is the worker's child only while the worker lives
+                tree = process_tree(self.pid)
+            except OSError:  # no /proc: the main process alone
+                tree = [self.pid]
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                for pid in tree:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
+                signal_each(tree, signal.SIGKILL)
                 self.proc.wait(timeout=5)
         self._log.close()
 

@@ -65,6 +65,7 @@ from tests.integration.processes import (
     WebInstance,
     WorkerProcess,
     child_env,
+    kill_worker_tree,
     park_sweeper,
     rq_worker_name,
     sent_per_worker,
@@ -375,10 +376,6 @@ def kill_when_a_third_is_out(
 
     Returns how many processes died (worker, scheduler, work horse) and when the kill began.
     """
-    # The test suite's killer (SIGSTOP the tree, then SIGKILL it): RQ's work horse leaves the
-    # worker's process group, so killpg alone would let it finish the send.
-    from tests.integration.test_mail_reliability import kill_worker_tree
-
     third = math.ceil(bench.recipients / 3)
     wait_until(
         lambda: recipients_at_provider(bench.fake) >= third,
@@ -387,6 +384,8 @@ def kill_when_a_third_is_out(
         process=survivor,
     )
     started = time.perf_counter()
+    # The test suite's killer (SIGSTOP the tree, then SIGKILL it): RQ's work horse leaves the
+    # worker's process group, so killpg alone would let it finish the send.
     return len(kill_worker_tree(victim)), started
 
 

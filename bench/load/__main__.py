@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from tests.integration.processes import process_tree
+
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "bench" / "results"
 HOST = "127.0.0.1"
@@ -152,18 +154,8 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 def rss_bytes(root: int) -> int:
     """Resident memory of a process and its descendants (gunicorn's master and workers)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    children.setdefault(int(stat.read().rsplit(")", 1)[1].split()[1]), []).append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        todo.extend(children.get(pid, []))
+    total = 0
+    for pid in process_tree(root):
         try:
             with open(f"/proc/{pid}/status") as status:
                 for line in status:

@@ -1,13 +1,16 @@
-"""Real processes on loopback, shared by the integration tests and bench/scale_out.py.
+"""Real processes on loopback, shared by the integration tests and the benchmarks (bench/).
 
 ``python worker.py`` (:class:`WorkerProcess`), ``gunicorn "app:create_app()"``
-(:class:`WebInstance`), the environment they start with (:func:`child_env`) and a
-:class:`Browser` to talk to the web ones. No pytest here, so a benchmark can import it: what
-goes wrong raises :class:`ProcessFailed`, which the tests' fixtures turn into a failure.
+(:class:`WebInstance`), the environment they start with (:func:`child_env`), a
+:class:`Browser` to talk to the web ones, and a process's descendants (:func:`process_tree`),
+to kill a worker whole (:func:`kill_worker_tree`) or add up its memory. No pytest here, so a
+benchmark can import it: what goes wrong raises :class:`ProcessFailed`, which the tests'
+fixtures turn into a failure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import os
 import re
@@ -123,6 +126,69 @@ class WorkerProcess:
                 self.proc.wait(timeout=5)
         self._log.close()
         return self.proc.returncode
+
+
+def process_tree(root: int) -> list[int]:
+    """``root`` and every process descended from it, ``root`` first (Linux /proc).
+
+    Found by parent pid, not by process group: RQ's work horse calls setpgrp() after the fork,
+    so it is not in the worker's group.
+    """
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue  # the process ended meanwhile
+        children.setdefault(parent, []).append(int(entry))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, []))
+    return tree
+
+
+def is_zombie(pid: int) -> bool:
+    """Whether ``pid`` has died (a zombie waiting to be reaped, or gone altogether)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def signal_each(pids: list[int], signum: int) -> None:
+    """Send ``signum`` to each of ``pids``, passing over those that have ended meanwhile."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signum)
+
+
+def kill_worker_tree(worker: WorkerProcess) -> list[int]:
+    """SIGKILL the worker as a dying machine would: main process, scheduler and work horse.
+
+    The worker's process group is not enough: RQ's work horse calls setpgrp() after the fork,
+    so ``killpg(worker)`` would leave the horse running and finishing the send. Every process
+    of the tree is stopped first (so none reacts to another's death), then killed. Returns the
+    pids killed, the worker's first; ProcessFailed if one is still alive seconds after SIGKILL.
+    """
+    tree = process_tree(worker.pid)
+    signal_each(tree, signal.SIGSTOP)
+    signal_each(tree, signal.SIGKILL)
+    try:
+        worker.proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        raise ProcessFailed("the worker survived SIGKILL") from None
+    deadline = time.monotonic() + 5
+    while any(os.path.exists(f"/proc/{pid}") and not is_zombie(pid) for pid in tree[1:]):
+        if time.monotonic() > deadline:
+            raise ProcessFailed(f"processes of the worker survived SIGKILL: {tree}")
+        time.sleep(0.05)
+    return tree
 
 
 def worker_is_idle(redis_client, worker: WorkerProcess) -> bool:

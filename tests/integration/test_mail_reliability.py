@@ -9,12 +9,9 @@ delivery marked sent; what the fake received shows how many got the email twice.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import signal
 import socket
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -42,6 +39,7 @@ from tests.integration.conftest import (
     wait_for,
     worker_is_idle,
 )
+from tests.integration.processes import kill_worker_tree
 
 pytestmark = pytest.mark.redis
 
@@ -208,60 +206,6 @@ def wait_until_all_sent(message_id: int, total: int, worker: WorkerProcess, time
                 f"first unsent: {described})\n--- worker log ---\n{worker.output()[-6000:]}"
             )
         time.sleep(0.1)
-
-
-def _process_tree(root: int) -> list[int]:
-    """``root`` and every process descended from it (Linux /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue  # the process ended meanwhile
-        children.setdefault(parent, []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, []))
-    return tree
-
-
-def kill_worker_tree(worker: WorkerProcess) -> list[int]:
-    """SIGKILL the worker as a dying machine would: main process, scheduler and work horse.
-
-    The worker's process group is not enough: RQ's work horse calls setpgrp() after the fork,
-    so ``killpg(worker)`` would leave the horse running and finishing the send. Every process
-    of the tree is stopped first (so none reacts to another's death), then killed.
-    """
-    tree = _process_tree(worker.pid)
-    for pid in tree:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
-    for pid in tree:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    try:
-        worker.proc.wait(timeout=5)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the worker survived SIGKILL")
-    deadline = time.monotonic() + 5
-    while any(os.path.exists(f"/proc/{pid}") and not _is_zombie(pid) for pid in tree[1:]):
-        if time.monotonic() > deadline:
-            pytest.fail(f"processes of the worker survived SIGKILL: {tree}")
-        time.sleep(0.05)
-    return tree
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def assert_each_received_once(fake: FakeMailgun, emails: list[str]) -> None:

@@ -41,14 +41,20 @@ from tests.integration.conftest import (
     wait_for,
     worker_is_idle,
 )
-from tests.integration.processes import Browser, ProcessFailed, WebInstance, child_env, sent_per_worker
+from tests.integration.processes import (
+    Browser,
+    ProcessFailed,
+    WebInstance,
+    child_env,
+    kill_worker_tree,
+    sent_per_worker,
+)
 from tests.integration.test_mail_reliability import (
     BATCH,
     DOMAIN,
     KEY,
     PUBLIC_URL,
     TimedFakeMailgun,
-    kill_worker_tree,
     make_users,
     status_counts,
     write_announcement,
