@@ -165,10 +165,25 @@ def job(func: Callable) -> Callable:
             _forget_inherited_connections()
             try:
                 return func(*args, **kwargs)
+            except Exception as error:
+                failure = _scrubbed(func, error)
             finally:
                 db.session.remove()
+        raise failure  # outside the except block: the original is not even kept as its context
 
     return run
+
+
+class JobFailed(Exception):
+    """A job's failure as RQ logs and stores it: where it failed, never the original message."""
+
+
+def _scrubbed(func: Callable, error: Exception) -> JobFailed:
+    """RQ writes a failed job's exception, message and all, to the log and to Redis; a database
+    error's message holds parameters and PostgreSQL's DETAIL line (an email address)."""
+    from app.logging_setup import scrubbed_traceback
+
+    return JobFailed(f"{func.__name__} failed with {type(error).__name__}\n{scrubbed_traceback(error)}")
 
 
 def repeating(func: Callable) -> Callable:

@@ -364,3 +364,36 @@ def test_two_simultaneous_joins_on_postgresql_both_get_the_same_answer(
     assert db.session.scalar(select(func.count(User.id)).where(User.email == "twice@example.org")) == 1
     subjects = sorted(m.subject for m in sent_mail if m.to == "twice@example.org")
     assert len(subjects) == 2 and sum("already have an account" in s for s in subjects) == 1
+
+
+def test_a_failed_worker_job_leaves_no_message_for_rq_to_log_or_store(app):
+    """RQ logs a failed job's exception and keeps it in Redis: only the class and frames may go there."""
+    import threading
+
+    from app import jobs
+
+    email = "secret.person@example.org"
+
+    @jobs.job
+    def failing_job():
+        raise ValueError(f"duplicate key: Key (email)=({email}) already exists")
+
+    caught: list[BaseException] = []
+
+    def run_as_the_worker_does():  # a thread has no app context, like a work horse
+        try:
+            failing_job()
+        except BaseException as error:  # noqa: BLE001 - the test inspects whatever came out
+            caught.append(error)
+
+    jobs.set_worker_app(app)
+    try:
+        thread = threading.Thread(target=run_as_the_worker_does)
+        thread.start()
+        thread.join(timeout=10)
+    finally:
+        jobs.set_worker_app(None)
+    (error,) = caught
+    assert isinstance(error, jobs.JobFailed)
+    assert "ValueError" in str(error) and "failing_job" in str(error)
+    assert "secret.person" not in str(error) and error.__context__ is None and error.__cause__ is None
