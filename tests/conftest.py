@@ -14,6 +14,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
 
@@ -270,6 +271,48 @@ def make_member(app) -> Callable[..., Membership]:
             db.session.add(membership)
             db.session.commit()
         return membership
+
+    return make
+
+
+@dataclass(frozen=True)
+class MadeFamily:
+    """Ids of a family built by ``make_family`` (plain ints: the rows are of another scope)."""
+
+    id: int
+    student_ids: tuple[int, ...]
+
+
+@pytest.fixture
+def make_family(app) -> Callable[..., MadeFamily]:
+    """make_family(school, guardians, name=..., children=[(first, last, class_ids)]) -> MadeFamily.
+
+    One family in the school: the guardian memberships, and each child enrolled in its classes.
+    """
+
+    def make(
+        school: School,
+        guardians: list[Membership],
+        name: str = "Family",
+        children: list[tuple[str, str, list[int]]] = (),
+    ) -> MadeFamily:
+        from app.models import Enrollment, Family, Guardian, Student
+
+        with tenancy.bound(school.id):
+            family = Family(name=name)
+            db.session.add(family)
+            db.session.flush()
+            db.session.add_all(Guardian(family_id=family.id, membership_id=m.id) for m in guardians)
+            student_ids = []
+            for first, last, class_ids in children:
+                student = Student(family_id=family.id, first_name=first, last_name=last)
+                db.session.add(student)
+                db.session.flush()
+                db.session.add_all(Enrollment(student_id=student.id, class_id=c) for c in class_ids)
+                student_ids.append(student.id)
+            made = MadeFamily(family.id, tuple(student_ids))
+            db.session.commit()
+        return made
 
     return make
 

@@ -10,14 +10,12 @@ from sqlalchemy import select
 from app import tenancy
 from app.extensions import db
 from app.models import (
-    Enrollment,
     Family,
     Guardian,
     Membership,
     MembershipStatus,
     Role,
     SchoolClass,
-    Student,
     User,
 )
 from app.models.audit import AuditEntry
@@ -27,22 +25,15 @@ PASSWORD = "plum orchard lantern"
 
 
 @pytest.fixture
-def world(make_school, make_member):
+def world(make_school, make_member, make_family):
     school = make_school(name="Oak School", code="OAK-1")
     with tenancy.bound(school.id):
         hazel = SchoolClass(name="Hazel", grade="3", school_year="2026-27")
         db.session.add(hazel)
-        db.session.flush()
-        gina = make_member(school, name="Gina Guardian", email="gina@example.org")
-        family = Family(name="Guardian family")
-        db.session.add(family)
-        db.session.flush()
-        db.session.add(Guardian(family_id=family.id, membership_id=gina.id))
-        mia = Student(family_id=family.id, first_name="Mia", last_name="Guardian")
-        db.session.add(mia)
-        db.session.flush()
-        db.session.add(Enrollment(student_id=mia.id, class_id=hazel.id))
         db.session.commit()
+        hazel_id = hazel.id
+    gina = make_member(school, name="Gina Guardian", email="gina@example.org")
+    family = make_family(school, [gina], "Guardian family", [("Mia", "Guardian", [hazel_id])])
     staff = make_member(school, role=Role.STAFF, name="Sam Staff", email="sam@example.org")
     return school, family, gina, staff
 

@@ -18,7 +18,7 @@ from app import tenancy
 from app.auth import services as auth_services
 from app.extensions import db
 from app.logging_setup import RequestIdFilter
-from app.models import Enrollment, Family, Guardian, Role, SchoolClass, Student, User
+from app.models import Enrollment, Role, SchoolClass, Student, User
 from app.models.calendar import Event
 from app.parsing import optional_id
 from tests.conftest import sign_in
@@ -108,25 +108,15 @@ def test_join_with_a_plain_class_id_still_enrols_the_child(client, make_school):
 
 
 @pytest.fixture
-def guardian_world(client, make_school, make_member):
+def guardian_world(client, make_school, make_member, make_family):
     """Gina, signed in, guardian of a family (Mia in Hazel) in a school where guardians edit."""
     school, hazel = _school_with_class(make_school)
     school.families_edit_own = True
     db.session.commit()
     gina = make_member(school, name="Gina Guardian", email="gina@example.org")
-    with tenancy.bound(school.id):
-        family = Family(name="Guardian family")
-        db.session.add(family)
-        db.session.flush()
-        db.session.add(Guardian(family_id=family.id, membership_id=gina.id))
-        mia = Student(family_id=family.id, first_name="Mia", last_name="Guardian")
-        db.session.add(mia)
-        db.session.flush()
-        db.session.add(Enrollment(student_id=mia.id, class_id=hazel.id))
-        db.session.commit()
-        ids = family.id, mia.id
+    family = make_family(school, [gina], "Guardian family", [("Mia", "Guardian", [hazel.id])])
     sign_in(client, gina.user.email)
-    return school, hazel, ids[0], ids[1]
+    return school, hazel, family.id, family.student_ids[0]
 
 
 @pytest.mark.parametrize("odd", ["²", "①", "arabic", "1" * 13])

@@ -10,7 +10,7 @@ from playwright.sync_api import expect
 
 from app import tenancy
 from app.extensions import db
-from app.models import Enrollment, Family, Guardian, Role, SchoolClass, Student
+from app.models import Role, SchoolClass
 from tests.browser.helpers import (
     fill_join_form,
     main_nav,
@@ -67,21 +67,12 @@ def test_parent_names_a_child_and_class_staff_approve_the_family_appears(
 
 
 def test_second_guardian_joins_with_the_family_code_and_a_guardian_approves(
-    new_context, make_school, make_member
+    new_context, make_school, make_member, make_family
 ):
     school = make_school(name="Larkspur Primary", code="LARK-2024")
     (hazel_id,) = _classes(school, "Hazel")
     gina = make_member(school, name="Gina Guardian", email="gina@example.org")
-    with tenancy.bound(school.id):
-        family = Family(name="Guardian family")
-        db.session.add(family)
-        db.session.flush()
-        db.session.add(Guardian(family_id=family.id, membership_id=gina.id))
-        mia = Student(family_id=family.id, first_name="Mia", last_name="Guardian")
-        db.session.add(mia)
-        db.session.flush()
-        db.session.add(Enrollment(student_id=mia.id, class_id=hazel_id))
-        db.session.commit()
+    make_family(school, [gina], "Guardian family", [("Mia", "Guardian", [hazel_id])])
     db.session.remove()
 
     guardian = new_context().new_page()

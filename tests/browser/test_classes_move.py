@@ -9,13 +9,15 @@ from playwright.sync_api import expect
 
 from app import tenancy
 from app.extensions import db
-from app.models import Enrollment, Family, Guardian, Role, SchoolClass, Student
+from app.models import Role, SchoolClass
 from tests.browser.helpers import open_approvals, sign_in
 
 pytestmark = pytest.mark.browser
 
 
-def test_a_class_move_waits_then_staff_approve_it_in_place(new_context, make_school, make_member):
+def test_a_class_move_waits_then_staff_approve_it_in_place(
+    new_context, make_school, make_member, make_family
+):
     school = make_school(name="Larkspur Primary")
     school.families_edit_own = True
     db.session.commit()
@@ -23,17 +25,10 @@ def test_a_class_move_waits_then_staff_approve_it_in_place(new_context, make_sch
         hazel, juniper = (SchoolClass(name=n, grade="3", school_year="2026-27") for n in ("Hazel", "Juniper"))
         db.session.add_all([hazel, juniper])
         db.session.flush()
-        gina = make_member(school, email="gina@example.org", name="Gina Guardian")
-        family = Family(name="Guardian family")
-        db.session.add(family)
-        db.session.flush()
-        db.session.add(Guardian(family_id=family.id, membership_id=gina.id))
-        mia = Student(family_id=family.id, first_name="Mia", last_name="Guardian")
-        db.session.add(mia)
-        db.session.flush()
-        db.session.add(Enrollment(student_id=mia.id, class_id=hazel.id))
         db.session.commit()
         hazel_id, juniper_id = hazel.id, juniper.id
+    gina = make_member(school, email="gina@example.org", name="Gina Guardian")
+    make_family(school, [gina], "Guardian family", [("Mia", "Guardian", [hazel_id])])
     make_member(school, role=Role.STAFF, email="sam@example.org")
     db.session.remove()
 
