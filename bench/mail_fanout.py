@@ -637,6 +637,19 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:.1f} ms"
 
 
+def run_facts(load_before: tuple[float, float, float]) -> dict:
+    """When, where and on what code a benchmark ran, for its results file and its heading."""
+    return {
+        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpus": os.cpu_count(),
+        # Other work on the machine slows every figure: the 1-minute load around the run.
+        "load_average_before": round(load_before[0], 2),
+        "load_average_after": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "git_commit": git_commit(),
+    }
+
+
 def git_commit() -> str:
     try:
         out = subprocess.run(
@@ -718,15 +731,9 @@ def main(argv: list[str] | None = None) -> int:
 
             database = db.engine.dialect.name
         result = {
-            "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+            **run_facts(load_before),
             "database": database,
             "recipients": args.recipients,
-            "cpus": os.cpu_count(),
-            # Other work on the machine slows every figure: the 1-minute load around the run.
-            "load_average_before": round(load_before[0], 2),
-            "load_average_after": round(os.getloadavg()[0], 2),
-            "python": platform.python_version(),
-            "git_commit": git_commit(),
             "batched": phases["batched"],
             "per_recipient": phases["per_recipient"],
             "send_ratio": phases["batched"]["recipients_per_second"]

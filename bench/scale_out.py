@@ -35,7 +35,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import secrets
 import shutil
 import subprocess
@@ -44,7 +43,7 @@ import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -53,10 +52,10 @@ from bench.mail_fanout import (
     clear_outbox,
     drop_postgres_database,
     ensure_postgres_database,
-    git_commit,
     load_users,
     make_app,
     queue_newsletter,
+    run_facts,
     status_counts,
 )
 from tests.integration.processes import (
@@ -713,14 +712,8 @@ def run(args: argparse.Namespace, bench: Bench) -> dict:
     kill = kill_run(bench, args.provider_delay)
     web = web_phase(bench, args.attempts)
     return {
-        "date": datetime.now().astimezone().isoformat(timespec="seconds"),
+        **run_facts(load_before),
         "recipients": args.recipients,
-        "cpus": os.cpu_count(),
-        # Other work on the machine slows every figure: the 1-minute load around the run.
-        "load_average_before": round(load_before[0], 2),
-        "load_average_after": round(os.getloadavg()[0], 2),
-        "python": platform.python_version(),
-        "git_commit": git_commit(),
         "throughput": throughput,
         "kill": kill,
         "web": web,
