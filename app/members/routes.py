@@ -42,6 +42,8 @@ def approve(membership_id: int):
     membership = _pending_or_404(membership_id)
     if not forms.ApproveForm().validate_on_submit():
         abort(400)
+    if not membership.user.active:
+        return _account_closed(membership)
     if not services.approve(membership):
         abort(404)  # someone else decided a moment ago
     db.session.commit()
@@ -70,6 +72,16 @@ def reject(membership_id: int):
         abort(404)
     db.session.commit()
     return _decided(membership, "rejected")
+
+
+def _account_closed(membership):
+    """The person closed their account after the page was opened: say so where the row was."""
+    if wants_fragment(f"pending-{membership.id}"):
+        return render_template(
+            "members/partials/_closed.html", membership=membership, message=services.CLOSED_ACCOUNT
+        )
+    flash(services.CLOSED_ACCOUNT, "error")
+    return redirect_after_post(url_for("members.pending"))
 
 
 def _decided(membership, outcome: str):

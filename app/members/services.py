@@ -6,7 +6,7 @@ listed (name and email) nor approved. A rejected request takes its family links 
 
 from __future__ import annotations
 
-from flask import flash, g
+from flask import g
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import contains_eager
 
@@ -63,10 +63,7 @@ def get_pending(membership_id: int) -> Membership | None:
 def approve(membership: Membership) -> bool:
     """Let the person in, and tell them by email (False if someone decided first, or they left)."""
     if not membership.user.active:
-        # Only a page opened before they closed their account can post this: say why nothing
-        # happened (the route answers 404, as for a request decided a moment ago).
-        flash(CLOSED_ACCOUNT, "error")
-        return False
+        return False  # only a page opened before they closed their account can post this
     return _decide(membership, MembershipStatus.APPROVED, None, link=external_url("auth.sign_in"))
 
 
