@@ -118,11 +118,17 @@ def modules() -> dict[str, list[Permission]]:
 
 
 def effective_permissions(membership) -> frozenset[str]:
-    """Role defaults, plus this member's grants, minus their revocations."""
+    """Role defaults, plus this member's grants, minus their revocations (nothing unless approved)."""
     if membership is None or not membership.is_approved:
         return frozenset()
-    allowed = set(ROLE_DEFAULTS[membership.role])
-    if not approves_by_role(membership.role, membership.school.approval_role):
+    return permissions_with_role(membership)
+
+
+def permissions_with_role(membership, role=None) -> frozenset[str]:
+    """What the membership gives, or would give once approved, with ``role`` (its own by default)."""
+    role = role or membership.role
+    allowed = set(ROLE_DEFAULTS[role])
+    if not approves_by_role(role, membership.school.approval_role):
         allowed.discard("members.approve")  # the school chose who approves newcomers
     for change in membership.permission_changes:
         if change.granted:

@@ -355,6 +355,56 @@ def test_a_closed_account_does_not_count_as_the_other_superadmin(client, make_sc
     assert _membership(me.id, school.id).role is Role.SUPERADMIN
 
 
+def test_deactivating_first_does_not_get_round_the_role_check(client, make_school, make_member):
+    """Deactivate, promote, reactivate: the promotion is still judged by what the role would give."""
+    school, admin = _as(client, make_school, make_member, Role.ADMIN)
+    with tenancy.bound(school.id):
+        db.session.add(PermissionChange(membership_id=admin.id, permission="audit.view", granted=False))
+        db.session.commit()
+    staff = make_member(school, role=Role.STAFF)
+    assert client.form(f"/settings/people/{staff.id}/deactivate").status_code == 303
+    response = client.form(f"/settings/people/{staff.id}/role", {"role": "admin"})
+    assert response.status_code == 403
+    assert _membership(staff.id, school.id).role is Role.STAFF
+
+
+def test_a_new_superadmin_keeps_managing_people_whatever_was_revoked_before(client, make_school, make_member):
+    school, me = _as(client, make_school, make_member, Role.SUPERADMIN)
+    admin = make_member(school, role=Role.ADMIN)
+    with tenancy.bound(school.id):
+        db.session.add(PermissionChange(membership_id=admin.id, permission="members.manage", granted=False))
+        db.session.commit()
+    assert client.form(f"/settings/people/{admin.id}/role", {"role": "superadmin"}).status_code == 303
+    assert _changes(admin.id, school.id) == []
+    with tenancy.bound(school.id):
+        promoted = db.session.get(Membership, admin.id)
+        assert "members.manage" in effective_permissions(promoted)
+
+
+def test_a_closed_superadmin_account_can_be_demoted_by_the_open_one(client, make_school, make_member):
+    school, me = _as(client, make_school, make_member, Role.SUPERADMIN)
+    gone = make_member(school, role=Role.SUPERADMIN)
+    gone.user.active = False
+    db.session.commit()
+    assert client.form(f"/settings/people/{gone.id}/role", {"role": "parent"}).status_code == 303
+    assert _membership(gone.id, school.id).role is Role.PARENT
+
+
+def test_saving_a_deactivated_persons_permissions_keeps_their_role_defaults(client, make_school, make_member):
+    """The form shows what they would have back; saving one change must not revoke the rest."""
+    school, me = _as(client, make_school, make_member, Role.SUPERADMIN)
+    staff = make_member(school, role=Role.STAFF)
+    assert client.form(f"/settings/people/{staff.id}/deactivate").status_code == 303
+    page = client.get(f"/settings/people/{staff.id}").get_data(as_text=True)
+    ticked = re.findall(r'<input[^>]*name="permission"[^>]*value="([^"]+)"[^>]*checked', page)
+    assert set(ticked) == set(ROLE_DEFAULTS[Role.STAFF])
+    response = client.form(
+        f"/settings/people/{staff.id}/permissions", {"permission": [*ticked, "audit.view"]}
+    )
+    assert response.status_code == 303
+    assert _changes(staff.id, school.id) == [("audit.view", True)]
+
+
 def test_grant_and_revoke_single_permissions_effective_on_the_next_request(client, make_school, make_member):
     school, _ = _as(client, make_school, make_member, Role.SUPERADMIN)
     parent = make_member(school, role=Role.PARENT)

@@ -183,19 +183,30 @@ def _check_may_change(actor: Membership, target: Membership) -> None:
 
 
 def _check_not_last_superadmin(target: Membership) -> None:
-    if target.role is Role.SUPERADMIN and target.is_approved and _superadmins_left() <= 1:
+    """Refuse to take away the last SuperAdmin who can still sign in (a closed one does not count)."""
+    counted = target.role is Role.SUPERADMIN and target.is_approved and target.user.active
+    if counted and _superadmins_left() <= 1:
         raise Refused("The school needs at least one SuperAdmin. Make someone else SuperAdmin first.", 422)
 
 
+# A SuperAdmin always keeps these: without them nobody might be left to manage the school's people.
+KEPT_BY_SUPERADMINS = frozenset({"members.manage", "members.permissions"})
+
+
+def _drop_revocations(target: Membership, keys: frozenset[str]) -> None:
+    """Undo revocations of these permissions (a new SuperAdmin keeps managing people)."""
+    for change in list(target.permission_changes):
+        if change.permission in keys and not change.granted:
+            target.permission_changes.remove(change)
+
+
 def _check_gives_only_what_actor_holds(actor: Membership, target: Membership, role: Role) -> None:
-    """A new role must not hand the person a permission the actor was not given themselves."""
-    before = permissions.effective_permissions(target) if target.is_approved else frozenset()
-    old_role = target.role
-    target.role = role
-    try:
-        after = permissions.effective_permissions(target) if target.is_approved else frozenset()
-    finally:
-        target.role = old_role
+    """A new role must not hand the person a permission the actor was not given themselves.
+
+    Compared as if approved: a deactivated person keeps the role for their reactivation.
+    """
+    before = permissions.permissions_with_role(target)
+    after = permissions.permissions_with_role(target, role)
     beyond = (after - before) - permissions.effective_permissions(actor)
     if beyond:
         labels = ", ".join(permissions.BY_KEY[key].label for key in sorted(beyond))
@@ -215,6 +226,8 @@ def change_role(actor: Membership, target: Membership, role: Role) -> bool:
     _check_gives_only_what_actor_holds(actor, target, role)
     old = target.role
     target.role = role
+    if role is Role.SUPERADMIN:
+        _drop_revocations(target, KEPT_BY_SUPERADMINS)
     audit.record("member.role_changed", target=target.user.name, old=old.value, new=role.value)
     return True
 
@@ -255,7 +268,8 @@ class PermissionRow:
 def permission_rows(actor_permissions: frozenset[str], target: Membership) -> dict[str, list[PermissionRow]]:
     """The catalogue grouped by module, with the role's defaults and the person's effective set."""
     defaults = role_defaults(target)
-    effective = permissions.effective_permissions(target) if target.is_approved else frozenset()
+    # A deactivated person is shown what they would have back: the form saves against the same set.
+    effective = permissions.permissions_with_role(target)
     changes = {c.permission: c.granted for c in target.permission_changes}
     return {
         module: [
@@ -281,10 +295,6 @@ def role_defaults(target: Membership) -> frozenset[str]:
     return frozenset(defaults)
 
 
-# A SuperAdmin always keeps these: without them nobody might be left to manage the school's people.
-KEPT_BY_SUPERADMINS = frozenset({"members.manage", "members.permissions"})
-
-
 def set_permissions(actor: Membership, target: Membership, wanted: set[str]) -> list[str]:
     """Make the person's effective permissions ``wanted``, as grants and revocations on the role.
 
@@ -297,7 +307,7 @@ def set_permissions(actor: Membership, target: Membership, wanted: set[str]) -> 
     wanted = wanted & set(permissions.BY_KEY)
     if target.role is Role.SUPERADMIN and not wanted >= KEPT_BY_SUPERADMINS:
         raise Refused("A SuperAdmin always keeps managing people and their permissions.", 422)
-    current = permissions.effective_permissions(target) if target.is_approved else role_defaults(target)
+    current = permissions.permissions_with_role(target)
     raising = (wanted - current) - actor_permissions
     if raising:
         labels = ", ".join(permissions.BY_KEY[key].label for key in sorted(raising))
