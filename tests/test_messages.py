@@ -606,3 +606,35 @@ def test_a_new_message_can_start_from_an_earlier_one(client, community, sent_mai
     sign_in(birch, "b-admin@birch.org")
     foreign = birch.get(f"/messages/new?kind=school&copy={message.id}").get_data(as_text=True)
     assert "Coats on Friday" not in foreign  # another school's message is not copied
+
+
+def test_a_second_cancel_is_refused_and_audited_once(client, community, sent_mail):
+    from app.models.audit import AuditEntry
+
+    message, _ = _schedule(client, community)
+    assert client.form(f"/messages/{message.id}/cancel").status_code == 303
+    again = client.form(f"/messages/{message.id}/cancel", follow_redirects=True)
+    assert "can no longer be cancelled" in again.get_data(as_text=True)
+    with tenancy.bound(community["a"].id):
+        entries = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "message.cancelled")).all()
+    assert len(entries) == 1
+
+
+def test_a_send_job_that_got_there_first_wins_over_a_cancel(client, community, sent_mail):
+    """A worker whose clock runs ahead claimed a batch: the cancel is refused, nothing half done."""
+    message, _ = _schedule(client, community)
+    first = _deliveries(message.id)[0]
+    first.status = DeliveryStatus.SENDING
+    db.session.commit()
+    refused = client.form(f"/messages/{message.id}/cancel", follow_redirects=True)
+    assert "already gone out" in refused.get_data(as_text=True)
+    assert _messages()[0].cancelled_at is None
+    statuses = [d.status for d in _deliveries(message.id)]
+    assert statuses.count(DeliveryStatus.PENDING) == len(statuses) - 1  # the rollback kept them
+
+
+def test_odd_ids_in_the_compose_address_get_pages_not_errors(client, community):
+    sign_in(client, "admin@maple.org")
+    for junk in ("99999999999999999999", "²", "-1", "abc"):
+        assert client.get(f"/messages/new?kind=school&copy={junk}").status_code == 200, junk
+        assert client.get(f"/messages/new?kind=class&class_id={junk}").status_code == 200, junk

@@ -13,6 +13,7 @@ from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
 from app.messages import forms, services
 from app.models.base import utcnow
+from app.parsing import optional_id
 from app.permissions import can, member
 
 bp = Blueprint("messages", __name__, url_prefix="/messages")
@@ -60,7 +61,7 @@ def _audience_or_abort():
         abort(403)
     if kind.key != "class":
         return services.audience_for(kind)
-    class_id = request.args.get("class_id", type=int)
+    class_id = optional_id(request.args.get("class_id"))
     if class_id is None:
         return None
     school_class = services.get_class(class_id)
@@ -119,7 +120,7 @@ def compose():
 
 def _start_from_copy(form: forms.ComposeForm) -> None:
     """?copy=<id>: the subject and text of an earlier message, to edit and send again."""
-    original = services.copy_of(request.args.get("copy", type=int))
+    original = services.copy_of(optional_id(request.args.get("copy")))
     if original is not None:
         form.subject.data = original.subject
         form.body.data = original.source_markdown or ""

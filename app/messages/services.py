@@ -379,25 +379,51 @@ class CancelRefused(Exception):
     """The message cannot be called off (it has gone out, or is going out)."""
 
 
+GONE_OUT = "This message has already gone out, so it can no longer be cancelled."
+
+
 def cancel(message: MailMessage) -> int:
     """Call off a scheduled message before its time: every delivery is skipped. Returns how many.
 
-    One UPDATE of the pending rows: the send job claims only pending rows, so a job that
-    starts at the scheduled time finds nothing left, whichever comes first.
+    The message is claimed with a conditional UPDATE (not yet cancelled, time still to come), so
+    a double-click cancels once. Its pending rows are then skipped in one UPDATE; the send job
+    claims only pending rows. If a send job got to some first (a worker whose clock runs ahead),
+    the caller is refused and rolls back: the message goes out rather than being half cancelled.
     """
     if not is_waiting_for_its_time(message):
-        raise CancelRefused("This message has already gone out, so it can no longer be cancelled.")
+        raise CancelRefused(GONE_OUT)
     now = utcnow()
+    claimed = db.session.execute(
+        update(MailMessage)
+        .where(
+            MailMessage.id == message.id,
+            MailMessage.cancelled_at.is_(None),
+            MailMessage.scheduled_for > now,
+        )
+        .values(cancelled_at=now, cancelled_by_id=current_user.id)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if claimed != 1:
+        raise CancelRefused("This message has already been cancelled, or has gone out.")
     skipped = db.session.execute(
         update(MailDelivery)
         .where(MailDelivery.message_id == message.id, MailDelivery.status == DeliveryStatus.PENDING)
         .values(status=DeliveryStatus.SKIPPED, last_error="cancelled before it was sent", updated_at=now)
         .execution_options(synchronize_session=False)
     ).rowcount
-    message.cancelled_at = now
-    message.cancelled_by_id = current_user.id
+    if _any_going_out(message.id):
+        raise CancelRefused(GONE_OUT)
     audit.record("message.cancelled", target=message.subject, deliveries=skipped)
     return skipped
+
+
+def _any_going_out(message_id: int) -> bool:
+    """Has a send job claimed or sent any of this message's deliveries?"""
+    going = select(MailDelivery.id).where(
+        MailDelivery.message_id == message_id,
+        MailDelivery.status.in_((DeliveryStatus.SENDING, DeliveryStatus.SENT)),
+    )
+    return db.session.scalar(going.limit(1)) is not None
 
 
 def copy_of(message_id: int | None) -> MailMessage | None:
