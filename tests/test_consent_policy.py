@@ -365,3 +365,22 @@ def test_publishing_twice_at_once_emails_everyone_once(client, people, monkeypat
     db.session.rollback()
     emails = db.session.scalars(select(MailMessage).where(MailMessage.template == "policy_change")).all()
     assert len(emails) == 1
+
+
+def test_an_edit_that_arrives_after_publishing_changes_nothing_and_keeps_the_text(client, people):
+    """Admin A opened the draft; admin B published it; A's save must not rewrite the posted words."""
+    seed_version_one()
+    draft = policy.create_draft(
+        body="Posted words", summary="s", material=False, email=False, notice=False, by=None
+    )
+    db.session.commit()
+    stale = version(draft.number)  # as A's request loaded it, before B published
+    sign_in(client, people["admin"].user.email)
+    assert client.form(f"/platform/policy/{draft.number}/publish").status_code == 303
+    with pytest.raises(policy.PublishRefused):
+        policy.update_draft(stale, body="Rewritten", summary="s", material=False, email=False, notice=False)
+    db.session.rollback()
+    assert version(draft.number).body_markdown == "Posted words"
+    late = client.form(f"/platform/policy/{draft.number}/edit", {"body": "Rewritten", "summary": "s"})
+    assert late.status_code in (303, 409)
+    assert version(draft.number).body_markdown == "Posted words"

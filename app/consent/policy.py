@@ -114,15 +114,34 @@ def create_draft(*, body: str, summary: str, material: bool, email: bool, notice
 def update_draft(
     version: PolicyVersion, *, body: str, summary: str, material: bool, email: bool, notice: bool
 ):
-    """Change a draft; a posted version is never changed (people agreed to its words)."""
+    """Change a draft; a posted version is never changed (people agreed to its words).
+
+    A conditional UPDATE: a publish that committed after this request read the draft makes it
+    match no row, and the edit is refused rather than rewriting what was posted and emailed.
+    """
     if version.is_posted:
-        raise ValueError("a posted version cannot change")
-    version.body_markdown, version.summary, version.material = body, summary, material
-    version.notify_by_email, version.notify_by_notice = material and email, material and notice
+        raise PublishRefused(POSTED_IS_FIXED)
+    changed = db.session.execute(
+        update(PolicyVersion)
+        .where(PolicyVersion.id == version.id, PolicyVersion.posted_at.is_(None))
+        .values(
+            body_markdown=body,
+            summary=summary,
+            material=material,
+            notify_by_email=material and email,
+            notify_by_notice=material and notice,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if changed != 1:
+        raise PublishRefused(POSTED_IS_FIXED)
 
 
 class PublishRefused(ValueError):
     """The draft cannot be posted yet; the message says why, in words for the administrator."""
+
+
+POSTED_IS_FIXED = "A posted version cannot change. Write a new version instead."
 
 
 def publish(version: PolicyVersion) -> PolicyVersion:

@@ -161,18 +161,24 @@ def edit_version(number: int):
     if version is None:
         abort(404)
     if version.is_posted:
-        flash("A posted version cannot change. Write a new version instead.", "error")
+        flash(policy.POSTED_IS_FIXED, "error")
         return redirect_after_post(url_for("consent.versions"))
     form = forms.PolicyVersionForm(obj=version)
     if form.validate_on_submit():
-        policy.update_draft(
-            version,
-            body=form.body.data,
-            summary=form.summary.data.strip(),
-            material=form.material.data,
-            email=form.notify_by_email.data,
-            notice=form.notify_by_notice.data,
-        )
+        try:
+            policy.update_draft(
+                version,
+                body=form.body.data,
+                summary=form.summary.data.strip(),
+                material=form.material.data,
+                email=form.notify_by_email.data,
+                notice=form.notify_by_notice.data,
+            )
+        except policy.PublishRefused as refusal:
+            # Posted meanwhile: keep what was typed on the page, to start a new version from it.
+            db.session.rollback()
+            flash(str(refusal), "error")
+            return render_template("consent/edit.html", form=form, version=version), 409
         db.session.commit()
         flash(f"Draft version {version.number} saved.", "success")
         return redirect_after_post(url_for("consent.versions"))
