@@ -191,6 +191,9 @@ def decide_guardian(decision: str):
     waiting = families.waiting_guardian(family, optional_id(form.target.data))
     if waiting is None:
         abort(404)
+    if decision == "approve" and not waiting.user.active:
+        flash(members.CLOSED_ACCOUNT, "error")  # a page opened before they closed their account
+        return redirect_after_post(url_for("classes.families.mine"))
     if decision == "approve":
         done = members.approve(waiting)
     else:
