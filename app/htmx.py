@@ -24,10 +24,22 @@ def render_block(template_name: str, block_name: str, **context) -> str:
     return "".join(template.blocks[block_name](template.new_context(context)))
 
 
-def render(template_name: str, *, block: str, target: str, status: int = 200, **context):
-    """The page, or only ``block`` (plus flashes, out of band) when htmx targets ``#target``."""
+def render(
+    template_name: str,
+    *,
+    block: str,
+    target: str,
+    status: int = 200,
+    oob_blocks: tuple[str, ...] = (),
+    **context,
+):
+    """The page, or only ``block`` (plus flashes, out of band) when htmx targets ``#target``.
+
+    ``oob_blocks``: more blocks of the page sent with the fragment, each one element marked
+    ``hx-swap-oob`` (parts outside the target that follow it, such as a live region's neighbours).
+    """
     if wants_fragment(target):
-        body = render_block(template_name, block, **context)
+        body = "".join(render_block(template_name, name, **context) for name in (block, *oob_blocks))
         flashes = get_flashed_messages(with_categories=True)
         if flashes:
             body += render_template("macros/_flashes_oob.html", flashes=flashes)

@@ -28,6 +28,7 @@ def index():
         "directory/index.html",
         block="results",
         target="directory-results",
+        oob_blocks=("export",),
         query=query,
         result=result,
         classes=services.all_classes() if whole_page else [],

@@ -4,6 +4,7 @@ to exactly the viewers its owner chose, seen by three different people."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
@@ -74,6 +75,23 @@ def test_typing_filters_the_directory_in_place(new_context, people):
     expect(page.locator(".family")).to_contain_text("Elsewhere family")
     assert page.evaluate("window.__sameDocument") is True  # no reload: htmx swapped the results
     expect(page).to_have_url(re.compile(r"/directory/\?q=else(&|$)"))  # hx-push-url: a link to the result
+
+
+def test_print_and_csv_follow_the_live_search(new_context, people):
+    """Staff search as they type; the export forms (outside the live region) take the new words."""
+    page = new_context().new_page()
+    sign_in(page, people["staff"])
+    page.goto("/directory/")
+    with page.expect_response(re.compile(r"/directory/\?q=else")):
+        page.get_by_label("Search families, parents and children").press_sequentially("else", delay=30)
+    expect(page.locator(".family")).to_have_count(1)
+    export = page.locator("#directory-export")
+    expect(export.locator('input[name="q"]')).to_have_count(2)
+    expect(export.locator('input[name="q"]').first).to_have_value("else")
+    with page.expect_download() as download:
+        export.get_by_role("button", name="Download these families (CSV)").click()
+    text = Path(download.value.path()).read_text(encoding="utf-8")
+    assert "Elsewhere family" in text and "Classmate family" not in text
 
 
 @pytest.mark.parametrize(
