@@ -267,6 +267,20 @@ def test_a_second_join_racing_the_first_gets_the_same_answer(client, make_school
     assert "already have an account" in sent_mail[0].subject
 
 
+def test_a_join_that_fails_after_the_account_row_leaves_no_account(client, make_school, monkeypatch):
+    """All or nothing on every database: on SQLite a savepoint's RELEASE committed the account alone."""
+    _school_with_class(make_school)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the membership could not be written")
+
+    monkeypatch.setattr(auth_services, "add_membership", broken)
+    client.application.config["PROPAGATE_EXCEPTIONS"] = False  # the error page, as in production
+    assert client.form("/join", _join_data("halfway@example.org")).status_code == 500
+    db.session.remove()
+    assert db.session.scalar(select(func.count(User.id)).where(User.email == "halfway@example.org")) == 0
+
+
 LEAKS = ("leaky", "example.org", "DETAIL", "duplicate key", "secret-token-value")
 
 

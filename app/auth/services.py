@@ -146,16 +146,20 @@ def join_school(
 
 
 def _insert_user(*, email: str, name: str, password: str) -> User | None:
-    """Add the account inside a savepoint; None if another transaction took the address first."""
+    """Add the account; None if another transaction took the address first.
+
+    The join has written nothing before this point (the web session has its own connection),
+    so on a clash the whole transaction is rolled back rather than a savepoint: pysqlite lets
+    a savepoint's RELEASE commit on its own, which would keep a half-made join on SQLite.
+    """
     user = User(
         email=normalise_email(email), name=name.strip(), password_hash=passwords.hash_password(password)
     )
+    db.session.add(user)
     try:
-        # Only the savepoint is rolled back, so the request's transaction (its session row,
-        # anything flushed before) stays usable; the losing User is expunged with it.
-        with db.session.begin_nested():
-            db.session.add(user)
+        db.session.flush()
     except IntegrityError:
+        db.session.rollback()  # the losing User goes with it
         return None
     return user
 
