@@ -124,12 +124,17 @@ def effective_permissions(membership) -> frozenset[str]:
     return permissions_with_role(membership)
 
 
+def defaults_of_role(role, approval_role) -> frozenset[str]:
+    """What a role gives in a school, before a person's single changes."""
+    allowed = set(ROLE_DEFAULTS[role])
+    if not approves_by_role(role, approval_role):
+        allowed.discard("members.approve")  # the school chose who approves newcomers
+    return frozenset(allowed)
+
+
 def permissions_with_role(membership, role=None) -> frozenset[str]:
     """What the membership gives, or would give once approved, with ``role`` (its own by default)."""
-    role = role or membership.role
-    allowed = set(ROLE_DEFAULTS[role])
-    if not approves_by_role(role, membership.school.approval_role):
-        allowed.discard("members.approve")  # the school chose who approves newcomers
+    allowed = set(defaults_of_role(role or membership.role, membership.school.approval_role))
     for change in membership.permission_changes:
         if change.granted:
             allowed.add(change.permission)

@@ -20,7 +20,7 @@ from sqlalchemy.orm import joinedload, selectinload
 from app import audit, tenancy
 from app.directory.visibility import classes_of
 from app.extensions import db
-from app.models import Membership, MembershipStatus, SchoolClass, User
+from app.models import Membership, SchoolClass, User, listed_membership
 from app.models.base import utcnow
 from app.models.calendar import CalendarFeed, Event
 from app.permissions import can, effective_permissions
@@ -190,8 +190,7 @@ def feed_for_token(token: str) -> Feed | None:
             .options(joinedload(Membership.school), selectinload(Membership.permission_changes))
             .where(
                 Membership.id == feed.membership_id,
-                Membership.status == MembershipStatus.APPROVED,
-                User.active.is_(True),
+                listed_membership(),
             )
         )
         if owner is None:

@@ -18,7 +18,17 @@ from app import audit
 from app.directory import services as directory
 from app.extensions import db
 from app.mail import queue_email
-from app.models import Enrollment, Family, Guardian, Membership, MembershipStatus, SchoolClass, Student, User
+from app.models import (
+    Enrollment,
+    Family,
+    Guardian,
+    Membership,
+    MembershipStatus,
+    SchoolClass,
+    Student,
+    User,
+    listed_membership,
+)
 from app.models.base import utcnow
 from app.models.directory import ChangeStatus, EnrollmentChange
 from app.parsing import optional_id
@@ -153,8 +163,7 @@ def ask_to_join_family(family: Family, membership: Membership, school_name: str)
             .options(joinedload(Membership.user))
             .where(
                 Guardian.family_id == family.id,
-                Membership.status == MembershipStatus.APPROVED,
-                User.active.is_(True),
+                listed_membership(),
             )
         )
     ]

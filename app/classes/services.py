@@ -24,6 +24,7 @@ from app.models import (
     SchoolClass,
     Student,
     User,
+    listed_membership,
 )
 
 
@@ -63,8 +64,7 @@ def class_helpers(school_class: SchoolClass) -> list[ClassHelper]:
         .options(joinedload(ClassHelper.membership).joinedload(Membership.user))
         .where(
             ClassHelper.class_id == school_class.id,
-            Membership.status == MembershipStatus.APPROVED,
-            User.active.is_(True),
+            listed_membership(),
         )
         .order_by(ClassHelper.role)
     )
@@ -87,7 +87,7 @@ def approved_members() -> list[Membership]:
         select(Membership)
         .join(User, User.id == Membership.user_id)
         .options(joinedload(Membership.user))
-        .where(Membership.status == MembershipStatus.APPROVED, User.active.is_(True))
+        .where(listed_membership())
     )
     return list(db.session.scalars(query))
 
@@ -164,8 +164,7 @@ def staff_entries() -> list[StaffEntry]:
         .join(User, User.id == Membership.user_id)
         .options(joinedload(Membership.user))
         .where(
-            Membership.status == MembershipStatus.APPROVED,
-            User.active.is_(True),
+            listed_membership(),
             or_(Membership.role.in_(STAFF_ROLES), Membership.id.in_(teaching), Membership.title.is_not(None)),
         )
     ).all()

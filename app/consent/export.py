@@ -10,7 +10,7 @@ import secrets
 import zipfile
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import or_, select, update
 
 from app import jobs, tenancy
 from app.consent import ledger
@@ -29,6 +29,7 @@ from app.models import (
     SchoolClass,
     Student,
     User,
+    listed_membership,
 )
 from app.models.base import utcnow
 from app.models.consent import DataExport, ExportStatus
@@ -113,7 +114,7 @@ def _family_part(family: Family, classes: dict[int, str], membership: Membership
             Guardian.family_id == family.id,
             or_(
                 Membership.id == membership.id,
-                and_(Membership.status == MembershipStatus.APPROVED, User.active.is_(True)),
+                listed_membership(),
             ),
         )
     ).all()

@@ -29,6 +29,7 @@ from app.models import (
     Student,
     User,
     Visibility,
+    listed_membership,
 )
 
 PAGE_SIZE = 25
@@ -87,8 +88,7 @@ def _listed_guardian():
         .join(User, User.id == Membership.user_id)
         .where(
             Guardian.family_id == Family.id,
-            Membership.status == MembershipStatus.APPROVED,
-            User.active.is_(True),
+            listed_membership(),
         )
     )
 
@@ -106,8 +106,7 @@ def _matching(query: DirectoryQuery):
             .join(Membership, Membership.id == Guardian.membership_id)
             .join(User, User.id == Membership.user_id)
             .where(
-                Membership.status == MembershipStatus.APPROVED,
-                User.active.is_(True),
+                listed_membership(),
                 func.lower(User.name).like(like, escape="\\"),
             )
         )
@@ -252,9 +251,7 @@ def cards_of(ids: list[int], viewer: Viewer) -> list[FamilyCard]:
         .join(Family, Family.id == Guardian.family_id)
         .join(Membership, Membership.id == Guardian.membership_id)
         .join(User, User.id == Membership.user_id)
-        .where(
-            Guardian.family_id.in_(ids), Membership.status == MembershipStatus.APPROVED, User.active.is_(True)
-        )
+        .where(Guardian.family_id.in_(ids), listed_membership())
         .order_by(Guardian.id)
     ).all()
     children = db.session.execute(

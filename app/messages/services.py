@@ -33,10 +33,10 @@ from app.models import (
     MailDelivery,
     MailMessage,
     Membership,
-    MembershipStatus,
     SchoolClass,
     Student,
     User,
+    listed_membership,
 )
 from app.models.base import utcnow
 from app.permissions import can
@@ -133,11 +133,7 @@ class Audience:
         A closed account would only be skipped at send time, and "Sending to N people"
         would count it: it is left out here.
         """
-        query = (
-            select(Membership)
-            .join(User, User.id == Membership.user_id)
-            .where(Membership.status == MembershipStatus.APPROVED, User.active.is_(True))
-        )
+        query = select(Membership).join(User, User.id == Membership.user_id).where(listed_membership())
         if self.school_class is None:
             return query
         class_id = self.school_class.id

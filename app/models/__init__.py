@@ -32,6 +32,7 @@ from app.models.people import (
     School,
     User,
     Visibility,
+    listed_membership,
 )
 from app.models.support import SupportKind, SupportRequest, SupportStatus
 
@@ -65,4 +66,5 @@ __all__ = [
     "Visibility",
     "WebSession",
     "WebhookToken",
+    "listed_membership",
 ]

@@ -7,7 +7,7 @@ import secrets
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy import Boolean, ColumnElement, Enum, ForeignKey, String, UniqueConstraint, and_
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -157,6 +157,12 @@ class Membership(SchoolScoped, db.Model):
     @property
     def is_approved(self) -> bool:
         return self.status is MembershipStatus.APPROVED
+
+
+def listed_membership() -> ColumnElement[bool]:
+    """SQL: an approved membership of an open account, the only kind a school's pages show, its
+    mail reaches and its rules count. The statement must join User to Membership."""
+    return and_(Membership.status == MembershipStatus.APPROVED, User.active.is_(True))
 
 
 class PermissionChange(SchoolScoped, db.Model):

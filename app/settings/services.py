@@ -18,7 +18,16 @@ from sqlalchemy.orm import joinedload, selectinload
 
 from app import audit, clock, permissions
 from app.extensions import db
-from app.models import Membership, MembershipStatus, PermissionChange, Role, School, User, Visibility
+from app.models import (
+    Membership,
+    MembershipStatus,
+    PermissionChange,
+    Role,
+    School,
+    User,
+    Visibility,
+    listed_membership,
+)
 from app.models.audit import AuditEntry
 from app.models.base import utcnow
 from app.models.support import DeletionState, SupportGrant, SupportKind, SupportRequest
@@ -160,8 +169,7 @@ def _superadmins_left() -> int:
         .join(User, User.id == Membership.user_id)
         .where(
             Membership.role == Role.SUPERADMIN,
-            Membership.status == MembershipStatus.APPROVED,
-            User.active.is_(True),
+            listed_membership(),
         )
         .with_for_update(of=Membership)
     ).all()
@@ -289,10 +297,7 @@ def permission_rows(actor_permissions: frozenset[str], target: Membership) -> di
 
 def role_defaults(target: Membership) -> frozenset[str]:
     """What the person's role gives them in this school, before single changes."""
-    defaults = set(permissions.ROLE_DEFAULTS[target.role])
-    if not permissions.approves_by_role(target.role, target.school.approval_role):
-        defaults.discard("members.approve")
-    return frozenset(defaults)
+    return permissions.defaults_of_role(target.role, target.school.approval_role)
 
 
 def set_permissions(actor: Membership, target: Membership, wanted: set[str]) -> list[str]:
