@@ -15,9 +15,9 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from app import tenancy
-from app.auth import services as auth_services
 from app.extensions import db
 from app.logging_setup import RequestIdFilter
+from app.members import lifecycle
 from app.models import Enrollment, Role, SchoolClass, Student, User
 from app.models.calendar import Event
 from app.parsing import optional_id
@@ -251,14 +251,14 @@ def test_a_second_join_racing_the_first_gets_the_same_answer(client, make_school
     _school_with_class(make_school)
     assert client.form("/join", _join_data()).status_code == 303
     # Replay the race: the second request looked before the first one committed.
-    real = auth_services.find_user
+    real = lifecycle.find_user
     calls = []
 
     def not_yet(email):
         calls.append(email)
         return None if len(calls) == 1 else real(email)
 
-    monkeypatch.setattr(auth_services, "find_user", not_yet)
+    monkeypatch.setattr(lifecycle, "find_user", not_yet)
     sent_mail.clear()
     again = client.application.test_client().form("/join", _join_data("Twice@Example.org"))
     assert again.status_code == 303 and again.headers["Location"] == "/join/sent"
@@ -274,7 +274,7 @@ def test_a_join_that_fails_after_the_account_row_leaves_no_account(client, make_
     def broken(*args, **kwargs):
         raise RuntimeError("the membership could not be written")
 
-    monkeypatch.setattr(auth_services, "add_membership", broken)
+    monkeypatch.setattr(lifecycle, "add_membership", broken)
     client.application.config["PROPAGATE_EXCEPTIONS"] = False  # the error page, as in production
     assert client.form("/join", _join_data("halfway@example.org")).status_code == 500
     db.session.remove()
@@ -343,7 +343,7 @@ def test_two_simultaneous_joins_on_postgresql_both_get_the_same_answer(
     _school_with_class(make_school)
     browsers = [app.test_client(), app.test_client()]
     tokens = [browser.csrf_token() for browser in browsers]
-    real = auth_services.find_user
+    real = lifecycle.find_user
     both_looked = threading.Barrier(2, timeout=10)
     lookups = itertools.count()
 
@@ -353,7 +353,7 @@ def test_two_simultaneous_joins_on_postgresql_both_get_the_same_answer(
             both_looked.wait()
         return found
 
-    monkeypatch.setattr(auth_services, "find_user", look_then_wait)
+    monkeypatch.setattr(lifecycle, "find_user", look_then_wait)
     answers = [None, None]
 
     def post(i):

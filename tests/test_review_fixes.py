@@ -141,7 +141,7 @@ def test_two_decisions_at_once_cannot_both_win(client, make_school, make_member,
     staff = make_member(school, role=Role.STAFF)
     applicant = make_member(school, status=MembershipStatus.PENDING, email="applicant@example.org")
     sign_in(client, staff.user.email)
-    from app.members import services
+    from app.members import lifecycle
 
     with client.application.test_request_context():
         from flask import g
@@ -150,9 +150,9 @@ def test_two_decisions_at_once_cannot_both_win(client, make_school, make_member,
         g.membership, g.school = staff, school
         stale = db.session.get(type(applicant), applicant.id)
         with tenancy.bound(school.id):
-            assert services.approve(stale) is True
+            assert lifecycle.approve(stale) is True
             db.session.commit()
-            assert services.reject(stale, "too late") is False  # the second decision loses
+            assert lifecycle.reject(stale, "too late") is False  # the second decision loses
             db.session.commit()
     assert client.form(f"/members/{applicant.id}/reject", {"reason": "x"}).status_code == 404
 

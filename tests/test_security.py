@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import func, select
 
 from app import tenancy
-from app.auth.services import deactivate_account
 from app.extensions import db
+from app.members.lifecycle import deactivate_account
 from app.models import Role, SchoolClass, WebSession
 from config import ProductionConfig
 from tests.conftest import PASSWORD, HtmxClient, make_config, sign_in

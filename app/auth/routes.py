@@ -12,6 +12,7 @@ from app.auth import forms, passwords, services
 from app.consent import ledger
 from app.extensions import db, limiter
 from app.htmx import redirect_after_post, render
+from app.members import lifecycle
 from app.parsing import optional_id
 from app.permissions import public, signed_in
 from app.urls import safe_next
@@ -42,7 +43,7 @@ def join():
     forms.offer_classes(form, services.classes_for_code(form.invite_code.data or ""))
     refused = False
     if form.validate_on_submit():
-        outcome = services.join_school(
+        outcome = lifecycle.join_school(
             code=form.invite_code.data,
             name=form.name.data,
             email=form.email.data,
@@ -60,10 +61,10 @@ def join():
     return render("auth/join.html", block="form", target="join-form", form=form, status=status)
 
 
-def _children_of(form: forms.JoinForm) -> list[services.NewChild]:
+def _children_of(form: forms.JoinForm) -> list[lifecycle.NewChild]:
     """The started child rows of a validated form (each has a plain class id by then)."""
     return [
-        services.NewChild(child.first_name.data, child.last_name.data, child.chosen_class_id())
+        lifecycle.NewChild(child.first_name.data, child.last_name.data, child.chosen_class_id())
         for child in form.children
         if child.filled() and child.chosen_class_id() is not None
     ]
@@ -302,7 +303,7 @@ def join_another_school():
         if school is None:
             form.invite_code.errors.append("We don't recognise this code. Check it with your school.")
         else:
-            outcome = services.add_membership(current_user, school)
+            outcome = lifecycle.add_membership(current_user, school)
             if outcome.user is not None:
                 db.session.commit()
                 session["school_id"] = school.id

@@ -1,36 +1,28 @@
-"""Accounts: joining, signing in, passwords, email changes and the current school.
+"""Accounts: signing in, passwords, email changes and the current school.
+
+Joining a school is part of the membership lifecycle (app/members/lifecycle.py).
 
 Services flush and never commit; the route commits once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from flask import current_app, g, request, session
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload, selectinload
 
 from app import sessions, tenancy
 from app.auth import passwords, tokens
 from app.extensions import db
 from app.mail import queue_email
 from app.models import (
-    Enrollment,
-    Family,
-    Guardian,
     Membership,
     MembershipStatus,
-    Role,
     School,
     SchoolClass,
-    Student,
     User,
 )
 from app.models.base import utcnow
-from app.permissions import effective_permissions
 from app.urls import external_url
 
 LIVE_STATUSES = (MembershipStatus.PENDING, MembershipStatus.APPROVED)
@@ -86,164 +78,6 @@ def _choose(memberships: list[Membership], wanted: int | None) -> Membership | N
     return (approved or memberships or [None])[0]
 
 
-@dataclass
-class JoinOutcome:
-    """What joining did: the account to sign in, or an error for a field."""
-
-    user: User | None = None
-    field: str | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class NewChild:
-    """A child named at sign-up, with the class the parent picked."""
-
-    first_name: str
-    last_name: str
-    class_id: int
-
-
-def join_school(
-    *, code: str, name: str, email: str, password: str, children=(), family_code: str = ""
-) -> JoinOutcome:
-    """A new account with a pending membership and its family in the code's school; an address that
-    has an account already is emailed instead, and the answer is the same (no enumeration)."""
-    school = school_by_code(code)
-    family = _family_for_code(school, family_code)
-    # A wrong family code gets the very answer a wrong school code gets: nothing to enumerate.
-    if school is None or (family_code.strip() and family is None):
-        return JoinOutcome(
-            field="invite_code", error="We don't recognise this code. Check it with your school."
-        )
-    # Everything that can be refused is checked before the address is looked up, and an address
-    # that already has an account gets the answer a new one gets: joining reveals no account.
-    problems = passwords.problems(password, email=email, name=name)
-    if problems:
-        return JoinOutcome(field="password", error=problems[0])
-    with tenancy.bound(school.id):
-        if not _classes_exist({child.class_id for child in children}):
-            return JoinOutcome(field="children", error="Choose each child's class from the list.")
-    user = find_user(email)
-    if user is not None:
-        passwords.hash_password(password)  # the work a new account costs, so the same time
-        tell_existing_account(user, school)
-        return JoinOutcome()
-    user = _insert_user(email=email, name=name, password=password)
-    if user is None:
-        # A simultaneous join (a double-click) made this address's account first: answer as
-        # for any existing account, so the second request is neither a 500 nor a giveaway.
-        _tell_if_found(email, school)
-        return JoinOutcome()
-    from app.consent.ledger import record_acceptance
-
-    record_acceptance(user)  # they ticked the box for the newest posted version (P13, P14)
-    outcome = add_membership(user, school, children, family=family)
-    if outcome.error is None:
-        sign_in_link = external_url("auth.sign_in")
-        queue_email("join_received", [user], name=user.name, school_name=school.name, link=sign_in_link)
-    return outcome
-
-
-def _insert_user(*, email: str, name: str, password: str) -> User | None:
-    """Add the account; None if another transaction took the address first.
-
-    The join has written nothing before this point (the web session has its own connection),
-    so on a clash the whole transaction is rolled back rather than a savepoint: pysqlite lets
-    a savepoint's RELEASE commit on its own, which would keep a half-made join on SQLite.
-    """
-    user = User(
-        email=normalise_email(email), name=name.strip(), password_hash=passwords.hash_password(password)
-    )
-    db.session.add(user)
-    try:
-        db.session.flush()
-    except IntegrityError:
-        db.session.rollback()  # the losing User goes with it
-        return None
-    return user
-
-
-def _tell_if_found(email: str, school: School) -> None:
-    """Email the owner of the account that won the race (found now that its insert is visible)."""
-    user = find_user(email)
-    if user is not None:
-        tell_existing_account(user, school)
-
-
-def tell_existing_account(user: User, school: School) -> None:
-    """Someone joined with this account's address: tell its owner how to add the school instead."""
-    queue_email(
-        "account_exists",
-        [user],
-        name=user.name,
-        school_name=school.name,
-        sign_in_link=external_url("auth.sign_in"),
-        reset_link=external_url("auth.forgot_password"),
-    )
-
-
-def _family_for_code(school: School | None, family_code: str):
-    """The family a second guardian's code names in this school (None if no school or no match)."""
-    if school is None or not family_code.strip():
-        return None
-    from app.classes.families import family_by_code
-
-    with tenancy.bound(school.id):
-        return family_by_code(family_code)
-
-
-def add_membership(user: User, school: School, children=(), family=None) -> JoinOutcome:
-    """Ask to join ``school``; an earlier refusal or deactivation cannot be undone from here."""
-    with tenancy.bound(school.id):
-        if not _classes_exist({child.class_id for child in children}):
-            return JoinOutcome(field="children", error="Choose each child's class from the list.")
-        existing = db.session.scalar(select(Membership).where(Membership.user_id == user.id))
-        if existing is not None and existing.status not in LIVE_STATUSES:
-            return JoinOutcome(
-                field="invite_code",
-                error="This school has closed your earlier request. Please contact the school office.",
-            )
-        if existing is None:
-            membership = Membership(school_id=school.id, user_id=user.id, role=Role.PARENT)
-            db.session.add(membership)
-            db.session.flush()
-            if family is not None:
-                # A second guardian: the family's guardians are asked (children come with the family).
-                from app.classes.families import ask_to_join_family
-
-                ask_to_join_family(family, membership, school.name)
-                return JoinOutcome(user=user)
-            if children:
-                _add_family(membership, user, children)
-            notify_approvers(school, user)
-    return JoinOutcome(user=user)
-
-
-def _classes_exist(class_ids: set[int]) -> bool:
-    """Are all these classes of the bound school? (Another school's id is simply not found.)"""
-    if not class_ids:
-        return True
-    found = db.session.scalars(select(SchoolClass.id).where(SchoolClass.id.in_(class_ids))).all()
-    return set(found) == class_ids
-
-
-def _add_family(membership: Membership, user: User, children) -> None:
-    """The newcomer's family and children; nobody sees them until the membership is approved."""
-    family = Family(name=f"{children[0].last_name.strip() or user.name.split()[-1]} family")
-    db.session.add(family)
-    db.session.flush()
-    db.session.add(Guardian(family_id=family.id, membership_id=membership.id))
-    for child in children:
-        student = Student(
-            family_id=family.id, first_name=child.first_name.strip(), last_name=child.last_name.strip()
-        )
-        db.session.add(student)
-        db.session.flush()
-        db.session.add(Enrollment(student_id=student.id, class_id=child.class_id))
-    db.session.flush()
-
-
 def classes_for_code(code: str) -> list[SchoolClass]:
     """The classes of the school this code belongs to, for the sign-up form's menus."""
     school = school_by_code(code or "")
@@ -251,30 +85,6 @@ def classes_for_code(code: str) -> list[SchoolClass]:
         return []
     with tenancy.bound(school.id):
         return list(db.session.scalars(select(SchoolClass).order_by(SchoolClass.grade, SchoolClass.name)))
-
-
-def approvers(school: School) -> list[User]:
-    """Approved members of ``school`` whose permissions include approving newcomers."""
-    with tenancy.bound(school.id):
-        members = db.session.scalars(
-            select(Membership)
-            .options(joinedload(Membership.user), selectinload(Membership.permission_changes))
-            .where(Membership.status == MembershipStatus.APPROVED)
-        ).all()
-        return [m.user for m in members if "members.approve" in effective_permissions(m)]
-
-
-def notify_approvers(school: School, newcomer: User) -> None:
-    """Tell the people who approve that someone is waiting (administrative mail)."""
-    recipients = approvers(school)
-    if recipients:
-        queue_email(
-            "approval_needed",
-            recipients,
-            school_id=school.id,
-            school_name=school.name,
-            queue_url=external_url("members.pending"),
-        )
 
 
 def sign_in(user: User) -> None:
@@ -393,12 +203,6 @@ def confirm_email_change(raw_token: str) -> User | None:
     tokens.void_all(user)  # links sent to the old address stop working
     user.email = new_email
     return user
-
-
-def deactivate_account(user: User) -> None:
-    """Switch an account off: no sign-in, no sessions, no mail (administrative included)."""
-    user.active = False
-    sessions.end_sessions(user.id)
 
 
 def switch_school(school_id: int) -> bool:

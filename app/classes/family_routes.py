@@ -15,7 +15,7 @@ from app.classes import families, forms
 from app.classes import services as classes
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
-from app.members import services as members
+from app.members import lifecycle
 from app.parsing import optional_id
 from app.permissions import member, requires
 
@@ -192,12 +192,12 @@ def decide_guardian(decision: str):
     if waiting is None:
         abort(404)
     if decision == "approve" and not waiting.user.active:
-        flash(members.CLOSED_ACCOUNT, "error")  # a page opened before they closed their account
+        flash(lifecycle.CLOSED_ACCOUNT, "error")  # a page opened before they closed their account
         return redirect_after_post(url_for("classes.families.mine"))
     if decision == "approve":
-        done = members.approve(waiting)
+        done = lifecycle.approve(waiting)
     else:
-        done = members.reject(waiting, "A guardian of the family did not recognise this request.")
+        done = lifecycle.reject(waiting, "A guardian of the family did not recognise this request.")
     if not done:
         abort(404)
     outcome = "approved" if decision == "approve" else "rejected"

@@ -23,6 +23,7 @@ from app.auth.services import sign_out
 from app.consent import analytics, export, forms, ledger, policy, services
 from app.extensions import db
 from app.htmx import redirect_after_post, render
+from app.members import lifecycle
 from app.models import PlatformRole
 from app.models.base import utcnow
 from app.models.consent import ConsentKind, ExportStatus
@@ -238,7 +239,7 @@ def close_account():
             form.password.errors.append("That is not your password.")
         else:
             user = current_user._get_current_object()
-            objected = services.close_account(user)
+            objected = lifecycle.close_account(user)
             db.session.commit()
             sign_out()
             return render_template("consent/closed.html", objected=objected)

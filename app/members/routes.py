@@ -7,7 +7,7 @@ from flask import Blueprint, abort, flash, render_template, url_for
 from app.classes.families import waiting_changes
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
-from app.members import forms, services
+from app.members import forms, lifecycle, services
 from app.permissions import requires
 
 bp = Blueprint("members", __name__, url_prefix="/members")
@@ -44,7 +44,7 @@ def approve(membership_id: int):
         abort(400)
     if not membership.user.active:
         return _account_closed(membership)
-    if not services.approve(membership):
+    if not lifecycle.approve(membership):
         abort(404)  # someone else decided a moment ago
     db.session.commit()
     return _decided(membership, "approved")
@@ -68,7 +68,7 @@ def reject(membership_id: int):
             reject_form=form,
             status=400,
         )
-    if not services.reject(membership, form.reason.data):
+    if not lifecycle.reject(membership, form.reason.data):
         abort(404)
     db.session.commit()
     return _decided(membership, "rejected")
@@ -78,9 +78,9 @@ def _account_closed(membership):
     """The person closed their account after the page was opened: say so where the row was."""
     if wants_fragment(f"pending-{membership.id}"):
         return render_template(
-            "members/partials/_closed.html", membership=membership, message=services.CLOSED_ACCOUNT
+            "members/partials/_closed.html", membership=membership, message=lifecycle.CLOSED_ACCOUNT
         )
-    flash(services.CLOSED_ACCOUNT, "error")
+    flash(lifecycle.CLOSED_ACCOUNT, "error")
     return redirect_after_post(url_for("members.pending"))
 
 

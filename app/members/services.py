@@ -1,24 +1,16 @@
-"""Approving and rejecting people who asked to join the current school.
+"""The approval queue: who waits to join the current school, and the children they named.
 
 Only open accounts wait in the queue: someone who closed theirs while waiting is neither
-listed (name and email) nor approved. A rejected request takes its family links with it.
+listed (name and email) nor approved. Deciding is in app/members/lifecycle.py.
 """
 
 from __future__ import annotations
 
-from flask import g
-from sqlalchemy import delete, select, update
+from sqlalchemy import select
 from sqlalchemy.orm import contains_eager
 
-from app import audit
 from app.extensions import db
-from app.mail import queue_email
 from app.models import Enrollment, Guardian, Membership, MembershipStatus, SchoolClass, Student, User
-from app.models.base import utcnow
-from app.urls import external_url
-
-# No name in it: the person is gone, and the page that posted it is out of date anyway.
-CLOSED_ACCOUNT = "This person closed their account, so their request can no longer be approved."
 
 
 def pending_memberships() -> list[Membership]:
@@ -58,63 +50,3 @@ def get_pending(membership_id: int) -> Membership | None:
             Membership.id == membership_id, Membership.status == MembershipStatus.PENDING
         )
     )
-
-
-def approve(membership: Membership) -> bool:
-    """Let the person in, and tell them by email (False if someone decided first, or they left)."""
-    if not membership.user.active:
-        return False  # only a page opened before they closed their account can post this
-    return _decide(membership, MembershipStatus.APPROVED, None, link=external_url("auth.sign_in"))
-
-
-def reject(membership: Membership, reason: str) -> bool:
-    """Turn the request down with a reason the person is told (False if someone decided first).
-
-    The person's links to families go too (a second guardian's request to join one, or the
-    family they named at sign-up): nothing should tie a turned-down stranger to children.
-    """
-    if not _decide(membership, MembershipStatus.REJECTED, reason.strip()):
-        return False
-    _unlink_families(membership)
-    return True
-
-
-def _unlink_families(membership: Membership) -> None:
-    """Delete the rejected membership's Guardian rows, and only those.
-
-    A family the newcomer made at sign-up keeps its children with no guardian: it was only
-    ever shown where an approved guardian is (directory, rosters, audiences), and stays in
-    the family editor for staff, exactly as it did while it hung on the rejected person.
-    """
-    # The decision only applies to a pending membership, which is nobody's approved guardian.
-    db.session.execute(delete(Guardian).where(Guardian.membership_id == membership.id))
-
-
-def _decide(membership: Membership, status: MembershipStatus, reason: str | None, **context) -> bool:
-    """Record who decided what and when, then tell the person (administrative mail).
-
-    The update only applies to a membership still pending, so two people deciding at the
-    same moment cannot both win (and send both emails). Returns False for the one who lost.
-    """
-    decided = db.session.scalars(
-        update(Membership)
-        .where(Membership.id == membership.id, Membership.status == MembershipStatus.PENDING)
-        .values(
-            status=status, decided_at=utcnow(), decided_by_id=g.membership.user_id, decision_reason=reason
-        )
-        .returning(Membership.id)
-        .execution_options(synchronize_session="fetch")
-    ).all()
-    if not decided:
-        return False
-    audit.record(f"member.{status.value}", target=membership.user.name)
-    queue_email(
-        f"membership_{status.value}",
-        [membership.user],
-        school_id=membership.school_id,
-        name=membership.user.name,
-        school_name=g.school.name,
-        reason=reason,
-        **context,
-    )
-    return True

@@ -12,6 +12,7 @@ from flask import Blueprint, abort, current_app, flash, g, render_template, requ
 from app import clock, permissions
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
+from app.members import lifecycle, rules
 from app.models import Role
 from app.parsing import optional_id
 from app.permissions import can, requires
@@ -161,7 +162,7 @@ def confirm_deletion(request_id: int):
         abort(400)
     try:
         done = services.confirm_deletion(support_request)
-    except services.Refused as refusal:
+    except rules.Refused as refusal:
         db.session.rollback()
         return _saved("deletions", str(refusal), "error")
     db.session.commit()
@@ -211,7 +212,7 @@ def _person(target, status: int = 200, error: str | None = None, role_form=None)
     actor_permissions = permissions.effective_permissions(g.membership)
     if role_form is None:
         role_form = forms.RoleForm(formdata=None, role=target.role.value)
-    role_form.role.choices = [(r.value, r.label) for r in services.assignable_roles(g.membership)]
+    role_form.role.choices = [(r.value, r.label) for r in rules.assignable_roles(g.membership)]
     if target.role.value not in dict(role_form.role.choices):
         role_form.role.choices.append((target.role.value, target.role.label))
     return render(
@@ -253,8 +254,8 @@ def change_role(membership_id: int):
     if not form.validate_on_submit():
         return _person(target, 400, role_form=form)
     try:
-        changed = services.change_role(g.membership, target, Role(form.role.data))
-    except services.Refused as refusal:
+        changed = lifecycle.change_role(g.membership, target, Role(form.role.data))
+    except rules.Refused as refusal:
         db.session.rollback()
         return _person(services.person(membership_id), refusal.status, error=str(refusal))
     db.session.commit()
@@ -273,7 +274,7 @@ def change_permissions(membership_id: int):
     wanted = set(request.form.getlist("permission"))
     try:
         changed = services.set_permissions(g.membership, target, wanted)
-    except services.Refused as refusal:
+    except rules.Refused as refusal:
         db.session.rollback()
         return _person(services.person(membership_id), refusal.status, error=str(refusal))
     db.session.commit()
@@ -286,14 +287,14 @@ def change_permissions(membership_id: int):
 @requires("members.manage")
 def deactivate(membership_id: int):
     """Switch a person's membership of this school off; they lose access on their next request."""
-    return _status_change(membership_id, services.deactivate, "Membership deactivated.")
+    return _status_change(membership_id, lifecycle.deactivate, "Membership deactivated.")
 
 
 @bp.route("/people/<int:membership_id>/reactivate", methods=["POST"])
 @requires("members.manage")
 def reactivate(membership_id: int):
     """Let a deactivated person back into the school."""
-    return _status_change(membership_id, services.reactivate, "Membership reactivated.")
+    return _status_change(membership_id, lifecycle.reactivate, "Membership reactivated.")
 
 
 def _status_change(membership_id: int, change, message: str):
@@ -302,7 +303,7 @@ def _status_change(membership_id: int, change, message: str):
         abort(400)
     try:
         changed = change(g.membership, target)
-    except services.Refused as refusal:
+    except rules.Refused as refusal:
         db.session.rollback()
         return _person(services.person(membership_id), refusal.status, error=str(refusal))
     db.session.commit()

@@ -1,8 +1,8 @@
 """The school's settings, its people's roles and permissions, support grants and the audit log.
 
 Services flush and never commit; the route commits once. Every change writes the audit log.
-The rules about people live here: nobody removes or demotes the last SuperAdmin, and nobody
-gives a role above their own or a permission they do not hold themselves.
+Role and status changes are the membership lifecycle (app/members/lifecycle.py); the rules
+about people are in app/members/rules.py.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from sqlalchemy.orm import joinedload, selectinload
 
 from app import audit, clock, permissions
 from app.extensions import db
+from app.members import lifecycle, rules
 from app.models import (
     Membership,
     MembershipStatus,
@@ -26,7 +27,6 @@ from app.models import (
     School,
     User,
     Visibility,
-    listed_membership,
 )
 from app.models.audit import AuditEntry
 from app.models.base import utcnow
@@ -36,18 +36,6 @@ CODE_ALPHABET = "ABCDEFGHJKMNPQRSTVWXYZ23456789"
 MIN_GRANT_HOURS, MAX_GRANT_HOURS = 1, 168
 AUDIT_PAGE_SIZE = 50
 SIGN_IN = "auth.signed_in"
-
-
-class Refused(Exception):
-    """A change the rules do not allow; the message says why, for the person who tried.
-
-    ``status`` is 403 when the actor asked for more than their own rights, 422 when the
-    change would break a rule about the school (the last SuperAdmin).
-    """
-
-    def __init__(self, message: str, status: int = 403):
-        super().__init__(message)
-        self.status = status
 
 
 # -- school profile, invitation code, joining rules ----------------------------------------
@@ -161,106 +149,6 @@ def person(membership_id: int) -> Membership | None:
     )
 
 
-def _superadmins_left() -> int:
-    """Approved SuperAdmins with an open account, their rows locked (PostgreSQL) so two demotions
-    cannot both pass. A closed account cannot sign in, so it does not count."""
-    ids = db.session.scalars(
-        select(Membership.id)
-        .join(User, User.id == Membership.user_id)
-        .where(
-            Membership.role == Role.SUPERADMIN,
-            listed_membership(),
-        )
-        .with_for_update(of=Membership)
-    ).all()
-    return len(ids)
-
-
-def assignable_roles(actor: Membership) -> list[Role]:
-    """The roles this actor may give: up to their own."""
-    return [
-        role
-        for role in permissions.ROLE_ORDER
-        if permissions.role_rank(role) <= permissions.role_rank(actor.role)
-    ]
-
-
-def _check_may_change(actor: Membership, target: Membership) -> None:
-    if permissions.role_rank(target.role) > permissions.role_rank(actor.role):
-        raise Refused("You cannot change someone whose role is above yours.")
-
-
-def _check_not_last_superadmin(target: Membership) -> None:
-    """Refuse to take away the last SuperAdmin who can still sign in (a closed one does not count)."""
-    counted = target.role is Role.SUPERADMIN and target.is_approved and target.user.active
-    if counted and _superadmins_left() <= 1:
-        raise Refused("The school needs at least one SuperAdmin. Make someone else SuperAdmin first.", 422)
-
-
-# A SuperAdmin always keeps these: without them nobody might be left to manage the school's people.
-KEPT_BY_SUPERADMINS = frozenset({"members.manage", "members.permissions"})
-
-
-def _drop_revocations(target: Membership, keys: frozenset[str]) -> None:
-    """Undo revocations of these permissions (a new SuperAdmin keeps managing people)."""
-    for change in list(target.permission_changes):
-        if change.permission in keys and not change.granted:
-            target.permission_changes.remove(change)
-
-
-def _check_gives_only_what_actor_holds(actor: Membership, target: Membership, role: Role) -> None:
-    """A new role must not hand the person a permission the actor was not given themselves.
-
-    Compared as if approved: a deactivated person keeps the role for their reactivation.
-    """
-    before = permissions.permissions_with_role(target)
-    after = permissions.permissions_with_role(target, role)
-    beyond = (after - before) - permissions.effective_permissions(actor)
-    if beyond:
-        labels = ", ".join(permissions.BY_KEY[key].label for key in sorted(beyond))
-        raise Refused(f"That role would give permissions you do not have yourself ({labels}).")
-
-
-def change_role(actor: Membership, target: Membership, role: Role) -> bool:
-    """Give ``target`` another role (up to the actor's own; never the last SuperAdmin's)."""
-    role = Role(role)
-    _check_may_change(actor, target)
-    if role not in assignable_roles(actor):
-        raise Refused("You can give a role only up to your own.")
-    if role is target.role:
-        return False
-    if target.role is Role.SUPERADMIN:
-        _check_not_last_superadmin(target)
-    _check_gives_only_what_actor_holds(actor, target, role)
-    old = target.role
-    target.role = role
-    if role is Role.SUPERADMIN:
-        _drop_revocations(target, KEPT_BY_SUPERADMINS)
-    audit.record("member.role_changed", target=target.user.name, old=old.value, new=role.value)
-    return True
-
-
-def deactivate(actor: Membership, target: Membership) -> bool:
-    """Switch a membership off in this school; the person loses access on their next request."""
-    _check_may_change(actor, target)
-    if target.status is MembershipStatus.DEACTIVATED:
-        return False
-    _check_not_last_superadmin(target)
-    target.status = MembershipStatus.DEACTIVATED
-    audit.record("member.deactivated", target=target.user.name)
-    return True
-
-
-def reactivate(actor: Membership, target: Membership) -> bool:
-    """Let a deactivated member back in, with the role they had."""
-    _check_may_change(actor, target)
-    if target.status is not MembershipStatus.DEACTIVATED:
-        return False
-    target.status = MembershipStatus.APPROVED
-    audit.record("member.reactivated", target=target.user.name)
-    return True
-
-
 @dataclass(frozen=True)
 class PermissionRow:
     """One catalogue entry as the person page shows it."""
@@ -307,16 +195,16 @@ def set_permissions(actor: Membership, target: Membership, wanted: set[str]) -> 
     are left as they are, and asking to give one is refused (nobody raises anyone beyond their
     own rights). Returns the keys that changed.
     """
-    _check_may_change(actor, target)
+    rules.check_may_change(actor, target)
     actor_permissions = permissions.effective_permissions(actor)
     wanted = wanted & set(permissions.BY_KEY)
-    if target.role is Role.SUPERADMIN and not wanted >= KEPT_BY_SUPERADMINS:
-        raise Refused("A SuperAdmin always keeps managing people and their permissions.", 422)
+    if target.role is Role.SUPERADMIN and not wanted >= rules.KEPT_BY_SUPERADMINS:
+        raise rules.Refused("A SuperAdmin always keeps managing people and their permissions.", 422)
     current = permissions.permissions_with_role(target)
     raising = (wanted - current) - actor_permissions
     if raising:
         labels = ", ".join(permissions.BY_KEY[key].label for key in sorted(raising))
-        raise Refused(f"You can only give permissions you have yourself (not: {labels}).")
+        raise rules.Refused(f"You can only give permissions you have yourself (not: {labels}).")
     defaults = role_defaults(target)
     existing = {c.permission: c for c in target.permission_changes}
     changed = []
@@ -360,7 +248,7 @@ def grants() -> tuple[list[SupportGrant], list[SupportGrant]]:
 def grant_support(hours: int, *, support_request: SupportRequest | None = None) -> SupportGrant:
     """Let platform support read this school's data for ``hours`` (1 to 168), from now."""
     if not MIN_GRANT_HOURS <= hours <= MAX_GRANT_HOURS:
-        raise Refused(f"Choose between {MIN_GRANT_HOURS} and {MAX_GRANT_HOURS} hours.")
+        raise rules.Refused(f"Choose between {MIN_GRANT_HOURS} and {MAX_GRANT_HOURS} hours.")
     now = utcnow()
     grant = SupportGrant(
         granted_by_id=g.membership.user_id,
@@ -425,10 +313,7 @@ def confirm_deletion(support_request: SupportRequest) -> bool:
             select(Membership).where(Membership.user_id == support_request.user_id)
         )
         if membership is not None:
-            _check_may_change(g.membership, membership)
-            _check_not_last_superadmin(membership)
-            membership.title = membership.phone = membership.address = None
-            membership.status = MembershipStatus.DEACTIVATED
+            lifecycle.erase_and_deactivate(g.membership, membership)
     support_request.deletion_state = DeletionState.CARRIED_OUT
     support_request.deletion_confirmed_by_id = g.membership.user_id
     support_request.deletion_confirmed_at = utcnow()
