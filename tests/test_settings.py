@@ -702,7 +702,7 @@ def test_two_superadmins_demoting_each_other_at_once_leave_one(
     import threading
     import time
 
-    from app.settings import services
+    from app.members import rules
 
     school = make_school()
     first, second = make_member(school, role=Role.SUPERADMIN), make_member(school, role=Role.SUPERADMIN)
@@ -711,14 +711,14 @@ def test_two_superadmins_demoting_each_other_at_once_leave_one(
         member_client = app.test_client()
         sign_in(member_client, member.user.email)
         clients.append(member_client)
-    original = services._superadmins_left
+    original = rules._superadmins_left
 
     def slow_count():
         count = original()
         time.sleep(0.5)  # hold the lock while the other request arrives
         return count
 
-    monkeypatch.setattr(services, "_superadmins_left", slow_count)
+    monkeypatch.setattr(rules, "_superadmins_left", slow_count)
     results = {}
 
     def demote(index, target):
