@@ -564,16 +564,28 @@ def test_another_schools_grant_cannot_be_revoked(client, make_school, make_membe
 # -- the data section -------------------------------------------------------------------------
 
 
-def test_the_data_section_links_the_export_when_it_exists(client, make_school, make_member):
+def test_the_data_section_links_the_export_form(client, make_school, make_member):
+    """An admin's data section links the school export, and the link opens its form."""
     _as(client, make_school, make_member, Role.ADMIN)
     page = client.get("/settings/").get_data(as_text=True)
-    if "consent.school_export" in client.application.view_functions:
-        from flask import url_for
+    assert 'id="section-data"' in page
+    assert "coming soon" not in page
+    assert 'href="/school/export"' in page
+    export_page = client.get("/school/export")
+    assert export_page.status_code == 200
+    assert 'action="/school/export"' in export_page.get_data(as_text=True)
 
-        with client.application.test_request_context():
-            assert f'href="{url_for("consent.school_export")}"' in page
-    else:
-        assert "coming soon" in page
+
+def test_without_data_export_there_is_no_export_link_and_no_export(client, make_school, make_member):
+    """An admin whose data.export is revoked sees no export link, and the export refuses them."""
+    school, admin = _as(client, make_school, make_member, Role.ADMIN)
+    with tenancy.bound(school.id):
+        db.session.add(PermissionChange(membership_id=admin.id, permission="data.export", granted=False))
+        db.session.commit()
+    page = client.get("/settings/")
+    assert page.status_code == 200
+    assert 'href="/school/export"' not in page.get_data(as_text=True)
+    assert client.get("/school/export").status_code == 403
 
 
 # -- the audit log ----------------------------------------------------------------------------

@@ -1,12 +1,15 @@
-"""The consent blueprint: the policy and its versions, the notice, closing an account, your data,
-school exports, cookies and third-party services."""
+"""The consent blueprint: the public policy, its history and notice, cookies and third parties.
+
+A person's own account (my data, closing it) is in account_routes.py, the school admins' consent
+counts and data export in school_routes.py; platform admins write versions in
+app/platform/policy_routes.py.
+"""
 
 from __future__ import annotations
 
 import click
 from flask import (
     Blueprint,
-    Response,
     abort,
     current_app,
     flash,
@@ -17,17 +20,14 @@ from flask import (
 )
 from flask_login import current_user
 
-from app import audit
-from app.auth import passwords
-from app.auth.services import sign_out
-from app.consent import analytics, export, forms, ledger, policy, services
+from app.consent import analytics, forms, ledger, policy, services
+from app.consent.account_routes import bp as account_bp
+from app.consent.school_routes import bp as school_bp
 from app.extensions import db
-from app.htmx import redirect_after_post, render
-from app.members import lifecycle
-from app.models import PlatformRole
+from app.htmx import redirect_after_post
 from app.models.base import utcnow
-from app.models.consent import ConsentKind, ExportStatus
-from app.permissions import platform, public, requires, signed_in
+from app.models.consent import ConsentKind
+from app.permissions import public, signed_in
 from app.urls import safe_next
 
 bp = Blueprint("consent", __name__)
@@ -117,203 +117,12 @@ def acknowledge(number: int):
     return redirect_after_post(safe_next(request.form.get("next")) or url_for("main.home"))
 
 
-# --- platform administrators write versions --------------------------------------------------
-
-
-@bp.route("/platform/policy/")
-@platform(PlatformRole.ADMIN)
-def versions():
-    """Every version, drafts first, with when each was posted, emailed and takes effect."""
-    if policy.refresh_all_dispatches():
-        db.session.commit()
-    return render_template(
-        "consent/versions.html", versions=policy.all_versions(), publish_form=forms.PublishForm()
-    )
-
-
-@bp.route("/platform/policy/new", methods=["GET", "POST"])
-@platform(PlatformRole.ADMIN)
-def new_version():
-    """Write a draft (starting from the newest text)."""
-    form = forms.PolicyVersionForm()
-    if request.method == "GET":
-        newest = policy.newest_posted()
-        form.body.data = newest.body_markdown if newest else policy.PLACEHOLDER_BODY
-    if form.validate_on_submit():
-        version = policy.create_draft(
-            body=form.body.data,
-            summary=form.summary.data.strip(),
-            material=form.material.data,
-            email=form.notify_by_email.data,
-            notice=form.notify_by_notice.data,
-            by=current_user,
-        )
-        db.session.commit()
-        flash(f"Draft version {version.number} saved. Check it, then publish it.", "success")
-        return redirect_after_post(url_for("consent.versions"))
-    return render_template("consent/edit.html", form=form, version=None), 400 if form.errors else 200
-
-
-@bp.route("/platform/policy/<int:number>/edit", methods=["GET", "POST"])
-@platform(PlatformRole.ADMIN)
-def edit_version(number: int):
-    """Change a draft; posted versions are fixed."""
-    version = policy.get_version(number)
-    if version is None:
-        abort(404)
-    if version.is_posted:
-        flash(policy.POSTED_IS_FIXED, "error")
-        return redirect_after_post(url_for("consent.versions"))
-    form = forms.PolicyVersionForm(obj=version)
-    if form.validate_on_submit():
-        try:
-            policy.update_draft(
-                version,
-                body=form.body.data,
-                summary=form.summary.data.strip(),
-                material=form.material.data,
-                email=form.notify_by_email.data,
-                notice=form.notify_by_notice.data,
-            )
-        except policy.PublishRefused as refusal:
-            # Posted meanwhile: keep what was typed on the page, to start a new version from it.
-            db.session.rollback()
-            flash(str(refusal), "error")
-            return render_template("consent/edit.html", form=form, version=version), 409
-        db.session.commit()
-        flash(f"Draft version {version.number} saved.", "success")
-        return redirect_after_post(url_for("consent.versions"))
-    return render_template("consent/edit.html", form=form, version=version), 400 if form.errors else 200
-
-
-@bp.route("/platform/policy/<int:number>/publish", methods=["POST"])
-@platform(PlatformRole.ADMIN)
-def publish_version(number: int):
-    """Post a draft; a material change also posts the notice and/or emails everyone."""
-    version = policy.get_version(number)
-    if version is None:
-        abort(404)
-    if not forms.PublishForm().validate_on_submit():
-        abort(400)
-    try:
-        policy.publish(version)
-    except policy.PublishRefused as refusal:
-        db.session.rollback()
-        flash(str(refusal), "error")
-        return redirect_after_post(url_for("consent.versions"))
-    db.session.commit()
-    flash(f"Version {number} is posted.", "success")
-    return redirect_after_post(url_for("consent.versions"))
-
-
 @bp.cli.command("seed-policy")
 def seed_policy():
     """Publish our short placeholder as version 1 if no version is posted yet."""
     version = policy.ensure_placeholder()
     db.session.commit()
     click.echo(f"Version {version.number} is the newest posted version.")
-
-
-# --- a person's own account -------------------------------------------------------------------
-
-
-@bp.route("/account/my-data.json")
-@signed_in
-def my_data():
-    """Download my own and my family's data as JSON."""
-    return Response(
-        export.personal_json(current_user),
-        mimetype="application/json",
-        headers={"Content-Disposition": 'attachment; filename="my-data.json"'},
-    )
-
-
-@bp.route("/account/close", methods=["GET", "POST"])
-@signed_in
-def close_account():
-    """Close my account (and object to a coming policy change): no sign-in, no email, out of directories."""
-    form = forms.CloseAccountForm()
-    objecting = ledger.objections_due(current_user)
-    if form.validate_on_submit():
-        if not passwords.verify_password(current_user.password_hash, form.password.data):
-            form.password.errors.append("That is not your password.")
-        else:
-            user = current_user._get_current_object()
-            objected = lifecycle.close_account(user)
-            db.session.commit()
-            sign_out()
-            return render_template("consent/closed.html", objected=objected)
-    status = 400 if form.errors else 200
-    return render(
-        "consent/close.html", block="form", target="close-form", form=form, objecting=objecting, status=status
-    )
-
-
-# --- school administrators ---------------------------------------------------------------------
-
-
-@bp.route("/school/consent")
-@requires("settings.view")
-def consent_summary():
-    """How many of the school's people are at each step for each version (counts, never names)."""
-    return render_template(
-        "consent/summary.html",
-        versions=policy.posted_versions(),
-        counts=ledger.counts_for_school(),
-        kinds=ConsentKind,
-    )
-
-
-@bp.route("/school/export", methods=["GET", "POST"])
-@requires("data.export")
-def school_export():
-    """Export the school's data (JSON and CSV in a ZIP), built by the worker."""
-    form = forms.ExportForm()
-    if form.validate_on_submit():
-        _, raw = export.request_school_export(current_user)
-        audit.record("export.school_data", target=g.school.name)
-        db.session.commit()
-        return redirect_after_post(url_for("consent.export_status", token=raw))
-    return render_template("consent/export.html", form=form), 400 if form.errors else 200
-
-
-def _export_or_404(token: str):
-    found = export.find_export(token)
-    if found is None:
-        abort(404)
-    return found
-
-
-@bp.route("/school/export/<token>")
-@requires("data.export")
-def export_status(token: str):
-    """The export's progress; htmx polls the status block until the link appears."""
-    found = _export_or_404(token)
-    expired = export.forget_if_expired(found)
-    return render(
-        "consent/export_status.html",
-        block="status",
-        target="export-status",
-        export=found,
-        token=token,
-        expired=expired,
-        ExportStatus=ExportStatus,
-    )
-
-
-@bp.route("/school/export/<token>/download")
-@requires("data.export")
-def export_download(token: str):
-    """The ZIP, while the link has not expired."""
-    found = _export_or_404(token)
-    if export.forget_if_expired(found) or found.status is not ExportStatus.READY or found.content is None:
-        return render_template("consent/export_gone.html"), 410
-    stamp = found.created_at.strftime("%Y-%m-%d")
-    return Response(
-        found.content,
-        mimetype="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="school-data-{stamp}.zip"'},
-    )
 
 
 # --- cookies and third parties -----------------------------------------------------------------
@@ -374,3 +183,9 @@ def third_party_services() -> list[dict]:
 def third_parties():
     """The third-party services this deployment uses, what for, and what they receive."""
     return render_template("consent/third_parties.html", services=third_party_services())
+
+
+# --- nested blueprints: a person's own account (consent.account.*), school admins (consent.school.*)
+# Registered here, at the end, so the blueprint's head stays as the request pipeline left it.
+bp.register_blueprint(account_bp)
+bp.register_blueprint(school_bp)

@@ -30,8 +30,9 @@ SUPPORT_PERMISSIONS = frozenset(
     {"directory.view", "directory.view_all_contacts", "settings.view", "audit.view"}
 )
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# The parts of a school support may open: its directory, its classes and its settings.
-SUPPORT_BLUEPRINTS = frozenset({"directory", "classes", "settings"})
+# The parts of a school support may open: its directory, its classes and its settings. Nested
+# blueprints are named by their full dotted name (request.blueprint), so each is listed here.
+SUPPORT_BLUEPRINTS = frozenset({"directory", "classes", "settings", "settings.people", "settings.audit"})
 
 
 @dataclass

@@ -1,4 +1,7 @@
-"""Platform blueprint: the support console, and entering a school under its grant (P3)."""
+"""Platform blueprint: the support console, and entering a school under its grant (P3).
+
+Policy authoring (platform admins) is nested in it from policy_routes.py.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +14,10 @@ from app.htmx import redirect_after_post
 from app.models import PlatformRole
 from app.permissions import platform
 from app.platform import access, services
+from app.platform.policy_routes import bp as policy_bp
 
 bp = Blueprint("platform", __name__, url_prefix="/platform")
+bp.register_blueprint(policy_bp)
 STAFF = (PlatformRole.SUPPORT, PlatformRole.ADMIN)
 
 

@@ -8,7 +8,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
 from app.models import Role, Visibility
-from app.settings import services
+from app.settings import school, support_access
 
 VISIBILITY_CHOICES = [SelectChoice(v.value, v.label) for v in Visibility]
 APPROVAL_CHOICES = [
@@ -37,7 +37,7 @@ class ProfileForm(FlaskForm):
 
     def validate_timezone(self, field) -> None:
         field.data = (field.data or "").strip()
-        if not services.is_time_zone(field.data):
+        if not school.is_time_zone(field.data):
             raise ValidationError("We don't know this time zone. Pick one from the list, e.g. Europe/London.")
 
 
@@ -83,8 +83,8 @@ class GrantForm(FlaskForm):
         validators=[
             DataRequired("Enter a number of hours between 1 and 168."),
             NumberRange(
-                min=services.MIN_GRANT_HOURS,
-                max=services.MAX_GRANT_HOURS,
+                min=support_access.MIN_GRANT_HOURS,
+                max=support_access.MAX_GRANT_HOURS,
                 message="Enter a number of hours between 1 and 168.",
             ),
         ],

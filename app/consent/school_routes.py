@@ -1,0 +1,83 @@
+"""School administrators: consent counts per policy version, and the school's data export.
+
+Nested in the consent blueprint (``consent.school.*``, under /school/).
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, abort, g, render_template, url_for
+from flask_login import current_user
+
+from app import audit
+from app.consent import export as exports
+from app.consent import forms, ledger, policy
+from app.extensions import db
+from app.htmx import redirect_after_post, render
+from app.models.consent import ConsentKind, ExportStatus
+from app.permissions import requires
+
+bp = Blueprint("school", __name__, url_prefix="/school")
+
+
+@bp.route("/consent")
+@requires("settings.view")
+def summary():
+    """How many of the school's people are at each step for each version (counts, never names)."""
+    return render_template(
+        "consent/summary.html",
+        versions=policy.posted_versions(),
+        counts=ledger.counts_for_school(),
+        kinds=ConsentKind,
+    )
+
+
+@bp.route("/export", methods=["GET", "POST"])
+@requires("data.export")
+def export():
+    """Export the school's data (JSON and CSV in a ZIP), built by the worker."""
+    form = forms.ExportForm()
+    if form.validate_on_submit():
+        _, raw = exports.request_school_export(current_user)
+        audit.record("export.school_data", target=g.school.name)
+        db.session.commit()
+        return redirect_after_post(url_for(".export_status", token=raw))
+    return render_template("consent/export.html", form=form), 400 if form.errors else 200
+
+
+def _export_or_404(token: str):
+    found = exports.find_export(token)
+    if found is None:
+        abort(404)
+    return found
+
+
+@bp.route("/export/<token>")
+@requires("data.export")
+def export_status(token: str):
+    """The export's progress; htmx polls the status block until the link appears."""
+    found = _export_or_404(token)
+    expired = exports.forget_if_expired(found)
+    return render(
+        "consent/export_status.html",
+        block="status",
+        target="export-status",
+        export=found,
+        token=token,
+        expired=expired,
+        ExportStatus=ExportStatus,
+    )
+
+
+@bp.route("/export/<token>/download")
+@requires("data.export")
+def export_download(token: str):
+    """The ZIP, while the link has not expired."""
+    found = _export_or_404(token)
+    if exports.forget_if_expired(found) or found.status is not ExportStatus.READY or found.content is None:
+        return render_template("consent/export_gone.html"), 410
+    stamp = found.created_at.strftime("%Y-%m-%d")
+    return Response(
+        found.content,
+        mimetype="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="school-data-{stamp}.zip"'},
+    )

@@ -1,0 +1,76 @@
+"""The audit log as the school reads it: entries newest first, sign-ins counted per day."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import joinedload
+
+from app import audit, clock
+from app.extensions import db
+from app.models.audit import AuditEntry
+
+AUDIT_PAGE_SIZE = 50
+SIGN_IN = "auth.signed_in"
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What the log is narrowed to: one action, a range of days on the school's clock, and a page."""
+
+    action: str | None = None
+    since: date | None = None
+    until: date | None = None
+    before_id: int | None = None  # keyset paging: entries older than this one
+
+
+@dataclass
+class AuditPage:
+    """One page of entries, the sign-ins counted per day, and the next page's key."""
+
+    entries: list[AuditEntry]
+    sign_ins: list[tuple[str, int]]
+    next_before_id: int | None
+
+
+def _range(query, column, audit_filter: AuditFilter):
+    """Entries from the start of ``since`` to the end of ``until``, days on the school's clock."""
+    zone = clock.school_zone()
+    if audit_filter.since:
+        query = query.where(column >= clock.start_of_day(audit_filter.since, zone))
+    if audit_filter.until:
+        query = query.where(column < clock.start_of_day(audit_filter.until + timedelta(days=1), zone))
+    return query
+
+
+def audit_page(audit_filter: AuditFilter, page_size: int = AUDIT_PAGE_SIZE) -> AuditPage:
+    """Entries newest first (sign-ins left out of the list), in two queries whatever the size."""
+    query = select(AuditEntry).options(joinedload(AuditEntry.actor)).where(AuditEntry.action != SIGN_IN)
+    if audit_filter.action:
+        query = query.where(AuditEntry.action == audit_filter.action)
+    if audit_filter.before_id:
+        query = query.where(AuditEntry.id < audit_filter.before_id)
+    query = _range(query, AuditEntry.created_at, audit_filter)
+    rows = list(db.session.scalars(query.order_by(AuditEntry.id.desc()).limit(page_size + 1)))
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    sign_ins: list[tuple[str, int]] = []
+    if audit_filter.action in (None, SIGN_IN) and not audit_filter.before_id:
+        sign_ins = sign_ins_per_day(audit_filter)
+    return AuditPage(rows, sign_ins, rows[-1].id if more else None)
+
+
+def sign_ins_per_day(audit_filter: AuditFilter) -> list[tuple[str, int]]:
+    """How many sign-ins there were each day on the school's clock, newest first: counts, never names."""
+    day = clock.local_date(AuditEntry.created_at, clock.school_zone())
+    query = select(day, func.count(AuditEntry.id)).where(AuditEntry.action == SIGN_IN)
+    query = _range(query, AuditEntry.created_at, audit_filter)
+    rows = db.session.execute(query.group_by(day).order_by(day.desc()).limit(60)).all()
+    return [(str(d), n) for d, n in rows]
+
+
+def actions() -> dict[str, str]:
+    """Every action the log knows, with its words."""
+    return dict(audit.ACTIONS)
