@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, or_, select
+from sqlalchemy import delete, func, or_, select, union
 from sqlalchemy.orm import joinedload
 
 from app import audit
@@ -33,18 +33,24 @@ def list_classes() -> list[SchoolClass]:
     return list(db.session.scalars(select(SchoolClass).order_by(SchoolClass.grade, SchoolClass.name)))
 
 
-def classes_of_member(membership: Membership) -> list[SchoolClass]:
-    """Classes a member teaches, helps with, or has a child in."""
-    helping = select(ClassHelper.class_id).where(ClassHelper.membership_id == membership.id)
+def class_ids_of_member(membership_id: int):
+    """THE rule for which classes a member belongs to: those they have a child in or help with
+    (teacher or room parent), as one ``select`` of class ids (a union)."""
     children = (
         select(Enrollment.class_id)
         .join(Student, Student.id == Enrollment.student_id)
         .join(Guardian, Guardian.family_id == Student.family_id)
-        .where(Guardian.membership_id == membership.id)
+        .where(Guardian.membership_id == membership_id)
     )
+    helping = select(ClassHelper.class_id).where(ClassHelper.membership_id == membership_id)
+    return union(children, helping)
+
+
+def classes_of_member(membership: Membership) -> list[SchoolClass]:
+    """Classes a member teaches, helps with, or has a child in."""
     query = (
         select(SchoolClass)
-        .where(SchoolClass.id.in_(helping.union(children)))
+        .where(SchoolClass.id.in_(class_ids_of_member(membership.id)))
         .order_by(SchoolClass.grade, SchoolClass.name)
     )
     return list(db.session.scalars(query))

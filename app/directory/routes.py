@@ -102,7 +102,6 @@ def preview():
         class_ids=mine if as_whom == "classmate" else frozenset(),
         sees_all=as_whom == "staff",
     )
-    families = services.load_families(services.families_of(g.membership.id))
     me = current_viewer(g.membership)
-    cards = services.cards_for(families, me, services.class_names(), own_details_seen_by=someone_else)
+    cards = services.load_cards(services.families_of(g.membership.id), me, own_details_seen_by=someone_else)
     return render_template("directory/preview.html", cards=cards, as_whom=as_whom, previews=PREVIEWS)

@@ -1,8 +1,8 @@
 """Reading the directory: search, filters, pages and the cards each viewer may see.
 
 Every listing runs a fixed number of queries whatever the number of families: one count,
-one page of family ids, then that page's guardians and children as plain rows (the search,
-print and CSV), or as ORM objects with eager loads (the class roster and the preview).
+one page of family ids, then that page's guardians and children as plain rows, built into
+cards by one builder (``cards_of``). The family editor loads ORM objects (``load_families``).
 """
 
 from __future__ import annotations
@@ -220,18 +220,34 @@ class _Owner:
         return self
 
 
-def load_cards(ids_query, viewer: Viewer, *, limit: int | None = None, offset: int = 0) -> list[FamilyCard]:
+def load_cards(
+    ids_query,
+    viewer: Viewer,
+    *,
+    limit: int | None = None,
+    offset: int = 0,
+    own_details_seen_by: Viewer | None = None,
+) -> list[FamilyCard]:
     """The cards of the families a ``select(Family.id)`` picks, in four queries whatever their number.
 
     Reads plain rows rather than ORM objects: building a Family, its guardians, their
     memberships and accounts, its students and their enrollments as objects cost about 0.5 ms
     a family, ten times the query itself, and the CSV of a large school waited on it.
     """
-    return cards_of(_page_of_ids(ids_query, limit=limit, offset=offset), viewer)
+    ids = _page_of_ids(ids_query, limit=limit, offset=offset)
+    return cards_of(ids, viewer, own_details_seen_by=own_details_seen_by)
 
 
-def cards_of(ids: list[int], viewer: Viewer) -> list[FamilyCard]:
-    """The cards of these families, in this order, in three queries (see ``load_cards``)."""
+def cards_of(
+    ids: list[int], viewer: Viewer, *, own_details_seen_by: Viewer | None = None
+) -> list[FamilyCard]:
+    """The cards of these families, in this order, in three queries (see ``load_cards``): THE card
+    builder of the directory, its class rosters, print, CSV and the preview.
+
+    ``own_details_seen_by`` (the preview): the viewer's own details as that other viewer would
+    see them; everyone else's stay as the viewer may see them, so previewing "as staff" never
+    opens a co-guardian's staff-only details to the person previewing.
+    """
     if not ids:
         return []
     cards = {family_id: FamilyCard(family_id, "") for family_id in ids}
@@ -271,7 +287,10 @@ def cards_of(ids: list[int], viewer: Viewer) -> list[FamilyCard]:
     for family_id, family_name, guardian_name, *owner in guardians:
         card = cards[family_id]
         card.name = family_name
-        contact = visible_contact(viewer, _Owner(*owner), frozenset(family_classes.get(family_id, ())))
+        seen_by = viewer
+        if own_details_seen_by is not None and owner[0] == viewer.membership_id:
+            seen_by = own_details_seen_by
+        contact = visible_contact(seen_by, _Owner(*owner), frozenset(family_classes.get(family_id, ())))
         card.guardians.append(GuardianCard(guardian_name, contact))
     for family_id, card in cards.items():
         card.children = sorted(kids.get(family_id, {}).values(), key=lambda child: child[0])
@@ -292,39 +311,6 @@ def _page_of_ids(ids_query, *, limit: int | None, offset: int) -> list[int]:
     if limit is not None:
         statement = statement.limit(limit)
     return list(db.session.scalars(statement))
-
-
-def cards_for(
-    families: list[Family],
-    viewer: Viewer,
-    names: dict[int, str],
-    own_details_seen_by: Viewer | None = None,
-) -> list[FamilyCard]:
-    """What the viewer may see of each family: approved, active guardians and their allowed details.
-
-    ``own_details_seen_by`` (the preview): the viewer's own details as that other viewer would
-    see them; everyone else's stay as the viewer may see them, so previewing "as staff" never
-    opens a co-guardian's staff-only details to the person previewing.
-    """
-    cards = []
-    for family in families:
-        family_classes = frozenset(e.class_id for s in family.students for e in s.enrollments)
-        card = FamilyCard(family.id, family.name)
-        for guardian in family.guardians:
-            owner = guardian.membership
-            if owner.status is not MembershipStatus.APPROVED or not owner.user.active:
-                continue
-            seen_by = viewer
-            if own_details_seen_by is not None and owner.id == viewer.membership_id:
-                seen_by = own_details_seen_by
-            card.guardians.append(
-                GuardianCard(owner.user.name, visible_contact(seen_by, owner, family_classes))
-            )
-        for student in sorted(family.students, key=lambda s: s.first_name):
-            card.children.append((student.first_name, [names[e.class_id] for e in student.enrollments]))
-        if card.guardians:
-            cards.append(card)
-    return cards
 
 
 def grades() -> list[str]:
