@@ -24,7 +24,7 @@ from app.consent import analytics, forms, ledger, policy, services
 from app.consent.account_routes import bp as account_bp
 from app.consent.school_routes import bp as school_bp
 from app.extensions import db
-from app.htmx import redirect_after_post
+from app.htmx import redirect_after_post, wants_fragment
 from app.models.base import utcnow
 from app.models.consent import ConsentKind
 from app.permissions import public, signed_in
@@ -111,8 +111,8 @@ def acknowledge(number: int):
     if not services.acknowledge(current_user, number):
         abort(404)
     db.session.commit()
-    if request.headers.get("HX-Request") == "true":
-        return render_template("consent/_banner_done.html")
+    if wants_fragment("consent-banner"):
+        return render_template("consent/partials/_banner_done.html")
     flash("Thank you. The notice stays under 'Policy changes' at the bottom of every page.", "success")
     return redirect_after_post(safe_next(request.form.get("next")) or url_for("main.home"))
 

@@ -6,7 +6,7 @@ from flask import Blueprint, abort, flash, make_response, render_template, reque
 from flask_login import current_user
 
 from app.extensions import csrf, db
-from app.htmx import redirect_after_post, render
+from app.htmx import redirect_after_post, render, wants_fragment
 from app.mail import preferences
 from app.models import Category, DeliveryMode
 from app.permissions import public, signed_in
@@ -89,6 +89,6 @@ def set_preference(category: str):
         return _settings_page(400, (Category(known), message), block="rows", target="email-settings")
     db.session.commit()
     flash(f"{chosen_category.label}: saved.", "success")
-    if request.headers.get("HX-Request") == "true":
+    if wants_fragment("email-settings"):
         return _settings_page(block="rows", target="email-settings")
     return redirect_after_post(url_for("unsubscribe.preferences"))
