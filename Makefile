@@ -1,17 +1,21 @@
 # Two commands matter: `make run` and `make test`. Both build .venv on first use.
-PYTHON ?= python3
+# .python-version names the Python that Heroku's buildpack, CI and this Makefile use; where that
+# exact interpreter is missing (a laptop with only a newer one), python3 is used instead.
+PYTHON_VERSION := $(shell cat .python-version)
+PYTHON ?= $(shell command -v python$(PYTHON_VERSION) 2>/dev/null || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 5000
 export FLASK_APP := app:create_app
 
-.PHONY: run test lint format bench worker clean
+.PHONY: run test lint format typecheck lock bench worker clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
+# requirements-dev.txt is the full lock (runtime and tools, every transitive package pinned).
 $(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
@@ -36,9 +40,21 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
 format: $(VENV)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## lock: recompile both locks from pyproject.toml, keeping every pin that still fits.
+## `make lock PIP_COMPILE_ARGS=--upgrade` (or `--upgrade-package NAME`) moves them on.
+PIP_COMPILE := $(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links
+lock: $(VENV)/.installed
+	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_COMPILE) $(PIP_COMPILE_ARGS) \
+		--output-file=requirements.txt pyproject.toml
+	CUSTOM_COMPILE_COMMAND="make lock" $(PIP_COMPILE) $(PIP_COMPILE_ARGS) --extra=dev \
+		--constraint=requirements.txt --output-file=requirements-dev.txt pyproject.toml
 
 ## bench: the directory benchmark (PostgreSQL database bench_directory is DROPPED and rebuilt)
 bench: $(VENV)/.installed

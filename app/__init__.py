@@ -16,7 +16,8 @@ def create_app(config: Config | None = None) -> Flask:
     app.config.from_object(config)
     app.config["ENV_NAME"] = config.ENV_NAME
     if app.config["BEHIND_PROXY"]:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)
+        # Flask's documented way to add middleware; its types call wsgi_app a method, not a slot.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
     register_extensions(app)
     register_request_hooks(app)
     register_blueprints(app)

@@ -1,5 +1,7 @@
 """Extensions, created unbound here and bound to an app in ``create_app``."""
 
+from typing import TYPE_CHECKING
+
 from flask_limiter import Limiter
 from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
@@ -25,6 +27,18 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
+
+# Models subclass ``Model``, which is ``db.Model``. A type checker cannot follow a base class
+# made at run time, so it is shown the class that Flask-SQLAlchemy builds from ``Base``.
+if TYPE_CHECKING:
+    from flask_sqlalchemy.model import Model as _FlaskModel
+
+    class Model(_FlaskModel, Base):
+        """``db.Model``: our declarative base with Flask-SQLAlchemy's model mixin."""
+
+        __abstract__ = True
+else:
+    Model = db.Model
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()

@@ -81,7 +81,8 @@ def configure_logging(app: Flask) -> None:
             "Exception on %s %s: %s\n%s", request.method, rule, _class_name(error), scrubbed_traceback(error)
         )
 
-    app.log_exception = log_exception
+    # Replaced on this app alone (Flask's types treat methods as read-only; Python does not).
+    app.log_exception = log_exception  # type: ignore[method-assign]
 
     @app.before_request
     def _start():

@@ -10,11 +10,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, TypeVar
 
 from flask import abort, current_app, g, redirect, request, url_for
 from flask_login import current_user
 
 from app.models import PlatformRole, Role
+
+# A view function; the access decorators hand it back with its own type.
+ViewT = TypeVar("ViewT", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True)
@@ -162,14 +166,15 @@ class Access(StrEnum):
     PLATFORM = "platform staff"
 
 
-def _declare(access: Access, permissions: tuple[str, ...] = ()) -> Callable:
+def _declare(access: Access, permissions: tuple[str, ...] = ()) -> Callable[[ViewT], ViewT]:
     for permission in permissions:
         if access is not Access.PLATFORM and permission not in BY_KEY:
             raise KeyError(f"{permission!r} is not in the permission catalogue")
 
-    def decorate(view: Callable) -> Callable:
-        view.access = access
-        view.access_permissions = permissions
+    def decorate(view: ViewT) -> ViewT:
+        # Kept on the function itself (read back by declared_access); a function's type has no
+        # attributes of its own to assign, so they go into its __dict__.
+        vars(view).update(access=access, access_permissions=permissions)
         return view
 
     return decorate

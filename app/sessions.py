@@ -11,7 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TypedDict
 
 from flask import Flask, Request, Response
 from flask.sessions import SessionInterface, SessionMixin
@@ -52,10 +53,22 @@ class ServerSession(CallbackDict, SessionMixin):
         self.modified = True
 
 
+class _CookieArgs(TypedDict):
+    """What setting and deleting the session cookie share."""
+
+    domain: str | None
+    path: str
+    secure: bool
+    httponly: bool
+    samesite: str | None
+
+
 class DatabaseSessionInterface(SessionInterface):
     """Keep session data in the database through its own connection, apart from the request's."""
 
     def _signer(self, app: Flask) -> Signer:
+        if app.secret_key is None:  # every config sets one; production refuses to start without
+            raise RuntimeError("SECRET_KEY is not set: session cookies cannot be signed.")
         return Signer(app.secret_key, salt="server-session")
 
     def open_session(self, app: Flask, request: Request) -> ServerSession:
@@ -79,9 +92,11 @@ class DatabaseSessionInterface(SessionInterface):
             return ServerSession()
         return ServerSession(json.loads(row.data), session_id, row.expires_at)
 
-    def save_session(self, app: Flask, session: ServerSession, response: Response) -> None:
+    def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
+        if not isinstance(session, ServerSession):  # open_session makes every session
+            raise TypeError(f"Expected a ServerSession, got {type(session).__name__}.")
         name = self.get_cookie_name(app)
-        cookie_args = {
+        cookie_args: _CookieArgs = {
             "domain": self.get_cookie_domain(app),
             "path": self.get_cookie_path(app),
             "secure": self.get_cookie_secure(app),
@@ -104,24 +119,24 @@ class DatabaseSessionInterface(SessionInterface):
             self._delete(session.session_id)
             session.session_id = None
         is_new = session.session_id is None
-        if is_new:
-            session.session_id = secrets.token_urlsafe(32)
-        self._write(session, expires_at, is_new)
+        session_id = session.session_id or secrets.token_urlsafe(32)
+        session.session_id = session_id
+        self._write(session, session_id, expires_at, is_new)
         response.set_cookie(
             name,
-            self._signer(app).sign(session.session_id).decode(),
+            self._signer(app).sign(session_id).decode(),
             expires=expires_at,
             **cookie_args,
         )
         response.vary.add("Cookie")
 
-    def _write(self, session: ServerSession, expires_at, is_new: bool) -> None:
+    def _write(self, session: ServerSession, session_id: str, expires_at: datetime, is_new: bool) -> None:
         values = {
             "data": json.dumps(dict(session), default=str),
             "user_id": _user_id(session),
             "expires_at": expires_at,
         }
-        id_hash = hash_id(session.session_id)
+        id_hash = hash_id(session_id)
         with db.engine.begin() as conn:
             if is_new:
                 conn.execute(insert(WebSession).values(id_hash=id_hash, created_at=utcnow(), **values))

@@ -16,6 +16,7 @@ from flask import g, has_app_context
 from sqlalchemy import Table, event, select
 from sqlalchemy.orm import ORMExecuteState, Session, joinedload, with_loader_criteria
 from sqlalchemy.sql import visitors
+from sqlalchemy.sql.elements import ClauseElement
 
 from app.models.base import SchoolScoped
 
@@ -65,17 +66,21 @@ def bind_request(school_id: int) -> None:
 
 @cache
 def _school_tables() -> frozenset:
-    from app.extensions import db
+    from app.extensions import Model
 
     return frozenset(
-        mapper.local_table for mapper in db.Model.registry.mappers if issubclass(mapper.class_, SchoolScoped)
+        mapper.local_table for mapper in Model.registry.mappers if issubclass(mapper.class_, SchoolScoped)
     )
 
 
 def _touches_school_data(state: ORMExecuteState) -> bool:
     """Does any part of the statement (subqueries and joins included) read a school table?"""
+    statement = state.statement
+    if not isinstance(statement, ClauseElement):
+        # Selects, updates and deletes always are clause elements; anything else fails closed.
+        raise TenancyError(f"Cannot tell which tables a {type(statement).__name__} reads.")
     tables = _school_tables()
-    return any(isinstance(e, Table) and e in tables for e in visitors.iterate(state.statement))
+    return any(isinstance(e, Table) and e in tables for e in visitors.iterate(statement))
 
 
 def _scope_statement(state: ORMExecuteState) -> None:

@@ -108,7 +108,7 @@ def may_delete(event: Event) -> bool:
 def save_event(event: Event | None, *, title, starts_at, ends_at, location, description, class_id) -> Event:
     """Create or change an event (times already in UTC), audited."""
     created = event is None
-    if created:
+    if event is None:
         event = Event(created_by_id=g.membership.id)
         db.session.add(event)
     event.title = title.strip()

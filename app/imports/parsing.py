@@ -175,9 +175,9 @@ def check_against_school(parsed: ParsedFile, classes: list[tuple[int, str, str]]
     found: dict[int, int] = {}
     seen: dict[tuple, int] = {}
     for row in parsed.rows:
-        class_id = _resolve_class(row, by_name)
-        if class_id is not None:
-            found[row.line] = class_id
+        resolved = _resolve_class(row, by_name)
+        if resolved is not None:
+            found[row.line] = resolved
         if all(row.key):
             if row.key in seen:
                 row.errors.append(f"Duplicate of line {seen[row.key]} (same family, guardian and child).")

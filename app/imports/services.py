@@ -36,7 +36,7 @@ from app.models import (
     Student,
     User,
 )
-from app.models.base import utcnow
+from app.models.base import rowcount, utcnow
 from app.models.imports import ImportedFamily, ImportRun, ImportStatus
 from app.urls import external_url
 
@@ -65,7 +65,9 @@ def check(text: str) -> Checked:
     """Parse and check a file's text against the current school's classes (FileProblem if unreadable)."""
     parsed = parse(text)
     classes = db.session.execute(select(SchoolClass.id, SchoolClass.name, SchoolClass.grade)).all()
-    return Checked(parsed, check_against_school(parsed, [tuple(c) for c in classes]))
+    return Checked(
+        parsed, check_against_school(parsed, [(c_id, name, grade) for c_id, name, grade in classes])
+    )
 
 
 def read_upload(raw: bytes) -> tuple[str, Checked]:
@@ -141,13 +143,13 @@ def plan(rows: list[Row]) -> Plan:
         )
     existing_users = {uid: email for email, uid in result.users.items() if uid is not None}
     for ids in _chunks(list(existing_users)):
-        statement = select(Membership.user_id, Membership.id).where(Membership.user_id.in_(ids))
-        result.members.update({existing_users[uid]: mid for uid, mid in db.session.execute(statement)})
+        memberships = select(Membership.user_id, Membership.id).where(Membership.user_id.in_(ids))
+        result.members.update({existing_users[uid]: mid for uid, mid in db.session.execute(memberships)})
     family_ids = [fid for fid in result.families.values() if fid is not None]
     for ids in _chunks(family_ids):
         result.guardians.update(
-            tuple(r)
-            for r in db.session.execute(
+            (family_id, membership_id)
+            for family_id, membership_id in db.session.execute(
                 select(Guardian.family_id, Guardian.membership_id).where(Guardian.family_id.in_(ids))
             )
         )
@@ -159,8 +161,8 @@ def plan(rows: list[Row]) -> Plan:
         result.students.update({(f, first, last): sid for f, first, last, sid in students})
     for ids in _chunks(list(result.students.values())):
         result.enrollments.update(
-            tuple(r)
-            for r in db.session.execute(
+            (student_id, class_id)
+            for student_id, class_id in db.session.execute(
                 select(Enrollment.student_id, Enrollment.class_id).where(Enrollment.student_id.in_(ids))
             )
         )
@@ -187,7 +189,9 @@ def apply(checked: Checked, school: School, *, progress: Callable[[int], None] =
     new_family_ids = _insert_returning(
         Family, [{"school_id": sid, "name": found.family_names[k]} for k in new_keys]
     )
-    families = {**found.families, **dict(zip(new_keys, new_family_ids, strict=True))}
+    # Every key has an id now: the ones found, and the ones just inserted (new_keys were the rest).
+    families = {key: fid for key, fid in found.families.items() if fid is not None}
+    families |= dict(zip(new_keys, new_family_ids, strict=True))
     if new_keys:
         db.session.execute(
             insert(ImportedFamily),
@@ -306,7 +310,7 @@ def start(run: ImportRun) -> bool:
         .values(status=ImportStatus.QUEUED, queued_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    if not claimed.rowcount:
+    if not rowcount(claimed):
         db.session.rollback()  # SQLite locks on any UPDATE, even one that matched nothing
         return False
     db.session.refresh(run)
@@ -315,7 +319,7 @@ def start(run: ImportRun) -> bool:
 
 def run_import(run: ImportRun) -> None:
     """Apply a queued run in one transaction; on any failure nothing is written and the run says so."""
-    school = db.session.get(School, run.school_id)
+    school = db.session.get_one(School, run.school_id)
     run_id = run.id
     running = db.session.execute(
         update(ImportRun)
@@ -324,7 +328,7 @@ def run_import(run: ImportRun) -> None:
         .execution_options(synchronize_session=False)
     )
     db.session.commit()
-    if not running.rowcount:
+    if not rowcount(running):
         return  # another job (a run started again) has it, or it is finished
     db.session.refresh(run)
     try:
@@ -332,7 +336,7 @@ def run_import(run: ImportRun) -> None:
         if not checked.ok:
             raise FileProblem("The file no longer checks out (a class may have changed): upload it again.")
         counts = apply(checked, school, progress=lambda done: _report_progress(run_id, done))
-        run = db.session.get(ImportRun, run_id)
+        run = db.session.get_one(ImportRun, run_id)
         run.status, run.summary, run.processed_rows = ImportStatus.DONE, counts, run.total_rows
         run.content = None  # the file's people now live in the directory; don't keep a second copy
         run.finished_at = utcnow()
@@ -345,7 +349,7 @@ def run_import(run: ImportRun) -> None:
         db.session.rollback()
         if not isinstance(error, FileProblem):
             log.exception("import run %s failed", run_id)
-        run = db.session.get(ImportRun, run_id)
+        run = db.session.get_one(ImportRun, run_id)
         run.status, run.finished_at = ImportStatus.FAILED, utcnow()
         run.failure = (
             str(error)[:500]
@@ -364,9 +368,7 @@ def _report_progress(run_id: int, done: int) -> None:
     if db.engine.dialect.name == "sqlite":
         return
     with db.engine.begin() as connection:
-        connection.execute(
-            update(ImportRun.__table__).where(ImportRun.__table__.c.id == run_id).values(processed_rows=done)
-        )
+        connection.execute(update(ImportRun).where(ImportRun.id == run_id).values(processed_rows=done))
 
 
 @jobs.job

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import overload
 
 from flask import Flask, current_app
 
@@ -78,6 +79,14 @@ class MailBackend:
 
 
 _PLACEHOLDER = re.compile(r"%recipient\.([A-Za-z0-9_]+)%")
+
+
+@overload
+def personalise(text: str, variables: dict[str, str]) -> str: ...
+@overload
+def personalise(text: None, variables: dict[str, str]) -> None: ...
+@overload
+def personalise(text: str | None, variables: dict[str, str]) -> str | None: ...
 
 
 def personalise(text: str | None, variables: dict[str, str]) -> str | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from itertools import groupby
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 
 from app import jobs
 from app.extensions import db
@@ -17,6 +17,9 @@ from app.mail.jobs import NOT_A_MEMBER, approved_memberships
 from app.mail.outbox import queue_email
 from app.models import DeliveryStatus, MailDelivery, MailMessage, User
 from app.models.base import utcnow
+
+# One held delivery with its message, as the digest query returns them.
+Held = Row[MailDelivery, MailMessage]
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +36,8 @@ def send_digests() -> dict:
         .where(MailDelivery.status == DeliveryStatus.DIGEST, MailDelivery.user_id.is_not(None))
         .order_by(MailDelivery.user_id, MailMessage.category, MailMessage.created_at)
     ).all()
-    users = _users({delivery.user_id for delivery, _ in held})
+    # The query keeps only deliveries with an account; the test says so to the type checker too.
+    users = _users({delivery.user_id for delivery, _ in held if delivery.user_id is not None})
     members = _members(held)
     digests = 0
     for (user_id, category), group in groupby(held, key=lambda row: (row[0].user_id, row[1].category)):
@@ -63,15 +67,17 @@ def send_digests() -> dict:
 def _members(held) -> set[tuple[int, int]]:
     """(school id, user id) of the approved memberships behind the held items, in one query."""
     schools = {message.school_id for _, message in held if message.school_id is not None}
-    return approved_memberships(schools, {delivery.user_id for delivery, _ in held})
+    return approved_memberships(schools, {d.user_id for d, _ in held if d.user_id is not None})
 
 
-def _drop_left_schools(items, members: set[tuple[int, int]]) -> list:
+def _drop_left_schools(items: list[Held], members: set[tuple[int, int]]) -> list[Held]:
     """Skip the items of a school the person no longer belongs to; the rest still go."""
-    kept, left = [], []
-    for delivery, message in items:
+    kept: list[Held] = []
+    left: list[Held] = []
+    for item in items:
+        delivery, message = item
         belongs = message.school_id is None or (message.school_id, delivery.user_id) in members
-        (kept if belongs else left).append((delivery, message))
+        (kept if belongs else left).append(item)
     _settle(left, DeliveryStatus.SKIPPED, NOT_A_MEMBER)
     return kept
 

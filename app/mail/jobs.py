@@ -120,7 +120,7 @@ def _send_batch(message: MailMessage, claimed: list[MailDelivery]) -> dict[str, 
     """Sort a claimed batch into skipped, digest and to-send; send the last in one call."""
     users = _users_of(claimed)
     for delivery in claimed:
-        user = users.get(delivery.user_id)
+        user = _user_of(delivery, users)
         if user is not None and not delivery.address_fixed:
             delivery.to_email = user.email  # the address now, not when the message was written
     modes = modes_for(users, message.category)
@@ -151,6 +151,11 @@ def _users_of(deliveries: list[MailDelivery]) -> dict[int, User]:
     if not ids:
         return {}
     return {u.id: u for u in db.session.scalars(select(User).where(User.id.in_(ids)))}
+
+
+def _user_of(delivery: MailDelivery, users: dict[int, User]) -> User | None:
+    """The delivery's account among ``users``; None when it has none (deleted) or it is not there."""
+    return users.get(delivery.user_id) if delivery.user_id is not None else None
 
 
 def _members_now(message: MailMessage, users: dict[int, User]) -> set[int] | None:
@@ -238,7 +243,7 @@ def _batch(message: MailMessage, deliveries: list[MailDelivery], users: dict[int
         tag=message.category.value,
         headers=headers,
         recipients=[
-            Recipient(d.id, d.to_email, link(users.get(d.user_id)) if link else {}) for d in deliveries
+            Recipient(d.id, d.to_email, link(_user_of(d, users)) if link else {}) for d in deliveries
         ],
     )
 

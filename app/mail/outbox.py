@@ -88,8 +88,7 @@ def _insert_deliveries(message: MailMessage, recipients: Iterable[User], to_emai
 
 def _copy_deliveries(message: MailMessage, people: Select) -> None:
     """One delivery row per (user id, email) row of ``people``, as INSERT ... SELECT in the database."""
-    people = people.subquery()
-    user_id, email = people.c
+    user_id, email = people.subquery().c
     rows = select(literal(message.id), user_id, email, false())
     columns = ["message_id", "user_id", "to_email", "address_fixed"]
     db.session.execute(insert(MailDelivery).from_select(columns, rows))

@@ -38,7 +38,7 @@ from app.models import (
     User,
     listed_membership,
 )
-from app.models.base import utcnow
+from app.models.base import rowcount, utcnow
 from app.permissions import can
 
 TEMPLATE = "announcement"
@@ -389,24 +389,28 @@ def cancel(message: MailMessage) -> int:
     if not is_waiting_for_its_time(message):
         raise CancelRefused(GONE_OUT)
     now = utcnow()
-    claimed = db.session.execute(
-        update(MailMessage)
-        .where(
-            MailMessage.id == message.id,
-            MailMessage.cancelled_at.is_(None),
-            MailMessage.scheduled_for > now,
+    claimed = rowcount(
+        db.session.execute(
+            update(MailMessage)
+            .where(
+                MailMessage.id == message.id,
+                MailMessage.cancelled_at.is_(None),
+                MailMessage.scheduled_for > now,
+            )
+            .values(cancelled_at=now, cancelled_by_id=current_user.id)
+            .execution_options(synchronize_session=False)
         )
-        .values(cancelled_at=now, cancelled_by_id=current_user.id)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    )
     if claimed != 1:
         raise CancelRefused("This message has already been cancelled, or has gone out.")
-    skipped = db.session.execute(
-        update(MailDelivery)
-        .where(MailDelivery.message_id == message.id, MailDelivery.status == DeliveryStatus.PENDING)
-        .values(status=DeliveryStatus.SKIPPED, last_error="cancelled before it was sent", updated_at=now)
-        .execution_options(synchronize_session=False)
-    ).rowcount
+    skipped = rowcount(
+        db.session.execute(
+            update(MailDelivery)
+            .where(MailDelivery.message_id == message.id, MailDelivery.status == DeliveryStatus.PENDING)
+            .values(status=DeliveryStatus.SKIPPED, last_error="cancelled before it was sent", updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    )
     if _any_going_out(message.id):
         raise CancelRefused(GONE_OUT)
     audit.record("message.cancelled", target=message.subject, deliveries=skipped)

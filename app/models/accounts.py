@@ -7,11 +7,11 @@ from datetime import datetime
 from sqlalchemy import JSON, ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.base import UTCDateTime, utcnow
 
 
-class WebSession(db.Model):
+class WebSession(Model):
     """A browser session; the cookie holds only a signed random id, this row holds the rest."""
 
     id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -21,7 +21,7 @@ class WebSession(db.Model):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
 
 
-class AccountToken(db.Model):
+class AccountToken(Model):
     """A single-use token sent by email; only its hash is stored."""
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -7,12 +7,12 @@ from datetime import datetime
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, String, event
 from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.base import SchoolScoped, UTCDateTime, utcnow
 from app.models.people import User
 
 
-class AuditEntry(SchoolScoped, db.Model):
+class AuditEntry(SchoolScoped, Model):
     """One action in a school; rows are only ever added (see ``_refuse_changes``)."""
 
     __table_args__ = (Index("ix_audit_school_created", "school_id", "created_at"),)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import ForeignKey, Integer
+from sqlalchemy import CursorResult, ForeignKey, Integer, Result
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -12,6 +12,17 @@ from sqlalchemy.types import DateTime, TypeDecorator
 def utcnow() -> datetime:
     """The current time, timezone-aware in UTC (tests move it with time-machine)."""
     return datetime.now(UTC)
+
+
+def rowcount(result: Result) -> int:
+    """How many rows an UPDATE or DELETE run through the session matched.
+
+    ``Session.execute`` is typed as returning a ``Result``; for these statements it is a
+    ``CursorResult``, which is what carries the count.
+    """
+    if not isinstance(result, CursorResult):
+        raise TypeError(f"{type(result).__name__} carries no row count (not an UPDATE or DELETE?)")
+    return result.rowcount
 
 
 class UTCDateTime(TypeDecorator):

@@ -7,12 +7,12 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.base import SchoolScoped, UTCDateTime, utcnow
 from app.models.directory import SchoolClass
 
 
-class Event(SchoolScoped, db.Model):
+class Event(SchoolScoped, Model):
     """An event for the whole school (no class) or for one class; times are stored in UTC."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -31,7 +31,7 @@ class Event(SchoolScoped, db.Model):
     school_class: Mapped[SchoolClass | None] = relationship()
 
 
-class CalendarFeed(SchoolScoped, db.Model):
+class CalendarFeed(SchoolScoped, Model):
     """A person's secret iCalendar feed address: only the token's SHA-256 is stored."""
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.base import SchoolScoped, UTCDateTime, utcnow
 
 # A material change reaches existing users this long after they were told (P13).
@@ -30,7 +30,7 @@ def _enum(cls):
     return Enum(cls, native_enum=False, length=30, values_callable=lambda e: [m.value for m in e])
 
 
-class PolicyVersion(db.Model):
+class PolicyVersion(Model):
     """One version of the privacy policy: a draft until posted, then fixed for good."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -106,7 +106,7 @@ class ConsentKind(enum.StrEnum):
         }[self.value]
 
 
-class ConsentEvent(db.Model):
+class ConsentEvent(Model):
     """One line of a person's consent ledger; rows are only ever added."""
 
     __table_args__ = (
@@ -140,7 +140,7 @@ class ExportStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-class DataExport(SchoolScoped, db.Model):
+class DataExport(SchoolScoped, Model):
     """A school's data, built by the worker and downloadable once with a random, expiring link."""
 
     id: Mapped[int] = mapped_column(primary_key=True)

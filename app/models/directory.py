@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.base import SchoolScoped, UTCDateTime, utcnow
 from app.models.people import Membership
 
@@ -20,7 +20,7 @@ class ClassRole(enum.StrEnum):
     ROOM_PARENT = "room_parent"
 
 
-class SchoolClass(SchoolScoped, db.Model):
+class SchoolClass(SchoolScoped, Model):
     """A class (homeroom) in one school year."""
 
     __tablename__ = "school_class"
@@ -34,7 +34,7 @@ class SchoolClass(SchoolScoped, db.Model):
     enrollments: Mapped[list[Enrollment]] = relationship(back_populates="school_class")
 
 
-class ClassHelper(SchoolScoped, db.Model):
+class ClassHelper(SchoolScoped, Model):
     """A teacher or room parent of a class."""
 
     __table_args__ = (UniqueConstraint("class_id", "membership_id", "role"),)
@@ -50,7 +50,7 @@ class ClassHelper(SchoolScoped, db.Model):
     membership: Mapped[Membership] = relationship()
 
 
-class Family(SchoolScoped, db.Model):
+class Family(SchoolScoped, Model):
     """A household: one or more guardians and one or more students."""
 
     __table_args__ = (UniqueConstraint("school_id", "invite_code"),)
@@ -65,7 +65,7 @@ class Family(SchoolScoped, db.Model):
     students: Mapped[list[Student]] = relationship(back_populates="family")
 
 
-class Guardian(SchoolScoped, db.Model):
+class Guardian(SchoolScoped, Model):
     """A member who is a parent or carer in a family."""
 
     __table_args__ = (UniqueConstraint("family_id", "membership_id"),)
@@ -78,7 +78,7 @@ class Guardian(SchoolScoped, db.Model):
     membership: Mapped[Membership] = relationship()
 
 
-class Student(SchoolScoped, db.Model):
+class Student(SchoolScoped, Model):
     """A child at the school."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -90,7 +90,7 @@ class Student(SchoolScoped, db.Model):
     enrollments: Mapped[list[Enrollment]] = relationship(back_populates="student")
 
 
-class Enrollment(SchoolScoped, db.Model):
+class Enrollment(SchoolScoped, Model):
     """A student's place in a class."""
 
     __table_args__ = (UniqueConstraint("student_id", "class_id"),)
@@ -111,7 +111,7 @@ class ChangeStatus(enum.StrEnum):
     REJECTED = "rejected"
 
 
-class EnrollmentChange(SchoolScoped, db.Model):
+class EnrollmentChange(SchoolScoped, Model):
     """A family asks to move a child to another class, or to add one; it waits for approval.
 
     Kept apart from Enrollment on purpose: every roster, directory and visibility query reads

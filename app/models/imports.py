@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import JSON, Enum, ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.base import SchoolScoped, UTCDateTime, utcnow
 
 
@@ -26,7 +26,7 @@ class ImportStatus(enum.StrEnum):
         return self in (ImportStatus.DONE, ImportStatus.FAILED)
 
 
-class ImportRun(SchoolScoped, db.Model):
+class ImportRun(SchoolScoped, Model):
     """One uploaded CSV: its text until applied, then counts of what it changed."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -53,7 +53,7 @@ class ImportRun(SchoolScoped, db.Model):
         return 100 if not self.total_rows else min(100, round(100 * self.processed_rows / self.total_rows))
 
 
-class ImportedFamily(SchoolScoped, db.Model):
+class ImportedFamily(SchoolScoped, Model):
     """The school's own key for a family (from its spreadsheet), so a re-import finds it again."""
 
     __table_args__ = (UniqueConstraint("school_id", "family_key"),)

@@ -9,7 +9,7 @@ from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Integer, String, Text, U
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.base import UTCDateTime, utcnow
 
 
@@ -81,7 +81,7 @@ def _enum(cls):
     return Enum(cls, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e])
 
 
-class MailMessage(db.Model):
+class MailMessage(Model):
     """One email as written: rendered subject and bodies, its category and its school."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -108,7 +108,7 @@ class MailMessage(db.Model):
     deliveries: Mapped[list[MailDelivery]] = relationship(back_populates="message")
 
 
-class MailDelivery(db.Model):
+class MailDelivery(Model):
     """One recipient of one message, and what happened when the worker tried to send it."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -133,7 +133,7 @@ class MailDelivery(db.Model):
     message: Mapped[MailMessage] = relationship(back_populates="deliveries")
 
 
-class MailPreference(db.Model):
+class MailPreference(Model):
     """A person's choice for one optional category (no row: immediately)."""
 
     __table_args__ = (UniqueConstraint("user_id", "category"),)
@@ -145,7 +145,7 @@ class MailPreference(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
-class Suppression(db.Model):
+class Suppression(Model):
     """An address we must not mail, learnt from the provider (bounce, complaint, unsubscribe).
 
     Kept here rather than in Mailgun's per-domain lists, which would also block the
@@ -160,14 +160,14 @@ class Suppression(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
-class WebhookToken(db.Model):
+class WebhookToken(Model):
     """A webhook token already accepted: a second delivery of it is a replay."""
 
     token: Mapped[str] = mapped_column(String(100), primary_key=True)
     seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
 
 
-class DevMail(db.Model):
+class DevMail(Model):
     """An email caught by the development backend, shown in the development mailbox."""
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -11,7 +11,7 @@ from sqlalchemy import Boolean, ColumnElement, Enum, ForeignKey, String, UniqueC
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.base import SchoolScoped, UTCDateTime, utcnow
 
 
@@ -71,7 +71,7 @@ class PlatformRole(enum.StrEnum):
         return {"support": "Platform support", "admin": "Platform administrator"}[self.value]
 
 
-class School(db.Model):
+class School(Model):
     """A tenant: one school and its invitation code."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -90,7 +90,7 @@ class School(db.Model):
     approval_role: Mapped[Role] = _enum_column(Role, default=Role.STAFF, server_default=Role.STAFF.value)
 
 
-class User(UserMixin, db.Model):
+class User(UserMixin, Model):
     """One person's account, shared by all the schools they belong to."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -115,7 +115,7 @@ class User(UserMixin, db.Model):
         return self.active
 
 
-class Membership(SchoolScoped, db.Model):
+class Membership(SchoolScoped, Model):
     """A person's place in one school: role, approval status and permission changes."""
 
     __table_args__ = (UniqueConstraint("school_id", "user_id"),)
@@ -165,7 +165,7 @@ def listed_membership() -> ColumnElement[bool]:
     return and_(Membership.status == MembershipStatus.APPROVED, User.active.is_(True))
 
 
-class PermissionChange(SchoolScoped, db.Model):
+class PermissionChange(SchoolScoped, Model):
     """A single permission granted to, or revoked from, one member on top of the role."""
 
     __table_args__ = (UniqueConstraint("membership_id", "permission"),)

@@ -14,7 +14,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, Enum, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.extensions import db
+from app.extensions import Model
 from app.models.base import SchoolScoped, UTCDateTime, utcnow
 from app.models.people import User
 
@@ -56,7 +56,7 @@ def _enum(cls):
     return Enum(cls, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e])
 
 
-class SupportRequest(db.Model):
+class SupportRequest(Model):
     """One question to the platform's support team, and its progress to Zendesk."""
 
     __tablename__ = "support_request"
@@ -97,7 +97,7 @@ class SupportRequest(db.Model):
         return self.status in (SupportStatus.FORWARDED, SupportStatus.FAILED)
 
 
-class SupportGrant(SchoolScoped, db.Model):
+class SupportGrant(SchoolScoped, Model):
     """A school lets platform support read its data, read-only, for a limited time (P3).
 
     Active from ``starts_at`` until ``expires_at`` unless revoked earlier; rows are kept after

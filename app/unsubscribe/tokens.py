@@ -29,7 +29,11 @@ _BY_CODE = {code: category for category, code in _CODES.items()}
 
 
 def _signature(body: str) -> str:
-    key = hashlib.sha256(b"unsubscribe:" + current_app.secret_key.encode()).digest()
+    secret = current_app.secret_key
+    if not secret:  # every config sets one; production refuses to start without
+        raise RuntimeError("SECRET_KEY is not set: unsubscribe links cannot be signed.")
+    secret_bytes = secret if isinstance(secret, bytes) else secret.encode()
+    key = hashlib.sha256(b"unsubscribe:" + secret_bytes).digest()
     digest = hmac.new(key, body.encode(), hashlib.sha256).digest()[:18]
     return base64.urlsafe_b64encode(digest).decode().rstrip("=")
 
