@@ -495,6 +495,16 @@ def send_email(app) -> Callable[..., MailMessage]:
     return send
 
 
+_CSRF_TOKENS = re.compile(
+    r'(<meta name="csrf-token" content="|<input[^>]*name="csrf_token"[^>]*value=")[^"]*"'
+)
+
+
+def without_csrf_tokens(page: str) -> str:
+    """The page with every CSRF token (meta tag and form fields) masked: they carry a timestamp."""
+    return _CSRF_TOKENS.sub(r'\1…"', page)
+
+
 def sign_in(client: HtmxClient, email: str, password: str = PASSWORD):
     """Sign in through the real form; returns the response."""
     return client.form("/sign-in", {"email": email, "password": password})
