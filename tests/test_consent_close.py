@@ -29,6 +29,8 @@ from app.models.audit import AuditEntry
 from app.models.consent import ConsentEvent, ConsentKind
 from tests.conftest import PASSWORD, sign_in
 
+# Everyone joins at CLOCK_START (the module runs on the clock fixture), before T0 on any day.
+pytestmark = pytest.mark.usefixtures("clock")
 T0 = datetime(2027, 9, 6, 8, 0, tzinfo=UTC)  # after everyone in the fixture joined
 CLOSING = "Quentin Quellbrook"
 
