@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from app import tenancy
 from app.extensions import db
-from app.models import ClassHelper, ClassRole, Membership, Role, SchoolClass
+from app.models import ClassHelper, ClassRole, Membership, MembershipStatus, Role, SchoolClass
 from app.models.audit import AuditEntry
 from tests.conftest import assert_constant_queries, sign_in
 
@@ -216,3 +216,18 @@ def test_admin_pages_run_the_same_queries_for_10_or_200_rows(admin_client, make_
     assert_constant_queries(
         [(admin_client, url) for url in ("/classes/", "/classes/staff", "/classes/new")], add
     )
+
+
+def test_class_page_lists_only_approved_helpers(client, make_school, make_member, make_class):
+    school = make_school()
+    helpers = [
+        (make_member(school, status=status, name=name), ClassRole.TEACHER)
+        for status, name in (
+            (MembershipStatus.PENDING, "Paula Pending"),
+            (MembershipStatus.REJECTED, "Rita Rejected"),
+        )
+    ]
+    birch = make_class(school, "Birch", grade="Grade 1", helpers=helpers)
+    sign_in(client, make_member(school).user.email)
+    page = client.get(f"/classes/{birch.id}").get_data(as_text=True)
+    assert "Paula Pending" not in page and "Rita Rejected" not in page

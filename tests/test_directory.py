@@ -337,3 +337,19 @@ def test_query_counts_do_not_grow_with_the_data(client, make_school, make_member
     _bulk_families(school, school_class, 990, 10)
     large = counts()
     assert small == large
+
+
+def test_a_pending_co_guardians_name_finds_nothing_and_unlisted_families_are_not_counted(
+    client, make_school, make_member, make_class, make_family
+):
+    school = make_school()
+    birch = make_class(school, "Birch", grade="Grade 1")
+    approved = make_member(school, name="Anna Approved")
+    pending = make_member(school, status=MembershipStatus.PENDING, name="Zephyrine Pendingname")
+    only_pending = make_member(school, status=MembershipStatus.PENDING, name="Otto Onlypending")
+    make_family(school, [approved, pending], "Shared family", [("Kit", "Shared", [birch.id])])
+    make_family(school, [only_pending], "Hidden family", [("Kit", "Shared", [birch.id])])
+    sign_in(client, make_member(school, role=Role.STAFF).user.email)
+    assert "0 families" in client.get("/directory/?q=zephyrine").get_data(as_text=True)
+    everything = client.get("/directory/").get_data(as_text=True)
+    assert "1 family" in everything and "Hidden family" not in everything

@@ -401,3 +401,10 @@ def test_a_failed_worker_job_leaves_no_message_for_rq_to_log_or_store(app):
     assert isinstance(error, jobs.JobFailed)
     assert "ValueError" in str(error) and "failing_job" in str(error)
     assert "secret.person" not in str(error) and error.__context__ is None and error.__cause__ is None
+
+
+def test_odd_input_gives_clear_answers_not_500s(client, make_school, make_member):
+    sign_in(client, make_member(make_school(), role=Role.STAFF).user.email)
+    assert client.get("/directory/?page=%C2%B2&class_id=%C2%B2").status_code == 200
+    anonymous = client.application.test_client(use_cookies=False)
+    assert anonymous.get("/unsubscribe/abc.s.%C3%A9").status_code == 400

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import re
 import zlib
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -14,6 +16,7 @@ from app import tenancy
 from app.auth.services import deactivate_account
 from app.extensions import db
 from app.models import Role, SchoolClass, WebSession
+from app.models.base import utcnow
 from config import ProductionConfig
 from tests.conftest import PASSWORD, HtmxClient, make_config, sign_in
 
@@ -284,3 +287,24 @@ def test_the_development_server_does_not_log_paths(app):
     import logging
 
     assert not logging.getLogger("werkzeug").isEnabledFor(logging.INFO)
+
+
+def test_visitors_who_never_sign_in_get_short_sessions(client):
+    client.get("/sign-in")
+    row = db.session.scalar(select(WebSession))
+    assert row.expires_at - utcnow() <= timedelta(hours=2)
+
+
+def test_a_failing_request_logs_the_rule_not_the_path(build_app, caplog):
+    app = build_app(PROPAGATE_EXCEPTIONS=False)
+
+    @app.route("/boom/<token>")
+    def boom(token):
+        raise RuntimeError("boom")
+
+    from app.permissions import public
+
+    public(boom)
+    caplog.set_level(logging.ERROR)
+    assert app.test_client().get("/boom/secret-token-value").status_code == 500
+    assert "/boom/<token>" in caplog.text and "secret-token-value" not in caplog.text
