@@ -22,7 +22,6 @@ from app.models import (
     Membership,
     MembershipStatus,
     Role,
-    SchoolClass,
     Student,
     User,
 )
@@ -68,17 +67,11 @@ def _count(model) -> int:
 
 
 @pytest.fixture
-def school(make_school, make_member):
+def school(make_school, make_member, make_class):
     """A school with classes Rose (Grade 2) and Tulip (Grade 3), an admin signed in by the tests."""
     school = make_school(name="Linden School")
-    with tenancy.bound(school.id):
-        db.session.add_all(
-            [
-                SchoolClass(name="Rose", grade="Grade 2", school_year="2026-27"),
-                SchoolClass(name="Tulip", grade="Grade 3", school_year="2026-27"),
-            ]
-        )
-        db.session.commit()
+    make_class(school, "Rose", grade="Grade 2")
+    make_class(school, "Tulip", grade="Grade 3")
     school.admin = make_member(school, role=Role.ADMIN, email="admin@linden.example")
     return school
 

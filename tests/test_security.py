@@ -12,10 +12,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from app import tenancy
 from app.auth.services import deactivate_account
 from app.extensions import db
-from app.models import Role, SchoolClass, WebSession
+from app.models import Role, WebSession
 from app.models.base import utcnow
 from config import ProductionConfig
 from tests.conftest import PASSWORD, HtmxClient, make_config, sign_in
@@ -179,13 +178,10 @@ def _every_get_path(app, ids):
 
 
 @pytest.mark.parametrize("signed_in", [False, True])
-def test_security_headers_on_every_route(client, make_school, make_member, signed_in):
+def test_security_headers_on_every_route(client, make_school, make_member, make_class, signed_in):
     school = make_school()
     admin = make_member(school, role=Role.SUPERADMIN)
-    with tenancy.bound(school.id):
-        school_class = SchoolClass(name="Headers", grade="1", school_year="2026-27")
-        db.session.add(school_class)
-        db.session.commit()
+    school_class = make_class(school, "Headers", grade="1")
     if signed_in:
         sign_in(client, admin.user.email)
     ids = {"class_id": school_class.id, "membership_id": admin.id, "mail_id": 1, "filename": "css/app.css"}
