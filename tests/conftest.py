@@ -12,22 +12,40 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.message import Message
 from pathlib import Path
 
 import pytest
+import time_machine
 from flask import Flask
 from flask.globals import _cv_app
 from flask.testing import FlaskClient
 from sqlalchemy import event
 
-from app import create_app, tenancy
+from app import create_app, jobs, tenancy
 from app.auth.passwords import hash_password
 from app.extensions import db, limiter
-from app.models import Membership, MembershipStatus, Role, School, User
+from app.mail import queue_email
+from app.models import (
+    Category,
+    ClassHelper,
+    ClassRole,
+    MailMessage,
+    Membership,
+    MembershipStatus,
+    PermissionChange,
+    Role,
+    School,
+    SchoolClass,
+    User,
+)
+from app.models.base import utcnow
+from app.models.calendar import Event
+from app.models.support import SupportGrant
 from config import TestConfig
 
 PASSWORD = "correct horse battery"
@@ -118,6 +136,52 @@ def fake_process(module: str, *options: str) -> Iterator[str]:
                 process.wait(timeout=5)
             process.stdout.close()
     assert process.returncode == 0
+
+
+# The suite's "now" for tests on the clock fixture: a fixed Monday morning (winter in the
+# northern hemisphere), so every date a test writes reads the same on any day the suite runs.
+# Dates in tests are written at or after it, or relative to ``clock.now()``.
+CLOCK_START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+
+
+class Clock:
+    """The controlled clock (time_machine underneath): frozen until a test moves it."""
+
+    def __init__(self, traveller: time_machine.Traveller):
+        self._traveller = traveller
+
+    def now(self) -> datetime:
+        """The clock's current moment, in UTC."""
+        return datetime.now(UTC)
+
+    def shift(self, delta: timedelta | None = None, **parts: float) -> datetime:
+        """Move forward by ``delta`` (or timedelta(**parts)); returns the new now."""
+        self._traveller.shift(delta if delta is not None else timedelta(**parts))
+        return self.now()
+
+    def move_to(self, moment: datetime) -> datetime:
+        """Jump to ``moment`` (an aware datetime); returns it."""
+        self._traveller.move_to(moment)
+        return self.now()
+
+
+@pytest.fixture
+def clock() -> Iterator[Clock]:
+    """Time in this process stands at CLOCK_START until the test shifts it.
+
+    The app reads the time through ``datetime.now`` (app.models.base.utcnow) and itsdangerous
+    through ``time.time``; time_machine moves both. It does not move other processes (RQ
+    worker, live server): tests across processes pass dates relative to the real now instead.
+    """
+    with time_machine.travel(CLOCK_START, tick=False) as traveller:
+        yield Clock(traveller)
+
+
+@pytest.fixture(autouse=True)
+def _clock_before_data(request) -> None:
+    """A test that asks for the clock has it before any fixture writes a row, whatever the order."""
+    if "clock" in request.fixturenames:
+        request.getfixturevalue("clock")
 
 
 @pytest.fixture(scope="session")
@@ -315,6 +379,130 @@ def make_family(app) -> Callable[..., MadeFamily]:
         return made
 
     return make
+
+
+@pytest.fixture
+def make_class(app) -> Callable[..., SchoolClass]:
+    """make_class(school, name=..., grade=..., school_year=..., helpers=[(membership, ClassRole)])."""
+
+    def make(
+        school: School,
+        name: str = "Hazel",
+        grade: str = "Grade 3",
+        school_year: str = "2026-27",
+        helpers: Iterable[tuple[Membership, ClassRole]] = (),
+    ) -> SchoolClass:
+        with tenancy.bound(school.id):
+            school_class = SchoolClass(name=name, grade=grade, school_year=school_year)
+            db.session.add(school_class)
+            db.session.flush()
+            db.session.add_all(
+                ClassHelper(class_id=school_class.id, membership_id=m.id, role=role) for m, role in helpers
+            )
+            db.session.commit()
+        return school_class
+
+    return make
+
+
+@pytest.fixture
+def make_event(app) -> Callable[..., Event]:
+    """make_event(school, title, school_class=..., creator=..., start=..., hours=...) -> an Event.
+
+    It starts three days from now unless told otherwise (now is the clock fixture's, if used).
+    """
+
+    def make(
+        school: School,
+        title: str = "Bake sale",
+        *,
+        school_class: SchoolClass | None = None,
+        creator: Membership | None = None,
+        start: datetime | None = None,
+        hours: float = 1,
+        **extra,
+    ) -> Event:
+        start = start or utcnow() + timedelta(days=3)
+        with tenancy.bound(school.id):
+            made = Event(
+                title=title,
+                class_id=school_class.id if school_class else None,
+                starts_at=start,
+                ends_at=start + timedelta(hours=hours),
+                created_by_id=creator.id if creator else None,
+                **extra,
+            )
+            db.session.add(made)
+            db.session.commit()
+        return made
+
+    return make
+
+
+@pytest.fixture
+def grant_permissions(app) -> Callable[..., None]:
+    """grant_permissions(membership, *permissions, granted=True): per-member changes to the role's set."""
+
+    def grant(membership: Membership, *permissions: str, granted: bool = True) -> None:
+        with tenancy.bound(membership.school_id):
+            db.session.add_all(
+                PermissionChange(membership_id=membership.id, permission=p, granted=granted)
+                for p in permissions
+            )
+            db.session.commit()
+
+    return grant
+
+
+@pytest.fixture
+def make_support_grant(app) -> Callable[..., SupportGrant]:
+    """make_support_grant(school, hours=2, start=now) -> the school's access grant to platform staff."""
+
+    def make(school: School, hours: float = 2, start: datetime | None = None) -> SupportGrant:
+        start = start or utcnow()
+        with tenancy.bound(school.id):
+            grant = SupportGrant(starts_at=start, expires_at=start + timedelta(hours=hours))
+            db.session.add(grant)
+            db.session.commit()
+        return grant
+
+    return make
+
+
+@pytest.fixture
+def send_email(app) -> Callable[..., MailMessage]:
+    """send_email(users, category=..., school=..., template=..., **context) -> the sent MailMessage.
+
+    Written to the outbox and sent as the app does it: queued, committed, then the jobs run.
+    """
+
+    def send(
+        users: list[User],
+        category: Category = Category.SCHOOL_ANNOUNCEMENTS,
+        *,
+        school: School | None = None,
+        template: str = "email_change_notice",
+        **context,
+    ) -> MailMessage:
+        context.setdefault("name", "Families")
+        message = queue_email(
+            template, users, category=category, school_id=school.id if school else None, **context
+        )
+        db.session.commit()
+        jobs.run_ready_jobs()
+        return message
+
+    return send
+
+
+_CSRF_TOKENS = re.compile(
+    r'(<meta name="csrf-token" content="|<input[^>]*name="csrf_token"[^>]*value=")[^"]*"'
+)
+
+
+def without_csrf_tokens(page: str) -> str:
+    """The page with every CSRF token (meta tag and form fields) masked: they carry a timestamp."""
+    return _CSRF_TOKENS.sub(r'\1…"', page)
 
 
 def sign_in(client: HtmxClient, email: str, password: str = PASSWORD):

@@ -411,3 +411,24 @@ def test_join_another_school_from_the_account_page(client, make_school, make_mem
             db.session.scalar(select(Membership.status).where(Membership.user_id == member.user_id))
             == "pending"
         )
+
+
+def test_a_reset_link_dies_when_the_password_is_changed(client, make_school, make_member, sent_mail):
+    member = make_member(make_school(), email="careful@example.org")
+    client.form("/password/forgot", {"email": "careful@example.org"})
+    link = sent_mail[0].text.split("http://localhost", 1)[1].split()[0]
+    sign_in(client, member.user.email)
+    new = "a completely new passphrase"
+    client.form("/account/password", {"pw-current_password": PASSWORD, "pw-password": new, "pw-confirm": new})
+    stranger = client.application.test_client()
+    assert stranger.get(link, follow_redirects=True).status_code == 400
+
+
+def test_signed_in_admin_reaches_home(client, make_school, make_member):
+    school = make_school(name="Oak Hill")
+    admin = make_member(school, role="superadmin")
+    response = sign_in(client, admin.user.email)
+    assert response.status_code == 303
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "Oak Hill" in page.get_data(as_text=True)

@@ -11,64 +11,34 @@ from sqlalchemy import select
 from app import tenancy
 from app.calendar import ical
 from app.extensions import db
-from app.models import Enrollment, Family, Guardian, PermissionChange, Role, SchoolClass, Student
+from app.models import Role
 from app.models.audit import AuditEntry
+from app.models.base import utcnow
 from app.models.calendar import CalendarFeed, Event
 from tests.conftest import assert_constant_queries, sign_in
 
-SOON = datetime.now(UTC) + timedelta(days=3)
-
-
-def _event(school, title, *, school_class=None, creator=None, start=SOON, hours=1, **extra):
-    with tenancy.bound(school.id):
-        event = Event(
-            title=title,
-            class_id=school_class.id if school_class else None,
-            starts_at=start,
-            ends_at=start + timedelta(hours=hours),
-            created_by_id=creator.id if creator else None,
-            **extra,
-        )
-        db.session.add(event)
-        db.session.commit()
-        return event
-
-
-def _parent_in(school, member, school_class, name):
-    with tenancy.bound(school.id):
-        family = Family(name=name)
-        db.session.add(family)
-        db.session.flush()
-        db.session.add(Guardian(family_id=family.id, membership_id=member.id))
-        child = Student(family_id=family.id, first_name="Kid", last_name=name.split()[0])
-        db.session.add(child)
-        db.session.flush()
-        db.session.add(Enrollment(student_id=child.id, class_id=school_class.id))
-        db.session.commit()
-
-
-def _grant(school, member, *permissions):
-    with tenancy.bound(school.id):
-        for permission in permissions:
-            db.session.add(PermissionChange(membership_id=member.id, permission=permission, granted=True))
-        db.session.commit()
+# Every test here runs on the clock fixture (CLOCK_START, a winter morning in 2026): the dates
+# typed below are after it, so they are upcoming whatever day the suite runs.
+pytestmark = pytest.mark.usefixtures("clock")
 
 
 @pytest.fixture
-def world(make_school, make_member):
+def world(make_school, make_member, make_class, make_family):
     school = make_school(name="Oak School")
     school.timezone = "America/New_York"
     db.session.commit()
-    with tenancy.bound(school.id):
-        hazel, juniper = (SchoolClass(name=n, grade="3", school_year="2026-27") for n in ("Hazel", "Juniper"))
-        db.session.add_all([hazel, juniper])
-        db.session.commit()
+    hazel, juniper = (make_class(school, n, grade="3") for n in ("Hazel", "Juniper"))
     hazel_parent = make_member(school, name="Hana Hazel", email="hana@example.org")
-    _parent_in(school, hazel_parent, hazel, "Hazel family")
+    _parent_in(make_family, school, hazel_parent, hazel, "Hazel family")
     juniper_parent = make_member(school, name="Jon Juniper", email="jon@example.org")
-    _parent_in(school, juniper_parent, juniper, "Juniper family")
+    _parent_in(make_family, school, juniper_parent, juniper, "Juniper family")
     staff = make_member(school, role=Role.STAFF, name="Sam Staff", email="sam@example.org")
     return school, hazel, juniper, hazel_parent, juniper_parent, staff
+
+
+def _parent_in(make_family, school, member, school_class, name):
+    """Make ``member`` the guardian of one child in ``school_class``."""
+    make_family(school, [member], name, children=[("Kid", name.split()[0], [school_class.id])])
 
 
 def _form(title="Bake sale", start="2026-12-01T18:30", end="2026-12-01T20:00", class_id="", **extra):
@@ -106,11 +76,11 @@ def test_end_before_start_and_nonsense_are_errors_by_the_field(client, world):
         assert db.session.scalars(select(Event)).all() == []
 
 
-def test_class_events_reach_only_that_class_and_staff(app, world):
+def test_class_events_reach_only_that_class_and_staff(app, world, make_event):
     school, hazel, juniper, hazel_parent, juniper_parent, staff = world
-    _event(school, "Hazel picnic", school_class=hazel)
-    secret = _event(school, "Juniper trip", school_class=juniper)
-    _event(school, "Sports day")
+    make_event(school, "Hazel picnic", school_class=hazel)
+    secret = make_event(school, "Juniper trip", school_class=juniper)
+    make_event(school, "Sports day")
     views = {}
     for who in (hazel_parent, juniper_parent, staff):
         viewer = app.test_client()
@@ -125,14 +95,16 @@ def test_class_events_reach_only_that_class_and_staff(app, world):
     assert views["Sam Staff edit"] == 200
 
 
-def test_a_parent_granted_events_create_makes_and_edits_only_their_own(client, world):
+def test_a_parent_granted_events_create_makes_and_edits_only_their_own(
+    client, world, make_event, grant_permissions
+):
     school, hazel, juniper, hazel_parent, juniper_parent, staff = world
     sign_in(client, hazel_parent.user.email)
     assert client.get("/calendar/new").status_code == 403
     assert "Add an event" not in client.get("/calendar/").get_data(as_text=True)
 
-    _grant(school, hazel_parent, "events.create", "events.edit_own")
-    staffs = _event(school, "Staff meeting", creator=staff)
+    grant_permissions(hazel_parent, "events.create", "events.edit_own")
+    staffs = make_event(school, "Staff meeting", creator=staff)
     new_page = client.get("/calendar/new").get_data(as_text=True)
     assert "Hazel" in new_page and "Juniper" not in new_page  # only their own class to choose
     assert client.form("/calendar/new", _form(class_id=juniper.id)).status_code == 400
@@ -154,12 +126,12 @@ def test_a_parent_granted_events_create_makes_and_edits_only_their_own(client, w
     assert f'href="/calendar/{mine.id}/edit"' in page and f'href="/calendar/{staffs.id}/edit"' not in page
 
 
-def test_room_parents_delete_their_own_staff_delete_any(app, world, make_member):
+def test_room_parents_delete_their_own_staff_delete_any(app, world, make_member, make_event, make_family):
     school, hazel, juniper, hazel_parent, juniper_parent, staff = world
     room_parent = make_member(school, role=Role.ROOM_PARENT)
-    _parent_in(school, room_parent, hazel, "Room family")
-    own = _event(school, "Room parent's", creator=room_parent, school_class=hazel)
-    other = _event(school, "Someone else's", creator=hazel_parent, school_class=hazel)
+    _parent_in(make_family, school, room_parent, hazel, "Room family")
+    own = make_event(school, "Room parent's", creator=room_parent, school_class=hazel)
+    other = make_event(school, "Someone else's", creator=hazel_parent, school_class=hazel)
     client = app.test_client()
     sign_in(client, room_parent.user.email)
     assert client.form(f"/calendar/{other.id}/delete").status_code == 403
@@ -173,9 +145,9 @@ def test_room_parents_delete_their_own_staff_delete_any(app, world, make_member)
     assert actions.count("event.deleted") == 2
 
 
-def test_another_schools_event_is_not_found(client, world, make_school):
+def test_another_schools_event_is_not_found(client, world, make_school, make_event):
     school, hazel, juniper, hazel_parent, juniper_parent, staff = world
-    foreign = _event(make_school(), "Elsewhere")
+    foreign = make_event(make_school(), "Elsewhere")
     sign_in(client, staff.user.email)
     assert client.get(f"/calendar/{foreign.id}/edit").status_code == 404
     assert client.form(f"/calendar/{foreign.id}/edit", _form()).status_code == 404
@@ -193,17 +165,17 @@ def _path(url: str) -> str:
     return "/" + url.split("/", 3)[3]
 
 
-def test_the_feed_holds_only_what_its_owner_may_see(app, world):
+def test_the_feed_holds_only_what_its_owner_may_see(app, world, make_event):
     school, hazel, juniper, hazel_parent, juniper_parent, staff = world
-    _event(
+    make_event(
         school,
         "Hazel picnic",
         school_class=hazel,
         location="Park; by the pond, north",
         description="Bring:\nhats",
     )
-    _event(school, "Juniper trip", school_class=juniper)
-    _event(school, "Long " + "é" * 80)
+    make_event(school, "Juniper trip", school_class=juniper)
+    make_event(school, "Long " + "é" * 80)
     client = app.test_client()
     sign_in(client, hazel_parent.user.email)
     url = _make_feed(client)
@@ -246,9 +218,9 @@ def test_a_feed_stops_when_its_owner_leaves(app, world):
     assert app.test_client().get(_path(url)).status_code == 404
 
 
-def test_staff_feed_has_every_class(app, world):
+def test_staff_feed_has_every_class(app, world, make_event):
     school, hazel, juniper, hazel_parent, juniper_parent, staff = world
-    _event(school, "Juniper trip", school_class=juniper)
+    make_event(school, "Juniper trip", school_class=juniper)
     client = app.test_client()
     sign_in(client, staff.user.email)
     assert b"Juniper trip" in app.test_client().get(_path(_make_feed(client))).get_data()
@@ -264,7 +236,7 @@ def test_ical_escapes_and_folds_by_octets():
     assert ical.fold("SHORT:x") == "SHORT:x"
 
 
-def test_calendar_and_feed_run_the_same_queries_for_10_or_200_events(app, world):
+def test_calendar_and_feed_run_the_same_queries_for_10_or_200_events(app, world, make_event):
     school, hazel, juniper, hazel_parent, juniper_parent, staff = world
     client = app.test_client()
     sign_in(client, hazel_parent.user.email)
@@ -273,11 +245,11 @@ def test_calendar_and_feed_run_the_same_queries_for_10_or_200_events(app, world)
 
     def add(n, offset):
         for i in range(offset, offset + n):
-            _event(
+            make_event(
                 school,
                 f"Event {i}",
                 school_class=(hazel, juniper, None)[i % 3],
-                start=SOON + timedelta(hours=i),
+                start=utcnow() + timedelta(days=3, hours=i),
             )
 
     assert_constant_queries([(client, "/calendar/"), (anonymous, feed)], add)
@@ -297,11 +269,11 @@ def test_feed_fetches_are_limited_per_address(app, world):
     assert anonymous.get(_path(_make_feed(other))).status_code == 200
 
 
-def test_deleting_a_class_deletes_its_events(client, world):
+def test_deleting_a_class_deletes_its_events(client, world, make_event, grant_permissions):
     school, hazel, juniper, hazel_parent, juniper_parent, staff = world
-    _event(school, "Hazel picnic", school_class=hazel)
-    _event(school, "Sports day")
-    _grant(school, staff, "classes.manage")
+    make_event(school, "Hazel picnic", school_class=hazel)
+    make_event(school, "Sports day")
+    grant_permissions(staff, "classes.manage")
     sign_in(client, staff.user.email)
     assert client.form(f"/classes/{hazel.id}/delete").status_code == 303
     with tenancy.bound(school.id):

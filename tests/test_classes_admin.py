@@ -7,17 +7,9 @@ from sqlalchemy import select
 
 from app import tenancy
 from app.extensions import db
-from app.models import ClassHelper, ClassRole, Membership, PermissionChange, Role, SchoolClass
+from app.models import ClassHelper, ClassRole, Membership, MembershipStatus, Role, SchoolClass
 from app.models.audit import AuditEntry
 from tests.conftest import assert_constant_queries, sign_in
-
-
-def _class(school, name="Hazel", grade="Grade 3", year="2026-27"):
-    with tenancy.bound(school.id):
-        school_class = SchoolClass(name=name, grade=grade, school_year=year)
-        db.session.add(school_class)
-        db.session.commit()
-        return school_class
 
 
 def _helpers(school, class_id):
@@ -72,8 +64,8 @@ def test_create_a_class_with_teachers_and_room_parents(admin_client, make_member
     assert _actions(school) == ["class.created"]
 
 
-def test_errors_show_by_the_field_and_keep_what_was_typed(admin_client):
-    _class(admin_client.school, "Hazel")
+def test_errors_show_by_the_field_and_keep_what_was_typed(admin_client, make_class):
+    make_class(admin_client.school, "Hazel")
     response = admin_client.htmx(
         "/classes/new", {"name": "hazel", "grade": "", "school_year": "2026-27"}, target="class-form"
     )
@@ -89,14 +81,14 @@ def test_errors_show_by_the_field_and_keep_what_was_typed(admin_client):
 
 
 def test_someone_of_another_school_or_a_pending_member_cannot_be_made_teacher(
-    admin_client, make_school, make_member
+    admin_client, make_school, make_member, make_class
 ):
     from app.models import MembershipStatus
 
     school = admin_client.school
     stranger = make_member(make_school(), role=Role.STAFF)
     waiting = make_member(school, status=MembershipStatus.PENDING)
-    school_class = _class(school)
+    school_class = make_class(school)
     response = admin_client.form(
         f"/classes/{school_class.id}/edit",
         {"name": "Hazel", "grade": "3", "school_year": "2026-27", "teachers": [str(stranger.id)]},
@@ -110,9 +102,9 @@ def test_someone_of_another_school_or_a_pending_member_cannot_be_made_teacher(
     assert _helpers(school, school_class.id) == set()
 
 
-def test_edit_and_delete_are_audited(admin_client, make_member):
+def test_edit_and_delete_are_audited(admin_client, make_member, make_class):
     school = admin_client.school
-    school_class = _class(school)
+    school_class = make_class(school)
     teacher = make_member(school, role=Role.STAFF)
     edit_page = admin_client.get(f"/classes/{school_class.id}/edit").get_data(as_text=True)
     assert 'value="Hazel"' in edit_page
@@ -131,8 +123,8 @@ def test_edit_and_delete_are_audited(admin_client, make_member):
     assert _actions(school) == ["class.changed", "class.deleted"]
 
 
-def test_another_schools_class_is_not_found(admin_client, make_school):
-    foreign = _class(make_school(), "Secret")
+def test_another_schools_class_is_not_found(admin_client, make_school, make_class):
+    foreign = make_class(make_school(), "Secret")
     assert admin_client.get(f"/classes/{foreign.id}/edit").status_code == 404
     assert admin_client.form(f"/classes/{foreign.id}/edit", {"name": "x"}).status_code == 404
     assert admin_client.form(f"/classes/{foreign.id}/delete").status_code == 404
@@ -140,9 +132,9 @@ def test_another_schools_class_is_not_found(admin_client, make_school):
 
 
 @pytest.mark.parametrize("role", [Role.PARENT, Role.ROOM_PARENT, Role.STAFF])
-def test_without_classes_manage_nothing_changes(client, make_school, make_member, role):
+def test_without_classes_manage_nothing_changes(client, make_school, make_member, role, make_class):
     school = make_school()
-    school_class = _class(school)
+    school_class = make_class(school)
     member = make_member(school, role=role)
     sign_in(client, member.user.email)
     assert client.get("/classes/new").status_code == 403
@@ -152,21 +144,19 @@ def test_without_classes_manage_nothing_changes(client, make_school, make_member
     assert "New class" not in client.get("/classes/").get_data(as_text=True)
 
 
-def test_classes_manage_is_a_permission_not_a_role(client, make_school, make_member):
+def test_classes_manage_is_a_permission_not_a_role(client, make_school, make_member, grant_permissions):
     school = make_school()
     parent = make_member(school, role=Role.PARENT)
-    with tenancy.bound(school.id):
-        db.session.add(PermissionChange(membership_id=parent.id, permission="classes.manage", granted=True))
-        db.session.commit()
+    grant_permissions(parent, "classes.manage")
     sign_in(client, parent.user.email)
     assert client.get("/classes/new").status_code == 200
     response = client.form("/classes/new", {"name": "Birch", "grade": "1", "school_year": "2026-27"})
     assert response.status_code == 303
 
 
-def test_staff_directory_entries_title_and_classes_taught(admin_client, make_member):
+def test_staff_directory_entries_title_and_classes_taught(admin_client, make_member, make_class):
     school = admin_client.school
-    hazel, juniper = _class(school, "Hazel"), _class(school, "Juniper")
+    hazel, juniper = make_class(school, "Hazel"), make_class(school, "Juniper")
     nurse = make_member(school, name="Nora Nurse")  # a parent role: listed once given a title
     response = admin_client.form(
         "/classes/staff", {"member": str(nurse.id), "title": "School nurse", "classes": [str(hazel.id)]}
@@ -215,21 +205,29 @@ def test_staff_entry_for_another_schools_member_is_refused(admin_client, make_sc
     assert admin_client.form("/classes/staff/remove", {"member": str(stranger.id)}).status_code == 404
 
 
-def test_admin_pages_run_the_same_queries_for_10_or_200_rows(admin_client, make_member):
+def test_admin_pages_run_the_same_queries_for_10_or_200_rows(admin_client, make_member, make_class):
     school = admin_client.school
 
     def add(n, offset):
         for i in range(offset, offset + n):
             member = make_member(school, role=Role.STAFF, name=f"Staff {i}")
-            with tenancy.bound(school.id):
-                school_class = SchoolClass(name=f"Class {i}", grade="1", school_year="2026-27")
-                db.session.add(school_class)
-                db.session.flush()
-                db.session.add(
-                    ClassHelper(class_id=school_class.id, membership_id=member.id, role=ClassRole.TEACHER)
-                )
-                db.session.commit()
+            make_class(school, f"Class {i}", grade="1", helpers=[(member, ClassRole.TEACHER)])
 
     assert_constant_queries(
         [(admin_client, url) for url in ("/classes/", "/classes/staff", "/classes/new")], add
     )
+
+
+def test_class_page_lists_only_approved_helpers(client, make_school, make_member, make_class):
+    school = make_school()
+    helpers = [
+        (make_member(school, status=status, name=name), ClassRole.TEACHER)
+        for status, name in (
+            (MembershipStatus.PENDING, "Paula Pending"),
+            (MembershipStatus.REJECTED, "Rita Rejected"),
+        )
+    ]
+    birch = make_class(school, "Birch", grade="Grade 1", helpers=helpers)
+    sign_in(client, make_member(school).user.email)
+    page = client.get(f"/classes/{birch.id}").get_data(as_text=True)
+    assert "Paula Pending" not in page and "Rita Rejected" not in page

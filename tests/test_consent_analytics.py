@@ -9,8 +9,7 @@ import re
 import pytest
 from flask import request
 
-from app.extensions import db
-from app.models import Role, SchoolClass
+from app.models import Role
 from tests.conftest import sign_in
 
 GA_ID = "G-TEST12345"
@@ -25,14 +24,10 @@ def analytics_of(page: str) -> dict | None:
 
 
 @pytest.fixture
-def people(make_school, make_member):
-    from app import tenancy
+def people(make_school, make_member, make_class):
 
     school = make_school(name="Poplar School")
-    with tenancy.bound(school.id):
-        school_class = SchoolClass(name="Kestrel", grade="Grade 4", school_year="2026-27")
-        db.session.add(school_class)
-        db.session.commit()
+    school_class = make_class(school, "Kestrel", grade="Grade 4")
     parent = make_member(school, email="gwen.glass@example.org", name="Gwen Glass")
     admin = make_member(school, role=Role.ADMIN, email="hal.admin@example.org", name="Hal Admin")
     return {"school": school, "class": school_class, "parent": parent, "admin": admin}

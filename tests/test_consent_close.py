@@ -15,12 +15,9 @@ from app.jobs import run_ready_jobs
 from app.mail import queue_email
 from app.models import (
     DeliveryStatus,
-    Enrollment,
     Family,
-    Guardian,
     MailDelivery,
     Role,
-    SchoolClass,
     Student,
     User,
     Visibility,
@@ -29,41 +26,30 @@ from app.models.audit import AuditEntry
 from app.models.consent import ConsentEvent, ConsentKind
 from tests.conftest import PASSWORD, sign_in
 
+# Everyone joins at CLOCK_START (the module runs on the clock fixture), before T0 on any day.
+pytestmark = pytest.mark.usefixtures("clock")
 T0 = datetime(2027, 9, 6, 8, 0, tzinfo=UTC)  # after everyone in the fixture joined
 CLOSING = "Quentin Quellbrook"
 
 
-def _family(school, member, name, school_class):
+def _share_contact(school, member):
+    """Quentin shows his email and phone to the whole school."""
     with tenancy.bound(school.id):
         member.email_visibility = Visibility.SCHOOL
         member.phone = "+1 555 0199"
         member.phone_visibility = Visibility.SCHOOL
-        family = Family(name=name)
-        db.session.add(family)
-        db.session.flush()
-        db.session.add(Guardian(family_id=family.id, membership_id=member.id))
-        student = Student(family_id=family.id, first_name="Quilla", last_name="Quellbrook")
-        db.session.add(student)
-        db.session.flush()
-        db.session.add(Enrollment(student_id=student.id, class_id=school_class.id))
         db.session.commit()
-    return family
 
 
 @pytest.fixture
-def school(make_school, make_member):
+def school(make_school, make_member, make_class, make_family):
     """A parent (Quentin) whose co-guardian stays, a teacher, and their class."""
     school = make_school(name="Aspen School")
-    with tenancy.bound(school.id):
-        oak = SchoolClass(name="Oak", grade="Grade 1", school_year="2027-28")
-        db.session.add(oak)
-        db.session.commit()
+    oak = make_class(school, "Oak", grade="Grade 1", school_year="2027-28")
     quentin = make_member(school, email="quentin.q@example.org", name=CLOSING)
-    family = _family(school, quentin, "Quellbrook family", oak)
+    _share_contact(school, quentin)
     partner = make_member(school, email="rhea.q@example.org", name="Rhea Quellbrook")
-    with tenancy.bound(school.id):
-        db.session.add(Guardian(family_id=family.id, membership_id=partner.id))
-        db.session.commit()
+    make_family(school, [quentin, partner], "Quellbrook family", [("Quilla", "Quellbrook", [oak.id])])
     teacher = make_member(school, role=Role.STAFF, email="tara.teacher@example.org", name="Tara Teacher")
     return {"school": school, "quentin": quentin, "partner": partner, "teacher": teacher, "oak": oak}
 

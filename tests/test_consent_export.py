@@ -20,13 +20,11 @@ from app.mail import queue_email
 from app.models import (
     Category,
     DeliveryMode,
-    Enrollment,
     Family,
     Guardian,
     MailPreference,
     Role,
     SchoolClass,
-    Student,
 )
 from app.models.audit import AuditEntry
 from app.models.base import utcnow
@@ -34,33 +32,17 @@ from app.models.consent import DataExport
 from tests.conftest import sign_in
 
 
-def _family(school, member, name, child, school_class):
-    with tenancy.bound(school.id):
-        family = Family(name=name)
-        db.session.add(family)
-        db.session.flush()
-        db.session.add(Guardian(family_id=family.id, membership_id=member.id))
-        student = Student(family_id=family.id, first_name=child, last_name=name.split()[0])
-        db.session.add(student)
-        db.session.flush()
-        db.session.add(Enrollment(student_id=student.id, class_id=school_class.id))
-        db.session.commit()
-
-
 @pytest.fixture
-def schools(make_school, make_member):
+def schools(make_school, make_member, make_class, make_family):
     birch = make_school(name="Birch School")
-    with tenancy.bound(birch.id):
-        wren = SchoolClass(name="Wren", grade="Grade 3", school_year="2026-27")
-        db.session.add(wren)
-        db.session.commit()
+    wren = make_class(birch, "Wren")
     parent = make_member(birch, email="fern.family@example.org", name="Fern Family")
     with tenancy.bound(birch.id):
         parent.phone = "+1 555 0142"
         db.session.commit()
-    _family(birch, parent, "Family household", "Juniper", wren)
+    make_family(birch, [parent], "Family household", [("Juniper", "Family", [wren.id])])
     neighbour = make_member(birch, email="ned.neighbour@example.org", name="Ned Neighbour")
-    _family(birch, neighbour, "Neighbour household", "Nettle", wren)
+    make_family(birch, [neighbour], "Neighbour household", [("Nettle", "Neighbour", [wren.id])])
     admin = make_member(birch, role=Role.ADMIN, email="bea.admin@example.org", name="Bea Admin")
     other = make_school(name="Cedar School")
     outsider = make_member(other, email="olaf.outsider@example.org", name="Olaf Outsider")
@@ -113,14 +95,16 @@ def test_a_family_reaches_a_download_only_through_an_approved_membership(client,
     assert family["children"][0]["first_name"] == "Juniper"
 
 
-def test_a_newcomer_waiting_for_approval_downloads_the_family_they_typed_in(client, schools, make_member):
+def test_a_newcomer_waiting_for_approval_downloads_the_family_they_typed_in(
+    client, schools, make_member, make_family
+):
     from app.models import MembershipStatus
 
     birch = schools["birch"]
     newcomer = make_member(birch, status=MembershipStatus.PENDING, email="new@example.org", name="Nia New")
     with tenancy.bound(birch.id):
         wren = db.session.scalar(select(SchoolClass).where(SchoolClass.name == "Wren"))
-    _family(birch, newcomer, "New household", "Sorrel", wren)
+    make_family(birch, [newcomer], "New household", [("Sorrel", "New", [wren.id])])
     (family,) = _families_in_download(client, "new@example.org")
     assert family["family"] == "New household" and family["guardians"] == ["Nia New"]
 

@@ -15,6 +15,8 @@ from app.models import PlatformRole, Role, User
 from app.models.consent import NOTICE_PERIOD, ConsentEvent, ConsentKind, ConsentLedgerIsAppendOnly
 from tests.conftest import count_queries, sign_in
 
+# Everyone joins at CLOCK_START (the module runs on the clock fixture), before T0 on any day.
+pytestmark = pytest.mark.usefixtures("clock")
 T0 = datetime(2027, 5, 3, 8, 0, tzinfo=UTC)  # after everyone in the fixtures joined
 BANNER = 'id="consent-banner"'
 

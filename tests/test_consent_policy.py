@@ -15,6 +15,8 @@ from app.models import Category, DeliveryStatus, MailDelivery, MailMessage, Plat
 from app.models.consent import NOTICE_PERIOD, ConsentEvent, ConsentKind, PolicyVersion
 from tests.conftest import sign_in
 
+# Everyone joins at CLOCK_START (the module runs on the clock fixture), before T0 on any day.
+pytestmark = pytest.mark.usefixtures("clock")
 T0 = datetime(2027, 3, 2, 9, 0, tzinfo=UTC)  # after everyone in the tests joined
 
 

@@ -6,15 +6,8 @@ from sqlalchemy import select
 
 from app import jobs
 from app.extensions import db
-from app.mail import queue_email
 from app.mail.digest import send_digests
 from app.models import Category, DeliveryMode, DeliveryStatus, MailDelivery, MailPreference
-
-
-def _newsletter(users, subject):
-    queue_email("email_change_notice", users, category=Category.NEWSLETTERS, name=subject)
-    db.session.commit()
-    jobs.run_ready_jobs()
 
 
 def _prefer(member, mode, category=Category.NEWSLETTERS):
@@ -22,13 +15,13 @@ def _prefer(member, mode, category=Category.NEWSLETTERS):
     db.session.commit()
 
 
-def test_held_newsletters_go_out_as_one_digest(app, make_school, make_member, sent_mail):
+def test_held_newsletters_go_out_as_one_digest(app, make_school, make_member, sent_mail, send_email):
     school = make_school()
     daily = make_member(school, email="daily@example.org", name="Dana Daily")
     now = make_member(school, email="now@example.org")
     _prefer(daily, DeliveryMode.DIGEST)
-    _newsletter([daily.user, now.user], "First Newsletter Greeting")
-    _newsletter([daily.user, now.user], "Second Newsletter Greeting")
+    send_email([daily.user, now.user], Category.NEWSLETTERS, name="First Newsletter Greeting")
+    send_email([daily.user, now.user], Category.NEWSLETTERS, name="Second Newsletter Greeting")
     assert [m.to for m in sent_mail] == ["now@example.org", "now@example.org"]
 
     assert send_digests() == {"digests": 1, "items": 2}
@@ -46,10 +39,12 @@ def test_held_newsletters_go_out_as_one_digest(app, make_school, make_member, se
     assert send_digests() == {"digests": 0, "items": 0}  # nothing is gathered twice
 
 
-def test_turning_mail_off_after_it_was_held_stops_the_digest(app, make_school, make_member, sent_mail):
+def test_turning_mail_off_after_it_was_held_stops_the_digest(
+    app, make_school, make_member, sent_mail, send_email
+):
     member = make_member(make_school(), email="changed@example.org")
     _prefer(member, DeliveryMode.DIGEST)
-    _newsletter([member.user], "Held one")
+    send_email([member.user], Category.NEWSLETTERS, name="Held one")
     preference = db.session.scalar(select(MailPreference))
     preference.mode = DeliveryMode.OFF
     db.session.commit()
@@ -58,10 +53,10 @@ def test_turning_mail_off_after_it_was_held_stops_the_digest(app, make_school, m
     assert sent_mail == []
 
 
-def test_deactivated_people_get_no_digest(app, make_school, make_member, sent_mail):
+def test_deactivated_people_get_no_digest(app, make_school, make_member, sent_mail, send_email):
     member = make_member(make_school(), email="left@example.org")
     _prefer(member, DeliveryMode.DIGEST)
-    _newsletter([member.user], "Held one")
+    send_email([member.user], Category.NEWSLETTERS, name="Held one")
     member.user.active = False
     db.session.commit()
     assert send_digests()["digests"] == 0

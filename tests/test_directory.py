@@ -19,7 +19,6 @@ from app.models import (
     Membership,
     MembershipStatus,
     Role,
-    SchoolClass,
     Student,
     User,
     Visibility,
@@ -27,32 +26,24 @@ from app.models import (
 from tests.conftest import count_queries, sign_in
 
 
-def _family(school, member, name, school_class, **details):
+def _family(make_family, school, member, name, school_class, **details):
+    """``member``'s family, one child (Kid<Surname>) in ``school_class``; ``details`` set on ``member``."""
     with tenancy.bound(school.id):
         for key, value in details.items():
             setattr(member, key, value)
-        family = Family(name=name)
-        db.session.add(family)
-        db.session.flush()
-        db.session.add(Guardian(family_id=family.id, membership_id=member.id))
-        student = Student(family_id=family.id, first_name=f"Kid{name.split()[0]}", last_name=name.split()[0])
-        db.session.add(student)
-        db.session.flush()
-        db.session.add(Enrollment(student_id=student.id, class_id=school_class.id))
         db.session.commit()
-    return family
+    surname = name.split()[0]
+    return make_family(school, [member], name, [(f"Kid{surname}", surname, [school_class.id])])
 
 
 @pytest.fixture
-def school_with_families(make_school, make_member):
+def school_with_families(make_school, make_member, make_class, make_family):
     """Two classes; Olive's details: email to her classes, phone to the school, address to staff only."""
     school = make_school(name="Linden School")
-    with tenancy.bound(school.id):
-        rose, tulip = (SchoolClass(name=n, grade="Grade 2", school_year="2026-27") for n in ("Rose", "Tulip"))
-        db.session.add_all([rose, tulip])
-        db.session.commit()
+    rose, tulip = (make_class(school, n, grade="Grade 2") for n in ("Rose", "Tulip"))
     olive = make_member(school, email="olive.owner@example.org", name="Olive Owner")
     _family(
+        make_family,
         school,
         olive,
         "Owner family",
@@ -64,9 +55,9 @@ def school_with_families(make_school, make_member):
         address_visibility=Visibility.STAFF,
     )
     classmate = make_member(school, email="clara@example.org", name="Clara Classmate")
-    _family(school, classmate, "Classmate family", rose)
+    _family(make_family, school, classmate, "Classmate family", rose)
     elsewhere = make_member(school, email="eli@example.org", name="Eli Elsewhere")
-    _family(school, elsewhere, "Elsewhere family", tulip)
+    _family(make_family, school, elsewhere, "Elsewhere family", tulip)
     teacher = make_member(school, role=Role.STAFF, email="tess@example.org", name="Tess Teacher")
     return {
         "school": school,
@@ -115,15 +106,9 @@ def test_each_viewer_sees_only_what_olive_allows_on_every_surface(client, school
         assert client.get("/directory/export.csv").status_code == 403
 
 
-def test_parent_granted_export_gets_only_what_they_may_see(client, school_with_families):
-    from app.models import PermissionChange
-
+def test_parent_granted_export_gets_only_what_they_may_see(client, school_with_families, grant_permissions):
     elsewhere = school_with_families["elsewhere"]
-    with tenancy.bound(school_with_families["school"].id):
-        db.session.add(
-            PermissionChange(membership_id=elsewhere.id, permission="directory.export", granted=True)
-        )
-        db.session.commit()
+    grant_permissions(elsewhere, "directory.export")
     sign_in(client, elsewhere.user.email)
     rows = list(csv.DictReader(io.StringIO(client.get("/directory/export.csv").get_data(as_text=True))))
     olive = next(r for r in rows if r["Guardian"] == "Olive Owner")
@@ -131,12 +116,14 @@ def test_parent_granted_export_gets_only_what_they_may_see(client, school_with_f
     assert (olive["Email"], olive["Phone"], olive["Address"]) == ("", "'+1 555 0100", "")
 
 
-def test_pending_and_deactivated_people_are_not_listed(client, school_with_families, make_member):
+def test_pending_and_deactivated_people_are_not_listed(
+    client, school_with_families, make_member, make_family
+):
     school = school_with_families["school"]
     pending = make_member(school, status=MembershipStatus.PENDING, name="Pending Penelope")
     gone = make_member(school, name="Gone Gordon")
-    _family(school, pending, "Pending family", school_with_families["rose"])
-    _family(school, gone, "Gone family", school_with_families["rose"])
+    _family(make_family, school, pending, "Pending family", school_with_families["rose"])
+    _family(make_family, school, gone, "Gone family", school_with_families["rose"])
     gone.user.active = False
     db.session.commit()
     sign_in(client, school_with_families["teacher"].user.email)
@@ -233,10 +220,10 @@ def test_print_and_csv_carry_the_search_in_forms_not_link_addresses(client, scho
     assert "Owner family" in csv_body and "Classmate family" not in csv_body
 
 
-def test_csv_neutralises_formulas(client, school_with_families, make_member):
+def test_csv_neutralises_formulas(client, school_with_families, make_member, make_family):
     school = school_with_families["school"]
     sneaky = make_member(school, name='=HYPERLINK("http://evil.example")')
-    _family(school, sneaky, "+cmd family", school_with_families["rose"], address="@SUM(A1)")
+    _family(make_family, school, sneaky, "+cmd family", school_with_families["rose"], address="@SUM(A1)")
     sign_in(client, school_with_families["teacher"].user.email)
     rows = list(csv.reader(io.StringIO(client.get("/directory/export.csv").get_data(as_text=True))))
     cells = [cell for row in rows for cell in row]
@@ -306,12 +293,9 @@ def _bulk_families(school, school_class, count, offset):
             conn.commit()
 
 
-def test_query_counts_do_not_grow_with_the_data(client, make_school, make_member):
+def test_query_counts_do_not_grow_with_the_data(client, make_school, make_member, make_class):
     school = make_school()
-    with tenancy.bound(school.id):
-        school_class = SchoolClass(name="Big", grade="Grade 1", school_year="2026-27")
-        db.session.add(school_class)
-        db.session.commit()
+    school_class = make_class(school, "Big", grade="Grade 1")
     staff = make_member(school, role=Role.STAFF)
     sign_in(client, staff.user.email)
     urls = [
@@ -337,3 +321,19 @@ def test_query_counts_do_not_grow_with_the_data(client, make_school, make_member
     _bulk_families(school, school_class, 990, 10)
     large = counts()
     assert small == large
+
+
+def test_a_pending_co_guardians_name_finds_nothing_and_unlisted_families_are_not_counted(
+    client, make_school, make_member, make_class, make_family
+):
+    school = make_school()
+    birch = make_class(school, "Birch", grade="Grade 1")
+    approved = make_member(school, name="Anna Approved")
+    pending = make_member(school, status=MembershipStatus.PENDING, name="Zephyrine Pendingname")
+    only_pending = make_member(school, status=MembershipStatus.PENDING, name="Otto Onlypending")
+    make_family(school, [approved, pending], "Shared family", [("Kit", "Shared", [birch.id])])
+    make_family(school, [only_pending], "Hidden family", [("Kit", "Shared", [birch.id])])
+    sign_in(client, make_member(school, role=Role.STAFF).user.email)
+    assert "0 families" in client.get("/directory/?q=zephyrine").get_data(as_text=True)
+    everything = client.get("/directory/").get_data(as_text=True)
+    assert "1 family" in everything and "Hidden family" not in everything

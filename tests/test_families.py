@@ -9,34 +9,9 @@ from sqlalchemy import select
 
 from app import tenancy
 from app.extensions import db
-from app.models import Enrollment, Family, Guardian, PermissionChange, Role, SchoolClass, Student, Visibility
+from app.models import Enrollment, Family, Guardian, Role, SchoolClass, Student, Visibility
 from app.models.directory import ChangeStatus, EnrollmentChange
 from tests.conftest import assert_constant_queries, sign_in
-
-
-def _classes(school, *names):
-    with tenancy.bound(school.id):
-        classes = [SchoolClass(name=n, grade="Grade 3", school_year="2026-27") for n in names]
-        db.session.add_all(classes)
-        db.session.commit()
-        return classes
-
-
-def _family(school, guardian, name, *children):
-    """A family with this guardian and children [(first, class)]."""
-    with tenancy.bound(school.id):
-        family = Family(name=name)
-        db.session.add(family)
-        db.session.flush()
-        db.session.add(Guardian(family_id=family.id, membership_id=guardian.id))
-        for first, school_class in children:
-            student = Student(family_id=family.id, first_name=first, last_name=name.split()[0])
-            db.session.add(student)
-            db.session.flush()
-            if school_class is not None:
-                db.session.add(Enrollment(student_id=student.id, class_id=school_class.id))
-        db.session.commit()
-        return family
 
 
 def _enrolled(school, student_first):
@@ -70,20 +45,20 @@ def _edit_student(client, family, student_id, first, last, class_ids, url="/clas
 
 
 @pytest.fixture
-def world(make_school, make_member):
+def world(make_school, make_member, make_class, make_family):
     """Oak school: Gina's family (Mia in Hazel); Jules's family in Juniper with details for classmates."""
     school = make_school(name="Oak School")
     school.families_edit_own = True
     db.session.commit()
-    hazel, juniper = _classes(school, "Hazel", "Juniper")
+    hazel, juniper = make_class(school, "Hazel"), make_class(school, "Juniper")
     gina = make_member(school, name="Gina Guardian", email="gina@example.org")
-    family = _family(school, gina, "Guardian family", ("Mia", hazel))
+    family = make_family(school, [gina], "Guardian family", [("Mia", "Guardian", [hazel.id])])
     jules = make_member(school, name="Jules Juniper", email="jules@example.org")
     with tenancy.bound(school.id):
         jules.phone = "+1 555 0199"
         jules.phone_visibility = Visibility.CLASSES
         db.session.commit()
-    _family(school, jules, "Juniper family", ("Jo", juniper))
+    make_family(school, [jules], "Juniper family", [("Jo", "Juniper", [juniper.id])])
     staff = make_member(school, role=Role.STAFF, name="Sam Staff")
     return school, hazel, juniper, gina, family, staff
 
@@ -153,7 +128,7 @@ def test_adding_a_class_or_a_child_waits_removing_a_class_does_not(client, world
     assert _enrolled(school, "Noah") == set()
 
 
-def test_without_families_edit_own_only_families_manage_edits(client, world, app):
+def test_without_families_edit_own_only_families_manage_edits(client, world, app, grant_permissions):
     school, hazel, juniper, gina, family, staff = world
     school.families_edit_own = False
     db.session.commit()
@@ -167,9 +142,7 @@ def test_without_families_edit_own_only_families_manage_edits(client, world, app
     # An admin (families.manage) edits any family; changes apply at once.
     editor = app.test_client()
     admin = staff
-    with tenancy.bound(school.id):
-        db.session.add(PermissionChange(membership_id=admin.id, permission="families.manage", granted=True))
-        db.session.commit()
+    grant_permissions(admin, "families.manage")
     sign_in(editor, admin.user.email)
     assert "Guardian family" in editor.get("/classes/families/?q=guard").get_data(as_text=True)
     url = f"/classes/families/{family.id}/students"
@@ -193,7 +166,7 @@ def test_errors_stay_by_the_field_and_keep_what_was_typed(client, world):
 
 
 def test_another_familys_child_or_another_schools_family_is_not_found(
-    client, world, make_school, make_member
+    client, world, make_school, make_member, make_family, grant_permissions
 ):
     school, hazel, juniper, gina, family, staff = world
     jo = _student_id(school, "Jo")  # Jules's child
@@ -207,10 +180,8 @@ def test_another_familys_child_or_another_schools_family_is_not_found(
 
     elsewhere = make_school()
     stranger = make_member(elsewhere, role=Role.SUPERADMIN)
-    foreign = _family(elsewhere, stranger, "Foreign family")
-    with tenancy.bound(school.id):
-        db.session.add(PermissionChange(membership_id=staff.id, permission="families.manage", granted=True))
-        db.session.commit()
+    foreign = make_family(elsewhere, [stranger], "Foreign family")
+    grant_permissions(staff, "families.manage")
     editor = client.application.test_client()
     sign_in(editor, staff.user.email)
     assert editor.get(f"/classes/families/{foreign.id}").status_code == 404
@@ -235,17 +206,17 @@ def test_guardians_see_their_co_guardians_and_code(client, world, make_member):
     assert code not in new_page and re.search(r'<code id="family-code">[A-Z0-9]{10}</code>', new_page)
 
 
-def test_family_lists_and_the_queue_run_the_same_queries_for_10_or_200(client, world, make_member):
+def test_family_lists_and_the_queue_run_the_same_queries_for_10_or_200(
+    client, world, make_member, make_family, grant_permissions
+):
     school, hazel, juniper, gina, family, staff = world
-    with tenancy.bound(school.id):
-        db.session.add(PermissionChange(membership_id=staff.id, permission="families.manage", granted=True))
-        db.session.commit()
+    grant_permissions(staff, "families.manage")
     sign_in(client, staff.user.email)
 
     def add(n, offset):
         for i in range(offset, offset + n):
             parent = make_member(school, name=f"Parent {i}")
-            made = _family(school, parent, f"Bulk{i} family", (f"Kid{i}", hazel))
+            made = make_family(school, [parent], f"Bulk{i} family", [(f"Kid{i}", f"Bulk{i}", [hazel.id])])
             with tenancy.bound(school.id):
                 student_id = db.session.scalar(select(Student.id).where(Student.family_id == made.id))
                 db.session.add(
@@ -259,13 +230,13 @@ def test_family_lists_and_the_queue_run_the_same_queries_for_10_or_200(client, w
 
 
 def test_another_schools_class_change_or_guardian_request_cannot_be_decided(
-    client, world, make_school, make_member
+    client, world, make_school, make_member, make_class, make_family
 ):
     school, hazel, juniper, gina, family, staff = world
     elsewhere = make_school()
-    (elm,) = _classes(elsewhere, "Elm")
+    elm = make_class(elsewhere, "Elm")
     far_parent = make_member(elsewhere)
-    far_family = _family(elsewhere, far_parent, "Far family", ("Finn", elm))
+    far_family = make_family(elsewhere, [far_parent], "Far family", [("Finn", "Far", [elm.id])])
     with tenancy.bound(elsewhere.id):
         finn = db.session.scalar(select(Student.id).where(Student.family_id == far_family.id))
         change = EnrollmentChange(student_id=finn, from_class_id=None, to_class_id=elm.id)

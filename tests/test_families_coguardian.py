@@ -15,7 +15,6 @@ from app.models import (
     Membership,
     MembershipStatus,
     Role,
-    SchoolClass,
     User,
 )
 from app.models.audit import AuditEntry
@@ -25,13 +24,9 @@ PASSWORD = "plum orchard lantern"
 
 
 @pytest.fixture
-def world(make_school, make_member, make_family):
+def world(make_school, make_member, make_class, make_family):
     school = make_school(name="Oak School", code="OAK-1")
-    with tenancy.bound(school.id):
-        hazel = SchoolClass(name="Hazel", grade="3", school_year="2026-27")
-        db.session.add(hazel)
-        db.session.commit()
-        hazel_id = hazel.id
+    hazel_id = make_class(school, "Hazel", grade="3").id
     gina = make_member(school, name="Gina Guardian", email="gina@example.org")
     family = make_family(school, [gina], "Guardian family", [("Mia", "Guardian", [hazel_id])])
     staff = make_member(school, role=Role.STAFF, name="Sam Staff", email="sam@example.org")

@@ -18,7 +18,7 @@ from app import tenancy
 from app.extensions import db
 from app.logging_setup import RequestIdFilter
 from app.members import lifecycle
-from app.models import Enrollment, Role, SchoolClass, Student, User
+from app.models import Enrollment, Role, Student, User
 from app.models.calendar import Event
 from app.parsing import optional_id
 from tests.conftest import sign_in
@@ -39,16 +39,13 @@ def _error(page: str, field_id: str) -> str:
     return match.group(1) if match else ""
 
 
-def _school_with_class(make_school, code="ODD-1", timezone=None):
+def _school_with_class(make_school, make_class, code="ODD-1", timezone=None):
+    """Odd School (on ``timezone``'s clock, if given) with its class Hazel."""
     school = make_school(name="Odd School", code=code)
     if timezone:
         school.timezone = timezone
         db.session.commit()
-    with tenancy.bound(school.id):
-        hazel = SchoolClass(name="Hazel", grade="3", school_year="2026-27")
-        db.session.add(hazel)
-        db.session.commit()
-    return school, hazel
+    return school, make_class(school, "Hazel", grade="3")
 
 
 # --- the shared parser ------------------------------------------------------------------
@@ -70,8 +67,10 @@ def test_optional_id_reads_plain_ids_and_passes_parsed_ones_on():
 
 
 @pytest.mark.parametrize("odd", ODD_DIGITS)
-def test_join_with_an_odd_class_id_says_so_by_the_class_and_keeps_the_child(client, make_school, odd):
-    _school_with_class(make_school)
+def test_join_with_an_odd_class_id_says_so_by_the_class_and_keeps_the_child(
+    client, make_school, odd, make_class
+):
+    _school_with_class(make_school, make_class)
     data = {
         "invite_code": "ODD-1",
         "name": "Nadia Newparent",
@@ -90,8 +89,8 @@ def test_join_with_an_odd_class_id_says_so_by_the_class_and_keeps_the_child(clie
     assert db.session.scalar(select(User).where(User.email == "odd@example.org")) is None
 
 
-def test_join_with_a_plain_class_id_still_enrols_the_child(client, make_school):
-    school, hazel = _school_with_class(make_school)
+def test_join_with_a_plain_class_id_still_enrols_the_child(client, make_school, make_class):
+    school, hazel = _school_with_class(make_school, make_class)
     data = {
         "invite_code": "ODD-1",
         "name": "Nadia Newparent",
@@ -108,9 +107,9 @@ def test_join_with_a_plain_class_id_still_enrols_the_child(client, make_school):
 
 
 @pytest.fixture
-def guardian_world(client, make_school, make_member, make_family):
+def guardian_world(client, make_school, make_member, make_family, make_class):
     """Gina, signed in, guardian of a family (Mia in Hazel) in a school where guardians edit."""
-    school, hazel = _school_with_class(make_school)
+    school, hazel = _school_with_class(make_school, make_class)
     school.families_edit_own = True
     db.session.commit()
     gina = make_member(school, name="Gina Guardian", email="gina@example.org")
@@ -153,8 +152,8 @@ def test_odd_ids_in_removals_are_refused(client, guardian_world, odd):
 
 
 @pytest.fixture
-def admin_client(client, make_school, make_member):
-    school, hazel = _school_with_class(make_school)
+def admin_client(client, make_school, make_member, make_class):
+    school, hazel = _school_with_class(make_school, make_class)
     sign_in(client, make_member(school, role=Role.ADMIN).user.email)
     client.school = school
     return client
@@ -201,9 +200,9 @@ def test_switching_to_an_odd_school_id_changes_nothing(client, make_school, make
     ],
 )
 def test_event_dates_far_off_are_an_error_by_the_field(
-    client, make_school, make_member, timezone, start, end
+    client, make_school, make_member, timezone, start, end, make_class
 ):
-    school, hazel = _school_with_class(make_school, timezone=timezone)
+    school, hazel = _school_with_class(make_school, make_class, timezone=timezone)
     sign_in(client, make_member(school, role=Role.STAFF).user.email)
     data = {"title": "Far off", "starts_at": start, "ends_at": end, "class_id": "", "location": "Hall"}
     response = client.form("/calendar/new", data)
@@ -215,8 +214,8 @@ def test_event_dates_far_off_are_an_error_by_the_field(
         assert db.session.scalars(select(Event)).all() == []
 
 
-def test_event_dates_at_the_edges_of_the_range_are_saved(client, make_school, make_member):
-    school, hazel = _school_with_class(make_school, timezone="Pacific/Kiritimati")  # UTC+14
+def test_event_dates_at_the_edges_of_the_range_are_saved(client, make_school, make_member, make_class):
+    school, hazel = _school_with_class(make_school, make_class, timezone="Pacific/Kiritimati")  # UTC+14
     sign_in(client, make_member(school, role=Role.STAFF).user.email)
     for start, end in (("1900-01-01T00:00", "1900-01-01T01:00"), ("2200-12-31T22:00", "2200-12-31T23:59")):
         data = {"title": "Edge", "starts_at": start, "ends_at": end, "class_id": ""}
@@ -246,9 +245,11 @@ def _join_data(email="twice@example.org"):
     }
 
 
-def test_a_second_join_racing_the_first_gets_the_same_answer(client, make_school, monkeypatch, sent_mail):
+def test_a_second_join_racing_the_first_gets_the_same_answer(
+    client, make_school, monkeypatch, sent_mail, make_class
+):
     """The second of two simultaneous joins finds no account, then meets the first one's row."""
-    _school_with_class(make_school)
+    _school_with_class(make_school, make_class)
     assert client.form("/join", _join_data()).status_code == 303
     # Replay the race: the second request looked before the first one committed.
     real = lifecycle.find_user
@@ -267,9 +268,11 @@ def test_a_second_join_racing_the_first_gets_the_same_answer(client, make_school
     assert "already have an account" in sent_mail[0].subject
 
 
-def test_a_join_that_fails_after_the_account_row_leaves_no_account(client, make_school, monkeypatch):
+def test_a_join_that_fails_after_the_account_row_leaves_no_account(
+    client, make_school, monkeypatch, make_class
+):
     """All or nothing on every database: on SQLite a savepoint's RELEASE committed the account alone."""
-    _school_with_class(make_school)
+    _school_with_class(make_school, make_class)
 
     def broken(*args, **kwargs):
         raise RuntimeError("the membership could not be written")
@@ -334,13 +337,13 @@ def test_our_handler_drops_exception_messages_from_every_logger(app):
 
 @pytest.mark.postgres
 def test_two_simultaneous_joins_on_postgresql_both_get_the_same_answer(
-    app, make_school, monkeypatch, sent_mail
+    app, make_school, monkeypatch, sent_mail, make_class
 ):
     """Both requests look the address up before either inserts; the loser waits on the unique
     index, then meets the winner's committed row (SQLite takes one writer at a time instead)."""
     if db.engine.dialect.name != "postgresql":
         pytest.skip("the race needs two concurrent writers: run with TEST_DATABASE_URL on PostgreSQL")
-    _school_with_class(make_school)
+    _school_with_class(make_school, make_class)
     browsers = [app.test_client(), app.test_client()]
     tokens = [browser.csrf_token() for browser in browsers]
     real = lifecycle.find_user
@@ -401,3 +404,10 @@ def test_a_failed_worker_job_leaves_no_message_for_rq_to_log_or_store(app):
     assert isinstance(error, jobs.JobFailed)
     assert "ValueError" in str(error) and "failing_job" in str(error)
     assert "secret.person" not in str(error) and error.__context__ is None and error.__cause__ is None
+
+
+def test_odd_input_gives_clear_answers_not_500s(client, make_school, make_member):
+    sign_in(client, make_member(make_school(), role=Role.STAFF).user.email)
+    assert client.get("/directory/?page=%C2%B2&class_id=%C2%B2").status_code == 200
+    anonymous = client.application.test_client(use_cookies=False)
+    assert anonymous.get("/unsubscribe/abc.s.%C3%A9").status_code == 400

@@ -8,18 +8,10 @@ from sqlalchemy import select
 
 from app import tenancy
 from app.extensions import db
-from app.models import Enrollment, Family, Role, SchoolClass, Student
+from app.models import Enrollment, Family, Role, Student
 from tests.conftest import sign_in
 
 PASSWORD = "plum orchard lantern"
-
-
-def _classes(school, *names):
-    with tenancy.bound(school.id):
-        classes = [SchoolClass(name=n, grade="Grade 3", school_year="2026-27") for n in names]
-        db.session.add_all(classes)
-        db.session.commit()
-        return classes
 
 
 def _join(client, code, children, email="newparent@example.org", name="Nadia Newparent"):
@@ -33,10 +25,10 @@ def _join(client, code, children, email="newparent@example.org", name="Nadia New
     return client.form("/join", data)
 
 
-def test_class_menus_appear_once_the_code_is_known(client, make_school):
+def test_class_menus_appear_once_the_code_is_known(client, make_school, make_class):
     school = make_school(code="OAK-1")
-    hazel, _ = _classes(school, "Hazel", "Juniper")
-    other = _classes(make_school(code="ELM-1"), "Secret Elm Class")[0]
+    hazel, _ = make_class(school, "Hazel"), make_class(school, "Juniper")
+    other = make_class(make_school(code="ELM-1"), "Secret Elm Class")
     blank = client.get("/join").get_data(as_text=True)
     assert "Enter your school's invitation code above" in blank and "Hazel" not in blank
     partial = client.get("/join/classes?invite_code=oak-1", headers={"HX-Request": "true"}).get_data(
@@ -49,10 +41,10 @@ def test_class_menus_appear_once_the_code_is_known(client, make_school):
 
 
 def test_joining_with_children_creates_the_family_for_the_approvers_to_check(
-    client, make_school, make_member, sent_mail
+    client, make_school, make_member, sent_mail, make_class
 ):
     school = make_school(code="OAK-1")
-    hazel, juniper = _classes(school, "Hazel", "Juniper")
+    hazel, juniper = make_class(school, "Hazel"), make_class(school, "Juniper")
     classmate = make_member(school, name="Clara Classmate")
     staff = make_member(school, role=Role.STAFF)
     response = _join(client, "OAK-1", [("Mia", "Newparent", hazel.id), ("Leo", "Newparent", juniper.id)])
@@ -80,10 +72,10 @@ def test_joining_with_children_creates_the_family_for_the_approvers_to_check(
     assert "Newparent family" in viewer.get(f"/classes/{hazel.id}").get_data(as_text=True)
 
 
-def test_a_class_of_another_school_or_an_unfinished_row_is_refused(client, make_school):
+def test_a_class_of_another_school_or_an_unfinished_row_is_refused(client, make_school, make_class):
     school = make_school(code="OAK-1")
-    (hazel,) = _classes(school, "Hazel")
-    (elm,) = _classes(make_school(code="ELM-1"), "Elm")
+    hazel = make_class(school, "Hazel")
+    elm = make_class(make_school(code="ELM-1"), "Elm")
     foreign = _join(client, "OAK-1", [("Mia", "Newparent", elm.id)])
     assert foreign.status_code == 400
     assert "Choose each child&#39;s class from the list." in foreign.get_data(as_text=True)

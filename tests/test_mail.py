@@ -11,8 +11,9 @@ from app import jobs
 from app.extensions import db
 from app.mail import queue_email
 from app.mail.jobs import send_message, sweep
-from app.models import DeliveryStatus, MailDelivery, MailMessage
+from app.models import Category, DeliveryStatus, MailDelivery, MailMessage, Role
 from app.models.base import utcnow
+from tests.conftest import sign_in
 
 
 def _deliveries():
@@ -148,3 +149,29 @@ def test_permanent_failures_are_recorded_with_the_reason(app, make_school, make_
         DeliveryStatus.FAILED,
         "'to' parameter is not a valid address",
     )
+
+
+def test_mail_goes_to_the_address_the_account_has_when_it_is_sent(app, make_school, make_member, sent_mail):
+    member = make_member(make_school(), email="old@example.org")
+    message = queue_email(
+        "email_change_notice", [member.user], category=Category.SCHOOL_ANNOUNCEMENTS, name="x"
+    )
+    db.session.info.pop("pending_jobs")  # not sent yet (scheduled, or retried later)
+    db.session.commit()
+    member.user.email = "new@example.org"
+    db.session.commit()
+    from app.mail.jobs import send_message
+
+    send_message(message.id)
+    assert [m.to for m in sent_mail] == ["new@example.org"]
+
+
+def test_the_dev_mailbox_is_for_superadmins_only(build_app, make_school, make_member):
+    school = make_school()
+    admin = make_member(school, role=Role.ADMIN)
+    superadmin = make_member(school, role=Role.SUPERADMIN)
+    app = build_app(DEV_MAILBOX=True)
+    for member, expected in ((admin, 403), (superadmin, 200)):
+        visitor = app.test_client()
+        sign_in(visitor, member.user.email)
+        assert visitor.get("/dev/mailbox").status_code == expected

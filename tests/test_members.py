@@ -92,3 +92,24 @@ def test_parents_cannot_approve(client, make_school, make_member):
     sign_in(client, parent.user.email)
     assert client.form(f"/members/{applicant.id}/approve").status_code == 403
     assert _status(applicant.id, school.id) is MembershipStatus.PENDING
+
+
+def test_two_decisions_at_once_cannot_both_win(client, make_school, make_member, sent_mail):
+    school = make_school()
+    staff = make_member(school, role=Role.STAFF)
+    applicant = make_member(school, status=MembershipStatus.PENDING, email="applicant@example.org")
+    sign_in(client, staff.user.email)
+    from app.members import lifecycle
+
+    with client.application.test_request_context():
+        from flask import g
+
+        tenancy.bind_request(school.id)
+        g.membership, g.school = staff, school
+        stale = db.session.get(type(applicant), applicant.id)
+        with tenancy.bound(school.id):
+            assert lifecycle.approve(stale) is True
+            db.session.commit()
+            assert lifecycle.reject(stale, "too late") is False  # the second decision loses
+            db.session.commit()
+    assert client.form(f"/members/{applicant.id}/reject", {"reason": "x"}).status_code == 404

@@ -16,19 +16,12 @@ from app.mail.jobs import send_message, sweep
 from app.messages.services import render_markdown
 from app.models import (
     Category,
-    ClassHelper,
     ClassRole,
     DeliveryStatus,
-    Enrollment,
-    Family,
-    Guardian,
     MailDelivery,
     MailMessage,
     MembershipStatus,
-    PermissionChange,
     Role,
-    SchoolClass,
-    Student,
 )
 from app.models.base import utcnow
 from tests.conftest import count_queries, sign_in
@@ -36,35 +29,9 @@ from tests.conftest import count_queries, sign_in
 BODY = "Hello families,\n\n**Bring** a *coat* on Friday.\n\n- boots\n- hat\n"
 
 
-def _class(school, name, helpers=()):
-    with tenancy.bound(school.id):
-        school_class = SchoolClass(name=name, grade="Grade 2", school_year="2026-27")
-        db.session.add(school_class)
-        db.session.flush()
-        for membership, role in helpers:
-            db.session.add(ClassHelper(class_id=school_class.id, membership_id=membership.id, role=role))
-        db.session.commit()
-        return school_class
-
-
-def _family(school, classes, guardians, name="Family"):
-    """A family with one child enrolled in ``classes`` and these guardian memberships."""
-    with tenancy.bound(school.id):
-        family = Family(name=name)
-        db.session.add(family)
-        db.session.flush()
-        student = Student(family_id=family.id, first_name="Kid", last_name=name)
-        db.session.add(student)
-        db.session.flush()
-        db.session.add_all(Enrollment(student_id=student.id, class_id=c.id) for c in classes)
-        db.session.add_all(Guardian(family_id=family.id, membership_id=g.id) for g in guardians)
-        db.session.commit()
-
-
-def _grant(membership, permission):
-    with tenancy.bound(membership.school_id):
-        db.session.add(PermissionChange(membership_id=membership.id, permission=permission, granted=True))
-        db.session.commit()
+def _kid_in(name, classes):
+    """One child of family ``name``, enrolled in ``classes`` (for make_family)."""
+    return [("Kid", name, [c.id for c in classes])]
 
 
 def _messages():
@@ -88,7 +55,7 @@ def _count(html, name):
 
 
 @pytest.fixture
-def community(make_school, make_member):
+def community(make_school, make_member, make_class, make_family):
     """School A with two classes and their families; school B next door with its own people."""
     a = make_school(name="Maple School")
     p = {
@@ -103,19 +70,21 @@ def community(make_school, make_member):
         "pending": make_member(a, status=MembershipStatus.PENDING, email="pending@maple.org"),
         "rejected": make_member(a, status=MembershipStatus.REJECTED, email="rejected@maple.org"),
     }
-    oak = _class(a, "Oak Class", [(p["teacher"], ClassRole.TEACHER), (p["room"], ClassRole.ROOM_PARENT)])
-    elm = _class(a, "Elm Class")
+    oak = make_class(
+        a, "Oak Class", helpers=[(p["teacher"], ClassRole.TEACHER), (p["room"], ClassRole.ROOM_PARENT)]
+    )
+    elm = make_class(a, "Elm Class")
     # The room parent has a child in Oak too; "both" has children in Oak and Elm (in two families).
-    _family(a, [oak], [p["parent"], p["room"], p["pending"]], name="Oakley")
-    _family(a, [oak], [p["oak2"]], name="Acorn")
-    _family(a, [oak, elm], [p["both"]], name="Twin")
-    _family(a, [elm], [p["elmer"], p["both"]], name="Elmwood")
+    make_family(a, [p["parent"], p["room"], p["pending"]], "Oakley", _kid_in("Oakley", [oak]))
+    make_family(a, [p["oak2"]], "Acorn", _kid_in("Acorn", [oak]))
+    make_family(a, [p["both"]], "Twin", _kid_in("Twin", [oak, elm]))
+    make_family(a, [p["elmer"], p["both"]], "Elmwood", _kid_in("Elmwood", [elm]))
     b = make_school(name="Birch School")
     b_parent = make_member(b, email="b-parent@birch.org")
     b_admin = make_member(b, role=Role.ADMIN, email="b-admin@birch.org")
     make_member(b, email="b-other@birch.org")
-    b_class = _class(b, "Birch Class", [(b_admin, ClassRole.TEACHER)])
-    _family(b, [b_class], [b_parent], name="Birchley")
+    b_class = make_class(b, "Birch Class", helpers=[(b_admin, ClassRole.TEACHER)])
+    make_family(b, [b_parent], "Birchley", _kid_in("Birchley", [b_class]))
     return {"a": a, "b": b, "oak": oak, "elm": elm, "b_class": b_class, "b_admin": b_admin, **p}
 
 
@@ -196,18 +165,20 @@ def test_admin_emails_every_approved_member_of_the_school_once(client, community
     assert envelope.headers["X-Category"] == "school_announcements"
 
 
-def test_staff_need_messages_school_for_the_school_and_then_reach_any_class(client, community, sent_mail):
+def test_staff_need_messages_school_for_the_school_and_then_reach_any_class(
+    client, community, sent_mail, grant_permissions
+):
     sign_in(client, "staff@maple.org")  # staff may email classes they help with, by default none
     assert client.get("/messages/new?kind=school").status_code == 403
     assert client.get(f"/messages/new?kind=class&class_id={community['elm'].id}").status_code == 403
-    _grant(community["staff"], "messages.school")
+    grant_permissions(community["staff"], "messages.school")
     assert client.get("/messages/new?kind=school").status_code == 200
     assert _send(client, "class", community["elm"].id).status_code == 303
     assert {m.to for m in sent_mail} == {"both@maple.org", "elm@maple.org"}
 
 
-def test_the_newsletter_permission_sends_newsletters_only(client, community, sent_mail):
-    _grant(community["parent"], "messages.newsletter")
+def test_the_newsletter_permission_sends_newsletters_only(client, community, sent_mail, grant_permissions):
+    grant_permissions(community["parent"], "messages.newsletter")
     sign_in(client, "parent@maple.org")
     assert client.get("/messages/new?kind=school").status_code == 403
     assert client.get("/messages/new").status_code == 200  # the one kind they may write
@@ -217,12 +188,14 @@ def test_the_newsletter_permission_sends_newsletters_only(client, community, sen
     assert len(sent_mail) == 8 and {m.headers["X-Category"] for m in sent_mail} == {"newsletters"}
 
 
-def test_class_audience_is_guardians_of_enrolled_children_and_helpers_each_once(client, community, sent_mail):
+def test_class_audience_is_guardians_of_enrolled_children_and_helpers_each_once(
+    client, community, sent_mail, grant_permissions
+):
     deactivated = community["elmer"]
     with tenancy.bound(community["a"].id):
         deactivated.status = MembershipStatus.DEACTIVATED
         db.session.commit()
-    _grant(community["teacher"], "messages.school")
+    grant_permissions(community["teacher"], "messages.school")
     sign_in(client, "teacher@maple.org")
     assert _send(client, "class", community["elm"].id).status_code == 303
     assert [m.to for m in sent_mail] == ["both@maple.org"]  # deactivated, Oak and Birch people excluded
@@ -480,15 +453,15 @@ def test_closed_accounts_are_neither_counted_nor_written(client, community, sent
 
 
 def test_sending_runs_the_same_number_of_queries_for_5_and_for_50_families(
-    client, community, make_member, sent_mail
+    client, community, make_member, make_class, make_family, sent_mail
 ):
     a, room = community["a"], community["room"]
     statements = []
     for families in (5, 50):
-        school_class = _class(a, f"Class of {families}", [(room, ClassRole.ROOM_PARENT)])
+        school_class = make_class(a, f"Class of {families}", helpers=[(room, ClassRole.ROOM_PARENT)])
         for n in range(families):
             guardian = make_member(a, email=f"c{families}-{n}@maple.org")
-            _family(a, [school_class], [guardian], name=f"F{families}-{n}")
+            make_family(a, [guardian], f"F{families}-{n}", _kid_in(f"F{families}-{n}", [school_class]))
         if not statements:
             sign_in(client, "room@maple.org")
         with count_queries() as seen:
@@ -513,8 +486,10 @@ def test_another_schools_message_pages_are_not_found(client, community, sent_mai
     assert client.get(f"/messages/{birch.id}").status_code == 200  # its own school sees it
 
 
-def test_class_senders_follow_their_own_classes_messages_only(client, community, sent_mail):
-    _grant(community["staff"], "messages.school")
+def test_class_senders_follow_their_own_classes_messages_only(
+    client, community, sent_mail, grant_permissions
+):
+    grant_permissions(community["staff"], "messages.school")
     sign_in(client, "staff@maple.org")
     assert _send(client, "class", community["elm"].id, subject="Elm only").status_code == 303
     assert _send(client, "class", community["oak"].id, subject="Oak news").status_code == 303

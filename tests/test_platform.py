@@ -7,7 +7,6 @@ import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import time_machine
 from sqlalchemy import select
 from werkzeug.routing import IntegerConverter
 
@@ -28,11 +27,12 @@ from app.models import (
     User,
 )
 from app.models.audit import AuditEntry
+from app.models.base import utcnow
 from app.models.support import DeletionState, SupportGrant
 from tests.conftest import _HASH, sign_in
 
 SCHOOL_BLUEPRINTS = ("directory", "classes", "settings")
-START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
+START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)  # after CLOCK_START, when the fixtures were made
 
 
 @pytest.fixture
@@ -63,15 +63,6 @@ def school_with_family(make_school, make_member):
         db.session.add(Enrollment(student_id=student.id, class_id=school_class.id))
         db.session.commit()
     return school, admin, school_class
-
-
-def _grant(school_id: int, hours: int = 2, start: datetime | None = None) -> SupportGrant:
-    start = start or datetime.now(UTC)
-    with tenancy.bound(school_id):
-        grant = SupportGrant(starts_at=start, expires_at=start + timedelta(hours=hours))
-        db.session.add(grant)
-        db.session.commit()
-        return grant
 
 
 def _entries(school_id: int, action: str | None = None) -> list[AuditEntry]:
@@ -133,10 +124,10 @@ def test_platform_staff_land_on_the_console_not_the_pending_page(client, staff_u
 
 
 def test_with_a_grant_staff_read_the_directory_and_settings_and_every_page_is_logged(
-    client, app, staff_user, school_with_family
+    client, app, staff_user, school_with_family, make_support_grant
 ):
     school, admin, school_class = school_with_family
-    _grant(school.id)
+    make_support_grant(school)
     sign_in(client, staff_user.email)
     console = client.get("/platform/").get_data(as_text=True)
     assert "Hazel School" in console and "Allowed until" in console
@@ -174,9 +165,9 @@ def test_with_a_grant_staff_read_the_directory_and_settings_and_every_page_is_lo
     assert '<span class="tag">support</span>' in log
 
 
-def test_under_a_grant_nothing_can_be_changed(client, staff_user, school_with_family):
+def test_under_a_grant_nothing_can_be_changed(client, staff_user, school_with_family, make_support_grant):
     school, admin, _ = school_with_family
-    _grant(school.id)
+    make_support_grant(school)
     sign_in(client, staff_user.email)
     _enter(client, school.id)
     attempts = [
@@ -195,7 +186,9 @@ def test_under_a_grant_nothing_can_be_changed(client, staff_user, school_with_fa
     assert db.session.get(type(school), school.id).invite_code is not None
 
 
-def test_a_grant_opens_only_its_own_school(client, staff_user, school_with_family, make_school, make_member):
+def test_a_grant_opens_only_its_own_school(
+    client, staff_user, school_with_family, make_school, make_member, make_support_grant
+):
     school, _, _ = school_with_family
     other = make_school(name="Other School")
     make_member(other, name="Secret Sally")
@@ -203,7 +196,7 @@ def test_a_grant_opens_only_its_own_school(client, staff_user, school_with_famil
         other_class = SchoolClass(name="Hidden", grade="1", school_year="2026-27")
         db.session.add(other_class)
         db.session.commit()
-    _grant(school.id)
+    make_support_grant(school)
     sign_in(client, staff_user.email)
     assert _enter(client, other.id).status_code == 403
     _enter(client, school.id)
@@ -214,30 +207,34 @@ def test_a_grant_opens_only_its_own_school(client, staff_user, school_with_famil
 # -- after expiry or revocation -----------------------------------------------------------------
 
 
-def test_after_expiry_every_school_route_is_refused_and_logged(client, app, staff_user, school_with_family):
+def test_after_expiry_every_school_route_is_refused_and_logged(
+    clock, client, app, staff_user, school_with_family, make_support_grant
+):
     school, _, school_class = school_with_family
-    with time_machine.travel(START, tick=False) as clock:
-        _grant(school.id, hours=3, start=START)
-        sign_in(client, staff_user.email)
-        assert _enter(client, school.id).status_code == 303
-        assert client.get("/directory/").status_code == 200
-        clock.move_to(START + timedelta(hours=2, minutes=59))
-        assert client.get("/directory/").status_code == 200
-        clock.move_to(START + timedelta(hours=3))
-        urls = _school_routes(app, school_class.id)
-        for url in urls:
-            assert client.get(url).status_code == 403, url
-        assert _enter(client, school.id).status_code == 403
-        console = client.get("/platform/").get_data(as_text=True)
-        assert "Open Hazel School read-only" not in console and "grant has ended" in console
+    clock.move_to(START)
+    make_support_grant(school, hours=3, start=START)
+    sign_in(client, staff_user.email)
+    assert _enter(client, school.id).status_code == 303
+    assert client.get("/directory/").status_code == 200
+    clock.move_to(START + timedelta(hours=2, minutes=59))
+    assert client.get("/directory/").status_code == 200
+    clock.move_to(START + timedelta(hours=3))
+    urls = _school_routes(app, school_class.id)
+    for url in urls:
+        assert client.get(url).status_code == 403, url
+    assert _enter(client, school.id).status_code == 403
+    console = client.get("/platform/").get_data(as_text=True)
+    assert "Open Hazel School read-only" not in console and "grant has ended" in console
     refused = _entries(school.id, "support.refused")
     assert len(refused) == len(urls)
     assert {e.actor_id for e in refused} == {staff_user.id}
 
 
-def test_after_revocation_every_school_route_is_refused(client, app, staff_user, school_with_family):
+def test_after_revocation_every_school_route_is_refused(
+    client, app, staff_user, school_with_family, make_support_grant
+):
     school, admin, school_class = school_with_family
-    grant = _grant(school.id, hours=72)
+    grant = make_support_grant(school, hours=72)
     sign_in(client, staff_user.email)
     _enter(client, school.id)
     assert client.get("/directory/").status_code == 200
@@ -256,9 +253,11 @@ def test_after_revocation_every_school_route_is_refused(client, app, staff_user,
     assert client.get("/directory/").status_code == 403
 
 
-def test_a_grant_that_starts_later_is_not_active_yet(client, staff_user, school_with_family):
+def test_a_grant_that_starts_later_is_not_active_yet(
+    client, staff_user, school_with_family, make_support_grant
+):
     school, _, _ = school_with_family
-    _grant(school.id, start=datetime.now(UTC) + timedelta(hours=1))
+    make_support_grant(school, start=utcnow() + timedelta(hours=1))
     sign_in(client, staff_user.email)
     assert _enter(client, school.id).status_code == 403
 

@@ -69,14 +69,6 @@ def _delivery(email, message_id=None):
     return db.session.scalars(query.order_by(MailDelivery.id)).all()
 
 
-def _announce(school, users, subject, category=Category.SCHOOL_ANNOUNCEMENTS):
-    """An announcement of ``school`` to these users, written and sent as the outbox does."""
-    message = queue_email("email_change_notice", users, category=category, school_id=school.id, name=subject)
-    db.session.commit()
-    jobs.run_ready_jobs()
-    return message
-
-
 # --- finding 1: the send job and the digest ---------------------------------------------------
 
 
@@ -169,11 +161,11 @@ def _prefer_digest(membership, category=Category.SCHOOL_ANNOUNCEMENTS):
     db.session.commit()
 
 
-def test_held_items_of_a_school_someone_left_are_not_in_their_digest(app, maple, sent_mail):
+def test_held_items_of_a_school_someone_left_are_not_in_their_digest(app, maple, sent_mail, send_email):
     pat = maple["pat"]
     _prefer_digest(pat)
-    maple_news = _announce(maple["school"], [pat.user], "Maple Orchard News")
-    birch_news = _announce(maple["birch"], [pat.user], "Birch Grove News")
+    maple_news = send_email([pat.user], school=maple["school"], name="Maple Orchard News")
+    birch_news = send_email([pat.user], school=maple["birch"], name="Birch Grove News")
     assert sent_mail == []  # both held for the digest
     _set_status(pat, MembershipStatus.DEACTIVATED)  # Pat leaves Maple, stays at Birch
 
@@ -187,11 +179,11 @@ def test_held_items_of_a_school_someone_left_are_not_in_their_digest(app, maple,
     assert _delivery("pat@maple.org", birch_news.id)[0].status is DeliveryStatus.DIGESTED
 
 
-def test_no_digest_at_all_when_every_held_item_is_of_a_school_they_left(app, maple, sent_mail):
+def test_no_digest_at_all_when_every_held_item_is_of_a_school_they_left(app, maple, sent_mail, send_email):
     pat = maple["pat"]
     _prefer_digest(pat)
-    _announce(maple["school"], [pat.user], "One")
-    _announce(maple["school"], [pat.user], "Two")
+    send_email([pat.user], school=maple["school"], name="One")
+    send_email([pat.user], school=maple["school"], name="Two")
     _set_status(pat, MembershipStatus.REJECTED)
     assert send_digests() == {"digests": 0, "items": 2}
     jobs.run_ready_jobs()

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import re
 import zlib
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
 
-from app import tenancy
 from app.extensions import db
 from app.members.lifecycle import deactivate_account
-from app.models import Role, SchoolClass, WebSession
+from app.models import Role, WebSession
+from app.models.base import utcnow
 from config import ProductionConfig
 from tests.conftest import PASSWORD, HtmxClient, make_config, sign_in
 
@@ -176,13 +178,10 @@ def _every_get_path(app, ids):
 
 
 @pytest.mark.parametrize("signed_in", [False, True])
-def test_security_headers_on_every_route(client, make_school, make_member, signed_in):
+def test_security_headers_on_every_route(client, make_school, make_member, make_class, signed_in):
     school = make_school()
     admin = make_member(school, role=Role.SUPERADMIN)
-    with tenancy.bound(school.id):
-        school_class = SchoolClass(name="Headers", grade="1", school_year="2026-27")
-        db.session.add(school_class)
-        db.session.commit()
+    school_class = make_class(school, "Headers", grade="1")
     if signed_in:
         sign_in(client, admin.user.email)
     ids = {"class_id": school_class.id, "membership_id": admin.id, "mail_id": 1, "filename": "css/app.css"}
@@ -284,3 +283,24 @@ def test_the_development_server_does_not_log_paths(app):
     import logging
 
     assert not logging.getLogger("werkzeug").isEnabledFor(logging.INFO)
+
+
+def test_visitors_who_never_sign_in_get_short_sessions(client):
+    client.get("/sign-in")
+    row = db.session.scalar(select(WebSession))
+    assert row.expires_at - utcnow() <= timedelta(hours=2)
+
+
+def test_a_failing_request_logs_the_rule_not_the_path(build_app, caplog):
+    app = build_app(PROPAGATE_EXCEPTIONS=False)
+
+    @app.route("/boom/<token>")
+    def boom(token):
+        raise RuntimeError("boom")
+
+    from app.permissions import public
+
+    public(boom)
+    caplog.set_level(logging.ERROR)
+    assert app.test_client().get("/boom/secret-token-value").status_code == 500
+    assert "/boom/<token>" in caplog.text and "secret-token-value" not in caplog.text

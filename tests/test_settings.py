@@ -550,14 +550,9 @@ def test_grant_hours_must_be_between_1_and_168(client, make_school, make_member,
         assert db.session.scalar(select(func.count(SupportGrant.id))) == 0
 
 
-def test_another_schools_grant_cannot_be_revoked(client, make_school, make_member):
+def test_another_schools_grant_cannot_be_revoked(client, make_school, make_member, make_support_grant):
     _as(client, make_school, make_member, Role.ADMIN)
-    other = make_school()
-    with tenancy.bound(other.id):
-        now = datetime.now(UTC)
-        grant = SupportGrant(starts_at=now, expires_at=now + timedelta(hours=1))
-        db.session.add(grant)
-        db.session.commit()
+    grant = make_support_grant(make_school(), hours=1)
     assert client.form(f"/settings/support/{grant.id}/revoke").status_code == 404
 
 

@@ -8,20 +8,11 @@ import re
 import pytest
 from sqlalchemy import select
 
-from app import jobs
 from app.extensions import db
-from app.mail import queue_email
 from app.mail.jobs import send_message
 from app.models import Category, DeliveryMode, DeliveryStatus, MailDelivery, MailPreference, Suppression
 from app.unsubscribe import tokens
 from tests.conftest import sign_in
-
-
-def _announce(users, category=Category.SCHOOL_ANNOUNCEMENTS):
-    message = queue_email("email_change_notice", users, category=category, name="Families")
-    db.session.commit()
-    jobs.run_ready_jobs()
-    return message
 
 
 def _statuses(message):
@@ -36,12 +27,12 @@ def _unsubscribe_path(envelope):
 
 
 def test_optional_mail_carries_a_personal_unsubscribe_link_and_one_click_headers(
-    app, make_school, make_member, sent_mail
+    app, make_school, make_member, sent_mail, send_email
 ):
     school = make_school()
     a = make_member(school, email="ann@example.org")
     b = make_member(school, email="bob@example.org")
-    _announce([a.user, b.user])
+    send_email([a.user, b.user])
     by_to = {m.to: m for m in sent_mail}
     for person, envelope in by_to.items():
         assert envelope.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -53,18 +44,18 @@ def test_optional_mail_carries_a_personal_unsubscribe_link_and_one_click_headers
     assert _unsubscribe_path(by_to["ann@example.org"]) != _unsubscribe_path(by_to["bob@example.org"])
 
 
-def test_administrative_mail_has_no_unsubscribe(app, make_school, make_member, sent_mail):
+def test_administrative_mail_has_no_unsubscribe(app, make_school, make_member, sent_mail, send_email):
     member = make_member(make_school())
-    _announce([member.user], category=Category.ADMINISTRATIVE)
+    send_email([member.user], category=Category.ADMINISTRATIVE)
     assert "List-Unsubscribe" not in sent_mail[0].headers
     assert "/unsubscribe/" not in sent_mail[0].text
 
 
 def test_one_click_post_unsubscribes_before_the_next_send_and_get_changes_nothing(
-    app, client, make_school, make_member, sent_mail
+    app, client, make_school, make_member, sent_mail, send_email
 ):
     member = make_member(make_school(), email="ann@example.org")
-    _announce([member.user])
+    send_email([member.user])
     path = _unsubscribe_path(sent_mail[0])
 
     page = client.get(path)
@@ -82,31 +73,33 @@ def test_one_click_post_unsubscribes_before_the_next_send_and_get_changes_nothin
     assert multipart.status_code == 200
 
     sent_mail.clear()
-    second = _announce([member.user])
+    second = send_email([member.user])
     assert sent_mail == []
     assert _statuses(second)["ann@example.org"] == (DeliveryStatus.SKIPPED, "unsubscribed from this category")
-    _announce([member.user], category=Category.NEWSLETTERS)  # other categories still arrive
+    send_email([member.user], category=Category.NEWSLETTERS)  # other categories still arrive
     assert len(sent_mail) == 1
 
 
-def test_the_page_offers_everything_non_administrative(app, make_school, make_member, sent_mail):
+def test_the_page_offers_everything_non_administrative(app, make_school, make_member, sent_mail, send_email):
     member = make_member(make_school(), email="ann@example.org")
-    _announce([member.user])
+    send_email([member.user])
     path = _unsubscribe_path(sent_mail[0])
     client = app.test_client(use_cookies=False)
     done = client.post(path, data={"scope": "all"})
     assert done.status_code == 200 and "You are unsubscribed" in done.get_data(as_text=True)
     sent_mail.clear()
     for category in Category:
-        _announce([member.user], category=category)
+        send_email([member.user], category=category)
     assert [m.headers["X-Category"] for m in sent_mail] == ["administrative"]  # P11: notices still arrive
 
 
-def test_deactivated_account_gets_not_even_administrative_mail(app, make_school, make_member, sent_mail):
+def test_deactivated_account_gets_not_even_administrative_mail(
+    app, make_school, make_member, sent_mail, send_email
+):
     member = make_member(make_school(), email="gone@example.org")
     member.user.active = False
     db.session.commit()
-    message = _announce([member.user], category=Category.ADMINISTRATIVE)
+    message = send_email([member.user], category=Category.ADMINISTRATIVE)
     assert sent_mail == []
     assert _statuses(message)["gone@example.org"] == (DeliveryStatus.SKIPPED, "account deactivated")
 
@@ -160,18 +153,18 @@ def test_preferences_toggle_with_htmx_and_administrative_is_locked(
     assert modes == {Category.NEWSLETTERS: DeliveryMode.DIGEST, Category.PROMOTIONAL: DeliveryMode.OFF}
 
 
-def test_digest_choice_holds_the_mail_for_the_digest(app, make_school, make_member, sent_mail):
+def test_digest_choice_holds_the_mail_for_the_digest(app, make_school, make_member, sent_mail, send_email):
     member = make_member(make_school(), email="digest@example.org")
     db.session.add(
         MailPreference(user_id=member.user_id, category=Category.NEWSLETTERS, mode=DeliveryMode.DIGEST)
     )
     db.session.commit()
-    message = _announce([member.user], category=Category.NEWSLETTERS)
+    message = send_email([member.user], category=Category.NEWSLETTERS)
     assert sent_mail == []
     assert _statuses(message)["digest@example.org"][0] is DeliveryStatus.DIGEST
 
 
-def test_suppressed_addresses(app, make_school, make_member, sent_mail):
+def test_suppressed_addresses(app, make_school, make_member, sent_mail, send_email):
     school = make_school()
     bounced = make_member(school, email="bounced@example.org")
     complained = make_member(school, email="complained@example.org")
@@ -182,8 +175,8 @@ def test_suppressed_addresses(app, make_school, make_member, sent_mail):
         ]
     )
     db.session.commit()
-    news = _announce([bounced.user, complained.user])
-    notice = _announce([bounced.user, complained.user], category=Category.ADMINISTRATIVE)
+    news = send_email([bounced.user, complained.user])
+    notice = send_email([bounced.user, complained.user], category=Category.ADMINISTRATIVE)
     assert [m.to for m in sent_mail] == [
         "complained@example.org"
     ]  # only the notice, only to the live address
@@ -194,7 +187,7 @@ def test_suppressed_addresses(app, make_school, make_member, sent_mail):
     assert _statuses(notice)["bounced@example.org"] == (DeliveryStatus.SKIPPED, "address suppressed (bounce)")
 
 
-def test_a_large_send_is_batched_by_the_backend_size(app, make_school, sent_mail, monkeypatch):
+def test_a_large_send_is_batched_by_the_backend_size(app, make_school, sent_mail, monkeypatch, send_email):
     """P4's batching through the outbox: ceil(n / max_batch) provider calls, each person once."""
     from app.auth.passwords import hash_password
     from app.models import User
@@ -205,7 +198,7 @@ def test_a_large_send_is_batched_by_the_backend_size(app, make_school, sent_mail
     users = [User(email=f"p{n}@example.org", name=f"P {n}", password_hash=password) for n in range(30)]
     db.session.add_all(users)
     db.session.commit()
-    message = _announce(users, category=Category.NEWSLETTERS)
+    message = send_email(users, category=Category.NEWSLETTERS)
     assert len(backend.batches) == math.ceil(30 / 7)
     assert sorted(m.to for m in sent_mail) == sorted(u.email for u in users)
     links = {_unsubscribe_path(m) for m in sent_mail}

@@ -4,6 +4,7 @@ private feed address works in a cookieless client and shows only what the parent
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime
 
 import pytest
 from playwright.sync_api import expect
@@ -14,6 +15,14 @@ from app.models import Enrollment, Family, Guardian, Role, SchoolClass, Student
 from tests.browser.helpers import main_nav, path_is, sign_in
 
 pytestmark = pytest.mark.browser
+
+
+def _next_summer_day() -> date:
+    """1 July of next year on the real clock: always ahead, and in London's summer time.
+
+    Not the clock fixture: Chromium, which keeps the session cookie, runs on the real clock.
+    """
+    return date(datetime.now(UTC).year + 1, 7, 1)
 
 
 @pytest.fixture
@@ -41,14 +50,15 @@ def school_people(make_school, make_member):
 
 @pytest.mark.parametrize("javascript", [True, False], ids=["htmx", "no-js"])
 def test_staff_add_events_errors_stay_by_the_field(new_context, school_people, javascript):
+    day = _next_summer_day().isoformat()
     page = new_context(java_script_enabled=javascript).new_page()
     sign_in(page, "sam@example.org")
     main_nav(page).get_by_role("link", name="Calendar").click()
     page.get_by_role("link", name="Add an event").click()
     page.get_by_label("Title").fill("Juniper trip")
     page.get_by_label("For").select_option(label="Juniper")
-    page.get_by_label("Starts").fill("2027-07-01T09:00")
-    page.get_by_label("Ends").fill("2027-07-01T08:00")
+    page.get_by_label("Starts").fill(f"{day}T09:00")
+    page.get_by_label("Ends").fill(f"{day}T08:00")
     with page.expect_response(re.compile(r"/calendar/new$")) as answer:
         page.get_by_role("button", name="Save event").click()
     assert answer.value.status == 400
@@ -56,25 +66,27 @@ def test_staff_add_events_errors_stay_by_the_field(new_context, school_people, j
     ends = page.locator(".field", has=page.get_by_label("Ends"))
     expect(ends.locator(".error")).to_have_text("The end cannot be before the start.")
     expect(page.get_by_label("Title")).to_have_value("Juniper trip")
-    page.get_by_label("Ends").fill("2027-07-01T15:30")
+    page.get_by_label("Ends").fill(f"{day}T15:30")
     page.get_by_role("button", name="Save event").click()
     page.wait_for_url(path_is("/calendar/"))
     event = page.locator(".event", has_text="Juniper trip")
-    expect(event).to_contain_text("Thu 1 Jul 2027, 09:00")  # London summer time, as typed
+    shown = f"{_next_summer_day():%a} 1 Jul {_next_summer_day().year}, 09:00"
+    expect(event).to_contain_text(shown)  # London summer time, as typed
     expect(event).to_contain_text("15:30")
 
 
 def test_a_parents_feed_works_without_a_cookie_and_holds_only_their_events(
     new_context, school_people, make_member
 ):
+    day = _next_summer_day()
     staff = new_context().new_page()
     sign_in(staff, "sam@example.org")
     for title, audience in (("Hazel picnic", "Hazel"), ("Juniper trip", "Juniper")):
         staff.goto("/calendar/new")
         staff.get_by_label("Title").fill(title)
         staff.get_by_label("For").select_option(label=audience)
-        staff.get_by_label("Starts").fill("2027-07-01T09:00")
-        staff.get_by_label("Ends").fill("2027-07-01T10:00")
+        staff.get_by_label("Starts").fill(f"{day.isoformat()}T09:00")
+        staff.get_by_label("Ends").fill(f"{day.isoformat()}T10:00")
         staff.get_by_role("button", name="Save event").click()
         staff.wait_for_url(path_is("/calendar/"))
 
@@ -93,7 +105,7 @@ def test_a_parents_feed_works_without_a_cookie_and_holds_only_their_events(
     assert response.status == 200
     body = response.text()
     assert "SUMMARY:Hazel picnic" in body and "Juniper trip" not in body
-    assert "DTSTART:20270701T080000Z" in body  # 09:00 in London is 08:00 UTC in July
+    assert f"DTSTART:{day:%Y%m%d}T080000Z" in body  # 09:00 in London is 08:00 UTC in July
 
     parent.reload()
     expect(parent.get_by_label("Feed address")).to_have_count(0)  # shown once only
