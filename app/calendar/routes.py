@@ -11,6 +11,7 @@ from app import clock
 from app.calendar import forms, ical, services
 from app.extensions import db, limiter
 from app.htmx import redirect_after_post, render
+from app.lookup import or_404
 from app.models.base import utcnow
 from app.parsing import optional_id
 from app.permissions import member, public, requires
@@ -103,19 +104,12 @@ def create():
     return _save(_event_form(services.current_audience()))
 
 
-def _event_or_404(event_id: int, audience):
-    event = services.visible_event(event_id, audience)
-    if event is None:
-        abort(404)
-    return event
-
-
 @bp.route("/<int:event_id>/edit", methods=["GET", "POST"])
 @member
 def edit(event_id: int):
     """Change an event: my own with events.edit_own, anyone's with events.edit_any."""
     audience = services.current_audience()
-    event = _event_or_404(event_id, audience)
+    event = or_404(services.visible_event(event_id, audience))
     if not services.may_edit(event):
         abort(403)
     return _save(_event_form(audience, event), event)
@@ -125,7 +119,7 @@ def edit(event_id: int):
 @member
 def delete(event_id: int):
     """Delete an event: my own with events.delete_own, anyone's with events.delete_any."""
-    event = _event_or_404(event_id, services.current_audience())
+    event = or_404(services.visible_event(event_id, services.current_audience()))
     if not services.may_delete(event):
         abort(403)
     if not forms.ConfirmForm().validate_on_submit():
@@ -171,9 +165,7 @@ def _feed_key() -> str:
 @limiter.limit("60 per hour", key_func=_feed_key)
 def feed(token: str):
     """A person's events as iCalendar, for calendar apps (no cookie: the secret address is the key)."""
-    found = services.feed_for_token(token)
-    if found is None:
-        abort(404)
+    found = or_404(services.feed_for_token(token))
     body = ical.calendar(
         found.school_name,
         (

@@ -15,6 +15,7 @@ from app.classes import families, forms
 from app.classes import services as classes
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
+from app.lookup import or_404
 from app.members import lifecycle
 from app.parsing import optional_id
 from app.permissions import member, requires
@@ -83,7 +84,7 @@ def _save_student(family, *, own: bool, back: str):
     if form.validate_on_submit():
         student = None
         if form.student_id.data:
-            student = _student_or_404(family, form.student_id.data)
+            student = _student_of(family, form.student_id.data)
         saved = families.save_student(
             family,
             student,
@@ -107,19 +108,14 @@ def _save_student(family, *, own: bool, back: str):
 # --- a guardian's own family ---------------------------------------------------------------
 
 
-def _student_or_404(family, submitted_id):
+def _student_of(family, submitted_id):
     """A child of this family by the id a form sent (ASCII digits only: "٣" is not 3 here)."""
-    student = families.student_of(family, optional_id(submitted_id))
-    if student is None:
-        abort(404)
-    return student
+    return or_404(families.student_of(family, optional_id(submitted_id)))
 
 
-def _own_family_or_404():
+def _own_family():
     """The signed-in guardian's family named by the form's family_id, loaded for its page."""
-    family = families.my_family(g.membership, optional_id(request.form.get("family_id")))
-    if family is None:
-        abort(404)
+    family = or_404(families.my_family(g.membership, optional_id(request.form.get("family_id"))))
     return families.get_family(family.id)
 
 
@@ -138,7 +134,7 @@ def mine():
 @member
 def save_my_student():
     """Add or change one of my children (class moves and additions wait for approval)."""
-    family = _own_family_or_404()
+    family = _own_family()
     if not families.may_edit_own():
         abort(403)
     return _save_student(family, own=True, back=url_for("classes.families.mine"))
@@ -149,7 +145,7 @@ def _remove_student(family, *, back: str):
     form = forms.DecideForm()
     if not form.validate_on_submit():
         abort(400)
-    student = _student_or_404(family, form.target.data)
+    student = _student_of(family, form.target.data)
     name = student.first_name
     families.remove_student(family, student)
     db.session.commit()
@@ -161,7 +157,7 @@ def _remove_student(family, *, back: str):
 @member
 def remove_my_student():
     """Take one of my children off the family's list."""
-    family = _own_family_or_404()
+    family = _own_family()
     if not families.may_edit_own():
         abort(403)
     return _remove_student(family, back=url_for("classes.families.mine"))
@@ -171,7 +167,7 @@ def remove_my_student():
 @member
 def rotate_my_code():
     """Make a new family invitation code; the old one stops working."""
-    family = _own_family_or_404()
+    family = _own_family()
     if not forms.ConfirmForm().validate_on_submit():
         abort(400)
     families.rotate_code(family)
@@ -184,7 +180,7 @@ def rotate_my_code():
 @member
 def decide_guardian(decision: str):
     """An approved guardian lets a second guardian into the family (and the school), or not."""
-    family = _own_family_or_404()
+    family = _own_family()
     form = forms.DecideForm()
     if not form.validate_on_submit():
         abort(400)
@@ -226,25 +222,18 @@ def index():
     )
 
 
-def _family_or_404(family_id: int):
-    family = families.get_family(family_id)
-    if family is None:
-        abort(404)
-    return family
-
-
 @bp.route("/<int:family_id>")
 @requires("families.manage")
 def edit(family_id: int):
     """One family in the editor: name, children and classes (changes apply at once)."""
-    return _family_page(_family_or_404(family_id), own=False)
+    return _family_page(or_404(families.get_family(family_id)), own=False)
 
 
 @bp.route("/<int:family_id>/students", methods=["POST"])
 @requires("families.manage")
 def save_student(family_id: int):
     """Add or change a child of any family."""
-    family = _family_or_404(family_id)
+    family = or_404(families.get_family(family_id))
     return _save_student(family, own=False, back=url_for("classes.families.edit", family_id=family.id))
 
 
@@ -252,7 +241,7 @@ def save_student(family_id: int):
 @requires("families.manage")
 def remove_student(family_id: int):
     """Take a child off any family's list."""
-    family = _family_or_404(family_id)
+    family = or_404(families.get_family(family_id))
     return _remove_student(family, back=url_for("classes.families.edit", family_id=family.id))
 
 
@@ -260,7 +249,7 @@ def remove_student(family_id: int):
 @requires("families.manage")
 def rename(family_id: int):
     """Change a family's name."""
-    family = _family_or_404(family_id)
+    family = or_404(families.get_family(family_id))
     form = forms.FamilyNameForm()
     if form.validate_on_submit():
         families.rename_family(family, form.name.data)

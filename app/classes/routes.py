@@ -12,6 +12,7 @@ from app.directory import services as directory
 from app.directory.visibility import current_viewer
 from app.extensions import db
 from app.htmx import redirect_after_post, render
+from app.lookup import or_404
 from app.models import ClassRole
 from app.parsing import optional_id
 from app.permissions import requires
@@ -31,7 +32,7 @@ def index():
 @requires("directory.view")
 def show(class_id: int):
     """A class: its teachers, room parents and families."""
-    school_class = _class_or_404(class_id)
+    school_class = or_404(services.get_class(class_id))
     # Plain-row cards, as the directory's search and export build them (bench/README.md).
     cards = directory.load_cards(services.class_family_ids(school_class), current_viewer(g.membership))
     return render_template(
@@ -40,13 +41,6 @@ def show(class_id: int):
         helpers=services.class_helpers(school_class),
         cards=cards,
     )
-
-
-def _class_or_404(class_id: int):
-    school_class = services.get_class(class_id)
-    if school_class is None:
-        abort(404)
-    return school_class
 
 
 def _class_form(school_class=None) -> forms.ClassForm:
@@ -104,7 +98,7 @@ def create():
 @requires("classes.manage")
 def edit(class_id: int):
     """Change a class: name, grade, year, teachers and room parents."""
-    school_class = _class_or_404(class_id)
+    school_class = or_404(services.get_class(class_id))
     return _save(_class_form(school_class), school_class)
 
 
@@ -112,7 +106,7 @@ def edit(class_id: int):
 @requires("classes.manage")
 def delete(class_id: int):
     """Delete a class (its roster links, helpers and events go with it)."""
-    school_class = _class_or_404(class_id)
+    school_class = or_404(services.get_class(class_id))
     if not forms.ConfirmForm().validate_on_submit():
         abort(400)
     name = school_class.name
@@ -195,9 +189,7 @@ def remove_staff():
     member_id = optional_id(form.member.data)
     if not form.validate_on_submit() or member_id is None:
         abort(400)
-    membership = services.approved_member(member_id)
-    if membership is None:
-        abort(404)
+    membership = or_404(services.approved_member(member_id))
     services.save_staff_entry(membership, None, [])
     db.session.commit()
     flash(f"{membership.user.name}'s title and classes are cleared.", "success")

@@ -5,7 +5,7 @@ Nested in the consent blueprint (``consent.school.*``, under /school/).
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, g, render_template, url_for
+from flask import Blueprint, Response, g, render_template, url_for
 from flask_login import current_user
 
 from app import audit
@@ -13,6 +13,7 @@ from app.consent import export as exports
 from app.consent import forms, ledger, policy
 from app.extensions import db
 from app.htmx import redirect_after_post, render
+from app.lookup import or_404
 from app.models.consent import ConsentKind, ExportStatus
 from app.permissions import requires
 
@@ -44,18 +45,11 @@ def export():
     return render_template("consent/export.html", form=form), 400 if form.errors else 200
 
 
-def _export_or_404(token: str):
-    found = exports.find_export(token)
-    if found is None:
-        abort(404)
-    return found
-
-
 @bp.route("/export/<token>")
 @requires("data.export")
 def export_status(token: str):
     """The export's progress; htmx polls the status block until the link appears."""
-    found = _export_or_404(token)
+    found = or_404(exports.find_export(token))
     expired = exports.forget_if_expired(found)
     return render(
         "consent/export_status.html",
@@ -72,7 +66,7 @@ def export_status(token: str):
 @requires("data.export")
 def export_download(token: str):
     """The ZIP, while the link has not expired."""
-    found = _export_or_404(token)
+    found = or_404(exports.find_export(token))
     if exports.forget_if_expired(found) or found.status is not ExportStatus.READY or found.content is None:
         return render_template("consent/export_gone.html"), 410
     stamp = found.created_at.strftime("%Y-%m-%d")

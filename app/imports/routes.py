@@ -13,6 +13,7 @@ from app.htmx import redirect_after_post, render
 from app.imports import parsing, services
 from app.imports.forms import ApplyForm, UploadForm
 from app.imports.parsing import FileProblem
+from app.lookup import school_row_or_404
 from app.models.imports import ImportRun, ImportStatus
 from app.permissions import requires
 
@@ -111,18 +112,11 @@ def _preview(checked: services.Checked, *, filename: str, run: ImportRun | None,
     return page, status
 
 
-def _run_or_404(run_id: int) -> ImportRun:
-    run = db.session.get(ImportRun, run_id)  # tenancy: another school's run is not found
-    if run is None:
-        abort(404)
-    return run
-
-
 @bp.route("/<int:run_id>")
 @requires("import.run")
 def show(run_id: int):
     """A checked file waiting to be applied, or an import's progress and outcome."""
-    run = _run_or_404(run_id)
+    run = school_row_or_404(ImportRun, run_id)
     if run.status is ImportStatus.PREVIEWED:
         checked = services.check(run.content or "")
         return _preview(checked, filename=run.filename, run=run, status=200 if checked.ok else 409)
@@ -135,7 +129,7 @@ def show(run_id: int):
 @requires("import.run")
 def progress(run_id: int):
     """How far an import is (htmx polls this every second until it is finished)."""
-    run = _run_or_404(run_id)
+    run = school_row_or_404(ImportRun, run_id)
     return render(
         "imports/run.html", block="progress", target="import-progress", run=run, stuck=services.stuck(run)
     )
@@ -145,7 +139,7 @@ def progress(run_id: int):
 @requires("import.run")
 def apply(run_id: int):
     """Apply a checked file: everything or nothing; large files go to the worker."""
-    run = _run_or_404(run_id)
+    run = school_row_or_404(ImportRun, run_id)
     if not ApplyForm().validate_on_submit():
         abort(400)
     if not services.start(run):
@@ -165,7 +159,7 @@ def apply(run_id: int):
 @requires("import.run")
 def start_again(run_id: int):
     """Queue an import again that no worker picked up (Redis was down, or a worker was lost)."""
-    run = _run_or_404(run_id)
+    run = school_row_or_404(ImportRun, run_id)
     if not ApplyForm().validate_on_submit():
         abort(400)
     if services.start_again(run):

@@ -7,6 +7,7 @@ from flask import Blueprint, abort, flash, render_template, url_for
 from app.classes.families import waiting_changes
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
+from app.lookup import or_404
 from app.members import forms, lifecycle, services
 from app.permissions import requires
 
@@ -28,18 +29,11 @@ def pending():
     )
 
 
-def _pending_or_404(membership_id: int):
-    membership = services.get_pending(membership_id)
-    if membership is None:
-        abort(404)
-    return membership
-
-
 @bp.route("/<int:membership_id>/approve", methods=["POST"])
 @requires("members.approve")
 def approve(membership_id: int):
     """Approve one person; htmx swaps their row for a confirmation."""
-    membership = _pending_or_404(membership_id)
+    membership = or_404(services.get_pending(membership_id))
     if not forms.ApproveForm().validate_on_submit():
         abort(400)
     if not membership.user.active:
@@ -54,7 +48,7 @@ def approve(membership_id: int):
 @requires("members.approve")
 def reject(membership_id: int):
     """Reject one person with a reason; the row re-renders with errors if the reason is missing."""
-    membership = _pending_or_404(membership_id)
+    membership = or_404(services.get_pending(membership_id))
     form = forms.RejectForm()
     if not form.validate_on_submit():
         return render(

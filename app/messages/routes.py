@@ -11,6 +11,7 @@ from flask import Blueprint, abort, flash, render_template, request, url_for
 from app import clock
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
+from app.lookup import or_404
 from app.messages import forms, services
 from app.models.base import utcnow
 from app.parsing import optional_id
@@ -54,9 +55,7 @@ def _audience_or_abort():
     allowed = services.allowed_kinds()
     if not allowed:
         abort(403)
-    kind = services.KINDS.get(request.args.get("kind") or allowed[0].key)
-    if kind is None:
-        abort(404)
+    kind = or_404(services.KINDS.get(request.args.get("kind") or allowed[0].key))
     if not can(kind.permission):
         abort(403)
     if kind.key != "class":
@@ -64,9 +63,7 @@ def _audience_or_abort():
     class_id = optional_id(request.args.get("class_id"))
     if class_id is None:
         return None
-    school_class = services.get_class(class_id)
-    if school_class is None:
-        abort(404)
+    school_class = or_404(services.get_class(class_id))
     if not services.may_email_class(school_class):
         abort(403)
     return services.audience_for(kind, school_class)
@@ -145,9 +142,7 @@ def _sent_note(sent: services.Sent) -> str:
 def _followed_message_or_abort(message_id: int) -> services.Listed:
     """A message of this school the member may follow (403 for non-senders, 404 for other ids)."""
     _require_a_sender()
-    found = services.get_message(message_id)
-    if found is None:
-        abort(404)
+    found = or_404(services.get_message(message_id))
     return found
 
 

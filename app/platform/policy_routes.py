@@ -12,6 +12,7 @@ from flask_login import current_user
 from app.consent import policy
 from app.extensions import db
 from app.htmx import redirect_after_post
+from app.lookup import or_404
 from app.models import PlatformRole
 from app.permissions import platform
 from app.platform import forms
@@ -58,9 +59,7 @@ def new_version():
 @platform(PlatformRole.ADMIN)
 def edit_version(number: int):
     """Change a draft; posted versions are fixed."""
-    version = policy.get_version(number)
-    if version is None:
-        abort(404)
+    version = or_404(policy.get_version(number))
     if version.is_posted:
         flash(policy.POSTED_IS_FIXED, "error")
         return redirect_after_post(url_for(".versions"))
@@ -90,9 +89,7 @@ def edit_version(number: int):
 @platform(PlatformRole.ADMIN)
 def publish_version(number: int):
     """Post a draft; a material change also posts the notice and/or emails everyone."""
-    version = policy.get_version(number)
-    if version is None:
-        abort(404)
+    version = or_404(policy.get_version(number))
     if not forms.PublishForm().validate_on_submit():
         abort(400)
     try:

@@ -11,6 +11,7 @@ from flask_wtf import FlaskForm
 from app import audit, tenancy
 from app.extensions import db
 from app.htmx import redirect_after_post
+from app.lookup import or_404
 from app.models import PlatformRole
 from app.permissions import platform
 from app.platform import access, services
@@ -76,9 +77,7 @@ def mark_deletion(request_id: int):
     """Mark a deletion request to be carried out; it happens once the school's admin confirms."""
     if not ButtonForm().validate_on_submit():
         abort(400)
-    support_request = services.get_request(request_id)
-    if support_request is None:
-        abort(404)
+    support_request = or_404(services.get_request(request_id))
     if services.mark_deletion(support_request):
         db.session.commit()
         flash(

@@ -11,6 +11,7 @@ from flask import Blueprint, abort, flash, g, request, url_for
 from app import permissions
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
+from app.lookup import or_404
 from app.members import lifecycle, rules
 from app.models import Role
 from app.parsing import optional_id
@@ -50,13 +51,6 @@ def _page_number(value: str | None) -> int:
     return number if number is not None and number <= 10_000 else 1
 
 
-def _person_or_404(membership_id: int):
-    target = people.person(membership_id)
-    if target is None:
-        abort(404)
-    return target
-
-
 def _person(target, status: int = 200, error: str | None = None, role_form=None):
     """The person page, or its card for htmx."""
     actor_permissions = permissions.effective_permissions(g.membership)
@@ -91,14 +85,14 @@ def _changed_person(target, message: str):
 @requires("members.manage")
 def person(membership_id: int):
     """One person: their role, their permissions (role defaults and single changes), their status."""
-    return _person(_person_or_404(membership_id))
+    return _person(or_404(people.person(membership_id)))
 
 
 @bp.route("/<int:membership_id>/role", methods=["POST"])
 @requires("members.manage")
 def change_role(membership_id: int):
     """Give a person another role, up to the actor's own; never demote the last SuperAdmin."""
-    target = _person_or_404(membership_id)
+    target = or_404(people.person(membership_id))
     form = forms.RoleForm()
     form.role.choices = [(r.value, r.label) for r in Role]
     if not form.validate_on_submit():
@@ -118,7 +112,7 @@ def change_role(membership_id: int):
 @requires("members.manage", "members.permissions")
 def change_permissions(membership_id: int):
     """Grant or revoke single permissions; only ones the actor holds themselves."""
-    target = _person_or_404(membership_id)
+    target = or_404(people.person(membership_id))
     if not forms.ConfirmForm().validate_on_submit():
         abort(400)
     wanted = set(request.form.getlist("permission"))
@@ -148,7 +142,7 @@ def reactivate(membership_id: int):
 
 
 def _status_change(membership_id: int, change, message: str):
-    target = _person_or_404(membership_id)
+    target = or_404(people.person(membership_id))
     if not forms.ConfirmForm().validate_on_submit():
         abort(400)
     try:

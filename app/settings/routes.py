@@ -11,6 +11,7 @@ from flask import Blueprint, abort, flash, g, render_template, url_for
 
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
+from app.lookup import or_404
 from app.members import rules
 from app.models import Role
 from app.permissions import can, requires
@@ -142,9 +143,7 @@ def grant_support():
 @requires("support.grant")
 def revoke_support(grant_id: int):
     """End a support grant now."""
-    grant = support_access.get_grant(grant_id)
-    if grant is None:
-        abort(404)
+    grant = or_404(support_access.get_grant(grant_id))
     if not forms.ConfirmForm().validate_on_submit():
         abort(400)
     revoked = support_access.revoke_grant(grant)
@@ -156,9 +155,7 @@ def revoke_support(grant_id: int):
 @requires("settings.edit")
 def confirm_deletion(request_id: int):
     """Second step of a deletion request: the school confirms what support marked."""
-    support_request = support_access.get_deletion_request(request_id)
-    if support_request is None:
-        abort(404)
+    support_request = or_404(support_access.get_deletion_request(request_id))
     if not forms.ConfirmForm().validate_on_submit():
         abort(400)
     try:

@@ -7,6 +7,7 @@ from flask_login import current_user
 
 from app.extensions import csrf, db
 from app.htmx import redirect_after_post, render, wants_fragment
+from app.lookup import or_404
 from app.mail import preferences
 from app.models import Category, DeliveryMode
 from app.permissions import public, signed_in
@@ -83,9 +84,7 @@ def set_preference(category: str):
         message = (
             str(error) if isinstance(error, preferences.PreferenceError) else "Choose one of the options."
         )
-        known = category if category in Category._value2member_map_ else None
-        if known is None:
-            abort(404)
+        known = or_404(category if category in Category._value2member_map_ else None)
         return _settings_page(400, (Category(known), message), block="rows", target="email-settings")
     db.session.commit()
     flash(f"{chosen_category.label}: saved.", "success")
