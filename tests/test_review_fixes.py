@@ -108,7 +108,10 @@ def test_a_reset_link_dies_when_the_password_is_changed(client, make_school, mak
 
 def test_visitors_who_never_sign_in_get_short_sessions(client):
     client.get("/sign-in")
+    assert db.session.scalar(select(WebSession)) is None  # reading a form keeps nothing
+    client.form("/sign-out")  # an anonymous session with something to keep: the flash
     row = db.session.scalar(select(WebSession))
+    assert row.user_id is None
     assert row.expires_at - utcnow() <= timedelta(hours=2)
 
 

@@ -30,18 +30,6 @@ from app.permissions import platform, public, requires, signed_in
 from app.urls import safe_next
 
 bp = Blueprint("consent", __name__)
-bp.before_app_request(ledger.note_request)
-
-
-@bp.app_context_processor
-def _consent_globals():
-    return {
-        "consent_notice": lambda: g.get("consent_notice"),
-        "analytics_config": analytics.config_for_page,
-        "my_consent_ledger": lambda: ledger.ledger_of(current_user.id),
-        "my_policy_version": lambda: policy.version_for_user(current_user),
-        "ConsentKind": ConsentKind,
-    }
 
 
 # --- the public policy --------------------------------------------------------------------------
