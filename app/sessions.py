@@ -44,7 +44,9 @@ def hash_id(session_id: str) -> str:
 def csrf_secret(secret_key: str | bytes, session_id: str) -> str:
     """The CSRF secret of a session: derived from its id, so it needs no row to be remembered."""
     key = secret_key.encode() if isinstance(secret_key, str) else secret_key
-    return hmac.new(key, b"csrf:" + session_id.encode(), hashlib.sha256).hexdigest()
+    # 160 bits as 40 hex digits, the shape of Flask-WTF's own secret: a longer one would be
+    # zlib-compressed by itsdangerous into tokens of varying length (pages would differ in size).
+    return hmac.new(key, b"csrf:" + session_id.encode(), hashlib.sha256).hexdigest()[:40]
 
 
 class ServerSession(CallbackDict, SessionMixin):
