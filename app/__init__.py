@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from flask import Flask, g
-from flask_login import current_user
+from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Config, config_from_env
 
 
 def create_app(config: Config | None = None) -> Flask:
-    """Build the app: config, extensions, blueprints, CLI and error pages."""
+    """Build the app: config, extensions, the request pipeline, blueprints, CLI and error pages."""
+    from app import pipeline
+
     config = config or config_from_env()
     app = Flask(__name__, instance_path=_instance_path())
     app.config.from_object(config)
@@ -19,7 +20,7 @@ def create_app(config: Config | None = None) -> Flask:
         # Flask's documented way to add middleware; its types call wsgi_app a method, not a slot.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
     register_extensions(app)
-    register_request_hooks(app)
+    pipeline.install(app)  # every app-wide request hook, in order, in one place
     register_blueprints(app)
     register_error_pages(app)
     register_cli(app)
@@ -33,29 +34,28 @@ def _instance_path() -> str:
 
 
 def register_extensions(app: Flask) -> None:
-    """Bind the unbound extensions and the project's own mechanisms to this app."""
+    """Bind the unbound extensions and the project's own mechanisms to this app.
+
+    CSRFProtect, the limiter and the login manager bring request hooks: app/pipeline.py binds
+    them, at the place their hooks take in the pipeline.
+    """
     from app import jobs, tenancy
-    from app.extensions import csrf, db, limiter, login_manager, migrate
+    from app.extensions import db, login_manager, migrate
     from app.logging_setup import configure_logging
     from app.mail.backends import init_backend
-    from app.security import add_security_headers
     from app.sessions import DatabaseSessionInterface
 
     configure_logging(app)
     db.init_app(app)
     _tune_sqlite(app)
     migrate.init_app(app, db, render_as_batch=True)
-    csrf.init_app(app)
-    limiter.init_app(app)
-    login_manager.init_app(app)
     login_manager.session_protection = None  # sessions are server-side and revocable
     login_manager.login_view = "auth.sign_in"
     login_manager.login_message = None
     app.session_interface = DatabaseSessionInterface()
     tenancy.install()
-    jobs.install(app)
+    jobs.install()
     init_backend(app)
-    add_security_headers(app)
 
     @login_manager.user_loader
     def load_user(user_id: str):
@@ -84,28 +84,6 @@ def _tune_sqlite(app: Flask) -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=15000")
             cursor.close()
-
-
-def register_request_hooks(app: Flask) -> None:
-    """Load the member and school for each request, then check the view's declared access."""
-    from app import permissions
-    from app.auth.services import load_request_membership
-    from app.security import refuse_nul_characters
-
-    app.before_request(refuse_nul_characters)
-    app.before_request(load_request_membership)
-    app.before_request(permissions.enforce_access)
-
-    @app.context_processor
-    def _template_globals():
-        return {
-            "can": permissions.can,
-            "current_school": g.get("school"),
-            "current_membership": g.get("membership"),
-            "my_memberships": g.get("memberships", []),
-            "current_user": current_user,
-            "env_name": app.config["ENV_NAME"],
-        }
 
 
 def register_blueprints(app: Flask) -> None:

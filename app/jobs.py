@@ -130,16 +130,17 @@ def get_queue(name: str = "default"):
     return Queue(name, connection=redis_connection())
 
 
-def install(app: Flask) -> None:
-    """Hook job dispatch to commits, and in-process jobs to the end of each request."""
+def install() -> None:
+    """Hook job dispatch to commits (app/pipeline.py runs in-process jobs after each request)."""
     if not event.contains(Session, "after_commit", _after_commit):
         event.listen(Session, "after_commit", _after_commit)
         event.listen(Session, "after_soft_rollback", lambda s, t: _after_rollback(s))
 
-    @app.after_request
-    def _run_in_process_jobs(response):
-        run_ready_jobs()
-        return response
+
+def run_jobs_after_request(response):
+    """after_request: in-process mode runs the jobs the request's commit released."""
+    run_ready_jobs()
+    return response
 
 
 def set_worker_app(app: Flask) -> None:

@@ -67,7 +67,6 @@ def configure_logging(app: Flask) -> None:
     # The development server logs each request's full path (tokens included); app.access below
     # logs the route's pattern instead, so keep only the server's warnings.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    access = logging.getLogger("app.access")
 
     def log_exception(exc_info) -> None:
         """Flask logs the path of a failing request; paths can hold tokens, so log the rule.
@@ -84,22 +83,26 @@ def configure_logging(app: Flask) -> None:
     # Replaced on this app alone (Flask's types treat methods as read-only; Python does not).
     app.log_exception = log_exception  # type: ignore[method-assign]
 
-    @app.before_request
-    def _start():
-        incoming = request.headers.get("X-Request-ID", "")
-        # Heroku's router sends a request id; keep it only if it looks like one.
-        g.request_id = (
-            incoming if incoming.replace("-", "").isalnum() and len(incoming) <= 64 else secrets.token_hex(8)
-        )
-        g.request_started = time.perf_counter()
 
-    @app.after_request
-    def _log(response):
-        if request.endpoint == "static":
-            return response
-        elapsed = (time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000
-        # The rule ("/classes/<int:class_id>"), never the path: paths can carry tokens.
-        rule = request.url_rule.rule if request.url_rule else "-"
-        access.info("%s %s %s %.1fms", request.method, rule, response.status_code, elapsed)
-        response.headers["X-Request-ID"] = g.request_id
+access = logging.getLogger("app.access")
+
+
+def start_request_log() -> None:
+    """before_request: give the request its id (Heroku's, if it looks like one) and start its timer."""
+    incoming = request.headers.get("X-Request-ID", "")
+    g.request_id = (
+        incoming if incoming.replace("-", "").isalnum() and len(incoming) <= 64 else secrets.token_hex(8)
+    )
+    g.request_started = time.perf_counter()
+
+
+def log_request(response):
+    """after_request: one access line with the route's pattern, never the path; the id in a header."""
+    if request.endpoint == "static":
         return response
+    elapsed = (time.perf_counter() - g.get("request_started", time.perf_counter())) * 1000
+    # The rule ("/classes/<int:class_id>"), never the path: paths can carry tokens.
+    rule = request.url_rule.rule if request.url_rule else "-"
+    access.info("%s %s %s %.1fms", request.method, rule, response.status_code, elapsed)
+    response.headers["X-Request-ID"] = g.request_id
+    return response

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, abort, render_template, request
+from flask import abort, current_app, render_template, request
 from flask_wtf.csrf import CSRFError
 
 from app.htmx import main_fragment
@@ -37,23 +37,20 @@ def content_security_policy() -> str:
     return "; ".join(parts)
 
 
-def add_security_headers(app: Flask):
-    """Register an after_request hook that sets the headers every page needs."""
-
-    @app.after_request
-    def _headers(response):
-        headers = response.headers
-        headers.setdefault("Content-Security-Policy", content_security_policy())
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("X-Frame-Options", "DENY")
-        headers.setdefault("Referrer-Policy", "same-origin")
-        headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
-        headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
-        if app.config.get("HSTS"):
-            headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
-        if request.endpoint != "static":
-            headers.setdefault("Cache-Control", "no-store")
-        return response
+def security_headers(response):
+    """after_request: the headers every response needs (CSP, framing, sniffing, referrer, caching)."""
+    headers = response.headers
+    headers.setdefault("Content-Security-Policy", content_security_policy())
+    headers.setdefault("X-Content-Type-Options", "nosniff")
+    headers.setdefault("X-Frame-Options", "DENY")
+    headers.setdefault("Referrer-Policy", "same-origin")
+    headers.setdefault("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+    headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    if current_app.config.get("HSTS"):
+        headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")
+    if request.endpoint != "static":
+        headers.setdefault("Cache-Control", "no-store")
+    return response
 
 
 def refuse_nul_characters():
@@ -84,8 +81,6 @@ def _strings_in(value) -> list[str]:
 
 def cookies_refused() -> bool:
     """A form came back with no session cookie at all: the browser is not keeping cookies."""
-    from flask import current_app
-
     return current_app.config["SESSION_COOKIE_NAME"] not in request.cookies
 
 

@@ -1,14 +1,19 @@
 """Server-side sessions: the cookie carries a signed random id and nothing else.
 
 Everything Flask, Flask-Login and Flask-WTF keep in ``session`` (the user id, the school,
-the CSRF secret, flashed messages) lives in the ``web_session`` table, so no cookie ever
-holds personal data (P8), sessions are shared by every web process, and ending a person's
-sessions is a DELETE.
+flashed messages) lives in the ``web_session`` table, so no cookie ever holds personal data
+(P8), sessions are shared by every web process, and ending a person's sessions is a DELETE.
+
+The row is made only when there is something to keep. A visitor who merely reads a page with
+a form gets the signed id and no row: the CSRF secret of a session is derived from its id
+(an HMAC under the secret key), so Flask-WTF's check stays real (a forged POST carries no
+token that matches the victim's id) while an anonymous GET writes nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import secrets
 from datetime import datetime, timedelta
@@ -29,23 +34,48 @@ TOUCH_EVERY = timedelta(hours=1)
 ANONYMOUS_LIFETIME = timedelta(hours=2)
 
 
+CSRF_KEY = "csrf_token"  # Flask-WTF's WTF_CSRF_FIELD_NAME, where it looks for the secret
+
+
 def hash_id(session_id: str) -> str:
     """Only the hash is stored: a leaked table cannot be replayed as cookies."""
     return hashlib.sha256(session_id.encode()).hexdigest()
 
 
+def csrf_secret(secret_key: str | bytes, session_id: str) -> str:
+    """The CSRF secret of a session: derived from its id, so it needs no row to be remembered."""
+    key = secret_key.encode() if isinstance(secret_key, str) else secret_key
+    # 160 bits as 40 hex digits, the shape of Flask-WTF's own secret: a longer one would be
+    # zlib-compressed by itsdangerous into tokens of varying length (pages would differ in size).
+    return hmac.new(key, b"csrf:" + session_id.encode(), hashlib.sha256).hexdigest()[:40]
+
+
 class ServerSession(CallbackDict, SessionMixin):
     """A dict that remembers whether it changed and whether its id must be replaced."""
 
-    def __init__(self, initial=None, session_id: str | None = None, expires_at=None):
+    def __init__(self, initial=None, session_id: str | None = None, expires_at=None, *, has_row=False):
         def on_update(this):
             this.modified = True
 
         super().__init__(initial or {}, on_update)
         self.session_id = session_id
         self.expires_at = expires_at
+        self.has_row = has_row
         self.modified = False
         self.rotate = False
+        self.csrf_handed_out = False
+
+    def __getitem__(self, key):
+        # Flask-WTF reads the secret when it signs a token for a form: the visitor then needs
+        # the cookie, even though nothing was written.
+        if key == CSRF_KEY:
+            self.csrf_handed_out = True
+        return super().__getitem__(key)
+
+    def worth_a_row(self, secret_key) -> bool:
+        """Anything to keep besides the secret derived from the id?"""
+        derived = self.session_id and csrf_secret(secret_key, self.session_id)
+        return any(key != CSRF_KEY or value != derived for key, value in self.items())
 
     def regenerate(self) -> None:
         """Give this session a new id (on sign-in, so a planted id is worthless)."""
@@ -66,31 +96,52 @@ class _CookieArgs(TypedDict):
 class DatabaseSessionInterface(SessionInterface):
     """Keep session data in the database through its own connection, apart from the request's."""
 
-    def _signer(self, app: Flask) -> Signer:
+    @staticmethod
+    def _secret_key(app: Flask) -> str | bytes:
         if app.secret_key is None:  # every config sets one; production refuses to start without
             raise RuntimeError("SECRET_KEY is not set: session cookies cannot be signed.")
-        return Signer(app.secret_key, salt="server-session")
+        return app.secret_key
+
+    def _signer(self, app: Flask) -> Signer:
+        return Signer(self._secret_key(app), salt="server-session")
 
     def open_session(self, app: Flask, request: Request) -> ServerSession:
         static = app.static_url_path or "/static"
         if request.path.startswith(static + "/"):
             return ServerSession()
-        cookie = request.cookies.get(self.get_cookie_name(app))
-        if not cookie:
-            return ServerSession()
-        try:
-            session_id = self._signer(app).unsign(cookie).decode()
-        except BadSignature:
-            return ServerSession()
+        session_id = self._session_id_of(app, request)
+        if session_id is None:
+            return self._rowless(app, secrets.token_urlsafe(32))  # a new visitor: nothing written yet
         with db.engine.connect() as conn:
             row = conn.execute(
                 select(WebSession.data, WebSession.expires_at).where(
                     WebSession.id_hash == hash_id(session_id)
                 )
             ).first()
-        if row is None or row.expires_at <= utcnow():
-            return ServerSession()
-        return ServerSession(json.loads(row.data), session_id, row.expires_at)
+        if row is None:
+            # Never made (a visitor who only read pages) or ended: no user, no data. Keeping the
+            # id keeps the form the visitor has open valid; it grants nothing else.
+            return self._rowless(app, session_id)
+        if row.expires_at <= utcnow():
+            return self._rowless(app, secrets.token_urlsafe(32))  # its row is pruned later
+        data = json.loads(row.data)
+        data.setdefault(CSRF_KEY, csrf_secret(DatabaseSessionInterface._secret_key(app), session_id))
+        return ServerSession(data, session_id, row.expires_at, has_row=True)
+
+    def _session_id_of(self, app: Flask, request: Request) -> str | None:
+        cookie = request.cookies.get(self.get_cookie_name(app))
+        if not cookie:
+            return None
+        try:
+            return self._signer(app).unsign(cookie).decode()
+        except BadSignature:
+            return None
+
+    @staticmethod
+    def _rowless(app: Flask, session_id: str) -> ServerSession:
+        return ServerSession(
+            {CSRF_KEY: csrf_secret(DatabaseSessionInterface._secret_key(app), session_id)}, session_id
+        )
 
     def save_session(self, app: Flask, session: SessionMixin, response: Response) -> None:
         if not isinstance(session, ServerSession):  # open_session makes every session
@@ -103,10 +154,8 @@ class DatabaseSessionInterface(SessionInterface):
             "httponly": self.get_cookie_httponly(app),
             "samesite": self.get_cookie_samesite(app),
         }
-        if not session:
-            if session.session_id:
-                self._delete(session.session_id)
-                response.delete_cookie(name, **cookie_args)
+        if not session.rotate and not session.worth_a_row(app.secret_key):
+            self._save_rowless(app, session, response, name, cookie_args)
             return
         # A visitor who never signs in gets hours, not weeks: every page view by a bot or a
         # passer-by would otherwise leave a row for 14 days.
@@ -115,13 +164,39 @@ class DatabaseSessionInterface(SessionInterface):
         touch_due = session.expires_at is None or (expires_at - session.expires_at > TOUCH_EVERY)
         if not (session.modified or session.rotate or touch_due):
             return
-        if session.rotate and session.session_id:
+        if session.rotate:
+            if session.has_row and session.session_id is not None:
+                self._delete(session.session_id)
+            session.session_id, session.has_row = None, False
+        is_new = not session.has_row
+        if session.session_id is None:
+            session.session_id = secrets.token_urlsafe(32)
+        self._write(session, session.session_id, expires_at, is_new)
+        self._set_cookie(app, session.session_id, response, name, expires_at, cookie_args)
+
+    def _save_rowless(
+        self, app: Flask, session: ServerSession, response: Response, name: str, cookie_args: _CookieArgs
+    ) -> None:
+        """Nothing to keep: no row (an emptied one is deleted); the cookie only if a form needs it."""
+        if session.session_id is None:  # a static file's session: nothing to keep or hand out
+            return
+        if session.has_row:
             self._delete(session.session_id)
-            session.session_id = None
-        is_new = session.session_id is None
-        session_id = session.session_id or secrets.token_urlsafe(32)
-        session.session_id = session_id
-        self._write(session, session_id, expires_at, is_new)
+            if not session.csrf_handed_out:
+                response.delete_cookie(name, **cookie_args)
+        if session.csrf_handed_out:
+            expires_at = utcnow() + ANONYMOUS_LIFETIME
+            self._set_cookie(app, session.session_id, response, name, expires_at, cookie_args)
+
+    def _set_cookie(
+        self,
+        app: Flask,
+        session_id: str,
+        response: Response,
+        name: str,
+        expires_at: datetime,
+        cookie_args: _CookieArgs,
+    ) -> None:
         response.set_cookie(
             name,
             self._signer(app).sign(session_id).decode(),

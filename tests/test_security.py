@@ -287,7 +287,10 @@ def test_the_development_server_does_not_log_paths(app):
 
 def test_visitors_who_never_sign_in_get_short_sessions(client):
     client.get("/sign-in")
+    assert db.session.scalar(select(WebSession)) is None  # reading a form keeps nothing
+    client.form("/sign-out")  # an anonymous session with something to keep: the flash
     row = db.session.scalar(select(WebSession))
+    assert row.user_id is None
     assert row.expires_at - utcnow() <= timedelta(hours=2)
 
 

@@ -96,6 +96,9 @@ def sign_in(user: User) -> None:
     if approved:
         session["school_id"] = approved[0].school_id
         _record_sign_in(approved[0].school_id)
+    from app.consent.ledger import note_sign_in
+
+    note_sign_in(user)  # signing in after a policy version took effect is continued use (P14)
 
 
 def _record_sign_in(school_id: int) -> None:

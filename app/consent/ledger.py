@@ -1,10 +1,19 @@
 """The consent ledger: what each person was told, acknowledged and did about each policy version.
 
 Lines are only ever added (``app.models.consent``), each kind at most once per person and
-version. ``note_request`` runs before every signed-in request with ONE query: the person's
-ledger lines for the material versions posted after they joined. From that it decides whether
-the notice banner shows, and records "continued use" on the first request after a version
-took effect for them.
+version. ``load_notice`` runs before every signed-in request with ONE query (the person's
+ledger lines for the material versions posted after they joined) and only reads: it decides
+whether the notice banner shows. Nothing is written while someone merely reads pages (a GET
+may be a prefetch, a crawler with the cookie, a reload): the lines are written by the acts
+of use that change something, where the request writes anyway:
+
+- "continued use" at sign-in (``note_sign_in``) and at the first state-changing request
+  (POST, PUT, PATCH, DELETE) after a version took effect for them (``record_use``);
+- "notice shown" at the first state-changing request made while the banner is on their
+  pages: the page they acted from carried it.
+
+A person with a live session who only reads after the effective date is recorded at their
+next sign-in or change; the policy's effect does not wait for the line (``effective_at``).
 """
 
 from __future__ import annotations
@@ -73,35 +82,73 @@ class Notice:
     in_force: bool
 
 
-def note_request() -> None:
-    """before_app_request: set ``g.consent_notice`` and record continued use (one query)."""
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass
+class _Standing:
+    """The one query's answer for this request: the versions, the lines seen, the notice."""
+
+    versions: dict[int, PolicyVersion]
+    seen: set[tuple[int, ConsentKind]]
+    notice: Notice | None
+
+
+def load_notice() -> None:
+    """before_request: set ``g.consent_notice`` for the banner (one query; reads only)."""
     g.consent_notice = None
+    g.consent_standing = None
     if request.endpoint in (None, "static") or not current_user.is_authenticated:
         return
     versions, seen = _material_versions_since_joined(current_user.id, current_user.created_at)
     if not versions:
         return
-    # Only while a notice email is still going out: has it finished since?
-    dispatching = any(v.notify_by_email and v.email_dispatch_finished_at is None for v in versions.values())
-    if dispatching and policy.refresh_all_dispatches():
-        db.session.commit()
-    now = utcnow()
-    wrote = False
-    for version in versions.values():
-        effective = version.effective_at
-        took_effect = effective is not None and effective <= now
-        agreed = (version.id, ConsentKind.ACCEPTED) in seen  # ticked it when joining another school
-        if took_effect and not agreed and (version.id, ConsentKind.CONTINUED_USE) not in seen:
-            record(current_user.id, ConsentKind.CONTINUED_USE, version.id)
-            wrote = True
-    notice = _notice_to_show(versions.values(), seen, now)
-    full_page = request.method == "GET" and request.headers.get("HX-Request") != "true"
-    if notice is not None and full_page and (notice.version_id, ConsentKind.NOTICE_SHOWN) not in seen:
+    notice = _notice_to_show(versions.values(), seen, utcnow())
+    g.consent_standing = _Standing(versions, seen, notice)
+    g.consent_notice = notice
+
+
+def record_use() -> None:
+    """before_request, after load_notice: a state-changing request is use; record it (and the
+    banner it was made from) once per version, committed at once whatever the view does."""
+    standing = g.get("consent_standing")
+    if standing is None or request.method not in STATE_CHANGING:
+        return
+    wrote = _record_continued_use(current_user.id, standing)
+    notice = standing.notice
+    if notice is not None and (notice.version_id, ConsentKind.NOTICE_SHOWN) not in standing.seen:
         record(current_user.id, ConsentKind.NOTICE_SHOWN, notice.version_id)
         wrote = True
     if wrote:
         db.session.commit()
-    g.consent_notice = notice
+
+
+def note_sign_in(user) -> None:
+    """At sign-in (a POST, whose route commits): signing in after a version took effect is use."""
+    versions, seen = _material_versions_since_joined(user.id, user.created_at)
+    if versions:
+        _record_continued_use(user.id, _Standing(versions, seen, None))
+
+
+def _record_continued_use(user_id: int, standing: _Standing) -> bool:
+    """A continued-use line for every version in force that this person neither accepted nor has one for."""
+    if _dispatching(standing.versions.values()) and policy.refresh_all_dispatches():
+        db.session.flush()  # an email notice finished: its effective date is known now
+    now = utcnow()
+    wrote = False
+    for version in standing.versions.values():
+        effective = version.effective_at
+        took_effect = effective is not None and effective <= now
+        agreed = (version.id, ConsentKind.ACCEPTED) in standing.seen  # ticked it joining another school
+        if took_effect and not agreed and (version.id, ConsentKind.CONTINUED_USE) not in standing.seen:
+            record(user_id, ConsentKind.CONTINUED_USE, version.id)
+            wrote = True
+    return wrote
+
+
+def _dispatching(versions) -> bool:
+    """Is a notice email still going out (so its effective date may have become known)?"""
+    return any(v.notify_by_email and v.email_dispatch_finished_at is None for v in versions)
 
 
 def _material_versions_since_joined(user_id: int, joined: datetime):

@@ -13,7 +13,6 @@ from flask import (
     abort,
     current_app,
     flash,
-    g,
     render_template,
     request,
     url_for,
@@ -26,23 +25,10 @@ from app.consent.school_routes import bp as school_bp
 from app.extensions import db
 from app.htmx import redirect_after_post, wants_fragment
 from app.models.base import utcnow
-from app.models.consent import ConsentKind
 from app.permissions import public, signed_in
 from app.urls import safe_next
 
 bp = Blueprint("consent", __name__)
-bp.before_app_request(ledger.note_request)
-
-
-@bp.app_context_processor
-def _consent_globals():
-    return {
-        "consent_notice": lambda: g.get("consent_notice"),
-        "analytics_config": analytics.config_for_page,
-        "my_consent_ledger": lambda: ledger.ledger_of(current_user.id),
-        "my_policy_version": lambda: policy.version_for_user(current_user),
-        "ConsentKind": ConsentKind,
-    }
 
 
 # --- the public policy --------------------------------------------------------------------------

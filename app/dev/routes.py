@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from flask import Blueprint, abort, current_app, g, render_template
 from sqlalchemy import select
 
@@ -12,18 +14,24 @@ from app.permissions import requires
 bp = Blueprint("dev", __name__, url_prefix="/dev")
 
 
-@bp.before_request
-def _development_only():
-    # It shows every school's mail, reset links included: development, and SuperAdmins, only.
-    if not current_app.config.get("DEV_MAILBOX"):
-        abort(404)
-    membership = g.get("membership")
-    if membership is not None and membership.role is not Role.SUPERADMIN:
-        abort(403)
+def development_only(view):
+    """The view shows every school's mail, reset links included: development, and SuperAdmins, only."""
+
+    @functools.wraps(view)
+    def guarded(*args, **kwargs):
+        if not current_app.config.get("DEV_MAILBOX"):
+            abort(404)
+        membership = g.get("membership")
+        if membership is not None and membership.role is not Role.SUPERADMIN:
+            abort(403)
+        return view(*args, **kwargs)
+
+    return guarded
 
 
 @bp.route("/mailbox")
 @requires("settings.view")
+@development_only
 def mailbox():
     """The newest caught emails."""
     mails = db.session.scalars(select(DevMail).order_by(DevMail.id.desc()).limit(100)).all()
@@ -32,6 +40,7 @@ def mailbox():
 
 @bp.route("/mailbox/<int:mail_id>")
 @requires("settings.view")
+@development_only
 def mail(mail_id: int):
     """One caught email, as text (the HTML part is shown escaped, never rendered)."""
     found = db.session.get(DevMail, mail_id)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import PurePath
 
-from flask import Blueprint, Response, abort, flash, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, render_template, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -24,19 +24,6 @@ ALL_ROWS_UP_TO = 200  # a file with problems shows every row up to this size, el
 ERROR_ROWS_SHOWN = 500
 
 
-def _limit_upload_size():
-    """Refuse an upload over the import's limit before its body is read (the app allows more)."""
-    if request.endpoint == "imports.index" and request.method == "POST":
-        request.max_content_length = services.max_bytes() + 64 * 1024  # the file and the form around it
-
-
-@bp.record_once
-def _run_first(state) -> None:
-    # The CSRF check (the app's first before_request hook) reads the body, so the limit must be
-    # set before it: this hook goes to the front of the app's list.
-    state.app.before_request_funcs.setdefault(None, []).insert(0, _limit_upload_size)
-
-
 def _too_big_message() -> str:
     return f"The file is larger than {services.max_bytes() // (1024 * 1024)} MB. Split it into smaller files."
 
@@ -48,7 +35,7 @@ def too_big(_error):
         return render_template("errors/error.html", code=413), 413
     form = UploadForm(formdata=None)
     form.file.errors = [_too_big_message()]
-    # Refused in the first hook: no member or school was loaded, so no list of recent imports.
+    # Refused before the member and school were loaded (app/pipeline.py), so no list of recent imports.
     return render_template("imports/index.html", form=form, columns=parsing.COLUMNS, recent=[]), 413
 
 

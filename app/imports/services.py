@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from flask import current_app
+from flask import current_app, request
 from sqlalchemy import delete, func, insert, select, update
 
 from app import audit, jobs, tenancy
@@ -426,3 +426,10 @@ def forget_stale_previews() -> None:
 def max_bytes() -> int:
     """The largest file the import takes (10 MB unless configured)."""
     return current_app.config.get("IMPORT_MAX_BYTES", 10 * 1024 * 1024)
+
+
+def limit_upload_size() -> None:
+    """before_request, before the CSRF check reads the body: refuse an upload over the import's
+    limit (the app allows more elsewhere) without reading it."""
+    if request.endpoint == "imports.index" and request.method == "POST":
+        request.max_content_length = max_bytes() + 64 * 1024  # the file and the form around it
