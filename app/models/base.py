@@ -37,3 +37,11 @@ class SchoolScoped:
     @declared_attr
     def school_id(cls) -> Mapped[int]:  # noqa: N805 - SQLAlchemy passes the class
         return mapped_column(Integer, ForeignKey("school.id", ondelete="CASCADE"), index=True, nullable=False)
+
+
+class SchoolOrPlatform:
+    """Rows of one school, or of the platform itself (``school_id`` NULL: a policy notice, an
+    account email, a message from the public contact form). ``app.tenancy`` shows code bound to
+    a school that school's rows and the platform's, code bound to none the platform's only, and
+    every school's only inside ``unscoped()``. Each model declares its own nullable column.
+    """
