@@ -147,7 +147,7 @@ def test_mail_and_support_rows_of_a_school_are_scoped_and_platform_rows_are_shar
     from app.models import SupportKind, SupportRequest
 
     a, b = make_school(), make_school()
-    a_id, b_id = a.id, b.id
+    a_id = a.id
     with tenancy.bound(a.id):
         db.session.add(_message(a.id, "for Ash"))
         db.session.commit()
