@@ -180,3 +180,31 @@ def test_mail_and_support_rows_of_a_school_are_scoped_and_platform_rows_are_shar
     assert db.session.get(SupportRequest, request_id) is None
     with tenancy.unscoped():
         assert db.session.get(SupportRequest, request_id) is not None
+
+
+def test_the_outbox_worker_sends_a_schools_mail_with_no_school_bound(
+    app, make_school, make_member, sent_mail
+):
+    """An RQ worker binds nothing (in-process jobs run inside the request's binding and would hide
+    it): send_message finds a school's message across schools and acts for that school."""
+    from app.mail import queue_email
+    from app.mail.jobs import send_message
+    from app.models import Category
+
+    school = make_school()
+    member = make_member(school, email="reader@example.org")
+    with tenancy.bound(school.id):
+        message = queue_email(
+            "email_change_notice",
+            [member.user],
+            category=Category.SCHOOL_ANNOUNCEMENTS,
+            school_id=school.id,
+            name="x",
+        )
+        db.session.info.pop("pending_jobs")
+        db.session.commit()
+        message_id = message.id
+    db.session.expunge_all()
+    assert tenancy.current_school_id() is None
+    assert send_message(message_id)["sent"] == 1
+    assert [m.to for m in sent_mail] == ["reader@example.org"]
