@@ -88,7 +88,7 @@ def _tune_sqlite(app: Flask) -> None:
 
 def register_blueprints(app: Flask) -> None:
     """Each feature package brings one blueprint."""
-    from app import permissions
+    from app import permissions, security
     from app.auth.routes import bp as auth_bp
     from app.calendar.routes import bp as calendar_bp
     from app.classes.routes import bp as classes_bp
@@ -122,6 +122,8 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(imports_bp)
     # Flask's own static route is public: it serves only files under app/static.
     permissions.public(app.view_functions["static"])
+    # The few views that take no CSRF token are named in one list (app/security.py).
+    security.exempt_listed_views(app)
 
 
 def register_error_pages(app: Flask) -> None:

@@ -4,6 +4,11 @@ Models that mix in ``SchoolScoped`` can only be read or written while a school i
 (a request by an approved member binds theirs; jobs and commands bind one explicitly) or
 inside ``unscoped()``, which platform code uses on purpose and sparingly. Reading a
 scoped model with neither raises ``TenancyError`` rather than returning every school's rows.
+
+Models that mix in ``SchoolOrPlatform`` (mail, support requests) also hold rows of no school:
+bound to a school, code sees that school's rows and the platform's; bound to none, the
+platform's only; every school's only inside ``unscoped()`` (the outbox worker, the support
+console). A row is never written into a school other than the bound one.
 """
 
 from __future__ import annotations
@@ -13,12 +18,12 @@ from contextlib import contextmanager
 from functools import cache
 
 from flask import g, has_app_context
-from sqlalchemy import Table, event, select
+from sqlalchemy import Table, event, or_, select
 from sqlalchemy.orm import ORMExecuteState, Session, joinedload, with_loader_criteria
 from sqlalchemy.sql import visitors
 from sqlalchemy.sql.elements import ClauseElement
 
-from app.models.base import SchoolScoped
+from app.models.base import SchoolOrPlatform, SchoolScoped
 
 _UNSCOPED = object()
 
@@ -59,27 +64,52 @@ def unscoped():
     return _bind(_UNSCOPED)
 
 
+def acting_for(school_id: int | None):
+    """Act for the school of a row found across schools, or for none (a platform row)."""
+    return _bind(school_id)
+
+
 def bind_request(school_id: int) -> None:
     """Bind the request's school for the rest of the request (the app context ends it)."""
     g._tenancy_school_id = school_id
 
 
-@cache
-def _school_tables() -> frozenset:
+def _tables_of(mixin) -> frozenset:
     from app.extensions import Model
 
     return frozenset(
-        mapper.local_table for mapper in Model.registry.mappers if issubclass(mapper.class_, SchoolScoped)
+        mapper.local_table for mapper in Model.registry.mappers if issubclass(mapper.class_, mixin)
     )
 
 
-def _touches_school_data(state: ORMExecuteState) -> bool:
-    """Does any part of the statement (subqueries and joins included) read a school table?"""
+@cache
+def _school_tables() -> frozenset:
+    return _tables_of(SchoolScoped)
+
+
+@cache
+def _school_or_platform_tables() -> frozenset:
+    return _tables_of(SchoolOrPlatform)
+
+
+@cache
+def _school_or_platform_models() -> tuple:
+    from app.extensions import Model
+
+    return tuple(m.class_ for m in Model.registry.mappers if issubclass(m.class_, SchoolOrPlatform))
+
+
+def scoped_tables() -> frozenset[str]:
+    """The names of every table this module scopes (tests check each school_id table is one)."""
+    return frozenset(t.name for t in _school_tables() | _school_or_platform_tables())
+
+
+def _touches(state: ORMExecuteState, tables: frozenset) -> bool:
+    """Does any part of the statement (subqueries and joins included) read one of these tables?"""
     statement = state.statement
     if not isinstance(statement, ClauseElement):
         # Selects, updates and deletes always are clause elements; anything else fails closed.
         raise TenancyError(f"Cannot tell which tables a {type(statement).__name__} reads.")
-    tables = _school_tables()
     return any(isinstance(e, Table) and e in tables for e in visitors.iterate(statement))
 
 
@@ -88,20 +118,39 @@ def _scope_statement(state: ORMExecuteState) -> None:
     if not (state.is_select or state.is_update or state.is_delete) or state.is_column_load:
         return
     binding = _binding()
-    if binding is _UNSCOPED or not _touches_school_data(state):
+    if binding is _UNSCOPED:
         return
-    if binding is None:
-        raise TenancyError("School data was queried with no school bound.")
-    state.statement = state.statement.options(
-        with_loader_criteria(SchoolScoped, lambda cls: cls.school_id == binding, include_aliases=True)
-    )
+    if _touches(state, _school_tables()):
+        if binding is None:
+            raise TenancyError("School data was queried with no school bound.")
+        state.statement = state.statement.options(
+            with_loader_criteria(SchoolScoped, lambda cls: cls.school_id == binding, include_aliases=True)
+        )
+    if _touches(state, _school_or_platform_tables()):
+        # One option per model (the mixin declares no column); two lambdas, not one with a
+        # branch, because SQLAlchemy caches each lambda's SQL by its code.
+        for model in _school_or_platform_models():
+            if binding is None:
+                criteria = with_loader_criteria(model, lambda cls: cls.school_id.is_(None))
+            else:
+                criteria = with_loader_criteria(
+                    model, lambda cls: or_(cls.school_id == binding, cls.school_id.is_(None))
+                )
+            state.statement = state.statement.options(criteria)
 
 
 def _stamp_new_rows(session: Session, flush_context, instances) -> None:
     """New school rows take the bound school; no row may be written into another school."""
     binding = _binding()
+    if binding is _UNSCOPED:
+        return
     for obj in list(session.new) + list(session.dirty):
-        if not isinstance(obj, SchoolScoped) or binding is _UNSCOPED:
+        if isinstance(obj, SchoolOrPlatform):
+            # Platform rows may be written from anywhere; a school's only while it is bound.
+            if obj.school_id is not None and obj.school_id != binding:
+                raise TenancyError(f"{type(obj).__name__} written into a school that is not bound.")
+            continue
+        if not isinstance(obj, SchoolScoped):
             continue
         if binding is None:
             raise TenancyError(f"{type(obj).__name__} written with no school bound.")

@@ -13,7 +13,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import Message
@@ -485,10 +485,13 @@ def send_email(app) -> Callable[..., MailMessage]:
         **context,
     ) -> MailMessage:
         context.setdefault("name", "Families")
-        message = queue_email(
-            template, users, category=category, school_id=school.id if school else None, **context
-        )
-        db.session.commit()
+        # A school's mail is written bound to that school, as its routes do (tenancy refuses a
+        # row for a school that is not bound); platform mail is written unbound.
+        with tenancy.bound(school.id) if school else nullcontext():
+            message = queue_email(
+                template, users, category=category, school_id=school.id if school else None, **context
+            )
+            db.session.commit()
         jobs.run_ready_jobs()
         return message
 

@@ -125,8 +125,16 @@ def test_grant_and_revoke_change_what_a_member_reaches(client, make_school, make
 
 
 def test_static_files_are_public(app):
+    """Flask's static view is declared public (by the factory, with ``public``) and a stranger,
+    signed in to nothing, gets a stylesheet from it; a missing file is a 404, not a sign-in."""
     assert access_of("static") == (Access.PUBLIC, ())
-    assert public  # the decorator exists for views; static is marked with it in the factory
+    assert public(lambda: None).access is Access.PUBLIC  # the decorator the factory applies
+    client = app.test_client()
+    response = client.get("/static/css/app.css")
+    assert response.status_code == 200
+    assert response.mimetype == "text/css"
+    response.close()
+    assert client.get("/static/css/no-such-file.css").status_code == 404
 
 
 def test_platform_views_refuse_everyone_without_the_platform_role(app, make_school, make_member):

@@ -259,3 +259,48 @@ def test_an_address_with_an_account_takes_about_as_long_to_answer(app, make_scho
             times[kind].append(time.perf_counter() - started)
     ratio = statistics.median(times["taken"]) / statistics.median(times["fresh"])
     assert 0.5 < ratio < 2.0, times
+
+
+# OWASP Password Storage Cheat Sheet, scrypt: the minimum (N, r, p), or one of the variants it
+# lists as equal in strength (memory is 128 * N * r bytes; p buys back time for less memory).
+OWASP_SCRYPT_MINIMUMS = ((2**17, 8, 1), (2**16, 8, 2), (2**15, 8, 3), (2**14, 8, 5), (2**13, 8, 10))
+
+
+def _scrypt_parameters(password_hash: str) -> tuple[int, int, int, str, str]:
+    method, salt, digest = password_hash.split("$")
+    name, n, r, p = method.split(":")
+    assert name == "scrypt", method
+    return int(n), int(r), int(p), salt, digest
+
+
+def test_passwords_are_hashed_with_scrypt_at_owasps_cost():
+    """P12: scrypt at or above one of OWASP's listed (N, r, p); a 16-char salt per hash (the same
+    password hashes twice to different values); a 64-byte digest."""
+    first, second = passwords.hash_password(PASSWORD), passwords.hash_password(PASSWORD)
+    n, r, p, salt, digest = _scrypt_parameters(first)
+    assert n & (n - 1) == 0, n
+    assert any(n >= mn and r >= mr and p >= mp for mn, mr, mp in OWASP_SCRYPT_MINIMUMS), (n, r, p)
+    assert len(salt) >= 16 and len(digest) == 128
+    assert first != second and _scrypt_parameters(second)[3] != salt
+    assert passwords.verify_password(first, PASSWORD)
+    assert not passwords.verify_password(first, PASSWORD + "!")
+    # The dummy hash for unknown accounts costs the same, or timing would tell them apart.
+    assert _scrypt_parameters(passwords._DUMMY_HASH)[:3] == (n, r, p)
+
+
+def test_an_older_weaker_hash_is_upgraded_at_the_next_sign_in(client, make_school, make_member):
+    """A hash made at Werkzeug's former default (N=2^15, r=8, p=1) still opens the account, and
+    the sign-in stores a new hash at today's cost."""
+    from werkzeug.security import generate_password_hash
+
+    member = make_member(make_school())
+    user = db.session.get(User, member.user_id)
+    user.password_hash = generate_password_hash(passwords.normalise(PASSWORD), method="scrypt:32768:8:1")
+    db.session.commit()
+    assert passwords.needs_rehash(user.password_hash)
+    assert sign_in(client, user.email).status_code in (302, 303)
+    db.session.expire_all()
+    upgraded = db.session.get(User, member.user_id).password_hash
+    assert not passwords.needs_rehash(upgraded)
+    assert _scrypt_parameters(upgraded)[:3] == _scrypt_parameters(passwords.hash_password("x" * 15))[:3]
+    assert passwords.verify_password(upgraded, PASSWORD)

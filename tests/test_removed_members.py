@@ -99,15 +99,16 @@ def test_a_scheduled_announcement_skips_a_member_deactivated_before_its_time(cli
 @pytest.mark.parametrize("status", [MembershipStatus.REJECTED, MembershipStatus.DEACTIVATED, None])
 def test_the_send_job_skips_whoever_holds_no_approved_membership_now(app, maple, sent_mail, status):
     pat, quinn = maple["pat"], maple["quinn"]
-    message = queue_email(
-        "email_change_notice",
-        [pat.user, quinn.user],
-        category=Category.NEWSLETTERS,
-        school_id=maple["school"].id,
-        name="x",
-    )
-    db.session.info.pop("pending_jobs")
-    db.session.commit()
+    with tenancy.bound(maple["school"].id):
+        message = queue_email(
+            "email_change_notice",
+            [pat.user, quinn.user],
+            category=Category.NEWSLETTERS,
+            school_id=maple["school"].id,
+            name="x",
+        )
+        db.session.info.pop("pending_jobs")
+        db.session.commit()
     if status is None:  # the membership row is gone altogether
         with tenancy.bound(pat.school_id):
             db.session.delete(db.session.get(Membership, pat.id))
@@ -140,15 +141,16 @@ def test_membership_is_checked_with_one_query_per_batch(app, maple, make_member,
         # changed columns in one statement, alternating skipped and sent rows in one each.
         for gone in members[: size - size // 2]:
             _set_status(gone, MembershipStatus.DEACTIVATED)
-        message = queue_email(
-            "email_change_notice",
-            [m.user for m in members],
-            category=Category.SCHOOL_ANNOUNCEMENTS,
-            school_id=school.id,
-            name="x",
-        )
-        db.session.info.pop("pending_jobs")
-        db.session.commit()
+        with tenancy.bound(school.id):
+            message = queue_email(
+                "email_change_notice",
+                [m.user for m in members],
+                category=Category.SCHOOL_ANNOUNCEMENTS,
+                school_id=school.id,
+                name="x",
+            )
+            db.session.info.pop("pending_jobs")
+            db.session.commit()
         with count_queries() as seen:
             counts = send_message(message.id)
         assert (counts["sent"], counts["skipped"]) == (size // 2, size - size // 2)

@@ -108,3 +108,103 @@ def test_school_tables_inside_subqueries_are_scoped_too(app, make_school, make_m
         joined = select(User.email).join(Membership, Membership.user_id == User.id)
         assert db.session.scalars(joined).all() == ["mine@example.org"]
     assert mine_id
+
+
+# Tables with a school_id that the mechanism does not scope, and why. Empty today: a table added
+# with a school_id fails the walk below until it mixes in SchoolScoped or SchoolOrPlatform, or is
+# named here with its reason.
+NOT_SCOPED: dict[str, str] = {}
+
+
+def test_every_table_with_a_school_id_is_scoped_by_the_mechanism(app):
+    """Walk the metadata: each table with a school_id is scoped by app.tenancy or named above."""
+    with_school = {t.name for t in db.metadata.sorted_tables if "school_id" in t.columns}
+    assert {"mail_message", "support_request", "event", "membership"} <= with_school
+    unscoped = with_school - tenancy.scoped_tables() - set(NOT_SCOPED)
+    assert unscoped == set(), f"school_id tables outside app/tenancy.py: {sorted(unscoped)}"
+    assert set(NOT_SCOPED) <= with_school, "an exemption for a table that has no school_id"
+    assert all(reason.strip() for reason in NOT_SCOPED.values())
+    # Scoped tables are exactly school_id tables (a marker on a table with no column is a typo).
+    assert tenancy.scoped_tables() <= with_school
+
+
+def _message(school_id, subject):
+    from app.models import Category, MailMessage
+
+    return MailMessage(school_id=school_id, category=Category.ADMINISTRATIVE, template="t", subject=subject)
+
+
+def _subjects():
+    from app.models import MailMessage
+
+    db.session.expire_all()
+    return sorted(db.session.scalars(select(MailMessage.subject)))
+
+
+def test_mail_and_support_rows_of_a_school_are_scoped_and_platform_rows_are_shared(app, make_school):
+    """SchoolOrPlatform: bound to a school, its rows and the platform's; bound to none, the
+    platform's only; every school's only inside unscoped(); never written into an unbound school."""
+    from app.models import SupportKind, SupportRequest
+
+    a, b = make_school(), make_school()
+    a_id = a.id
+    with tenancy.bound(a.id):
+        db.session.add(_message(a.id, "for Ash"))
+        db.session.commit()
+    with tenancy.bound(b.id):
+        db.session.add(_message(b.id, "for Birch"))
+        db.session.commit()
+    db.session.add(_message(None, "platform notice"))
+    db.session.commit()
+    with tenancy.bound(a.id):
+        assert _subjects() == ["for Ash", "platform notice"]
+    assert _subjects() == ["platform notice"]
+    with tenancy.unscoped():
+        assert _subjects() == ["for Ash", "for Birch", "platform notice"]
+    # Written into a school that is not the bound one (or with none bound): refused.
+    for binding in (tenancy.bound(a.id), tenancy.acting_for(None)):
+        with binding, pytest.raises(TenancyError):
+            db.session.add(_message(b.id, "smuggled"))
+            db.session.flush()
+        db.session.rollback()
+    request = SupportRequest(
+        kind=SupportKind.HELP, school_id=b.id, name="N", email="n@example.org", subject="S", message="M"
+    )
+    with tenancy.bound(b.id):
+        db.session.add(request)
+        db.session.commit()
+        request_id = request.id
+    db.session.expunge_all()
+    with tenancy.bound(a_id):
+        assert db.session.get(SupportRequest, request_id) is None
+    assert db.session.get(SupportRequest, request_id) is None
+    with tenancy.unscoped():
+        assert db.session.get(SupportRequest, request_id) is not None
+
+
+def test_the_outbox_worker_sends_a_schools_mail_with_no_school_bound(
+    app, make_school, make_member, sent_mail
+):
+    """An RQ worker binds nothing (in-process jobs run inside the request's binding and would hide
+    it): send_message finds a school's message across schools and acts for that school."""
+    from app.mail import queue_email
+    from app.mail.jobs import send_message
+    from app.models import Category
+
+    school = make_school()
+    member = make_member(school, email="reader@example.org")
+    with tenancy.bound(school.id):
+        message = queue_email(
+            "email_change_notice",
+            [member.user],
+            category=Category.SCHOOL_ANNOUNCEMENTS,
+            school_id=school.id,
+            name="x",
+        )
+        db.session.info.pop("pending_jobs")
+        db.session.commit()
+        message_id = message.id
+    db.session.expunge_all()
+    assert tenancy.current_school_id() is None
+    assert send_message(message_id)["sent"] == 1
+    assert [m.to for m in sent_mail] == ["reader@example.org"]

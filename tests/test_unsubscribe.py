@@ -205,3 +205,49 @@ def test_a_large_send_is_batched_by_the_backend_size(app, make_school, sent_mail
     assert len(links) == 30
     assert send_message(message.id)["sent"] == 0  # nothing is sent twice
     assert len(sent_mail) == 30
+
+
+def _readings(token: str) -> list[str]:
+    """Every way to read a token: as sent, each dot-separated part, and each part decoded as
+    base64 (standard and URL-safe) or hex where it decodes."""
+    import base64
+    import binascii
+    import contextlib
+
+    found = [token, *token.split(".")]
+    for part in token.split("."):
+        padded = part + "=" * (-len(part) % 4)
+        for decode in (base64.urlsafe_b64decode, base64.b64decode, bytes.fromhex):
+            with contextlib.suppress(ValueError, binascii.Error):
+                found.append(decode(padded if decode is not bytes.fromhex else part).decode("latin-1"))
+    return found
+
+
+def test_an_unsubscribe_token_carries_no_readable_personal_data(app, make_school, make_member):
+    """P10: decoded every way, a token holds no address, no name and no id of the person, only a
+    random per-account key, a category letter and a signature; and it still opens the right person."""
+    import hashlib
+
+    school = make_school()
+    member = make_member(school, email="ada.lovelace@example.org", name="Ada Lovelace")
+    twin = make_member(school, email="ada.lovelace2@example.org", name="Ada Lovelace")
+    user = member.user
+    ids = {str(user.id), str(member.id), str(school.id)}
+    forbidden = {"ada", "lovelace", "example.org", user.email}
+    # The key is not derived from what it would hide (a hash of the address or id is as good as it).
+    forbidden |= {
+        hashlib.new(name, value.encode()).hexdigest()[:16]
+        for name in ("md5", "sha1", "sha256")
+        for value in (user.email, *ids)
+    }
+    for category in (*[c for c in Category if c.optional], tokens.ALL):
+        token = tokens.make(user, category)
+        key, code, _signature = token.split(".")
+        assert len(key) >= 32 and key != tokens.make(twin.user, category).split(".")[0]
+        assert len(code) == 1
+        assert not any(part.isdigit() for part in token.split(".")), token
+        for reading in _readings(token):
+            for secret in forbidden:
+                assert secret.lower() not in reading.lower(), (category, secret)
+            assert reading.strip() not in ids, (category, reading)  # an id, merely encoded
+        assert tokens.read(token) == (user, category)

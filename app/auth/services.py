@@ -121,7 +121,12 @@ def authenticate(email: str, password: str) -> User | None:
     user = find_user(email)
     if not passwords.verify_password(user.password_hash if user else None, password):
         return None
-    return user if user.active else None
+    if not user.active:
+        return None
+    if passwords.needs_rehash(user.password_hash):
+        # The only moment the password is known: bring an older hash up to today's cost.
+        user.password_hash = passwords.hash_password(password)
+    return user
 
 
 def change_password(user: User, new_password: str) -> None:

@@ -139,12 +139,14 @@ def _family_part(family: Family, classes: dict[int, str], membership: Membership
 
 
 def _emails_of(user: User) -> list[dict]:
-    rows = db.session.execute(
-        select(MailMessage, MailDelivery)
-        .join(MailDelivery, MailDelivery.message_id == MailMessage.id)
-        .where(MailDelivery.user_id == user.id)
-        .order_by(MailDelivery.created_at)
-    ).all()
+    """Every email written to the person, from any of their schools and from the platform."""
+    with tenancy.unscoped():  # their own deliveries, named by their user id
+        rows = db.session.execute(
+            select(MailMessage, MailDelivery)
+            .join(MailDelivery, MailDelivery.message_id == MailMessage.id)
+            .where(MailDelivery.user_id == user.id)
+            .order_by(MailDelivery.created_at)
+        ).all()
     return [
         {
             "subject": message.subject,

@@ -49,11 +49,21 @@ SETTLED = (
 @jobs.job
 def send_message(message_id: int) -> dict:
     """Send every pending delivery of one message, each at most once."""
-    message = db.session.get(MailMessage, message_id)
+    # The outbox holds every school's mail: find the message across schools, then act for its
+    # school (or for none, for platform mail), as the request that wrote it did.
+    with tenancy.unscoped():
+        message = db.session.get(MailMessage, message_id)
     if message is None or message.cancelled_at is not None:
         return {"sent": 0}  # gone, or called off before its time (its deliveries were skipped)
     if message.scheduled_for is not None and message.scheduled_for > utcnow():
         return {"sent": 0}  # scheduled: the sweeper enqueues this job again once the time has passed
+    with tenancy.acting_for(message.school_id):
+        return _send_pending(message)
+
+
+def _send_pending(message: MailMessage) -> dict:
+    """Claim and send the message's pending deliveries batch by batch; erase a secret body after."""
+    message_id = message.id
     counts = {"sent": 0, "skipped": 0, "digest": 0, "failed": 0, "retry": 0}
     # Deliveries are taken in id order and the job never looks back: a failure waits for its
     # retry time rather than being retried at once, and the cursor stays one number however
@@ -302,6 +312,15 @@ def _erase_sensitive_bodies(message: MailMessage) -> None:
 @jobs.repeating
 def sweep() -> dict:
     """Re-enqueue messages whose deliveries sat pending (or stuck sending) too long."""
+    with tenancy.unscoped():  # every school's outbox, on purpose
+        found = _lost_messages()
+    # The session store has its own connection: prune after our transaction is closed.
+    pruned = sessions.prune_expired()
+    return {"messages": found, "sessions_pruned": pruned}
+
+
+def _lost_messages() -> int:
+    """Reset stuck deliveries and enqueue each message with lost or due ones; how many."""
     now = utcnow()
     waiting_too_long = and_(
         MailDelivery.next_attempt_at.is_(None),
@@ -333,6 +352,4 @@ def sweep() -> dict:
     for message_id in message_ids:
         jobs.enqueue(send_message, message_id, queue="mail")
     db.session.commit()
-    # The session store has its own connection: prune after our transaction is closed.
-    pruned = sessions.prune_expired()
-    return {"messages": len(message_ids), "sessions_pruned": pruned}
+    return len(message_ids)

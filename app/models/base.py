@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import CursorResult, ForeignKey, Integer, Result
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
@@ -48,3 +49,14 @@ class SchoolScoped:
     @declared_attr
     def school_id(cls) -> Mapped[int]:  # noqa: N805 - SQLAlchemy passes the class
         return mapped_column(Integer, ForeignKey("school.id", ondelete="CASCADE"), index=True, nullable=False)
+
+
+class SchoolOrPlatform:
+    """Rows of one school, or of the platform itself (``school_id`` NULL: a policy notice, an
+    account email, a message from the public contact form). ``app.tenancy`` shows code bound to
+    a school that school's rows and the platform's, code bound to none the platform's only, and
+    every school's only inside ``unscoped()``. Each model declares its own nullable column.
+    """
+
+    if TYPE_CHECKING:  # for the type checker only: a class annotation here would map a column
+        school_id: int | None

@@ -10,7 +10,7 @@ from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import Model
-from app.models.base import UTCDateTime, utcnow
+from app.models.base import SchoolOrPlatform, UTCDateTime, utcnow
 
 
 class Category(enum.StrEnum):
@@ -81,8 +81,8 @@ def _enum(cls):
     return Enum(cls, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e])
 
 
-class MailMessage(Model):
-    """One email as written: rendered subject and bodies, its category and its school."""
+class MailMessage(SchoolOrPlatform, Model):
+    """One email as written: rendered subject and bodies, its category and its school (if any)."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
     school_id: Mapped[int | None] = mapped_column(ForeignKey("school.id", ondelete="CASCADE"))

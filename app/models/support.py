@@ -1,8 +1,8 @@
 """Support requests: stored first, then forwarded to Zendesk by the worker (P6, P16).
 
-Platform-level, not ``SchoolScoped``: a request from the public contact form belongs to no
-school, and support staff read requests across schools. ``school_id`` only records which
-school a signed-in person was acting in (and the school an access grant would be for).
+``SchoolOrPlatform``: a request from the public contact form belongs to no school; one from the
+Help form belongs to the school the person was acting in (and the school an access grant would
+be for). Support staff read them across schools, inside ``tenancy.unscoped()``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from sqlalchemy import BigInteger, Enum, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import Model
-from app.models.base import SchoolScoped, UTCDateTime, utcnow
+from app.models.base import SchoolOrPlatform, SchoolScoped, UTCDateTime, utcnow
 from app.models.people import User
 
 # No 0/O, 1/I/L or U: a reference is read out over the phone and typed from an email.
@@ -56,7 +56,7 @@ def _enum(cls):
     return Enum(cls, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e])
 
 
-class SupportRequest(Model):
+class SupportRequest(SchoolOrPlatform, Model):
     """One question to the platform's support team, and its progress to Zendesk."""
 
     __tablename__ = "support_request"

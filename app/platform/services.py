@@ -28,12 +28,13 @@ class SchoolAccess:
 
 def recent_requests(limit: int = CONSOLE_LIMIT) -> list[tuple[SupportRequest, str | None]]:
     """Support requests of every school (and the public form), newest first, with the school's name."""
-    rows = db.session.execute(
-        select(SupportRequest, School.name)
-        .outerjoin(School, School.id == SupportRequest.school_id)
-        .order_by(SupportRequest.created_at.desc(), SupportRequest.id.desc())
-        .limit(limit)
-    ).all()
+    with tenancy.unscoped():
+        rows = db.session.execute(
+            select(SupportRequest, School.name)
+            .outerjoin(School, School.id == SupportRequest.school_id)
+            .order_by(SupportRequest.created_at.desc(), SupportRequest.id.desc())
+            .limit(limit)
+        ).all()
     return [(request, name) for request, name in rows]
 
 
@@ -68,7 +69,8 @@ def schools_in_view(requests: list[tuple[SupportRequest, str | None]]) -> list[S
 
 def get_request(request_id: int) -> SupportRequest | None:
     """Any support request (the console is cross-school by design)."""
-    return db.session.get(SupportRequest, request_id)
+    with tenancy.unscoped():
+        return db.session.get(SupportRequest, request_id)
 
 
 def mark_deletion(support_request: SupportRequest) -> bool:

@@ -17,7 +17,7 @@ from datetime import timedelta
 from flask import current_app
 from sqlalchemy import and_, func, or_, select, update
 
-from app import jobs
+from app import jobs, tenancy
 from app.extensions import db
 from app.models import SupportRequest, SupportStatus
 from app.models.base import utcnow
@@ -43,6 +43,12 @@ def zendesk_client() -> ZendeskClient | None:
 @jobs.job
 def forward_request(request_id: int) -> str:
     """Send one stored request to Zendesk, at most once; say what came of it."""
+    with tenancy.unscoped():  # the support queue is every school's (and the contact form's)
+        return _forward(request_id)
+
+
+def _forward(request_id: int) -> str:
+    """Claim the request, file the ticket, record the outcome."""
     client = zendesk_client()
     if client is None:
         _wait_for_configuration(request_id)
@@ -142,6 +148,12 @@ def _wait_for_configuration(request_id: int) -> None:
 @jobs.repeating
 def sweep_support() -> dict:
     """Re-enqueue requests left received too long (or due for their retry), or stuck forwarding."""
+    with tenancy.unscoped():  # every school's requests, on purpose
+        return _sweep_requests()
+
+
+def _sweep_requests() -> dict:
+    """Reset stuck requests and enqueue the lost or due ones."""
     now = utcnow()
     stuck = and_(
         SupportRequest.status == SupportStatus.FORWARDING, SupportRequest.updated_at < now - STUCK_AFTER

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from app import jobs
+from app import jobs, tenancy
 from app.extensions import db
 from app.models import SupportKind, SupportRequest
 from app.models.support import new_reference
@@ -20,8 +20,11 @@ def _clean(text: str | None) -> str:
 def _store(**values) -> SupportRequest:
     """Add the request and enqueue its forwarding; the job runs only if the caller commits."""
     support_request = SupportRequest(reference=unused_reference(), **values)
-    db.session.add(support_request)
-    db.session.flush()
+    # Filed under the school the route named: the person's current membership, which may still
+    # be waiting for approval (then no school is bound to the request, yet the row is theirs).
+    with tenancy.acting_for(support_request.school_id):
+        db.session.add(support_request)
+        db.session.flush()
     jobs.enqueue(forward_request, support_request.id, queue=QUEUE)
     return support_request
 
@@ -30,7 +33,8 @@ def unused_reference() -> str:
     """A fresh random reference no stored request has."""
     while True:
         reference = new_reference()
-        taken = db.session.scalar(select(SupportRequest.id).where(SupportRequest.reference == reference))
+        with tenancy.unscoped():  # references are unique across the platform, not per school
+            taken = db.session.scalar(select(SupportRequest.id).where(SupportRequest.reference == reference))
         if taken is None:
             return reference
 
@@ -79,10 +83,11 @@ def submit_contact(*, user_id: int | None, name: str, email: str, message: str) 
 
 
 def requests_of(user_id: int) -> list[SupportRequest]:
-    """One person's own requests, newest first."""
+    """One person's own requests, newest first, whichever school they wrote from."""
     query = (
         select(SupportRequest)
         .where(SupportRequest.user_id == user_id)
         .order_by(SupportRequest.created_at.desc(), SupportRequest.id.desc())
     )
-    return list(db.session.scalars(query))
+    with tenancy.unscoped():  # their own rows, named by their user id
+        return list(db.session.scalars(query))

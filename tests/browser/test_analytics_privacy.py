@@ -201,3 +201,46 @@ def test_global_privacy_control_means_no_analytics_at_all(browser, ga_server, co
         assert outbound.urls == []
     finally:
         context.close()
+
+
+# What a browser (or an extension) may say at the JavaScript level only, with no header to the server.
+SCRIPT_LEVEL_REFUSALS = {
+    "gpc": "Object.defineProperty(Navigator.prototype, 'globalPrivacyControl', {get: () => true});",
+    "navigator_dnt": "Object.defineProperty(Navigator.prototype, 'doNotTrack', {get: () => '1'});",
+    "window_dnt": "Object.defineProperty(window, 'doNotTrack', {get: () => '1'});",
+}
+
+
+def _analytics_on_page(browser, ga_server, init_script: str | None) -> tuple[list[str], list[str], int]:
+    """Open the home page as a parent: what the page handed Google, what left the site, and how
+    many GA script tags the page holds."""
+    context = browser.new_context(base_url=ga_server)
+    try:
+        if init_script:
+            context.add_init_script(init_script)
+        outbound = Outbound(context, ga_server)
+        page = context.new_page()
+        sign_in(page, PARENT[1])
+        page.goto("/classes/")
+        page.wait_for_load_state("networkidle")
+        scripts = page.eval_on_selector_all("script[src*='googletagmanager']", "els => els.length")
+        return sent_by_page(page), outbound.urls, scripts
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("refusal", sorted(SCRIPT_LEVEL_REFUSALS))
+def test_the_analytics_script_itself_honours_gpc_and_dnt(browser, ga_server, community, refusal):
+    """P18: the server cannot see a GPC or DNT set only in JavaScript and renders the config; the
+    script then pushes nothing, loads no Google tag and nothing leaves the site. Without the
+    signal the same page does load it (so the refusal is the script's doing)."""
+    (config, layer), outbound, scripts = _analytics_on_page(browser, ga_server, None)
+    assert GA_ID in config and GA_ID in layer and scripts == 1
+    assert any("googletagmanager" in url for url in outbound), outbound
+
+    (config, layer), outbound, scripts = _analytics_on_page(
+        browser, ga_server, SCRIPT_LEVEL_REFUSALS[refusal]
+    )
+    assert GA_ID in config, "the server rendered the config: the script must decide"
+    assert layer == "[]" and scripts == 0
+    assert outbound == []
