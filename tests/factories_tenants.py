@@ -46,8 +46,8 @@ FILLERS: dict[str, str] = {"category": "newsletters", "decision": "approve", "fi
 # String arguments that carry a secret standing for a row, by endpoint.
 TOKEN_KINDS: dict[tuple[str, str], str] = {
     ("calendar.feed", "token"): "calendar feed token",
-    ("consent.export_status", "token"): "school export token",
-    ("consent.export_download", "token"): "school export token",
+    ("consent.school.export_status", "token"): "school export token",
+    ("consent.school.export_download", "token"): "school export token",
     ("auth.email_link", "token"): "email confirmation token",
     ("auth.reset_link", "token"): "password reset token",
     ("unsubscribe.confirm", "token"): "unsubscribe token",

@@ -243,7 +243,7 @@ NOT_OPENED_BY_OWN_IDS = {
     "dev.mail": "the development mailbox is off outside development",
     "auth.email_link": "keeps the token in the session and redirects to the confirmation form",
     "auth.reset_link": "keeps the token in the session and redirects to the reset form",
-    "consent.edit_version": "policy authoring is the operator's: a school's superadmin is refused",
+    "platform.policy.edit_version": "policy authoring is the operator's: a school's superadmin is refused",
 }
 
 
