@@ -41,7 +41,6 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 
 typecheck: $(VENV)/.installed
-	$(BIN)/mypy
 
 format: $(VENV)/.installed
 	$(BIN)/ruff format .

@@ -7,6 +7,7 @@ import hmac
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_login import current_user
+from flask_wtf import FlaskForm
 
 from app.auth import forms, passwords, services
 from app.consent import ledger
@@ -27,7 +28,11 @@ def _sign_in_limit() -> str:
 def _submitted_email_key() -> str:
     """Rate-limit key per submitted address, keyed-hashed so Redis holds no guessable email."""
     email = services.normalise_email(request.form.get("email", ""))
-    digest = hmac.new(current_app.secret_key.encode(), email.encode(), hashlib.sha256).hexdigest()
+    secret = current_app.secret_key
+    if not secret:  # every config sets one; production refuses to start without
+        raise RuntimeError("SECRET_KEY is not set: submitted addresses cannot be keyed.")
+    secret_bytes = secret if isinstance(secret, bytes) else secret.encode()
+    digest = hmac.new(secret_bytes, email.encode(), hashlib.sha256).hexdigest()
     return "email:" + digest[:32]
 
 
@@ -196,7 +201,7 @@ def reset_password():
 
 def _account_page(*, block: str = "content", target: str = "main", status: int = 200, **submitted):
     """The account page with fresh forms, except the one just submitted (kept with its errors)."""
-    account_forms = {
+    account_forms: dict[str, FlaskForm] = {
         "password_form": forms.ChangePasswordForm(prefix="pw"),
         "email_form": forms.ChangeEmailForm(prefix="em"),
         "join_form": forms.JoinAnotherSchoolForm(prefix="js"),

@@ -75,7 +75,8 @@ def _choose(memberships: list[Membership], wanted: int | None) -> Membership | N
         if membership.school_id == wanted:
             return membership
     approved = [m for m in memberships if m.is_approved]
-    return (approved or memberships or [None])[0]
+    candidates = approved or memberships
+    return candidates[0] if candidates else None
 
 
 def classes_for_code(code: str) -> list[SchoolClass]:
@@ -87,11 +88,18 @@ def classes_for_code(code: str) -> list[SchoolClass]:
         return list(db.session.scalars(select(SchoolClass).order_by(SchoolClass.grade, SchoolClass.name)))
 
 
+def _server_session() -> sessions.ServerSession:
+    """The request's session as the server-side kind, which can change its id."""
+    if not isinstance(session, sessions.ServerSession):  # DatabaseSessionInterface makes every session
+        raise TypeError(f"Expected a ServerSession, got {type(session).__name__}.")
+    return session
+
+
 def sign_in(user: User) -> None:
     """Start a fresh session for ``user`` (a new id, so a planted one is worthless)."""
     session.clear()
     login_user(user)
-    session.regenerate()
+    _server_session().regenerate()
     approved = [m for m in tenancy.memberships_of(user.id, LIVE_STATUSES) if m.is_approved]
     if approved:
         session["school_id"] = approved[0].school_id
@@ -121,7 +129,7 @@ def authenticate(email: str, password: str) -> User | None:
     user = find_user(email)
     if not passwords.verify_password(user.password_hash if user else None, password):
         return None
-    if not user.active:
+    if user is None or not user.active:
         return None
     if passwords.needs_rehash(user.password_hash):
         # The only moment the password is known: bring an older hash up to today's cost.
@@ -135,9 +143,9 @@ def change_password(user: User, new_password: str) -> None:
     user.password_changed_at = utcnow()
     # The session store has its own connection: end the sessions before this transaction
     # writes anything (SQLite allows one writer at a time).
-    sessions.end_sessions(user.id, keep_session_id=session.session_id)
+    sessions.end_sessions(user.id, keep_session_id=_server_session().session_id)
     tokens.void_all(user)  # a reset link sent before the change must not undo it
-    session.regenerate()
+    _server_session().regenerate()
 
 
 def send_password_reset(email: str) -> None:
@@ -168,7 +176,7 @@ def reset_password(raw_token: str, new_password: str) -> User | None:
     token = tokens.find_usable(raw_token, "reset")
     if token is None:
         return None
-    user = db.session.get(User, token.user_id)
+    user = db.session.get_one(User, token.user_id)  # the token's foreign key keeps its owner
     tokens.spend(token)
     user.password_hash = passwords.hash_password(new_password)
     user.password_changed_at = utcnow()
@@ -203,7 +211,7 @@ def confirm_email_change(raw_token: str) -> User | None:
     token = tokens.find_usable(raw_token, "email")
     if token is None:
         return None
-    user = db.session.get(User, token.user_id)
+    user = db.session.get_one(User, token.user_id)  # the token's foreign key keeps its owner
     new_email = token.payload.get("email", "")
     if not new_email or email_taken(new_email, by_other_than=user):
         return None

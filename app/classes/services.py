@@ -119,7 +119,7 @@ def name_taken(name: str, school_year: str, *, other_than: int | None = None) ->
 def save_class(school_class: SchoolClass | None, *, name, grade, school_year, teachers, room_parents):
     """Create or change a class and set its teachers and room parents (audited)."""
     created = school_class is None
-    if created:
+    if school_class is None:  # tested directly, so the type checker narrows it
         school_class = SchoolClass()
         db.session.add(school_class)
     school_class.name, school_class.grade = name.strip(), grade.strip()
