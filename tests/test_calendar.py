@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -15,7 +15,7 @@ from app.models import Role
 from app.models.audit import AuditEntry
 from app.models.base import utcnow
 from app.models.calendar import CalendarFeed, Event
-from tests.conftest import assert_constant_queries, sign_in
+from tests.conftest import CLOCK_START, assert_constant_queries, sign_in
 
 # Every test here runs on the clock fixture (CLOCK_START, a winter morning in 2026): the dates
 # typed below are after it, so they are upcoming whatever day the suite runs.
@@ -41,7 +41,11 @@ def _parent_in(make_family, school, member, school_class, name):
     make_family(school, [member], name, children=[("Kid", name.split()[0], [school_class.id])])
 
 
-def _form(title="Bake sale", start="2026-12-01T18:30", end="2026-12-01T20:00", class_id="", **extra):
+# An evening after CLOCK_START (in New York, on standard time): upcoming under the clock fixture.
+EVENT_DAY = (CLOCK_START + timedelta(days=330)).date().isoformat()
+
+
+def _form(title="Bake sale", start=f"{EVENT_DAY}T18:30", end=f"{EVENT_DAY}T20:00", class_id="", **extra):
     return {"title": title, "starts_at": start, "ends_at": end, "class_id": str(class_id), **extra}
 
 
@@ -52,22 +56,22 @@ def test_times_are_typed_and_shown_on_the_school_clock_and_stored_in_utc(client,
     assert response.status_code == 303 and response.headers["Location"] == "/calendar/"
     with tenancy.bound(school.id):
         event = db.session.scalar(select(Event))
-        assert event.starts_at == datetime(2026, 12, 1, 23, 30, tzinfo=UTC)  # 18:30 in New York, EST
+        assert event.starts_at == datetime.fromisoformat(f"{EVENT_DAY}T23:30+00:00")  # 18:30 in New York, EST
         assert event.created_by_id == staff.id
         assert [e.action for e in db.session.scalars(select(AuditEntry))].count("event.created") == 1
     edit = client.get(f"/calendar/{event.id}/edit").get_data(as_text=True)
-    assert 'value="2026-12-01T18:30"' in edit and "America/New_York" in edit
+    assert f'value="{EVENT_DAY}T18:30"' in edit and "America/New_York" in edit
 
 
 def test_end_before_start_and_nonsense_are_errors_by_the_field(client, world):
     school, hazel, juniper, hazel_parent, juniper_parent, staff = world
     sign_in(client, staff.user.email)
-    response = client.htmx("/calendar/new", _form(end="2026-12-01T17:00"), target="event-form")
+    response = client.htmx("/calendar/new", _form(end=f"{EVENT_DAY}T17:00"), target="event-form")
     assert response.status_code == 400
     body = response.get_data(as_text=True)
     assert body.lstrip().startswith('<form id="event-form"')
     assert 'id="ends_at-error"' in body and "The end cannot be before the start." in body
-    assert 'value="Bake sale"' in body and 'value="2026-12-01T17:00"' in body
+    assert 'value="Bake sale"' in body and f'value="{EVENT_DAY}T17:00"' in body
     nonsense = client.form("/calendar/new", _form(start="tomorrow-ish", title=""))
     assert nonsense.status_code == 400
     page = nonsense.get_data(as_text=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import time_machine
@@ -24,11 +24,11 @@ from app.models import (
 )
 from app.models.audit import AuditEntry
 from app.models.consent import ConsentEvent, ConsentKind
-from tests.conftest import PASSWORD, sign_in
+from tests.conftest import CLOCK_START, PASSWORD, sign_in
 
 # Everyone joins at CLOCK_START (the module runs on the clock fixture), before T0 on any day.
 pytestmark = pytest.mark.usefixtures("clock")
-T0 = datetime(2027, 9, 6, 8, 0, tzinfo=UTC)  # after everyone in the fixture joined
+T0 = CLOCK_START + timedelta(days=609, hours=-1)  # a Monday morning after everyone joined
 CLOSING = "Quentin Quellbrook"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import time_machine
@@ -13,11 +13,11 @@ from app.extensions import db
 from app.jobs import run_ready_jobs
 from app.models import PlatformRole, Role, User
 from app.models.consent import NOTICE_PERIOD, ConsentEvent, ConsentKind, ConsentLedgerIsAppendOnly
-from tests.conftest import count_queries, sign_in
+from tests.conftest import CLOCK_START, count_queries, sign_in
 
 # Everyone joins at CLOCK_START (the module runs on the clock fixture), before T0 on any day.
 pytestmark = pytest.mark.usefixtures("clock")
-T0 = datetime(2027, 5, 3, 8, 0, tzinfo=UTC)  # after everyone in the fixtures joined
+T0 = CLOCK_START + timedelta(days=483, hours=-1)  # a Monday morning after everyone joined
 BANNER = 'id="consent-banner"'
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import functools
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import time_machine
 from sqlalchemy import func, select
@@ -15,7 +15,7 @@ from app.consent import policy
 from app.extensions import db
 from app.models import WebSession
 from app.models.consent import ConsentEvent
-from tests.conftest import PASSWORD, count_queries, sign_in
+from tests.conftest import CLOCK_START, PASSWORD, count_queries, sign_in
 
 FLASK_DEFAULT_CONTEXT = "flask.templating._default_template_ctx_processor"
 # Blueprint-local hooks that only concern their own blueprint's pages.
@@ -112,10 +112,10 @@ def test_a_token_from_a_rowless_session_signs_in_and_a_forged_post_is_refused(
 
 
 def test_a_signed_in_person_reading_pages_under_a_notice_writes_no_ledger_line(
-    client, make_school, make_member
+    client, clock, make_school, make_member
 ):
-    parent = make_member(make_school())
-    at = datetime(2027, 5, 3, 8, 0, tzinfo=UTC)
+    parent = make_member(make_school())  # joins at CLOCK_START
+    at = CLOCK_START + timedelta(days=120)  # a version posted after they joined
     with time_machine.travel(at, tick=False):
         policy.ensure_placeholder()
         draft = policy.create_draft(

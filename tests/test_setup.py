@@ -211,20 +211,20 @@ def test_upgrading_keeps_existing_data(build_app, tmp_path):
             conn.execute(
                 text(
                     "INSERT INTO school (id, name, slug, invite_code, timezone, created_at) "
-                    "VALUES (1, 'Old School', 'old', 'OLD-1', 'UTC', '2026-01-01 00:00:00')"
+                    "VALUES (1, 'Old School', 'old', 'OLD-1', 'UTC', '2020-01-01 00:00:00')"
                 )
             )
             conn.execute(
                 text(
                     "INSERT INTO user (id, email, name, password_hash, active, created_at, "
                     "password_changed_at) VALUES (1, 'old@example.org', 'Old Member', 'x', 1, "
-                    "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+                    "'2020-01-01 00:00:00', '2020-01-01 00:00:00')"
                 )
             )
             conn.execute(
                 text(
                     "INSERT INTO membership (id, school_id, user_id, role, status, created_at) "
-                    "VALUES (1, 1, 1, 'parent', 'approved', '2026-01-01 00:00:00')"
+                    "VALUES (1, 1, 1, 'parent', 'approved', '2020-01-01 00:00:00')"
                 )
             )
             conn.execute(text("INSERT INTO family (id, school_id, name) VALUES (1, 1, 'Old family')"))
