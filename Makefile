@@ -34,6 +34,7 @@ node_modules/.package-lock.json: package-lock.json
 ## test: the whole suite (SQLite by default; TEST_DATABASE_URL, TEST_REDIS_URL, Chromium add more)
 test: $(VENV)/.installed node_modules/.package-lock.json
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed

@@ -227,7 +227,7 @@ def build_school_export(export_id: int, school_id: int) -> str:
             content = school_zip(school_id)
         except Exception:  # the page must say it failed rather than poll forever
             db.session.rollback()
-            export = db.session.get(DataExport, export_id)
+            export = db.session.get_one(DataExport, export_id)  # found above, before the rollback
             export.status, export.finished_at = ExportStatus.FAILED, utcnow()
             db.session.commit()
             raise
@@ -239,7 +239,7 @@ def build_school_export(export_id: int, school_id: int) -> str:
 
 def school_tables(school_id: int) -> dict[str, list[dict]]:
     """The school's data, table by table, as rows of plain values (call with the school bound)."""
-    school = db.session.get(School, school_id)
+    school = db.session.get_one(School, school_id)  # the school being exported exists
     members = db.session.execute(
         select(Membership, User).join(User, User.id == Membership.user_id).order_by(Membership.id)
     ).all()

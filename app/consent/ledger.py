@@ -40,7 +40,7 @@ def record(user_id: int, kind: ConsentKind, version_id: int | None) -> None:
     row = {"user_id": user_id, "version_id": version_id, "kind": kind.value, "created_at": utcnow()}
     dialect = db.session.get_bind().dialect.name
     maker = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = maker(ConsentEvent.__table__).values(row)
+    statement = maker(ConsentEvent).values(row)
     if version_id is not None:
         statement = statement.on_conflict_do_nothing(index_elements=["user_id", "version_id", "kind"])
     db.session.execute(statement)

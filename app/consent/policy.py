@@ -19,7 +19,7 @@ from app.extensions import db
 from app.mail import queue_email
 from app.messages.services import render_markdown
 from app.models import Category, DeliveryStatus, MailDelivery, MailMessage, User
-from app.models.base import utcnow
+from app.models.base import rowcount, utcnow
 from app.models.consent import ConsentEvent, ConsentKind, PolicyVersion
 from app.urls import external_url
 
@@ -121,7 +121,7 @@ def update_draft(
     """
     if version.is_posted:
         raise PublishRefused(POSTED_IS_FIXED)
-    changed = db.session.execute(
+    result = db.session.execute(
         update(PolicyVersion)
         .where(PolicyVersion.id == version.id, PolicyVersion.posted_at.is_(None))
         .values(
@@ -132,8 +132,8 @@ def update_draft(
             notify_by_notice=material and notice,
         )
         .execution_options(synchronize_session=False)
-    ).rowcount
-    if changed != 1:
+    )
+    if rowcount(result) != 1:
         raise PublishRefused(POSTED_IS_FIXED)
 
 
@@ -177,13 +177,13 @@ def _claim_for_posting(version: PolicyVersion, now: datetime) -> None:
     A conditional UPDATE: on PostgreSQL the second request waits for the first to commit and
     then finds the row posted; it is refused, and its transaction (and email) rolled back.
     """
-    claimed = db.session.execute(
+    result = db.session.execute(
         update(PolicyVersion)
         .where(PolicyVersion.id == version.id, PolicyVersion.posted_at.is_(None))
         .values(posted_at=now)
         .execution_options(synchronize_session=False)
-    ).rowcount
-    if claimed != 1:
+    )
+    if rowcount(result) != 1:
         raise PublishRefused(f"Version {version.number} is already posted.")
     set_committed_value(version, "posted_at", now)
 
@@ -222,9 +222,7 @@ def _note_emailed(version: PolicyVersion) -> None:
     )
     dialect = db.session.get_bind().dialect.name
     maker = pg_insert if dialect == "postgresql" else sqlite_insert
-    statement = maker(ConsentEvent.__table__).from_select(
-        ["user_id", "version_id", "kind", "created_at"], sent
-    )
+    statement = maker(ConsentEvent).from_select(["user_id", "version_id", "kind", "created_at"], sent)
     db.session.execute(statement.on_conflict_do_nothing(index_elements=["user_id", "version_id", "kind"]))
 
 
@@ -310,8 +308,8 @@ def version_for_user(user: User, now: datetime | None = None) -> PolicyVersion |
         )
     )
     for version in posted_versions():
-        effective = version.effective_at
-        if (effective is not None and effective <= now) or version.posted_at <= user.created_at:
+        effective, posted = version.effective_at, version.posted_at
+        if (effective is not None and effective <= now) or (posted is not None and posted <= user.created_at):
             return version
         if version.id in accepted:
             return version

@@ -8,6 +8,7 @@ children's classes, or the whole school. People with ``directory.view_all_contac
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from app.classes.services import class_ids_of_member
 from app.extensions import db
@@ -24,6 +25,32 @@ class Viewer:
     membership_id: int
     class_ids: frozenset[int]
     sees_all: bool
+
+
+class _HasEmail(Protocol):
+    """The account side of a contact owner: only its address is read."""
+
+    @property
+    def email(self) -> str: ...
+
+
+class ContactOwner(Protocol):
+    """What deciding needs of a guardian: a Membership, or the plain rows the directory reads."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def user(self) -> _HasEmail: ...
+    @property
+    def phone(self) -> str | None: ...
+    @property
+    def address(self) -> str | None: ...
+    @property
+    def email_visibility(self) -> Visibility: ...
+    @property
+    def phone_visibility(self) -> Visibility: ...
+    @property
+    def address_visibility(self) -> Visibility: ...
 
 
 def classes_of(membership_id: int) -> frozenset[int]:
@@ -43,11 +70,12 @@ def allowed(viewer: Viewer, visibility: Visibility, owner_id: int, owner_class_i
     return visibility is Visibility.CLASSES and bool(viewer.class_ids & owner_class_ids)
 
 
-def visible_contact(viewer: Viewer, owner: Membership, owner_class_ids: frozenset[int]) -> dict[str, str]:
+def visible_contact(viewer: Viewer, owner: ContactOwner, owner_class_ids: frozenset[int]) -> dict[str, str]:
     """The owner's contact details this viewer may see (fields that are empty are left out)."""
     values = {"email": owner.user.email, "phone": owner.phone, "address": owner.address}
     return {
-        field: values[field]
+        field: value
         for field in FIELDS
-        if values[field] and allowed(viewer, getattr(owner, f"{field}_visibility"), owner.id, owner_class_ids)
+        if (value := values[field])
+        and allowed(viewer, getattr(owner, f"{field}_visibility"), owner.id, owner_class_ids)
     }

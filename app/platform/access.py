@@ -21,7 +21,7 @@ from sqlalchemy import select
 
 from app import tenancy
 from app.extensions import db
-from app.models import MembershipStatus, PlatformRole, Role, School
+from app.models import MembershipStatus, PlatformRole, Role, School, User
 from app.models.support import SupportGrant
 
 SESSION_KEY = "support_view"
@@ -43,7 +43,7 @@ class SupportMembership:
     """
 
     school: School
-    user: object
+    user: User
     id: int = 0
     role: Role = Role.PARENT
     status: MembershipStatus = MembershipStatus.APPROVED
@@ -97,7 +97,7 @@ def bind_support_view() -> bool:
     g.support_school_id = school_id
     if grant is None:
         return True  # ended: check_school_route refuses every school page
-    school = db.session.get(School, school_id)
+    school = db.session.get_one(School, school_id)  # the active grant belongs to it
     g.support_grant = grant
     g.school = school
     g.membership = SupportMembership(school=school, user=current_user._get_current_object())

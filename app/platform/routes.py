@@ -52,10 +52,9 @@ def enter(school_id: int):
     if grant is None:
         abort(403)  # no active grant: staff see no school data
     g.support_grant = grant
+    rule = request.url_rule.rule if request.url_rule is not None else request.endpoint  # as access.py does
     with tenancy.bound(school_id):
-        audit.record(
-            "support.viewed", target=request.url_rule.rule, school_id=school_id, route=request.url_rule.rule
-        )
+        audit.record("support.viewed", target=rule, school_id=school_id, route=rule)
         db.session.commit()
     return redirect_after_post(url_for("directory.index"))
 
