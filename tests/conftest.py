@@ -556,3 +556,18 @@ def assert_constant_queries(requests, grow) -> None:
 
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def publish_material(*, email=True, notice=True, summary="We now keep sign-in records for 90 days."):
+    """Post a material policy version now (after the placeholder version 1), as the admin page would."""
+    from app.consent import policy
+    from app.jobs import run_ready_jobs
+
+    policy.ensure_placeholder()
+    draft = policy.create_draft(
+        body="New text", summary=summary, material=True, email=email, notice=notice, by=None
+    )
+    policy.publish(draft)
+    db.session.commit()
+    run_ready_jobs()  # the send job, as after a request
+    return draft

@@ -24,7 +24,7 @@ from app.models import (
 )
 from app.models.audit import AuditEntry
 from app.models.consent import ConsentEvent, ConsentKind
-from tests.conftest import CLOCK_START, PASSWORD, sign_in
+from tests.conftest import CLOCK_START, PASSWORD, publish_material, sign_in
 
 # Everyone joins at CLOCK_START (the module runs on the clock fixture), before T0 on any day.
 pytestmark = pytest.mark.usefixtures("clock")
@@ -86,12 +86,7 @@ def test_closing_signs_out_everywhere_and_sign_in_is_refused(client, app, school
 
 def test_the_ledger_records_the_objection_only_while_a_change_is_coming(client, school):
     with time_machine.travel(T0, tick=False):
-        policy.ensure_placeholder()
-        draft = policy.create_draft(
-            body="New", summary="Change", material=True, email=False, notice=True, by=None
-        )
-        policy.publish(draft)
-        db.session.commit()
+        publish_material(email=False, summary="Change")
     with time_machine.travel(T0 + timedelta(days=10), tick=False):
         sign_in(client, "quentin.q@example.org")
         assert "object to the coming privacy policy (version 2)" in client.get("/account/close").get_data(
@@ -115,12 +110,7 @@ def test_the_ledger_records_the_objection_only_while_a_change_is_coming(client, 
 
 def test_after_the_effective_date_closing_is_no_objection(client, school):
     with time_machine.travel(T0, tick=False):
-        policy.ensure_placeholder()
-        draft = policy.create_draft(
-            body="New", summary="Change", material=True, email=False, notice=True, by=None
-        )
-        policy.publish(draft)
-        db.session.commit()
+        publish_material(email=False, summary="Change")
     with time_machine.travel(T0 + timedelta(days=31), tick=False):
         sign_in(client, "quentin.q@example.org")
         close(client)

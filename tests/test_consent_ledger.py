@@ -10,10 +10,9 @@ from sqlalchemy import select
 
 from app.consent import ledger, policy
 from app.extensions import db
-from app.jobs import run_ready_jobs
 from app.models import PlatformRole, Role, User
 from app.models.consent import NOTICE_PERIOD, ConsentEvent, ConsentKind, ConsentLedgerIsAppendOnly
-from tests.conftest import CLOCK_START, count_queries, sign_in
+from tests.conftest import CLOCK_START, count_queries, publish_material, sign_in
 
 # Everyone joins at CLOCK_START (the module runs on the clock fixture), before T0 on any day.
 pytestmark = pytest.mark.usefixtures("clock")
@@ -29,18 +28,6 @@ def school(make_school, make_member):
     school.invite_code = "ROWAN-1"
     db.session.commit()
     return {"school": school, "parent": parent, "admin": admin}
-
-
-def publish_material(*, email=True, notice=True, summary="We now keep sign-in records for 90 days."):
-    """Version 1 (placeholder) exists; post a material version 2 now, as the admin page would."""
-    policy.ensure_placeholder()
-    draft = policy.create_draft(
-        body="New text", summary=summary, material=True, email=email, notice=notice, by=None
-    )
-    policy.publish(draft)
-    db.session.commit()
-    run_ready_jobs()  # the send job, as after a request
-    return draft
 
 
 def kinds_of(user_id: int, number: int | None = None) -> list[str]:

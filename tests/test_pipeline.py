@@ -11,11 +11,10 @@ import time_machine
 from sqlalchemy import func, select
 
 from app import pipeline
-from app.consent import policy
 from app.extensions import db
 from app.models import WebSession
 from app.models.consent import ConsentEvent
-from tests.conftest import CLOCK_START, PASSWORD, count_queries, sign_in
+from tests.conftest import CLOCK_START, PASSWORD, count_queries, publish_material, sign_in
 
 FLASK_DEFAULT_CONTEXT = "flask.templating._default_template_ctx_processor"
 # Blueprint-local hooks that only concern their own blueprint's pages.
@@ -117,12 +116,7 @@ def test_a_signed_in_person_reading_pages_under_a_notice_writes_no_ledger_line(
     parent = make_member(make_school())  # joins at CLOCK_START
     at = CLOCK_START + timedelta(days=120)  # a version posted after they joined
     with time_machine.travel(at, tick=False):
-        policy.ensure_placeholder()
-        draft = policy.create_draft(
-            body="New", summary="A change.", material=True, email=False, notice=True, by=None
-        )
-        policy.publish(draft)
-        db.session.commit()
+        publish_material(email=False, summary="A change.")
     with time_machine.travel(at + timedelta(days=40), tick=False):  # in force, banner still up
         sign_in(client, parent.user.email)
         lines = db.session.scalar(select(func.count()).select_from(ConsentEvent))

@@ -6,6 +6,9 @@ Role and status changes go through the membership lifecycle; the route commits o
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from flask import Blueprint, abort, flash, g, request, url_for
 
 from app import permissions
@@ -13,10 +16,12 @@ from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
 from app.lookup import or_404
 from app.members import lifecycle, rules
-from app.models import Role
+from app.models import Membership, Role
 from app.parsing import optional_id
 from app.permissions import requires
 from app.settings import forms, people
+
+T = TypeVar("T")
 
 bp = Blueprint("people", __name__, url_prefix="/people")
 
@@ -97,14 +102,10 @@ def change_role(membership_id: int):
     form.role.choices = [(r.value, r.label) for r in Role]
     if not form.validate_on_submit():
         return _person(target, 400, role_form=form)
-    try:
-        changed = lifecycle.change_role(g.membership, target, Role(form.role.data))
-    except rules.Refused as refusal:
-        db.session.rollback()
-        return _person(people.person(membership_id), refusal.status, error=str(refusal))
-    db.session.commit()
-    return _changed_person(
-        target, f"Role changed to {target.role.label}." if changed else "Nothing to change."
+    return _commit_unless_refused(
+        target,
+        lambda: lifecycle.change_role(g.membership, target, Role(form.role.data)),
+        lambda changed: f"Role changed to {target.role.label}." if changed else "Nothing to change.",
     )
 
 
@@ -116,15 +117,23 @@ def change_permissions(membership_id: int):
     if not forms.ConfirmForm().validate_on_submit():
         abort(400)
     wanted = set(request.form.getlist("permission"))
+    return _commit_unless_refused(
+        target,
+        lambda: people.set_permissions(g.membership, target, wanted),
+        lambda changed: f"{len(changed)} permission(s) changed." if changed else "Nothing to change.",
+    )
+
+
+def _commit_unless_refused(target: Membership, change: Callable[[], T], said: Callable[[T], str]):
+    """Run a change to a person; commit and say what it did, or roll back and show the refusal."""
+    membership_id = target.id
     try:
-        changed = people.set_permissions(g.membership, target, wanted)
+        changed = change()
     except rules.Refused as refusal:
         db.session.rollback()
         return _person(people.person(membership_id), refusal.status, error=str(refusal))
     db.session.commit()
-    return _changed_person(
-        target, f"{len(changed)} permission(s) changed." if changed else "Nothing to change."
-    )
+    return _changed_person(target, said(changed))
 
 
 @bp.route("/<int:membership_id>/deactivate", methods=["POST"])
