@@ -53,8 +53,8 @@ from app.security import refuse_nul_characters, security_headers
 
 
 def check_csrf() -> None:
-    """before_request: Flask-WTF's check (400 on a state change without a valid token), exemptions
-    (``@csrf.exempt``: one-click unsubscribe) applied."""
+    """before_request: Flask-WTF's check (400 on a state change without a valid token); the only
+    views exempt are those of ``security.CSRF_EXEMPT`` (one-click unsubscribe, the Mailgun webhook)."""
     if current_app.config["WTF_CSRF_ENABLED"]:
         csrf.protect(apply_exemptions=True)
 
