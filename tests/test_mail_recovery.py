@@ -16,7 +16,7 @@ from sqlalchemy import select
 
 from app import jobs, tenancy
 from app.extensions import db
-from app.mail import queue_email
+from app.mail import claims, queue_email
 from app.mail.jobs import send_message, sweep
 from app.mail.mailgun import MailgunBackend
 from app.models import Category, DeliveryStatus, MailDelivery, Role
@@ -296,6 +296,38 @@ def test_an_expired_lease_is_taken_over_by_another_run_which_asks_before_sending
     assert {d.provider_id for d in after} == {fake.accepted()[0].message_id}
     assert fake.stats()["requests"] == 1
     assert_each_received_once(fake, 3)
+
+
+def test_a_run_killed_between_two_batches_leaves_its_message_to_the_sweeper_at_once(
+    app, mailgun, fake, announcement, clock, monkeypatch
+):
+    """No row was claimed when it died, so no lease runs out; the message's own hold does."""
+    message_id = announcement(4)
+    monkeypatch.setattr(mailgun, "max_batch", 2)
+    real_claim, calls = claims.claim, []
+
+    def dies_before_the_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise WorkerDied
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(claims, "claim", dies_before_the_second_batch)
+    with pytest.raises(WorkerDied):
+        send_message(message_id)
+    db.session.rollback()
+    monkeypatch.setattr(claims, "claim", real_claim)
+    assert statuses(message_id) == Counter({DeliveryStatus.SENT: 2, DeliveryStatus.PENDING: 2})
+    hold = timedelta(seconds=TIMEOUT + app.config["MAIL_LEASE_SECONDS"])
+
+    assert sweep()["messages"] == 0  # for all the sweeper knows, the run is still going
+    clock.shift(hold + timedelta(seconds=1))  # far less than SWEEP_PENDING_AFTER (5 minutes)
+    assert sweep()["messages"] == 1
+    jobs.run_ready_jobs()
+
+    assert statuses(message_id) == Counter({DeliveryStatus.SENT: 4})
+    assert_each_received_once(fake, 4)
+    assert sweep()["messages"] == 0  # done: the message is released, nothing left to find
 
 
 def test_a_run_that_lost_its_rows_writes_nothing_over_the_next_holder(

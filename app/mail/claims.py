@@ -33,7 +33,7 @@ from sqlalchemy import and_, or_, select, update
 
 from app.extensions import db
 from app.mail.backends import Batch, PermanentFailure, TemporaryFailure, backend
-from app.models import DeliveryStatus, MailDelivery
+from app.models import DeliveryStatus, MailDelivery, MailMessage
 from app.models.base import rowcount, utcnow
 
 
@@ -87,10 +87,42 @@ def claim(message_id: int, run: Run, limit: int) -> list[MailDelivery]:
             .returning(MailDelivery.id)
             .execution_options(synchronize_session=False)
         ).all()
+        if claimed:
+            _hold_message(message_id, now)
         db.session.commit()
         if claimed:
             return rows(claimed)
     return []
+
+
+def _hold_message(message_id: int, now: datetime) -> None:
+    """The message has a live run for as long as this batch can take (see ``lapsed_runs``)."""
+    db.session.execute(
+        update(MailMessage)
+        .where(MailMessage.id == message_id)
+        .values(sending_until=now + call_lease())
+        .execution_options(synchronize_session=False)
+    )
+
+
+def release_message(message_id: int) -> None:
+    """The run is done with the message: nothing of it is waiting on a run any more."""
+    db.session.execute(
+        update(MailMessage)
+        .where(MailMessage.id == message_id)
+        .values(sending_until=None)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def lapsed_runs(now: datetime):
+    """Messages whose run ended without saying so (a killed worker between two batches)."""
+    return select(MailMessage.id).where(MailMessage.sending_until < now)
+
+
+def live_runs(now: datetime):
+    """Messages a run is working on now: their pending rows are not lost, just not reached yet."""
+    return select(MailMessage.id).where(MailMessage.sending_until >= now)
 
 
 def _due_ids(message_id: int, after_id: int, limit: int) -> list[int]:

@@ -76,6 +76,7 @@ def _send_pending(message: MailMessage) -> dict:
     while claimed := claims.claim(message_id, run, limit=backend().max_batch):
         counts.update(_send_batch(message, claimed, run))
         db.session.commit()
+    claims.release_message(message_id)
     _erase_sensitive_bodies(message)
     db.session.commit()
     log.info("message %s: %s", message_id, dict(counts))
@@ -320,28 +321,32 @@ def sweep() -> dict:
 def _lost_messages() -> int:
     """Reset stuck deliveries and enqueue each message with lost or due ones; how many."""
     now = utcnow()
-    waiting_too_long = and_(
-        MailDelivery.next_attempt_at.is_(None),
-        MailDelivery.updated_at < now - current_app.config["SWEEP_PENDING_AFTER"],
-    )
-    lost = and_(
+    # Pending rows of a message no run is working on. A run renews its hold with every batch,
+    # so a message being sent is left alone however long the send takes.
+    unattended = and_(
         MailDelivery.status == DeliveryStatus.PENDING,
-        or_(waiting_too_long, MailDelivery.next_attempt_at <= now),
+        MailDelivery.next_attempt_at.is_(None),
+        MailDelivery.message_id.not_in(claims.live_runs(now)),
     )
+    # Lost: its job never ran (Redis was down) and it has waited past SWEEP_PENDING_AFTER, or
+    # a run held the message and lapsed (its worker was killed between two batches).
+    lost = and_(
+        unattended,
+        or_(
+            MailDelivery.updated_at < now - current_app.config["SWEEP_PENDING_AFTER"],
+            MailDelivery.message_id.in_(claims.lapsed_runs(now)),
+        ),
+    )
+    retry_due = and_(MailDelivery.status == DeliveryStatus.PENDING, MailDelivery.next_attempt_at <= now)
     # A worker killed mid-send leaves rows in "sending": once their lease has run out they are
     # pending again, and the next run asks the provider about any batch they were handed to.
     stuck = claims.expired(now)
     # A scheduled message is due once its time has passed; until then its pending rows are not lost.
     scheduled = select(MailMessage.id).where(MailMessage.scheduled_for.is_not(None))
-    due = and_(
-        MailDelivery.status == DeliveryStatus.PENDING,
-        MailDelivery.next_attempt_at.is_(None),
-        MailDelivery.message_id.in_(scheduled.where(MailMessage.scheduled_for <= now)),
-    )
+    due = and_(unattended, MailDelivery.message_id.in_(scheduled.where(MailMessage.scheduled_for <= now)))
     not_yet = MailDelivery.message_id.not_in(scheduled.where(MailMessage.scheduled_for > now))
-    message_ids = list(
-        db.session.scalars(select(MailDelivery.message_id).where(or_(lost, stuck, due), not_yet).distinct())
-    )
+    found = select(MailDelivery.message_id).where(or_(lost, retry_due, stuck, due), not_yet).distinct()
+    message_ids = list(db.session.scalars(found))
     db.session.execute(
         update(MailDelivery)
         .where(stuck)

@@ -104,6 +104,9 @@ class MailMessage(SchoolOrPlatform, Model):
     # A scheduled message called off before its time: its deliveries were skipped then.
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancelled_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    # A send run is working on it until then (renewed with each batch it claims, cleared when it
+    # ends): pending rows of a message whose run has lapsed are the sweeper's at once.
+    sending_until: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
     deliveries: Mapped[list[MailDelivery]] = relationship(back_populates="message")
 

@@ -1,4 +1,4 @@
-"""delivery leases, batch ids and the first attempt
+"""delivery leases, batch ids, the first attempt and the message's send run
 
 Revision ID: a1c3e5f7b9d2
 Revises: 7b999a1a0196
@@ -19,6 +19,10 @@ depends_on = None
 
 
 def upgrade():
+    with op.batch_alter_table('mail_message', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('sending_until', app.models.base.UTCDateTime(timezone=True), nullable=True))
+        batch_op.create_index(batch_op.f('ix_mail_message_sending_until'), ['sending_until'], unique=False)
+
     with op.batch_alter_table('mail_delivery', schema=None) as batch_op:
         batch_op.add_column(sa.Column('first_attempt_at', app.models.base.UTCDateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('claimed_by', sa.String(length=100), nullable=True))
@@ -34,3 +38,7 @@ def downgrade():
         batch_op.drop_column('lease_until')
         batch_op.drop_column('claimed_by')
         batch_op.drop_column('first_attempt_at')
+
+    with op.batch_alter_table('mail_message', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_mail_message_sending_until'))
+        batch_op.drop_column('sending_until')
