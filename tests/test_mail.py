@@ -199,18 +199,22 @@ def test_the_dev_mailbox_is_for_superadmins_only(build_app, make_school, make_me
         assert visitor.get("/dev/mailbox").status_code == expected
 
 
-def test_every_batch_names_its_list_in_a_list_id_header(app, make_school, make_member, send_email):
-    """RFC 2919: <category.school.host>, per school and category; platform mail is the platform's."""
+def test_list_mail_names_its_list_in_a_list_id_header(app, make_school, make_member, send_email):
+    """RFC 2919: <category.school.host>, per school and category; platform mail is the platform's.
+
+    Administrative mail (a reset link, an approval) is to one person, not a list's: none."""
     app.config["PUBLIC_URL"] = "https://families.example.org:8443"
     school = make_school()
     member = make_member(school)
     backend = app.extensions["mail_backend"]
     send_email([member.user], Category.SCHOOL_ANNOUNCEMENTS, school=school)
     send_email([member.user], Category.NEWSLETTERS, school=school)
+    send_email([member.user], Category.PROMOTIONAL)
     send_email([member.user], Category.ADMINISTRATIVE)
-    assert [batch.headers["List-Id"] for batch in backend.batches] == [
+    assert [batch.headers.get("List-Id") for batch in backend.batches] == [
         f"<school-announcements.{school.slug}.families.example.org>",
         f"<newsletters.{school.slug}.families.example.org>",
-        "<administrative.platform.families.example.org>",
+        "<promotional.platform.families.example.org>",
+        None,
     ]
     assert backend.sent[0].headers["List-Id"] == backend.batches[0].headers["List-Id"]

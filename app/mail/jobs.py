@@ -219,11 +219,12 @@ def _send(message: MailMessage, deliveries: list[MailDelivery], users: dict[int,
 
 def _batch(message: MailMessage, deliveries: list[MailDelivery], users: dict[int, User]) -> Batch:
     """The message with each recipient's own unsubscribe link as a recipient variable."""
-    headers = {"X-Category": message.category.value, "List-Id": _list_id(message)}
+    headers = {"X-Category": message.category.value}
     if message.category.optional:
         mailto = current_app.config.get("MAIL_UNSUBSCRIBE_MAILTO")
         target = "<%recipient.unsubscribe_url%>" + (f", <mailto:{mailto}>" if mailto else "")
         headers |= {"List-Unsubscribe": target, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+        headers["List-Id"] = _list_id(message)
     link = _unsubscribe_link_maker(message)
     return Batch(
         sender=current_app.config["MAIL_FROM"],
@@ -242,7 +243,8 @@ def _list_id(message: MailMessage) -> str:
     """RFC 2919 List-Id of the message's list: its category at its school, under our host.
 
     ``<school-announcements.maple-elementary.school.example.org>``; mail of no school is the
-    platform's. Mail filters and Gmail's bulk-sender rules group and unsubscribe by it.
+    platform's. Only list mail (the categories one can leave, which carry List-Unsubscribe) has
+    one: a password reset or an approval is a message to one person, not a list's.
     """
     school = db.session.get(School, message.school_id) if message.school_id is not None else None
     owner = school.slug if school is not None else "platform"
