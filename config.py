@@ -96,11 +96,20 @@ class Config:
     BEHIND_PROXY = env_flag("BEHIND_PROXY")
     JOB_QUEUES = ("mail", "default")
     SWEEP_PENDING_AFTER = timedelta(minutes=5)
+    # How often the worker runs the sweeper (worker.py reads this). With MAIL_LEASE_SECONDS it
+    # bounds how long a killed worker's deliveries stand still: lease + provider timeout + this.
+    SWEEP_EVERY_SECONDS = int(os.environ.get("SWEEP_EVERY_SECONDS", "10"))
+    # A send run's claim on its deliveries lasts this long, and is renewed before each provider
+    # call for the call's timeout plus this much: the sweeper hands on only rows whose holder
+    # can no longer be in the middle of a call (docs: app/mail/jobs.py).
+    MAIL_LEASE_SECONDS = float(os.environ.get("MAIL_LEASE_SECONDS", "10"))
     SUPPORT_EMAIL = os.environ.get("SUPPORT_EMAIL", "")
     # Delays between attempts after a temporary failure: base * 2**(attempt-1), capped.
     MAIL_RETRY_BASE_SECONDS = float(os.environ.get("MAIL_RETRY_BASE_SECONDS", "30"))
     MAIL_RETRY_MAX_SECONDS = 3600
-    MAIL_MAX_ATTEMPTS = 8
+    # Temporary failures are retried this long after the first attempt, then failed: as long
+    # as Mailgun itself keeps retrying a message it has accepted (72 hours).
+    MAIL_GIVE_UP_AFTER = timedelta(hours=float(os.environ.get("MAIL_GIVE_UP_HOURS", "72")))
     MAILGUN_API_KEY = os.environ.get("MAILGUN_API_KEY")
     MAILGUN_DOMAIN = os.environ.get("MAILGUN_DOMAIN")
     MAILGUN_REGION = os.environ.get("MAILGUN_REGION", "us")
@@ -108,6 +117,11 @@ class Config:
     MAILGUN_WEBHOOK_SIGNING_KEY = os.environ.get("MAILGUN_WEBHOOK_SIGNING_KEY")
     MAILGUN_TRACKING = env_flag("MAILGUN_TRACKING")
     MAILGUN_TIMEOUT = float(os.environ.get("MAILGUN_TIMEOUT", "30"))
+    # Mailgun's Events API may show an accepted batch a little late. A batch whose answer was
+    # lost is re-sent (to those not shown accepted) only once it is this old. Mailgun answers
+    # within seconds in practice; a crashed worker's batch is older than this by the time its
+    # lease runs out (timeout + MAIL_LEASE_SECONDS), so the wait costs recovery nothing.
+    MAILGUN_EVENTS_LAG_SECONDS = float(os.environ.get("MAILGUN_EVENTS_LAG_SECONDS", "30"))
     # An address whose inbound mail reaches us, for the mailto: part of List-Unsubscribe.
     MAIL_UNSUBSCRIBE_MAILTO = os.environ.get("MAIL_UNSUBSCRIBE_MAILTO")
     # Webhook timestamps older than this (or this far in the future) are refused as stale.

@@ -107,19 +107,24 @@ def post_to_fake(
             return error.code, json.loads(error.read() or b"{}"), error.headers
 
 
-def fake_stats(base_url: str) -> dict:
-    """A fake service's ``GET /_fake/stats``."""
-    with _NO_PROXY.open(f"{base_url}/_fake/stats", timeout=5) as response:
+def fake_get(url: str) -> dict:
+    """GET one of a fake service's control endpoints (``/_fake/...``): its JSON answer."""
+    with _NO_PROXY.open(url, timeout=5) as response:
         return json.loads(response.read())
 
 
+def fake_stats(base_url: str) -> dict:
+    """A fake service's ``GET /_fake/stats``."""
+    return fake_get(f"{base_url}/_fake/stats")
+
+
 @contextmanager
-def fake_process(module: str, *options: str) -> Iterator[str]:
+def fake_process(module: str, *options: str, lifetime: float = 60) -> Iterator[str]:
     """``python -m <module> --port 0 <options>`` (a fake from tests/fakes/); yields its base URL.
 
     Checks that it prints "listening <url>" then "ready", and that it exits 0 when terminated.
     """
-    command = [sys.executable, "-m", module, "--port", "0", *options, "--lifetime", "60"]
+    command = [sys.executable, "-m", module, "--port", "0", *options, "--lifetime", str(lifetime)]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         listening = process.stdout.readline().split()

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from app import jobs
 from app.extensions import db
 from app.mail import queue_email
+from app.mail.backends import MailBackend, PermanentFailure, TemporaryFailure
 from app.mail.jobs import send_message, sweep
 from app.models import Category, DeliveryStatus, MailDelivery, MailMessage, Role
 from app.models.base import utcnow
@@ -82,59 +83,80 @@ def test_sweeper_sends_what_a_lost_job_left_pending(app, make_school, make_membe
     assert _deliveries()[0].status is DeliveryStatus.SENT
 
 
-def test_sweeper_releases_deliveries_stuck_in_sending(app, make_school, make_member, sent_mail):
+def test_sweeper_releases_deliveries_whose_lease_ran_out(app, make_school, make_member, sent_mail, clock):
+    """A worker died holding a claim it never handed over: once the lease is out, it is sent."""
     member = make_member(make_school())
-    message = queue_email("email_change_notice", [member.user], name="x")
+    queue_email("email_change_notice", [member.user], name="x")
     db.session.info.pop("pending_jobs")
     db.session.commit()
+    lease = timedelta(seconds=app.config["MAIL_LEASE_SECONDS"])
     delivery = _deliveries()[0]
-    delivery.status = DeliveryStatus.SENDING  # a worker died mid-send
+    delivery.status, delivery.claimed_by = DeliveryStatus.SENDING, "a worker that died"
+    delivery.lease_until = clock.now() + lease
     db.session.commit()
-    with time_machine.travel(utcnow() + timedelta(minutes=16)):
-        sweep()
-        jobs.run_ready_jobs()
+    clock.shift(lease - timedelta(seconds=1))
+    sweep()
+    jobs.run_ready_jobs()
+    assert sent_mail == [] and _deliveries()[0].status is DeliveryStatus.SENDING  # still its holder's
+    clock.shift(seconds=2)
+    assert sweep()["messages"] == 1
+    jobs.run_ready_jobs()
     assert len(sent_mail) == 1
-    assert message.id == _deliveries()[0].message_id
+    assert _deliveries()[0].status is DeliveryStatus.SENT
 
 
-def test_temporary_failures_are_retried_later_then_given_up(app, make_school, make_member, sent_mail):
-    from app.mail.backends import TemporaryFailure
+class Unavailable(MailBackend):
+    """A provider that refuses every batch for now (429: it did not take it), noting each try."""
 
-    class Unavailable:
-        max_batch = 1000
+    def __init__(self, retry_after: float | None = None) -> None:
+        self.retry_after = retry_after
+        self.calls: list = []
 
-        def send_batch(self, batch):
-            raise TemporaryFailure("HTTP 503 from provider", retry_after=120)
+    def send_batch(self, batch):
+        self.calls.append(utcnow())
+        raise TemporaryFailure("Mailgun rate limit reached (429)", retry_after=self.retry_after)
 
-    app.extensions["mail_backend"] = Unavailable()
+
+def test_temporary_failures_retry_with_capped_backoff_for_72_hours_then_fail(
+    app, make_school, make_member, clock
+):
+    """Outages delay, never drop: retried with a capped backoff until 72 h after the first try."""
+    provider = Unavailable(retry_after=120)
+    app.extensions["mail_backend"] = provider
     member = make_member(make_school())
     message = queue_email("email_change_notice", [member.user], name="x")
     db.session.info.pop("pending_jobs")
     db.session.commit()
-    counts = send_message(message.id)
-    assert counts["retry"] == 1
+    first = clock.now()
+    assert send_message(message.id)["retry"] == 1
     delivery = _deliveries()[0]
-    assert (delivery.status, delivery.attempts, delivery.last_error) == (
+    assert (delivery.status, delivery.attempts, delivery.first_attempt_at) == (
         DeliveryStatus.PENDING,
         1,
-        "HTTP 503 from provider",
+        first,
     )
+    assert delivery.last_error == "Mailgun rate limit reached (429)"
     # Retry-After (120 s) wins over the backoff (0.5 s in tests); not retried before then.
-    assert timedelta(seconds=119) < delivery.next_attempt_at - utcnow() <= timedelta(seconds=120)
+    assert delivery.next_attempt_at - clock.now() == timedelta(seconds=120)
     assert send_message(message.id)["retry"] == 0
-    for minutes in range(1, app.config["MAIL_MAX_ATTEMPTS"] + 1):
-        with time_machine.travel(utcnow() + timedelta(hours=minutes)):
-            send_message(message.id)
-    delivery = _deliveries()[0]
-    assert (delivery.status, delivery.attempts) == (DeliveryStatus.FAILED, app.config["MAIL_MAX_ATTEMPTS"])
+    provider.retry_after = None
+    give_up = app.config["MAIL_GIVE_UP_AFTER"]
+    cap = timedelta(seconds=app.config["MAIL_RETRY_MAX_SECONDS"])
+    while (delivery := _deliveries()[0]).status is DeliveryStatus.PENDING:
+        assert delivery.next_attempt_at - delivery.updated_at <= max(cap, timedelta(seconds=120))
+        clock.move_to(delivery.next_attempt_at)
+        send_message(message.id)
+    gaps = [later - earlier for earlier, later in zip(provider.calls, provider.calls[1:], strict=False)]
+    assert max(gaps) == cap  # the backoff grew to its cap and stayed there
+    # Tried until 72 h had passed, failed at the first try after: never earlier, never much later.
+    assert provider.calls[-2] - first < give_up <= provider.calls[-1] - first < give_up + cap
+    assert delivery.status is DeliveryStatus.FAILED
+    assert delivery.last_error == "gave up after 72 hours: Mailgun rate limit reached (429)"
+    assert delivery.attempts == len(provider.calls)
 
 
 def test_permanent_failures_are_recorded_with_the_reason(app, make_school, make_member):
-    from app.mail.backends import PermanentFailure
-
-    class Refusing:
-        max_batch = 1000
-
+    class Refusing(MailBackend):
         def send_batch(self, batch):
             raise PermanentFailure("'to' parameter is not a valid address")
 
@@ -175,3 +197,24 @@ def test_the_dev_mailbox_is_for_superadmins_only(build_app, make_school, make_me
         visitor = app.test_client()
         sign_in(visitor, member.user.email)
         assert visitor.get("/dev/mailbox").status_code == expected
+
+
+def test_list_mail_names_its_list_in_a_list_id_header(app, make_school, make_member, send_email):
+    """RFC 2919: <category.school.host>, per school and category; platform mail is the platform's.
+
+    Administrative mail (a reset link, an approval) is to one person, not a list's: none."""
+    app.config["PUBLIC_URL"] = "https://families.example.org:8443"
+    school = make_school()
+    member = make_member(school)
+    backend = app.extensions["mail_backend"]
+    send_email([member.user], Category.SCHOOL_ANNOUNCEMENTS, school=school)
+    send_email([member.user], Category.NEWSLETTERS, school=school)
+    send_email([member.user], Category.PROMOTIONAL)
+    send_email([member.user], Category.ADMINISTRATIVE)
+    assert [batch.headers.get("List-Id") for batch in backend.batches] == [
+        f"<school-announcements.{school.slug}.families.example.org>",
+        f"<newsletters.{school.slug}.families.example.org>",
+        "<promotional.platform.families.example.org>",
+        None,
+    ]
+    assert backend.sent[0].headers["List-Id"] == backend.batches[0].headers["List-Id"]

@@ -10,6 +10,8 @@ import base64
 import json
 import logging
 import time
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from urllib.parse import urlencode
@@ -18,7 +20,7 @@ import pytest
 
 from app import create_app
 from app.extensions import db
-from app.mail.backends import Batch, PermanentFailure, Recipient, TemporaryFailure
+from app.mail.backends import Batch, OutcomeUnknown, PermanentFailure, Recipient, TemporaryFailure
 from app.mail.mailgun import MailgunBackend
 from app.providers import retry_after_seconds as _retry_after
 from tests.conftest import fake_process, fake_stats, make_config, post_to_fake
@@ -119,6 +121,7 @@ def test_request_shape_path_auth_and_form_fields(fake, backend):
     assert fields["o:tracking"] == fields["o:tracking-clicks"] == fields["o:tracking-opens"] == ["no"]
     assert fields["h:List-Unsubscribe"] == [UNSUBSCRIBE]
     assert fields["h:List-Unsubscribe-Post"] == [ONE_CLICK]
+    assert "v:batch" not in fields  # only a batch with an id carries one
     assert ids == {1: request.message_id, 2: request.message_id, 3: request.message_id}
     assert request.message_id.startswith("<") and request.message_id.endswith(f"@{DOMAIN}>")
 
@@ -217,7 +220,7 @@ def test_a_repeated_address_is_sent_once_and_bad_batch_data_fails_for_good_witho
 
 def test_server_error_is_temporary_and_the_next_attempt_goes_through(fake, backend):
     fake.queue_responses([(500, {"message": "Internal Server Error"})])
-    with pytest.raises(TemporaryFailure) as failed:
+    with pytest.raises(OutcomeUnknown) as failed:  # Mailgun has queued batches it answered 5xx to
         backend.send_batch(_batch(_recipients(2)))
     assert "500" in failed.value.reason
     assert failed.value.retry_after is None
@@ -232,6 +235,7 @@ def test_rate_limit_is_temporary_with_retry_after_seconds(fake, backend):
         backend.send_batch(_batch(_recipients(1)))
     assert failed.value.retry_after == 7
     assert "429" in failed.value.reason
+    assert not isinstance(failed.value, OutcomeUnknown)  # refused: Mailgun did not take it
 
 
 def test_retry_after_as_an_http_date_or_nonsense():
@@ -283,23 +287,35 @@ def test_unknown_domain_is_permanent(fake):
         elsewhere.send_batch(_batch(_recipients(1)))
 
 
-def test_closed_port_is_temporary():
-    with pytest.raises(TemporaryFailure, match="connection refused"):
+def test_closed_port_is_temporary_and_known_not_taken():
+    with pytest.raises(TemporaryFailure, match="connection refused") as failed:
         _backend(CLOSED_URL, MAILGUN_TIMEOUT=2).send_batch(_batch(_recipients(1)))
+    assert not isinstance(failed.value, OutcomeUnknown)  # the request never got there
 
 
-def test_timeout_is_temporary(fake):
+def test_a_timeout_waiting_for_the_answer_leaves_the_outcome_unknown(fake):
     fake.queue_responses([{"delay": 3, "status": 200, "body": {"id": "<late@x>", "message": "Queued"}}])
     slow = _backend(fake, MAILGUN_TIMEOUT=0.5)
     started = time.monotonic()
-    with pytest.raises(TemporaryFailure, match="timed out"):
+    with pytest.raises(OutcomeUnknown, match="timed out"):
         slow.send_batch(_batch(_recipients(1)))
     assert time.monotonic() - started < 2.5
 
 
-def test_a_200_without_a_message_id_fails_for_good_rather_than_sending_twice(fake, backend):
+def test_accepted_then_dropped_leaves_the_outcome_unknown_and_events_tell(fake, backend):
+    fake.queue_responses([{"drop": True}])
+    recipients = _recipients(3)
+    with pytest.raises(OutcomeUnknown, match="connection closed without a response"):
+        backend.send_batch(_batch(recipients, batch_id="b-dropped"))
+    [request] = fake.accepted()  # Mailgun has it, though nobody heard
+    assert fake.stats()["dropped"] == 1
+    accepted = backend.accepted("b-dropped", datetime.now(UTC))
+    assert accepted == {r.email: request.message_id for r in recipients}
+
+
+def test_a_200_without_a_message_id_leaves_the_outcome_unknown(fake, backend):
     fake.queue_responses([(200, {"message": "Queued. Thank you."})])
-    with pytest.raises(PermanentFailure, match="without a message id"):
+    with pytest.raises(OutcomeUnknown, match="without a message id"):
         backend.send_batch(_batch(_recipients(1)))
 
 
@@ -353,6 +369,7 @@ def test_from_config_picks_the_region_url(region, url):
     assert chosen.base_url == url
     assert chosen.url == f"{url}/v3/{DOMAIN}/messages"
     assert chosen.timeout == 30 and chosen.tracking is False
+    assert chosen.events_lag == 30 and chosen.events_url == f"{url}/v3/{DOMAIN}/events"
 
 
 def test_from_config_base_url_overrides_region_and_reads_timeout():
@@ -377,6 +394,10 @@ def test_from_config_base_url_overrides_region_and_reads_timeout():
         ({"MAILGUN_API_KEY": "", "MAILGUN_DOMAIN": ""}, "MAILGUN_API_KEY and MAILGUN_DOMAIN"),
         ({"MAILGUN_API_KEY": KEY, "MAILGUN_DOMAIN": DOMAIN, "MAILGUN_REGION": "mars"}, "MAILGUN_REGION"),
         ({"MAILGUN_API_KEY": KEY, "MAILGUN_DOMAIN": DOMAIN, "MAILGUN_TIMEOUT": "soon"}, "MAILGUN_TIMEOUT"),
+        (
+            {"MAILGUN_API_KEY": KEY, "MAILGUN_DOMAIN": DOMAIN, "MAILGUN_EVENTS_LAG_SECONDS": "soon"},
+            "MAILGUN_EVENTS_LAG_SECONDS",
+        ),
         (
             {"MAILGUN_API_KEY": KEY, "MAILGUN_DOMAIN": DOMAIN, "MAILGUN_BASE_URL": "http://mailgun.example"},
             "https",
@@ -471,3 +492,143 @@ def test_the_fake_runs_as_a_separate_process_driven_over_http():
         assert set(remote.send_batch(_batch(_recipients(3)))) == {1, 2, 3}
         stats = fake_stats(base_url)
         assert stats["requests"] == 1 and stats["recipients"] == 3 and stats["attempts"] == 2
+
+
+# -- the Events API: which recipients of a batch Mailgun accepted -----------------------------------
+
+
+def _get(url: str, key: str = KEY) -> tuple[int, dict]:
+    """GET straight from the fake with Mailgun's Basic auth: status and JSON body."""
+    token = base64.b64encode(f"api:{key}".encode()).decode()
+    request = urllib.request.Request(url, headers={"Authorization": f"Basic {token}"})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read() or b"{}")
+
+
+def _events_url(fake: FakeMailgun, **params) -> str:
+    return f"{fake.base_url}/v3/{DOMAIN}/events?{urlencode(params)}"
+
+
+def test_the_batch_id_travels_as_a_user_variable_onto_each_recipients_accepted_event(fake, backend):
+    recipients = _recipients(3)
+    backend.send_batch(_batch(recipients, batch_id="b-0001"))
+    [request] = fake.accepted()
+    assert request.fields["v:batch"] == ["b-0001"]
+    events = fake.events.accepted_for("batch", "b-0001")
+    assert sorted(e["recipient"] for e in events) == [r.email for r in recipients]
+    assert {e["message"]["headers"]["message-id"] for e in events} == {request.message_id.strip("<>")}
+    assert {e["event"] for e in events} == {"accepted"} and events[0]["tags"] == ["class-news"]
+
+
+def test_accepted_pages_through_a_whole_batch_and_only_that_batch(fake, backend):
+    ours, others = _recipients(1000), _recipients(10, start=2000)
+    backend.send_batch(_batch(others, batch_id="b-other"))
+    ids = backend.send_batch(_batch(ours, batch_id="b-ours"))
+    backend.send_batch(_batch(others, batch_id="b-later"))
+
+    accepted = backend.accepted("b-ours", datetime.now(UTC) - timedelta(seconds=5))
+
+    assert accepted == {r.email: ids[r.delivery_id] for r in ours}
+    # 1,000 events at 300 a page: four pages, then the empty page that ends the range.
+    assert fake.stats()["event_requests"] == 5
+
+
+def test_accepted_sees_an_event_only_once_mailgun_shows_it(fake, backend):
+    fake.events.delay = 0.5
+    backend.send_batch(_batch(_recipients(2), batch_id="b-late"))
+    assert backend.accepted("b-late", datetime.now(UTC)) == {}
+    time.sleep(0.6)
+    assert len(backend.accepted("b-late", datetime.now(UTC))) == 2
+
+
+def test_accepted_follows_next_pages_only_on_mailguns_own_host(fake, backend):
+    """The next URL comes from the answer: the key must not be sent wherever it points."""
+    backend.send_batch(_batch(_recipients(1), batch_id="b-1"))
+    [event] = fake.events.accepted_for("batch", "b-1")
+    elsewhere = {"items": [event], "paging": {"next": f"http://127.0.0.1:1/v3/{DOMAIN}/events/x"}}
+    fake.queue_event_responses([(200, elsewhere)])
+    with pytest.raises(TemporaryFailure, match="points somewhere else"):
+        backend.accepted("b-1", datetime.now(UTC))
+    assert fake.stats()["event_requests"] == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ((500, {"message": f"boom {KEY}"}), r"Mailgun server error \(500\)"),
+        ((429, {"message": "slow down"}, {"Retry-After": "3"}), "rate limit"),
+        ((401, {"message": "Forbidden"}), "401"),
+        ((200, ["not", "an", "object"]), "not a JSON object"),
+        ((200, {"paging": {}}), "no list of items"),
+    ],
+)
+def test_events_that_cannot_be_read_are_a_temporary_failure(fake, backend, answer, reason):
+    fake.queue_event_responses([answer])
+    with pytest.raises(TemporaryFailure, match=reason) as failed:
+        backend.accepted("b-1", datetime.now(UTC))
+    assert KEY not in failed.value.reason
+
+
+def test_the_fake_events_api_checks_auth_domain_and_page_size(fake):
+    assert _get(_events_url(fake), key="key-wrong") == (401, {"message": "Forbidden"})
+    assert _get(f"{fake.base_url}/v3/mg.other.example/events")[0] == 404
+    assert _get(_events_url(fake, limit=301))[0] == 400
+    assert _get(_events_url(fake, **{"user-variables": "{not json"}))[0] == 400
+    assert _get(f"{fake.base_url}/v3/{DOMAIN}/events/not-a-token")[0] == 404
+    status, page = _get(_events_url(fake))
+    assert status == 200 and page["items"] == []
+    assert set(page["paging"]) == {"first", "last", "next", "previous"}
+
+
+def test_the_fake_events_api_filters_and_pages_both_ways(fake, backend):
+    backend.send_batch(_batch(_recipients(5), batch_id="b-a"))
+    backend.send_batch(_batch(_recipients(2, start=50), batch_id="b-b"))
+    query = {
+        "event": "accepted",
+        "user-variables": json.dumps({"batch": "b-a"}),
+        "ascending": "yes",
+        "limit": 2,
+    }
+    status, first = _get(_events_url(fake, **query))
+    assert status == 200 and [e["recipient"] for e in first["items"]] == [_email(1), _email(2)]
+    _, second = _get(first["paging"]["next"])
+    assert [e["recipient"] for e in second["items"]] == [_email(3), _email(4)]
+    _, back = _get(second["paging"]["previous"])
+    assert [e["recipient"] for e in back["items"]] == [_email(1), _email(2)]
+    _, third = _get(second["paging"]["next"])
+    _, end = _get(third["paging"]["next"])
+    assert [e["recipient"] for e in third["items"]] == [_email(5)] and end["items"] == []
+    # Polling on: the same next URL shows what was written since.
+    backend.send_batch(_batch(_recipients(1, start=6), batch_id="b-a"))
+    assert [e["recipient"] for e in _get(third["paging"]["next"])[1]["items"]] == [_email(6)]
+    _, newest_first = _get(_events_url(fake, recipient=_email(51)))
+    assert [e["user-variables"]["batch"] for e in newest_first["items"]] == ["b-b"]
+    _, descending = _get(_events_url(fake, limit=3))
+    assert [e["recipient"] for e in descending["items"]] == [_email(6), _email(51), _email(50)]
+
+
+def test_the_fake_as_a_process_drops_after_accepting_delays_events_and_counts_each_address():
+    with fake_process("tests.fakes.mailgun", "--key", KEY, "--domain", DOMAIN, "--events-delay", "30") as url:
+        script = json.dumps([{"drop": True}]).encode()
+        assert _post(f"{url}/_fake/script", script, "application/json")[0] == 200
+        remote = _backend(url, MAILGUN_TIMEOUT=5)
+        with pytest.raises(OutcomeUnknown):
+            remote.send_batch(_batch(_recipients(2), batch_id="b-p"))
+        assert remote.accepted("b-p", datetime.now(UTC)) == {}  # shown 30 s late
+        delay = json.dumps({"seconds": 0}).encode()
+        assert _post(f"{url}/_fake/events-delay", delay, "application/json")[0] == 200
+        remote.send_batch(_batch(_recipients(1), batch_id="b-q"))
+        assert set(remote.accepted("b-q", datetime.now(UTC))) == {_email(1)}
+        events_script = json.dumps([[503, {"message": "busy"}]]).encode()
+        assert _post(f"{url}/_fake/events-script", events_script, "application/json")[0] == 200
+        with pytest.raises(TemporaryFailure, match="503"):
+            remote.accepted("b-q", datetime.now(UTC))
+        _, counts = _get(f"{url}/_fake/recipients")
+        assert counts == {"counts": {_email(1): 2, _email(2): 1}}
+        stats = fake_stats(url)
+        assert (stats["recipients"], stats["unique_recipients"], stats["dropped"]) == (3, 2, 1)

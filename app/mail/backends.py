@@ -4,12 +4,17 @@ A batch is one message for up to ``max_batch`` recipients. Bodies and headers ma
 ``%recipient.<name>%`` placeholders (Mailgun's recipient-variables syntax), filled per
 recipient from ``Recipient.variables``: that is how each person gets their own
 unsubscribe link while the provider receives one request per thousand people.
+
+Every batch carries a ``batch_id`` that travels with the message (Mailgun: the user variable
+``batch``). When a call's answer is lost, ``accepted(batch_id, since)`` asks the backend which
+recipients of that batch it took, so the send job re-sends only the others.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import overload
 
 from flask import Flask, current_app
@@ -38,6 +43,7 @@ class Batch:
     tag: str
     recipients: list[Recipient]
     headers: dict[str, str] = field(default_factory=dict)
+    batch_id: str = ""  # unique per provider call; recorded on the deliveries before the call
 
 
 @dataclass
@@ -61,6 +67,12 @@ class TemporaryFailure(Exception):
         self.retry_after = retry_after
 
 
+class OutcomeUnknown(TemporaryFailure):
+    """The request reached the provider but no usable answer came back (a timeout while waiting,
+    a dropped connection, a 5xx, a 200 without an id): it may have taken the batch. The send job
+    asks ``accepted()`` before trying those recipients again."""
+
+
 class PermanentFailure(Exception):
     """The provider refused the batch for good (a 4xx other than 429)."""
 
@@ -73,8 +85,17 @@ class MailBackend:
     """Send a batch; return the provider's id per delivery, or raise one of the failures above."""
 
     max_batch = 1000
+    timeout = 0.0  # the longest one call may take, in seconds (a claim's lease must outlast it)
+    events_lag = 0.0  # how late an accepted batch may show in accepted(), in seconds
 
     def send_batch(self, batch: Batch) -> dict[int, str]:
+        raise NotImplementedError
+
+    def accepted(self, batch_id: str, since: datetime) -> dict[str, str]:
+        """Which addresses (lower-cased) of the batch the provider accepted, with its id for each.
+
+        ``since`` is when the batch was handed over. Raises TemporaryFailure when it cannot tell.
+        """
         raise NotImplementedError
 
 
@@ -129,6 +150,11 @@ class DevMailboxBackend(MailBackend):
             ids[recipient.delivery_id] = f"dev-{row.id}"
         return ids
 
+    def accepted(self, batch_id: str, since: datetime) -> dict[str, str]:
+        """Nothing: the mailbox rows commit with the deliveries' outcome, so a batch without a
+        recorded outcome left no mail behind."""
+        return {}
+
 
 class MemoryBackend(MailBackend):
     """Collect mail in a list on the app, for tests that run jobs in-process."""
@@ -141,6 +167,14 @@ class MemoryBackend(MailBackend):
         self.batches.append(batch)
         self.sent.extend(envelopes(batch))
         return {r.delivery_id: f"mem-{len(self.batches)}" for r in batch.recipients}
+
+    def accepted(self, batch_id: str, since: datetime) -> dict[str, str]:
+        """The addresses of every kept batch with this id (the list knows at once: no lag)."""
+        found: dict[str, str] = {}
+        for number, batch in enumerate(self.batches, start=1):
+            if batch_id and batch.batch_id == batch_id:
+                found |= {r.email.lower(): f"mem-{number}" for r in batch.recipients}
+        return found
 
 
 def _mailgun(app: Flask) -> MailBackend:

@@ -4,22 +4,26 @@
 re-checks every recipient at send time (account active? still a member of the message's
 school? category turned off or gathered into a digest? address suppressed?), sends the rest
 in one provider call per batch and records the outcome on each delivery. A delivery marked
-sent is never sent again.
+sent is never sent again; one handed to the provider without a recorded answer is looked up
+with the provider before it is sent again (claims, leases and batch ids: app/mail/claims.py).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
-from datetime import timedelta
+from urllib.parse import urlsplit
 
 from flask import current_app
 from sqlalchemy import and_, or_, select, update
 
 from app import jobs, sessions, tenancy
 from app.extensions import db
-from app.mail.backends import Batch, PermanentFailure, Recipient, TemporaryFailure, backend
+from app.mail import claims
+from app.mail.backends import Batch, OutcomeUnknown, PermanentFailure, Recipient, TemporaryFailure, backend
+from app.mail.claims import Run
 from app.mail.preferences import modes_for, suppressed
 from app.models import (
     DeliveryMode,
@@ -28,6 +32,7 @@ from app.models import (
     MailMessage,
     Membership,
     MembershipStatus,
+    School,
     User,
 )
 from app.models.base import utcnow
@@ -35,7 +40,6 @@ from app.unsubscribe import tokens
 
 log = logging.getLogger(__name__)
 
-STUCK_AFTER = timedelta(minutes=15)
 NOT_A_MEMBER = "no longer a member of this school"
 SETTLED = (
     DeliveryStatus.SENT,
@@ -74,70 +78,28 @@ def send_message(message_id: int) -> dict:
 def _send_pending(message: MailMessage) -> dict:
     """Claim and send the message's pending deliveries batch by batch; erase a secret body after."""
     message_id = message.id
-    counts = {"sent": 0, "skipped": 0, "digest": 0, "failed": 0, "retry": 0}
+    counts: Counter[str] = Counter(sent=0, skipped=0, digest=0, failed=0, retry=0, recovered=0)
     # Deliveries are taken in id order and the job never looks back: a failure waits for its
-    # retry time rather than being retried at once, and the cursor stays one number however
-    # many batches there are (a list of tried ids grew with every recipient).
-    cursor = Cursor()
-    while claimed := _claim(message_id, cursor, limit=backend().max_batch):
-        for outcome, number in _send_batch(message, claimed).items():
-            counts[outcome] += number
+    # retry time rather than being retried at once, and the run's cursor stays one number
+    # however many batches there are (a list of tried ids grew with every recipient).
+    run = claims.new_run()
+    while claimed := claims.claim(message_id, run, limit=backend().max_batch):
+        counts.update(_send_batch(message, claimed, run))
         db.session.commit()
+    claims.release_message(message_id)
     _erase_sensitive_bodies(message)
     db.session.commit()
-    log.info("message %s: %s", message_id, counts)
-    return counts
+    log.info("message %s: %s", message_id, dict(counts))
+    return dict(counts)
 
 
-@dataclass
-class Cursor:
-    """How far one run of the send job has got: the highest delivery id it has looked at."""
-
-    after_id: int = 0
-
-
-def _claim(message_id: int, cursor: Cursor, limit: int) -> list[MailDelivery]:
-    """Mark a batch of due pending deliveries as sending, so two workers never take the same one.
-
-    Returns [] only when nothing is left to claim: losing a whole batch to another
-    worker moves on to the next one rather than ending the job.
-    """
-    while ids := _due_ids(message_id, cursor.after_id, limit):
-        cursor.after_id = ids[-1]
-        # RETURNING gives exactly the rows this worker moved; re-reading "sending" rows would
-        # also pick up rows another worker claimed in between, and both would send them.
-        claimed = db.session.scalars(
-            update(MailDelivery)
-            .where(MailDelivery.id.in_(ids), MailDelivery.status == DeliveryStatus.PENDING)
-            .values(status=DeliveryStatus.SENDING, updated_at=utcnow())
-            .returning(MailDelivery.id)
-            .execution_options(synchronize_session=False)
-        ).all()
+def _send_batch(message: MailMessage, claimed: list[MailDelivery], run: Run) -> Counter[str]:
+    """Settle rows an earlier call left unanswered; sort the rest into skipped, digest and to-send;
+    send the last in one call."""
+    counts, claimed = _recover(message, claimed, run)
+    if not claimed:
         db.session.commit()
-        if claimed:
-            query = select(MailDelivery).where(MailDelivery.id.in_(claimed)).order_by(MailDelivery.id)
-            return list(db.session.scalars(query))
-    return []
-
-
-def _due_ids(message_id: int, after_id: int, limit: int) -> list[int]:
-    """The next due pending deliveries of the message after ``after_id``, in id order."""
-    query = (
-        select(MailDelivery.id)
-        .where(
-            MailDelivery.message_id == message_id,
-            MailDelivery.id > after_id,
-            MailDelivery.status == DeliveryStatus.PENDING,
-            or_(MailDelivery.next_attempt_at.is_(None), MailDelivery.next_attempt_at <= utcnow()),
-        )
-        .order_by(MailDelivery.id)
-        .limit(limit)
-    )
-    return list(db.session.scalars(query))
-
-
-def _send_batch(message: MailMessage, claimed: list[MailDelivery]) -> dict[str, int]:
-    """Sort a claimed batch into skipped, digest and to-send; send the last in one call."""
+        return counts
     users = _users_of(claimed)
     for delivery in claimed:
         user = _user_of(delivery, users)
@@ -146,23 +108,42 @@ def _send_batch(message: MailMessage, claimed: list[MailDelivery]) -> dict[str, 
     modes = modes_for(users, message.category)
     blocked = suppressed(d.to_email for d in claimed)
     members = _members_now(message, users)
-    counts = {"skipped": 0, "digest": 0}
     sendable = []
+    now = utcnow()
     for delivery in claimed:
         delivery.attempts += 1
-        delivery.updated_at = utcnow()
+        delivery.updated_at = now
+        delivery.first_attempt_at = delivery.first_attempt_at or now
         reason = _skip_reason(message, delivery, users, modes, blocked, members)
         if reason == "digest":
-            delivery.status = DeliveryStatus.DIGEST
+            delivery.status, delivery.lease_until = DeliveryStatus.DIGEST, None
             counts["digest"] += 1
         elif reason:
-            delivery.status, delivery.last_error = DeliveryStatus.SKIPPED, reason
+            delivery.status, delivery.last_error, delivery.lease_until = DeliveryStatus.SKIPPED, reason, None
             counts["skipped"] += 1
         else:
             sendable.append(delivery)
     if sendable:
-        counts.update(_send(message, sendable, users))
+        counts.update(_send(message, sendable, users, run))
+    else:
+        db.session.commit()
     return counts
+
+
+def _recover(message: MailMessage, claimed: list[MailDelivery], run: Run) -> tuple[Counter[str], list]:
+    """Ask the provider about rows handed to it before without an answer; the rows left to send."""
+    recovery = claims.recover(claimed, run)
+    counts: Counter[str] = Counter(recovered=recovery.recovered)
+    if recovery.waiting and recovery.wake_at is not None:
+        claims.wait_for_events(recovery.waiting, recovery.wake_at)
+        jobs.enqueue_in((recovery.wake_at - utcnow()).total_seconds(), send_message, message.id, queue="mail")
+        counts["retry"] += len(recovery.waiting)
+    if recovery.unreadable:
+        failure = TemporaryFailure(recovery.reason)
+        ids = [d.id for d in recovery.unreadable]
+        attempts = max(d.attempts for d in recovery.unreadable)
+        counts.update(_retry_later(message.id, ids, run, failure, attempts, keep_batch=True))
+    return counts, recovery.to_send
 
 
 def _users_of(deliveries: list[MailDelivery]) -> dict[int, User]:
@@ -227,24 +208,23 @@ def _skip_reason(message, delivery, users, modes, blocked, members) -> str | Non
     return None
 
 
-def _send(message: MailMessage, deliveries: list[MailDelivery], users: dict[int, User]) -> dict[str, int]:
-    """One provider call for the batch; every delivery records what came of it."""
+def _send(message: MailMessage, deliveries: list[MailDelivery], users: dict[int, User], run: Run) -> dict:
+    """One provider call for the batch, its id committed first; every delivery records what came of it."""
+    message_id = message.id
     batch = _batch(message, deliveries, users)
+    attempts = max(d.attempts for d in deliveries)
+    held = claims.hand_over(batch, deliveries, run)  # commits: from here the rows may have gone
+    if not held:
+        return {}
     try:
         provider_ids = backend().send_batch(batch)
+    except OutcomeUnknown as failure:
+        return _retry_later(message_id, held, run, failure, attempts, keep_batch=True)
     except TemporaryFailure as failure:
-        return _retry_later(message, deliveries, failure)
+        return _retry_later(message_id, held, run, failure, attempts, keep_batch=False)
     except PermanentFailure as failure:
-        for delivery in deliveries:
-            delivery.status, delivery.last_error = DeliveryStatus.FAILED, failure.reason[:500]
-        return {"failed": len(deliveries)}
-    now = utcnow()
-    for delivery in deliveries:
-        delivery.status = DeliveryStatus.SENT
-        delivery.provider_id = provider_ids.get(delivery.id)
-        delivery.sent_at = now
-        delivery.last_error = None
-    return {"sent": len(deliveries)}
+        return {"failed": claims.record_failed(held, run, failure.reason)}
+    return {"sent": claims.record_sent(held, provider_ids, run)}
 
 
 def _batch(message: MailMessage, deliveries: list[MailDelivery], users: dict[int, User]) -> Batch:
@@ -254,6 +234,7 @@ def _batch(message: MailMessage, deliveries: list[MailDelivery], users: dict[int
         mailto = current_app.config.get("MAIL_UNSUBSCRIBE_MAILTO")
         target = "<%recipient.unsubscribe_url%>" + (f", <mailto:{mailto}>" if mailto else "")
         headers |= {"List-Unsubscribe": target, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
+        headers["List-Id"] = _list_id(message)
     link = _unsubscribe_link_maker(message)
     return Batch(
         sender=current_app.config["MAIL_FROM"],
@@ -266,6 +247,23 @@ def _batch(message: MailMessage, deliveries: list[MailDelivery], users: dict[int
             Recipient(d.id, d.to_email, link(_user_of(d, users)) if link else {}) for d in deliveries
         ],
     )
+
+
+def _list_id(message: MailMessage) -> str:
+    """RFC 2919 List-Id of the message's list: its category at its school, under our host.
+
+    ``<school-announcements.maple-elementary.school.example.org>``; mail of no school is the
+    platform's. Only list mail (the categories one can leave, which carry List-Unsubscribe) has
+    one: a password reset or an approval is a message to one person, not a list's.
+    """
+    school = db.session.get(School, message.school_id) if message.school_id is not None else None
+    owner = school.slug if school is not None else "platform"
+    host = urlsplit(current_app.config.get("PUBLIC_URL") or "").hostname or "localhost"
+    labels = [message.category.value.replace("_", "-"), owner]
+    return "<" + ".".join(_LIST_LABEL.sub("-", label).strip("-") or "list" for label in labels) + f".{host}>"
+
+
+_LIST_LABEL = re.compile(r"[^A-Za-z0-9-]+")
 
 
 def _unsubscribe_link_maker(message: MailMessage):
@@ -284,25 +282,28 @@ def _unsubscribe_link_maker(message: MailMessage):
     return variables
 
 
-def _retry_later(message: MailMessage, deliveries: list[MailDelivery], failure: TemporaryFailure) -> dict:
-    """Put the batch back with a backoff (or the provider's Retry-After) and schedule the retry."""
+def _retry_later(
+    message_id: int, ids: list[int], run: Run, failure: TemporaryFailure, attempts: int, *, keep_batch: bool
+) -> dict[str, int]:
+    """Put the rows back with a capped backoff (or the provider's Retry-After) and schedule the retry;
+    failed only once MAIL_GIVE_UP_AFTER has passed since their first attempt."""
     config = current_app.config
-    attempts = max(d.attempts for d in deliveries)
-    if attempts >= config["MAIL_MAX_ATTEMPTS"]:
-        for delivery in deliveries:
-            delivery.status, delivery.last_error = DeliveryStatus.FAILED, failure.reason[:500]
-        return {"failed": len(deliveries)}
     backoff = min(config["MAIL_RETRY_BASE_SECONDS"] * 2 ** (attempts - 1), config["MAIL_RETRY_MAX_SECONDS"])
     delay = max(failure.retry_after or 0, backoff)
-    for delivery in deliveries:
-        delivery.status = DeliveryStatus.PENDING
-        delivery.last_error = failure.reason[:500]
-        delivery.next_attempt_at = utcnow() + timedelta(seconds=delay)
-    jobs.enqueue_in(delay, send_message, message.id, queue="mail")
-    log.warning(
-        "message %s: %d deliveries retry in %.1fs (%s)", message.id, len(deliveries), delay, failure.reason
-    )
-    return {"retry": len(deliveries)}
+    counts = claims.put_back(ids, run, failure.reason, delay, keep_batch=keep_batch)
+    if counts["retry"]:
+        jobs.enqueue_in(delay, send_message, message_id, queue="mail")
+        log.warning(
+            "message %s: %d deliveries delayed, retry in %.1fs (%s)",
+            message_id,
+            counts["retry"],
+            delay,
+            failure.reason,
+        )
+    if counts["failed"]:
+        failed = counts["failed"]
+        log.error("message %s: %d deliveries failed for good (%s)", message_id, failed, failure.reason)
+    return counts
 
 
 def _erase_sensitive_bodies(message: MailMessage) -> None:
@@ -332,31 +333,36 @@ def sweep() -> dict:
 def _lost_messages() -> int:
     """Reset stuck deliveries and enqueue each message with lost or due ones; how many."""
     now = utcnow()
-    waiting_too_long = and_(
-        MailDelivery.next_attempt_at.is_(None),
-        MailDelivery.updated_at < now - current_app.config["SWEEP_PENDING_AFTER"],
-    )
-    lost = and_(
+    # Pending rows of a message no run is working on. A run renews its hold with every batch,
+    # so a message being sent is left alone however long the send takes.
+    unattended = and_(
         MailDelivery.status == DeliveryStatus.PENDING,
-        or_(waiting_too_long, MailDelivery.next_attempt_at <= now),
+        MailDelivery.next_attempt_at.is_(None),
+        MailDelivery.message_id.not_in(claims.live_runs(now)),
     )
-    # A worker killed mid-send leaves rows in "sending"; after a while they are sent again.
-    stuck = and_(MailDelivery.status == DeliveryStatus.SENDING, MailDelivery.updated_at < now - STUCK_AFTER)
+    # Lost: its job never ran (Redis was down) and it has waited past SWEEP_PENDING_AFTER, or
+    # a run held the message and lapsed (its worker was killed between two batches).
+    lost = and_(
+        unattended,
+        or_(
+            MailDelivery.updated_at < now - current_app.config["SWEEP_PENDING_AFTER"],
+            MailDelivery.message_id.in_(claims.lapsed_runs(now)),
+        ),
+    )
+    retry_due = and_(MailDelivery.status == DeliveryStatus.PENDING, MailDelivery.next_attempt_at <= now)
+    # A worker killed mid-send leaves rows in "sending": once their lease has run out they are
+    # pending again, and the next run asks the provider about any batch they were handed to.
+    stuck = claims.expired(now)
     # A scheduled message is due once its time has passed; until then its pending rows are not lost.
     scheduled = select(MailMessage.id).where(MailMessage.scheduled_for.is_not(None))
-    due = and_(
-        MailDelivery.status == DeliveryStatus.PENDING,
-        MailDelivery.next_attempt_at.is_(None),
-        MailDelivery.message_id.in_(scheduled.where(MailMessage.scheduled_for <= now)),
-    )
+    due = and_(unattended, MailDelivery.message_id.in_(scheduled.where(MailMessage.scheduled_for <= now)))
     not_yet = MailDelivery.message_id.not_in(scheduled.where(MailMessage.scheduled_for > now))
-    message_ids = list(
-        db.session.scalars(select(MailDelivery.message_id).where(or_(lost, stuck, due), not_yet).distinct())
-    )
+    found = select(MailDelivery.message_id).where(or_(lost, retry_due, stuck, due), not_yet).distinct()
+    message_ids = list(db.session.scalars(found))
     db.session.execute(
         update(MailDelivery)
         .where(stuck)
-        .values(status=DeliveryStatus.PENDING, updated_at=now)
+        .values(status=DeliveryStatus.PENDING, lease_until=None, next_attempt_at=None, updated_at=now)
         .execution_options(synchronize_session=False)
     )
     for message_id in message_ids:

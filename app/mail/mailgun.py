@@ -6,6 +6,12 @@ their own copy, with only their own address in it and their own values (an unsub
 in place of the ``%recipient.x%`` placeholders. Without it Mailgun sends one message that shows
 every address to everyone, so it is always sent, even when nobody has any variables.
 
+Every batch also carries its id as the user variable ``batch`` (form field ``v:batch``), which
+Mailgun copies onto every event of every recipient. When a call's answer is lost (a timeout
+while waiting, a dropped connection, a 5xx), :meth:`MailgunBackend.accepted` reads the Events
+API (``GET /v3/<domain>/events``, ``event=accepted`` and ``user-variables={"batch": id}``,
+paged through ``paging.next`` until an empty page) to learn which recipients Mailgun took.
+
 Only the standard library is used (``urllib.request``). Neither the API key nor any recipient
 address is ever logged or put into an exception message: failures end up in the outbox's
 ``last_error`` column and in logs that many people can read.
@@ -21,9 +27,10 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from urllib.parse import quote, urlencode
+from datetime import datetime
+from urllib.parse import quote, urlencode, urlsplit
 
-from app.mail.backends import Batch, MailBackend, PermanentFailure, TemporaryFailure
+from app.mail.backends import Batch, MailBackend, OutcomeUnknown, PermanentFailure, TemporaryFailure
 from app.providers import ADDRESS, checked_base_url, network_reason, opener_for, retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -32,6 +39,11 @@ REGIONS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
 DEFAULT_TIMEOUT = 30.0
 MAX_REASON = 300
 MAX_RESPONSE_BYTES = 64 * 1024  # Mailgun's answers are tiny; never read an unbounded body
+MAX_EVENTS_PAGE_BYTES = 16 * 1024 * 1024  # an events page holds up to 300 full events
+EVENTS_PAGE_SIZE = 300  # the Events API's largest page
+MAX_EVENT_PAGES = 50  # 1,000 recipients fill 4 pages; more means something is wrong
+CLOCK_SKEW_SECONDS = 300  # ask from a little before the batch, in case our clock runs ahead
+DEFAULT_EVENTS_LAG = 30.0
 
 _TRUE = {"1", "true", "yes", "on"}
 _SPLITS_ADDRESS = re.compile(r"[\s,;<>\"]")
@@ -56,6 +68,7 @@ class MailgunBackend(MailBackend):
         base_url: str = REGIONS["us"],
         timeout: float = DEFAULT_TIMEOUT,
         tracking: bool = False,
+        events_lag: float = DEFAULT_EVENTS_LAG,
     ) -> None:
         if not api_key or not domain:
             raise RuntimeError("The Mailgun backend needs MAILGUN_API_KEY and MAILGUN_DOMAIN.")
@@ -65,7 +78,9 @@ class MailgunBackend(MailBackend):
         self.base_url = base_url
         self.timeout = timeout
         self.tracking = tracking
+        self.events_lag = max(0.0, events_lag)
         self.url = f"{base_url}/v3/{quote(domain, safe='')}/messages"
+        self.events_url = f"{base_url}/v3/{quote(domain, safe='')}/events"
         token = base64.b64encode(f"api:{api_key}".encode()).decode("ascii")
         self._authorization = f"Basic {token}"
         self._opener = opener_for(base_url)
@@ -92,12 +107,18 @@ class MailgunBackend(MailBackend):
             timeout = float(raw_timeout) if raw_timeout not in (None, "") else DEFAULT_TIMEOUT
         except (TypeError, ValueError):
             raise RuntimeError("MAILGUN_TIMEOUT must be a number of seconds.") from None
+        raw_lag = config.get("MAILGUN_EVENTS_LAG_SECONDS")
+        try:
+            events_lag = float(raw_lag) if raw_lag not in (None, "") else DEFAULT_EVENTS_LAG
+        except (TypeError, ValueError):
+            raise RuntimeError("MAILGUN_EVENTS_LAG_SECONDS must be a number of seconds.") from None
         return cls(
             str(api_key),
             str(domain),
             base_url=str(base_url),
             timeout=timeout,
             tracking=_flag(config.get("MAILGUN_TRACKING", False)),
+            events_lag=events_lag,
         )
 
     # -- building the request -------------------------------------------------------------
@@ -133,6 +154,9 @@ class MailgunBackend(MailBackend):
         fields.append(("recipient-variables", json.dumps(variables, ensure_ascii=False)))
         if batch.tag:
             fields.append(("o:tag", batch.tag))
+        if batch.batch_id:
+            # A user variable: Mailgun puts it on every event, where accepted() looks for it.
+            fields.append(("v:batch", batch.batch_id))
         fields += [("o:tracking", tracking), ("o:tracking-clicks", tracking), ("o:tracking-opens", tracking)]
         fields += [(f"h:{name}", value) for name, value in batch.headers.items()]
         return fields
@@ -173,20 +197,96 @@ class MailgunBackend(MailBackend):
                 failure = self._failure(error.code, self._read(error), error.headers)
             log.warning("mailgun batch (tag %s, %d recipients) failed: %s", tag, size, failure.reason)
             raise failure from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+        except urllib.error.URLError as error:
+            # urllib raises URLError only while connecting or sending: the request never got
+            # through whole, so Mailgun cannot have taken it.
             failure = TemporaryFailure(f"Mailgun could not be reached: {network_reason(error)}")
             log.warning("mailgun batch (tag %s, %d recipients) failed: %s", tag, size, failure.reason)
             raise failure from None
+        except (OSError, http.client.HTTPException) as error:
+            # Sent, then no answer (a timeout while waiting, a dropped connection): Mailgun may
+            # have queued it. The send job asks the Events API before sending it again.
+            failure = OutcomeUnknown(f"Mailgun did not answer: {network_reason(error)}")
+            log.warning("mailgun batch (tag %s, %d recipients): %s", tag, size, failure.reason)
+            raise failure from None
         provider_id = _message_id(payload)
         if not 200 <= status < 300 or provider_id is None:
-            # The request may well have been queued: failing for good avoids sending it twice.
-            failure = PermanentFailure(
-                f"Mailgun answered {status} without a message id; the batch may or may not have been queued"
-            )
+            failure = OutcomeUnknown(f"Mailgun answered {status} without a message id")
             log.error("mailgun batch (tag %s, %d recipients): %s", tag, size, failure.reason)
             raise failure
         log.info("mailgun batch (tag %s, %d recipients) queued as %s", tag, size, provider_id)
         return {recipient.delivery_id: provider_id for recipient in batch.recipients}
+
+    # -- asking what Mailgun accepted ---------------------------------------------------------
+
+    def accepted(self, batch_id: str, since: datetime) -> dict[str, str]:
+        """Recipients of the batch Mailgun accepted, from its Events API: address -> message id.
+
+        Pages are followed through ``paging.next`` until an empty one, and only on Mailgun's own
+        host (the next URL comes from the answer; the key must not follow it anywhere else).
+        Raises TemporaryFailure when the events cannot be read: then nobody can tell.
+        """
+        query = {
+            "event": "accepted",
+            "user-variables": json.dumps({"batch": batch_id}),
+            "begin": str(int(since.timestamp()) - CLOCK_SKEW_SECONDS),
+            "ascending": "yes",
+            "limit": str(EVENTS_PAGE_SIZE),
+        }
+        url = f"{self.events_url}?{urlencode(query)}"
+        found: dict[str, str] = {}
+        for _ in range(MAX_EVENT_PAGES):
+            page = self._events_page(url)
+            items = page.get("items")
+            if not isinstance(items, list):
+                raise TemporaryFailure("Mailgun's events answer holds no list of items")
+            if not items:
+                return found
+            found |= _accepted_in(items, batch_id)
+            url = self._next_page(page)
+        raise TemporaryFailure(f"Mailgun's events for one batch ran past {MAX_EVENT_PAGES} pages")
+
+    def _events_page(self, url: str) -> dict:
+        """One page of the Events API as JSON; TemporaryFailure for any failure to read it."""
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
+            url,
+            method="GET",
+            headers={
+                "Authorization": self._authorization,
+                "Accept": "application/json",
+                "User-Agent": "join-our-class-mailer",
+            },
+        )
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                payload = response.read(MAX_EVENTS_PAGE_BYTES + 1)
+        except urllib.error.HTTPError as error:
+            with error:
+                failure = self._failure(error.code, self._read(error), error.headers)
+            raise TemporaryFailure(f"Mailgun's events could not be read: {failure.reason}") from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            raise TemporaryFailure(f"Mailgun's events could not be read: {network_reason(error)}") from None
+        if len(payload) > MAX_EVENTS_PAGE_BYTES:
+            raise TemporaryFailure("Mailgun's events page was too large to read")
+        try:
+            page = json.loads(payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise TemporaryFailure("Mailgun's events answer was not JSON") from None
+        if not isinstance(page, dict):
+            raise TemporaryFailure("Mailgun's events answer was not a JSON object")
+        return page
+
+    def _next_page(self, page: dict) -> str:
+        """The page's ``paging.next`` URL, if it points at Mailgun's events of our domain."""
+        paging = page.get("paging")
+        url = paging.get("next") if isinstance(paging, dict) else None
+        if not isinstance(url, str):
+            raise TemporaryFailure("Mailgun's events answer holds no next page")
+        ours, theirs = urlsplit(self.events_url), urlsplit(url)
+        same_host = (theirs.scheme, theirs.netloc) == (ours.scheme, ours.netloc)
+        if not same_host or not theirs.path.startswith(ours.path):
+            raise TemporaryFailure("Mailgun's next events page points somewhere else")
+        return url
 
     def _read(self, response) -> bytes:
         try:
@@ -199,7 +299,8 @@ class MailgunBackend(MailBackend):
         if status == 429:
             return TemporaryFailure("Mailgun rate limit reached (429)", retry_after)
         if status >= 500:
-            return TemporaryFailure(f"Mailgun server error ({status})", retry_after)
+            # Mailgun has been seen to queue a batch and still answer 5xx: ask before re-sending.
+            return OutcomeUnknown(f"Mailgun server error ({status})", retry_after)
         if 300 <= status < 400:
             return PermanentFailure(f"Mailgun answered with a redirect ({status}); check MAILGUN_BASE_URL")
         message = self._scrub(_json_message(payload))
@@ -223,6 +324,29 @@ def _json_message(payload: bytes) -> str:
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         return " ".join(data["message"].split())
     return ""
+
+
+def _accepted_in(items: list, batch_id: str) -> dict[str, str]:
+    """address -> message id for the page's ``accepted`` events of this batch.
+
+    The filter is a search, not a promise: each event's own user variable is checked too.
+    Events show the Message-Id without angle brackets; the send answer has them, and so do the
+    ids stored on deliveries.
+    """
+    found = {}
+    for item in items:
+        if not isinstance(item, dict) or item.get("event") != "accepted":
+            continue
+        variables = item.get("user-variables")
+        if not isinstance(variables, dict) or variables.get("batch") != batch_id:
+            continue
+        recipient = item.get("recipient")
+        message = item.get("message")
+        headers = message.get("headers") if isinstance(message, dict) else None
+        message_id = headers.get("message-id") if isinstance(headers, dict) else None
+        if isinstance(recipient, str) and recipient.strip() and isinstance(message_id, str) and message_id:
+            found[recipient.strip().lower()] = f"<{message_id.strip().strip('<>')}>"
+    return found
 
 
 def _message_id(payload: bytes) -> str | None:

@@ -162,6 +162,7 @@ def show(message_id: int):
         sender_name=found.sender_name,
         kind=services.kind_of(message),
         counts=counts,
+        delay=services.delay_of(message.id) if counts.delayed else None,
         waiting_for_its_time=waiting_for_its_time,
         may_resend=services.may_resend(message),
         polling=not counts.settled and not waiting_for_its_time,

@@ -18,7 +18,7 @@ import nh3
 from flask import g
 from flask_login import current_user
 from markupsafe import Markup
-from sqlalchemy import Select, and_, func, or_, select, update
+from sqlalchemy import Select, and_, case, func, or_, select, update
 from sqlalchemy.orm import contains_eager
 
 from app import audit, clock
@@ -443,16 +443,17 @@ class DeliveryCounts:
     skipped: int = 0
     failed: int = 0
     digest: int = 0  # held for, or sent in, a person's daily digest
+    delayed: int = 0  # pending again after a temporary failure, with its reason; retried for 72 h
 
     @property
     def total(self) -> int:
         """Every delivery of the message, whatever became of it."""
-        return self.sent + self.waiting + self.skipped + self.failed + self.digest
+        return self.sent + self.waiting + self.skipped + self.failed + self.digest + self.delayed
 
     @property
     def settled(self) -> bool:
         """Nothing left waiting to be sent."""
-        return self.waiting == 0
+        return self.waiting == 0 and self.delayed == 0
 
 
 _BUCKET = {
@@ -466,17 +467,42 @@ _BUCKET = {
 }
 
 
+# Pending with a reason: a temporary failure put it back for a later try (app/mail/claims.py).
+_DELAYED = case(
+    (and_(MailDelivery.status == DeliveryStatus.PENDING, MailDelivery.last_error.is_not(None)), 1), else_=0
+)
+
+
 def delivery_counts(message_ids: Iterable[int]) -> dict[int, DeliveryCounts]:
     """Counts per message for any number of messages, from one grouped query."""
     counts = {message_id: DeliveryCounts() for message_id in message_ids}
     if not counts:
         return counts
     rows = db.session.execute(
-        select(MailDelivery.message_id, MailDelivery.status, func.count(MailDelivery.id))
+        select(MailDelivery.message_id, MailDelivery.status, _DELAYED, func.count(MailDelivery.id))
         .where(MailDelivery.message_id.in_(list(counts)))
-        .group_by(MailDelivery.message_id, MailDelivery.status)
+        .group_by(MailDelivery.message_id, MailDelivery.status, _DELAYED)
     )
-    for message_id, status, number in rows:
-        bucket = _BUCKET[DeliveryStatus(status)]
+    for message_id, status, delayed, number in rows:
+        bucket = "delayed" if delayed else _BUCKET[DeliveryStatus(status)]
         setattr(counts[message_id], bucket, getattr(counts[message_id], bucket) + number)
     return counts
+
+
+@dataclass
+class Delay:
+    """Why a message's delayed deliveries wait, and when the next try is due."""
+
+    reason: str
+    next_attempt_at: datetime | None
+
+
+def delay_of(message_id: int) -> Delay | None:
+    """The latest reason among the message's delayed deliveries (one indexed query), or None."""
+    row = db.session.execute(
+        select(MailDelivery.last_error, MailDelivery.next_attempt_at)
+        .where(MailDelivery.message_id == message_id, _DELAYED == 1)
+        .order_by(MailDelivery.updated_at.desc())
+        .limit(1)
+    ).first()
+    return Delay(reason=row[0] or "", next_attempt_at=row[1]) if row is not None else None

@@ -104,6 +104,9 @@ class MailMessage(SchoolOrPlatform, Model):
     # A scheduled message called off before its time: its deliveries were skipped then.
     cancelled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     cancelled_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    # A send run is working on it until then (renewed with each batch it claims, cleared when it
+    # ends): pending rows of a message whose run has lapsed are the sweeper's at once.
+    sending_until: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
 
     deliveries: Mapped[list[MailDelivery]] = relationship(back_populates="message")
 
@@ -129,6 +132,17 @@ class MailDelivery(Model):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # After a temporary failure the delivery waits until then (backoff or the provider's Retry-After).
     next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # When it was first handed to a send attempt: temporary failures are retried until
+    # MAIL_GIVE_UP_AFTER past this, then it is failed.
+    first_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The claim: which send run holds the row ("sending") and until when. A run renews the
+    # lease before each provider call; once it has run out, the sweeper hands the row on.
+    claimed_by: Mapped[str | None] = mapped_column(String(100))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The batch it was last handed to the provider in (Mailgun's ``v:batch``), recorded and
+    # committed before the call; with no recorded answer the provider is asked about it first.
+    batch_id: Mapped[str | None] = mapped_column(String(32))
+    batch_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     message: Mapped[MailMessage] = relationship(back_populates="deliveries")
 

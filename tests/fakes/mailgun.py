@@ -12,31 +12,50 @@ In-process::
         backend = MailgunBackend(fake.api_key, fake.domain, base_url=fake.base_url)
         fake.queue_responses([(500, {"message": "boom"}), (429, {}, {"Retry-After": "1"})])
 
+It also serves the Events API (``GET /v3/<domain>/events``, tests/fakes/mailgun_events.py): an
+``accepted`` event per recipient of every accepted request, visible ``events_delay`` seconds
+later, filtered and paged as Mailgun does. A scripted answer ``{"drop": true}`` accepts the
+request (and writes its events) and then closes the connection without answering: the
+provider took the batch, the client never heard.
+
 As a separate process (a worker test or a benchmark)::
 
-    python -m tests.fakes.mailgun --port 0 --key K --domain D
-    # prints "listening http://127.0.0.1:N" then "ready"; GET /_fake/stats, POST /_fake/script,
-    # POST /_fake/reset; it stops on SIGTERM/SIGINT or after --lifetime seconds.
+    python -m tests.fakes.mailgun --port 0 --key K --domain D [--events-delay S]
+    # prints "listening http://127.0.0.1:N" then "ready"; it stops on SIGTERM/SIGINT or after
+    # --lifetime seconds. Control endpoints:
+    #   GET  /_fake/stats          requests, recipients, unique_recipients, attempts, dropped,
+    #                              events, event_requests
+    #   GET  /_fake/recipients     {"counts": {address: times accepted}}
+    #   POST /_fake/script         answers for the next message POSTs: [status, body, headers],
+    #                              {"status", "body", "headers", "delay"} or {"drop": true, "delay"}
+    #   POST /_fake/events-script  the same for the next Events API GETs
+    #   POST /_fake/events-delay   {"seconds": S}: new events become visible S seconds late
+    #   POST /_fake/reset          forget everything received and scripted
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import socket
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections import Counter, deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
 from email.utils import getaddresses
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from app.mail.backends import personalise
 from tests.fakes.base import MAX_DELAY as MAX_DELAY  # re-exported: it used to be defined here
 from tests.fakes.base import BadRequest, FakeHandler, FakeServer, basic_auth_matches, command_line, run
 from tests.fakes.base import Scripted as Scripted  # re-exported: tests import it from here
+from tests.fakes.mailgun_events import EventLog
 
 MAX_RECIPIENTS = 1000
 MAX_BODY = 25 * 1024 * 1024  # Mailgun's message size limit
@@ -145,20 +164,36 @@ def validate(fields: dict[str, list[str]]) -> None:
             raise BadRequest(400, "recipient-variables must be a JSON object of objects")
 
 
+@dataclass
+class DropScripted(Scripted):
+    """A scripted answer that accepts the request, then closes the connection unanswered."""
+
+
 class MailgunHandler(FakeHandler):
     server_version = "FakeMailgun/1.0"
     max_body = MAX_BODY
 
+    def do_GET(self):  # noqa: N802 - http.server's naming
+        path = urlsplit(self.path).path
+        try:
+            if path == "/_fake/recipients":
+                self._json(200, {"counts": dict(Counter(self.fake.recipients()))})
+            elif path.startswith("/_fake/"):
+                super().do_GET()
+            else:
+                self.serve_events(path)
+        except BadRequest as error:
+            self._json(error.status, self.error_payload(error.status, error.message))
+
     def serve(self, path: str, body: bytes) -> None:
         fake: FakeMailgun = self.fake
+        if path.startswith("/_fake/"):
+            self.control(path, body)
+            return
         parts = path.strip("/").split("/")
         if len(parts) != 3 or parts[0] != "v3" or parts[2] != "messages":
             raise BadRequest(404, "Not Found")
-        if not fake._authorised(self.headers.get("Authorization")):
-            raise BadRequest(401, "Forbidden")
-        domain = unquote(parts[1])
-        if domain != fake.domain:
-            raise BadRequest(404, f"Domain not found: {domain}")
+        self._check_access(parts[1])
         if self.answer_scripted():
             return
         fields, files = parse_form(self.headers.get("Content-Type", ""), body)
@@ -174,7 +209,56 @@ class MailgunHandler(FakeHandler):
                 files=files,
             )
         )
+        if isinstance(fake._taken.scripted, DropScripted):
+            fake._count_drop()
+            self._drop_connection()
+            return
         self._json(200, {"id": message_id, "message": QUEUED})
+
+    def serve_events(self, path: str) -> None:
+        """``GET /v3/<domain>/events`` (a first page) or ``/v3/<domain>/events/<token>`` (paging)."""
+        fake: FakeMailgun = self.fake
+        parts = path.strip("/").split("/")
+        if len(parts) not in (3, 4) or parts[0] != "v3" or parts[2] != "events":
+            raise BadRequest(404, "Not Found")
+        self._check_access(parts[1])
+        scripted = fake._next_event_script()
+        if scripted is not None and scripted.delay:
+            fake._stopping.wait(scripted.delay)
+        if scripted is not None and scripted.status is not None:
+            self._json(scripted.status, scripted.body, scripted.headers)
+            return
+        params = dict(parse_qsl(urlsplit(self.path).query, keep_blank_values=True))
+        token = parts[3] if len(parts) == 4 else None
+        self._json(200, fake.events.answer(fake.base_url, token, params))
+
+    def control(self, path: str, body: bytes) -> None:
+        """The fake's own POST endpoints beyond the shared ``/_fake/script`` and ``/_fake/reset``."""
+        fake: FakeMailgun = self.fake
+        payload = json.loads(body.decode("utf-8") or "null")
+        if path == "/_fake/events-delay" and isinstance(payload, dict):
+            fake.events.delay = float(payload.get("seconds", 0))
+            self._json(200, {"events_delay": fake.events.delay})
+        elif path == "/_fake/events-script" and isinstance(payload, list):
+            fake.queue_event_responses(payload)
+            self._json(200, {"queued": len(payload)})
+        else:
+            raise BadRequest(404, "Not Found")
+
+    def _check_access(self, quoted_domain: str) -> None:
+        """Mailgun's checks before anything else: the key, then the domain."""
+        fake: FakeMailgun = self.fake
+        if not fake._authorised(self.headers.get("Authorization")):
+            raise BadRequest(401, "Forbidden")
+        domain = unquote(quoted_domain)
+        if domain != fake.domain:
+            raise BadRequest(404, f"Domain not found: {domain}")
+
+    def _drop_connection(self) -> None:
+        """Close the socket with nothing written: the client's read ends without a response."""
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
 
 
 class FakeMailgun(FakeServer[RecordedRequest]):
@@ -186,11 +270,34 @@ class FakeMailgun(FakeServer[RecordedRequest]):
     handler = MailgunHandler
     thread_name = "fake-mailgun"
 
-    def __init__(self, api_key: str = "key-fake-0123456789", domain: str = "mg.example.test", port: int = 0):
+    def __init__(
+        self,
+        api_key: str = "key-fake-0123456789",
+        domain: str = "mg.example.test",
+        port: int = 0,
+        events_delay: float = 0.0,
+    ):
         super().__init__(port)
         self.api_key = api_key
         self.domain = domain
         self._ids = itertools.count(1)
+        self.events = EventLog(domain, delay=events_delay)
+        self.dropped = 0
+        self.event_requests = 0
+        self._event_script: deque[Scripted] = deque()
+        self._taken = threading.local()  # the scripted answer the current handler thread took
+
+    # -- scripting --------------------------------------------------------------------------
+
+    def queue_responses(self, responses: Iterable[object]) -> None:
+        """As the base, and ``{"drop": true[, "delay": s]}``: accept, then drop the connection."""
+        super().queue_responses([_drop_or_plain(item) for item in responses])
+
+    def queue_event_responses(self, responses: Iterable[object]) -> None:
+        """Answer the next Events API requests with these, in order; then answer normally again."""
+        parsed = [Scripted.parse(item) for item in responses]
+        with self._lock:
+            self._event_script.extend(parsed)
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -200,8 +307,18 @@ class FakeMailgun(FakeServer[RecordedRequest]):
 
     def stats(self) -> dict[str, int]:
         requests, attempts = self._snapshot()
-        recipients = sum(len(request.recipients) for request in requests)
-        return {"requests": len(requests), "recipients": recipients, "attempts": attempts}
+        addresses = [address.lower() for request in requests for address in request.recipients]
+        with self._lock:
+            dropped, event_requests = self.dropped, self.event_requests
+        return {
+            "requests": len(requests),
+            "recipients": len(addresses),
+            "unique_recipients": len(set(addresses)),
+            "attempts": attempts,
+            "dropped": dropped,
+            "events": self.events.count(),
+            "event_requests": event_requests,
+        }
 
     def messages_for(self, email: str) -> list[FakeMessage]:
         """What ``email`` would receive, as Mailgun would build it from each accepted request.
@@ -246,6 +363,30 @@ class FakeMailgun(FakeServer[RecordedRequest]):
 
     # -- what the handler calls ----------------------------------------------------------------
 
+    def _accept(self, record: RecordedRequest) -> None:
+        super()._accept(record)
+        self.events.record_accepted(record.fields, record.message_id, record.recipients)
+
+    def _clear(self) -> None:
+        super()._clear()
+        self.events.clear()
+        self._event_script.clear()
+        self.dropped = self.event_requests = 0
+
+    def _next_script(self) -> Scripted | None:
+        scripted = super()._next_script()
+        self._taken.scripted = scripted
+        return scripted
+
+    def _next_event_script(self) -> Scripted | None:
+        with self._lock:
+            self.event_requests += 1
+            return self._event_script.popleft() if self._event_script else None
+
+    def _count_drop(self) -> None:
+        with self._lock:
+            self.dropped += 1
+
     def _new_id(self) -> str:
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
         return f"<{stamp}.{next(self._ids)}.{uuid.uuid4().hex[:12]}@{self.domain}>"
@@ -254,11 +395,28 @@ class FakeMailgun(FakeServer[RecordedRequest]):
         return basic_auth_matches(header, "api", self.api_key)
 
 
+def _drop_or_plain(item: object) -> object:
+    """``{"drop": true, ...}`` as a DropScripted (it must not also give a status); others as they are."""
+    if not isinstance(item, Mapping) or not item.get("drop"):
+        return item
+    if item.get("status") is not None:
+        raise ValueError("a dropped connection has no status to answer with")
+    plain = Scripted.parse({key: value for key, value in item.items() if key != "drop"})
+    return DropScripted(delay=plain.delay)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = command_line("Run a fake Mailgun API on 127.0.0.1.")
     parser.add_argument("--key", default="key-fake-0123456789", help="the API key it accepts")
     parser.add_argument("--domain", default="mg.example.test", help="the sending domain it accepts")
-    return run(parser, argv, lambda args: FakeMailgun(api_key=args.key, domain=args.domain, port=args.port))
+    parser.add_argument("--events-delay", type=float, default=0.0, help="seconds before an event shows")
+    return run(
+        parser,
+        argv,
+        lambda args: FakeMailgun(
+            api_key=args.key, domain=args.domain, port=args.port, events_delay=args.events_delay
+        ),
+    )
 
 
 if __name__ == "__main__":
