@@ -19,6 +19,7 @@ def create_app(config: Config | None = None) -> Flask:
     if app.config["BEHIND_PROXY"]:
         # Flask's documented way to add middleware; its types call wsgi_app a method, not a slot.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    register_url_converters(app)  # before any blueprint adds a rule that uses them
     register_extensions(app)
     pipeline.install(app)  # every app-wide request hook, in order, in one place
     register_blueprints(app)
@@ -84,6 +85,13 @@ def _tune_sqlite(app: Flask) -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=15000")
             cursor.close()
+
+
+def register_url_converters(app: Flask) -> None:
+    """``<int:...>`` is bounded to what an id column holds: a larger value answers 404, not a 500."""
+    from app.urls import RowIdConverter
+
+    app.url_map.converters["int"] = RowIdConverter
 
 
 def register_blueprints(app: Flask) -> None:
