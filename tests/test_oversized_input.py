@@ -7,14 +7,18 @@ range"; SQLite fails only past 2**63. Both run this file (TEST_DATABASE_URL).
 
 from __future__ import annotations
 
+import logging
+
+import pytest
 from flask import url_for
 from werkzeug.routing import IntegerConverter
 
 from app.models import Role
 from app.parsing import LARGEST_ID, optional_id
 from app.permissions import Access
+from app.security import MAX_JSON_DEPTH, json_nesting_exceeds
 from app.urls import RowIdConverter
-from tests.conftest import sign_in
+from tests.conftest import PASSWORD, sign_in
 from tests.factories_tenants import FILLERS, kind_of_argument
 from tests.test_csrf_walk import walkers  # noqa: F401 - the fixture: a school full of rows, signed in
 from tests.test_hostile_world import declared_access
@@ -23,6 +27,7 @@ from tests.test_hostile_world import declared_access
 # length int() reads at all).
 OUT_OF_RANGE = (str(2**31), str(2**63), "9" * 30, "9" * 5000)
 SENDABLE = ("GET", "POST", "PUT", "PATCH", "DELETE")
+DEEP = b"[" * 100_000
 
 
 def _int_arguments(rule) -> list[str]:
@@ -91,3 +96,82 @@ def test_an_id_beyond_the_column_in_a_query_string_is_no_id(client, make_school,
     for raw in (*OUT_OF_RANGE, str(LARGEST_ID)):
         response = client.get(f"/messages/new?copy={raw}")  # "start from a copy of message <id>"
         assert response.status_code == 200, raw
+
+
+# --- JSON nested beyond reason ---------------------------------------------------------------
+
+
+def test_the_nesting_scan_counts_brackets_as_the_parser_would():
+    assert not json_nesting_exceeds(b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH)
+    assert json_nesting_exceeds(b"[" * (MAX_JSON_DEPTH + 1))
+    assert not json_nesting_exceeds(b"[]" * 10_000)  # many brackets, none deep
+    assert not json_nesting_exceeds(b'{"subject": "' + b"[" * 1000 + b'"}')  # inside a string
+    assert json_nesting_exceeds(b'["\\"' + b"[" * 100 + b'"' + b"[" * 100)  # an escaped quote
+    assert not json_nesting_exceeds(b'["\\\\"' + b"]")  # an escaped backslash ends no string early
+    assert json_nesting_exceeds(("[" * 100).encode("utf-16"))  # the parser reads UTF-16 too
+    assert json_nesting_exceeds(("[" * 100).encode("utf-32-le"))
+    assert not json_nesting_exceeds(b'"' + b'\\"' * 100_000)  # unterminated: no quadratic rescans
+    assert not json_nesting_exceeds(b"\xff\xfe\xfd")  # not text: the parser refuses it itself
+
+
+@pytest.fixture
+def decoded(app, monkeypatch) -> list[int]:
+    """The length of every body the app's JSON parser is asked to decode."""
+    seen: list[int] = []
+    real = app.json.loads
+
+    def loads(s, **kwargs):
+        seen.append(len(s))
+        return real(s, **kwargs)
+
+    monkeypatch.setattr(app.json, "loads", loads)
+    return seen
+
+
+def test_every_route_refuses_a_deeply_nested_json_body_with_400(app, client, decoded, caplog):
+    """Every method of every rule, sent 100,000 "[" as application/json: 400, with a valid CSRF
+    token (refused by the nesting check) and without (state changes: refused by the CSRF check
+    first, as any tokenless form is; the rest by the nesting check). The parser never sees it."""
+    token = client.csrf_token()
+    walked = 0
+    for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
+        ints = _int_arguments(rule)
+        arguments = {name: FILLERS.get(name, 1 if name in ints else "t" * 43) for name in rule.arguments}
+        path = rule.build(arguments)[1]
+        for method in sorted(rule.methods & set(SENDABLE)):
+            for headers in ({"X-CSRFToken": token}, {}):
+                with caplog.at_level(logging.ERROR):
+                    response = client.open(
+                        path, method=method, data=DEEP, content_type="application/json", headers=headers
+                    )
+                where = (method, rule.rule, bool(headers), response.status_code)
+                assert response.status_code == 400, where
+                if headers:
+                    assert "That form expired" not in response.get_data(as_text=True), where
+                response.close()
+            walked += 1
+    assert walked >= 90, walked
+    assert [n for n in decoded if n >= len(DEEP)] == []  # never handed to the parser: no RecursionError
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+def test_json_within_the_bound_is_still_read(client, make_school, make_member, decoded):
+    """Flask-WTF reads a JSON body as the form: signing in with one nested MAX_JSON_DEPTH deep
+    works; one level deeper is refused by the nesting check (not by CSRF, not by the form)."""
+    member = make_member(make_school())
+    body = client.application.json.dumps({"email": member.user.email, "password": PASSWORD})
+    # Inside the body's own object: MAX_JSON_DEPTH levels in all, then one more.
+    nested = "[" * (MAX_JSON_DEPTH - 1) + "]" * (MAX_JSON_DEPTH - 1)
+    too_deep = "[" * MAX_JSON_DEPTH + "]" * MAX_JSON_DEPTH
+    headers = {"X-CSRFToken": client.csrf_token()}
+
+    deep = body.replace("{", '{"pad": ' + too_deep + ", ", 1)
+    refused = client.post("/sign-in", data=deep, content_type="application/json", headers=headers)
+    assert refused.status_code == 400
+    assert "Something in that request was not right" in refused.get_data(as_text=True)
+    assert decoded == []
+
+    fine = body.replace("{", '{"pad": ' + nested + ", ", 1)
+    signed_in = client.post("/sign-in", data=fine, content_type="application/json", headers=headers)
+    assert signed_in.status_code == 303 and decoded == [len(fine)]
+    assert client.get("/account").status_code == 200
