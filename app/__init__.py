@@ -5,14 +5,26 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from config import Config, config_from_env
+from config import Config, ConfigError, config_from_env, refuse_to_start
 
 
 def create_app(config: Config | None = None) -> Flask:
-    """Build the app: config, extensions, the request pipeline, blueprints, CLI and error pages."""
+    """Build the app: config, extensions, the request pipeline, blueprints, CLI and error pages.
+
+    Without a config it reads the environment, as gunicorn, worker.py and the flask command do;
+    a configuration it refuses ends the process with the reasons, one line per variable.
+    """
+    if config is not None:
+        return _build(config)
+    try:
+        return _build(config_from_env())
+    except ConfigError as error:
+        refuse_to_start(error)
+
+
+def _build(config: Config) -> Flask:
     from app import pipeline
 
-    config = config or config_from_env()
     app = Flask(__name__, instance_path=_instance_path())
     app.config.from_object(config)
     app.config["ENV_NAME"] = config.ENV_NAME
@@ -56,7 +68,10 @@ def register_extensions(app: Flask) -> None:
     app.session_interface = DatabaseSessionInterface()
     tenancy.install()
     jobs.install()
-    init_backend(app)
+    try:
+        init_backend(app)
+    except RuntimeError as error:  # settings the mail backend cannot use (MAILGUN_REGION, ...)
+        raise ConfigError(str(error)) from None
 
     @login_manager.user_loader
     def load_user(user_id: str):
