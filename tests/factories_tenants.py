@@ -34,7 +34,7 @@ from app.models.consent import DataExport, ExportStatus, PolicyVersion
 from app.models.imports import ImportRun
 from app.models.support import DeletionState, SupportGrant
 from app.unsubscribe import tokens as unsubscribe_tokens
-from tests.test_hostile_world import Side, table_for_argument
+from tests.hostile_world import Side, table_for_argument
 
 # Route arguments that name no row, and why (they are filled with a valid value instead).
 NOT_IDS: dict[str, str] = {

@@ -15,7 +15,7 @@ from app.permissions import Access, public
 from app.security import CSRF_EXEMPT, exempt_listed_views
 from tests.conftest import _HASH, sign_in
 from tests.factories_tenants import FILLERS, build_every_kind, kind_of_argument
-from tests.test_hostile_world import ALWAYS_WRITTEN, build_side, declared_access, snapshot
+from tests.hostile_world import ALWAYS_WRITTEN, build_side, declared_access, snapshot
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # A form a person could have filled in, minus the token: the route would act on it if it had one.

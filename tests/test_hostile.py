@@ -28,7 +28,7 @@ from werkzeug.test import encode_multipart
 
 from app.extensions import db
 from app.security import refuse_nul_characters
-from tests.test_hostile_world import (
+from tests.hostile_world import (
     BIG,
     MALICIOUS,
     REFLECTION_CHECKS,

@@ -16,7 +16,7 @@ from werkzeug.test import encode_multipart
 
 from config import ProductionConfig
 from tests.conftest import PASSWORD, make_config
-from tests.test_hostile_world import (
+from tests.hostile_world import (
     MALICIOUS,
     REFLECTION_CHECKS,
     SCRIPT,

@@ -31,7 +31,7 @@ from tests.factories_tenants import (
     kind_of_argument,
     school_of,
 )
-from tests.test_hostile_world import (
+from tests.hostile_world import (
     ROLES,
     build_world,
     interesting_rules,

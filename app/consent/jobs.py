@@ -12,8 +12,9 @@ from app.extensions import db
 def refresh_policy_dispatches() -> dict:
     """Record when a policy notice email finished going out, whether or not anyone opens a page.
 
-    The effective date of an email-only change counts from that moment, so it must not wait
-    for a visitor; pages still check too, so the record is never later than the first reader.
+    The effective date of an email-only change counts from that moment. The send job queues
+    this as soon as a policy email settles; the repeating run catches a follow-up that Redis
+    lost. Pages only read (a GET writes nothing), so neither waits for a visitor.
     """
     recorded = policy.refresh_all_dispatches()
     db.session.commit()

@@ -48,6 +48,7 @@ You can download your own and your family's information, change who sees your co
 details, stop optional email, and close your account from your account page.
 """
 PLACEHOLDER_SUMMARY = "Placeholder text shipped with the software."
+CHANGE_TEMPLATE = "policy_change"  # the email telling every account of a new version
 
 
 def render_body(version: PolicyVersion) -> Markup:
@@ -193,7 +194,7 @@ def _email_everyone(version: PolicyVersion) -> None:
     # Copied in the database: every account on the platform is too many to load in a request.
     recipients = select(User.id, User.email).where(User.active.is_(True))
     message = queue_email(
-        "policy_change",
+        CHANGE_TEMPLATE,
         recipients,
         category=Category.ADMINISTRATIVE,
         number=version.number,

@@ -36,8 +36,6 @@ bp = Blueprint("consent", __name__)
 
 def policy_page():
     """The privacy page: the version in force, the one coming and when, and the history."""
-    if policy.refresh_all_dispatches():
-        db.session.commit()
     state = policy.state()
     return render_template(
         "consent/policy.html",

@@ -58,7 +58,17 @@ def send_message(message_id: int) -> dict:
     if message.scheduled_for is not None and message.scheduled_for > utcnow():
         return {"sent": 0}  # scheduled: the sweeper enqueues this job again once the time has passed
     with tenancy.acting_for(message.school_id):
-        return _send_pending(message)
+        counts = _send_pending(message)
+    from app.consent.jobs import refresh_policy_dispatches
+    from app.consent.policy import CHANGE_TEMPLATE
+
+    if message.template == CHANGE_TEMPLATE:
+        # A policy change's effective date counts from the moment its email finished going
+        # out: note it as soon as a send settles rather than when someone next reads a page
+        # (GETs write nothing). The repeating job catches a follow-up lost with Redis.
+        jobs.enqueue(refresh_policy_dispatches)
+        db.session.commit()
+    return counts
 
 
 def _send_pending(message: MailMessage) -> dict:

@@ -25,8 +25,6 @@ EDIT = "platform/policy/edit.html"
 @platform(PlatformRole.ADMIN)
 def versions():
     """Every version, drafts first, with when each was posted, emailed and takes effect."""
-    if policy.refresh_all_dispatches():
-        db.session.commit()
     return render_template(
         "platform/policy/versions.html", versions=policy.all_versions(), publish_form=forms.PublishForm()
     )

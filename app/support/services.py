@@ -62,7 +62,7 @@ def submit_help(
         grant_access_hours=grant_access_hours,
     )
     if grant_access_hours and school_id is not None:
-        from app.settings.services import grant_support
+        from app.settings.support_access import grant_support
 
         grant_support(grant_access_hours, support_request=support_request)
     return support_request

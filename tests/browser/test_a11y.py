@@ -19,7 +19,7 @@ from playwright.sync_api import Page
 from app.extensions import db
 from app.models import PlatformRole
 from tests.browser.helpers import sign_in
-from tests.test_hostile_world import ROLES, build_world
+from tests.hostile_world import ROLES, build_world
 
 pytestmark = pytest.mark.browser
 

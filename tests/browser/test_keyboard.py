@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.helpers import path_is
 from tests.conftest import PASSWORD
-from tests.test_hostile_world import build_world
+from tests.hostile_world import build_world
 
 pytestmark = pytest.mark.browser
 
