@@ -20,8 +20,8 @@ from app.security import MAX_JSON_DEPTH, json_nesting_exceeds
 from app.urls import RowIdConverter
 from tests.conftest import PASSWORD, sign_in
 from tests.factories_tenants import FILLERS, kind_of_argument
+from tests.hostile_world import declared_access
 from tests.test_csrf_walk import walkers  # noqa: F401 - the fixture: a school full of rows, signed in
-from tests.test_hostile_world import declared_access
 
 # 2**31: one past PostgreSQL's integer; 2**63: past SQLite's; 30 digits; 5,000 digits (past the
 # length int() reads at all).
