@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 from datetime import timedelta
+from email.utils import parseaddr
 from pathlib import Path
+from typing import NoReturn
+from urllib.parse import urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent
 INSTANCE_DIR = Path(os.environ.get("INSTANCE_PATH", BASE_DIR / "instance"))
@@ -18,6 +22,19 @@ INSTANCE_DIR = Path(os.environ.get("INSTANCE_PATH", BASE_DIR / "instance"))
 
 class ConfigError(RuntimeError):
     """Raised when the environment cannot make a safe configuration."""
+
+
+# The exit status of a process the environment misconfigures. gunicorn takes 4 from a worker
+# as "App failed to load" and stops, instead of forking a new worker every second; the flask
+# command and worker.py simply exit with it.
+CONFIG_EXIT_STATUS = 4
+
+
+def refuse_to_start(error: ConfigError) -> NoReturn:
+    """End the process with what to set, one line per variable: an operator's message, not a traceback."""
+    sys.stderr.write(f"Not starting: the configuration needs fixing.\n{error}\n")
+    sys.stderr.flush()
+    raise SystemExit(CONFIG_EXIT_STATUS) from None
 
 
 def database_url(raw: str | None) -> str:
@@ -186,26 +203,112 @@ class TestConfig(Config):
 
 
 class ProductionConfig(Config):
-    """A Heroku-style host: everything from the environment, secure cookies, HSTS."""
+    """A Heroku-style host: everything from the environment, secure cookies, HSTS.
+
+    It refuses to start with settings that would fail quietly later (ConfigError, one line per
+    variable, each saying what to set): ``create_app`` turns that into a plain message and exit.
+    """
 
     ENV_NAME = "production"
     SESSION_COOKIE_SECURE = True
     HSTS = True
     PREFERRED_URL_SCHEME = "https"
 
-    def fallback_secret_key(self) -> str:
-        """Production never invents a key: sessions would break on every restart."""
-        raise ConfigError("SECRET_KEY must be set in production.")
-
     def __init__(self) -> None:
         super().__init__()
-        if not os.environ.get("MAIL_BACKEND"):
-            # Without this, mail would be kept in the database and never sent.
-            raise ConfigError("MAIL_BACKEND must be set in production (e.g. mailgun).")
+        # Read now, not at import: the values checked are the values used.
+        self.MAIL_BACKEND = os.environ.get("MAIL_BACKEND", "")
+        self.MAIL_FROM = os.environ.get("MAIL_FROM", "")
+        self.MAILGUN_API_KEY = os.environ.get("MAILGUN_API_KEY")
+        self.MAILGUN_DOMAIN = os.environ.get("MAILGUN_DOMAIN")
+        problems = production_problems(self)
+        if problems:
+            raise ConfigError("\n".join(problems))
+
+    def fallback_secret_key(self) -> str:
+        """Production never invents a key (sessions would break on every restart): left empty, refused."""
+        return ""
 
     def default_public_url(self) -> str:
-        """Production has no guess: links in emails must name the real site."""
-        raise ConfigError("PUBLIC_URL must be set in production (e.g. https://school.example.org).")
+        """Production has no guess: left empty, refused (links in emails must name the real site)."""
+        return ""
+
+
+def production_problems(config: Config) -> list[str]:
+    """What keeps this configuration from running in production, one line per variable."""
+    problems = []
+    if not config.SECRET_KEY:
+        problems.append(
+            "SECRET_KEY must be set in production: a long random value, e.g. the output of "
+            "python -c 'import secrets; print(secrets.token_urlsafe(48))'."
+        )
+    problems += _public_url_problems(config.PUBLIC_URL)
+    if not config.MAIL_BACKEND:
+        # Without this, mail would be kept in the database and never sent.
+        problems.append("MAIL_BACKEND must be set in production: mailgun (devmailbox sends nothing).")
+    elif config.MAIL_BACKEND == "mailgun":
+        problems += _mailgun_problems(config)
+    return problems
+
+
+def _public_url_problems(public_url: str | None) -> list[str]:
+    """PUBLIC_URL is where every emailed link points: https, or List-Unsubscribe breaks RFC 8058."""
+    example = "e.g. PUBLIC_URL=https://school.example.org"
+    if not public_url:
+        return [f"PUBLIC_URL must be set in production: the site's https:// address, {example}."]
+    parts = urlsplit(public_url)
+    if parts.scheme != "https" or not parts.hostname:
+        return [
+            f"PUBLIC_URL must be the site's https:// address ({example}); got {public_url!r}. "
+            "Links in emails and the one-click unsubscribe address (RFC 8058) must use https."
+        ]
+    return []
+
+
+def _mailgun_problems(config: Config) -> list[str]:
+    """MAIL_BACKEND=mailgun: the key, the sending domain, and a sender aligned with that domain."""
+    problems = [
+        f"{name} must be set when MAIL_BACKEND=mailgun ({what})."
+        for name, what in (
+            ("MAILGUN_API_KEY", "the domain's sending key, from Mailgun's dashboard"),
+            ("MAILGUN_DOMAIN", "the sending domain set up in Mailgun, e.g. mg.example.org"),
+        )
+        if not getattr(config, name)
+    ]
+    sending = config.MAILGUN_DOMAIN or "mg.example.org"
+    example = f"e.g. MAIL_FROM='Maple School <no-reply@{sending}>'"
+    if not config.MAIL_FROM:
+        return [
+            *problems,
+            f"MAIL_FROM must be set when MAIL_BACKEND=mailgun: the sender of every email, {example}.",
+        ]
+    address = parseaddr(config.MAIL_FROM)[1]
+    domain = address.rpartition("@")[2] if "@" in address else ""
+    if not domain:
+        return [*problems, f"MAIL_FROM must be a name and address, {example}; got {config.MAIL_FROM!r}."]
+    if config.MAILGUN_DOMAIN and not dmarc_aligned(domain, config.MAILGUN_DOMAIN):
+        problems.append(
+            f"MAIL_FROM's domain ({domain}) must be MAILGUN_DOMAIN ({config.MAILGUN_DOMAIN}), a domain it "
+            f"belongs to, or one under it, {example}: otherwise the mail fails DMARC alignment, "
+            "which Gmail and Yahoo require of bulk senders."
+        )
+    return problems
+
+
+def dmarc_aligned(from_domain: str, sending_domain: str) -> bool:
+    """Does a From: domain pass DMARC relaxed alignment with the domain Mailgun sends for?
+
+    Mailgun signs with DKIM d=<MAILGUN_DOMAIN> and sends from a bounce address there (SPF).
+    DMARC (RFC 7489, section 3.1) in relaxed mode asks that the From: domain and that domain
+    share an organisational domain. Equal domains do, and so does a domain with one of its
+    subdomains (mg.example.org with example.org, either way round), since nobody can send for
+    a public suffix such as org or co.uk. Two siblings (news.example.org and mg.example.org)
+    align too, but telling siblings from strangers under a shared suffix (a.co.uk, b.co.uk)
+    takes the Public Suffix List; so we ask for the simpler relation, which never lets a
+    misaligned pair through.
+    """
+    mine, theirs = (name.strip().rstrip(".").lower() for name in (from_domain, sending_domain))
+    return mine == theirs or mine.endswith("." + theirs) or theirs.endswith("." + mine)
 
 
 CONFIGS = {

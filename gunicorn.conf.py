@@ -13,3 +13,14 @@ timeout = 30
 accesslog = None
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
+
+
+def on_starting(server):
+    """Check the configuration once, in the master, before the port is bound or a worker forks:
+    a wrong one is one message and exit status 4 (each worker's create_app checks it again)."""
+    from config import ConfigError, config_from_env, refuse_to_start
+
+    try:
+        config_from_env()
+    except ConfigError as error:
+        refuse_to_start(error)

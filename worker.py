@@ -20,6 +20,7 @@ DIGEST_EVERY_SECONDS = 24 * 3600
 DIGEST_JOB_ID = "daily-digest"
 SUPPORT_SWEEP_JOB_ID = "sweep-support"
 POLICY_DISPATCH_JOB_ID = "policy-dispatch"
+RESET_SWEEP_JOB_ID = "sweep-reset-requests"
 log = logging.getLogger("worker")
 
 
@@ -41,6 +42,7 @@ def main(argv: list[str]) -> int:
 
 def schedule_repeating(connection) -> None:
     """Register the repeating jobs once per Redis, whatever the number of workers."""
+    from app.auth.jobs import sweep_reset_requests
     from app.consent.jobs import refresh_policy_dispatches
     from app.mail.digest import send_digests
     from app.mail.jobs import sweep
@@ -50,6 +52,7 @@ def schedule_repeating(connection) -> None:
     _repeat(connection, DIGEST_JOB_ID, send_digests, DIGEST_EVERY_SECONDS)
     _repeat(connection, SUPPORT_SWEEP_JOB_ID, sweep_support, SWEEP_EVERY_SECONDS)
     _repeat(connection, POLICY_DISPATCH_JOB_ID, refresh_policy_dispatches, SWEEP_EVERY_SECONDS)
+    _repeat(connection, RESET_SWEEP_JOB_ID, sweep_reset_requests, SWEEP_EVERY_SECONDS)
 
 
 def _repeat(connection, job_id: str, func, interval: int) -> None:

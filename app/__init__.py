@@ -5,20 +5,33 @@ from __future__ import annotations
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from config import Config, config_from_env
+from config import Config, ConfigError, config_from_env, refuse_to_start
 
 
 def create_app(config: Config | None = None) -> Flask:
-    """Build the app: config, extensions, the request pipeline, blueprints, CLI and error pages."""
+    """Build the app: config, extensions, the request pipeline, blueprints, CLI and error pages.
+
+    Without a config it reads the environment, as gunicorn, worker.py and the flask command do;
+    a configuration it refuses ends the process with the reasons, one line per variable.
+    """
+    if config is not None:
+        return _build(config)
+    try:
+        return _build(config_from_env())
+    except ConfigError as error:
+        refuse_to_start(error)
+
+
+def _build(config: Config) -> Flask:
     from app import pipeline
 
-    config = config or config_from_env()
     app = Flask(__name__, instance_path=_instance_path())
     app.config.from_object(config)
     app.config["ENV_NAME"] = config.ENV_NAME
     if app.config["BEHIND_PROXY"]:
         # Flask's documented way to add middleware; its types call wsgi_app a method, not a slot.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=1, x_proto=1, x_host=1)  # type: ignore[method-assign]
+    register_url_converters(app)  # before any blueprint adds a rule that uses them
     register_extensions(app)
     pipeline.install(app)  # every app-wide request hook, in order, in one place
     register_blueprints(app)
@@ -55,7 +68,10 @@ def register_extensions(app: Flask) -> None:
     app.session_interface = DatabaseSessionInterface()
     tenancy.install()
     jobs.install()
-    init_backend(app)
+    try:
+        init_backend(app)
+    except RuntimeError as error:  # settings the mail backend cannot use (MAILGUN_REGION, ...)
+        raise ConfigError(str(error)) from None
 
     @login_manager.user_loader
     def load_user(user_id: str):
@@ -84,6 +100,13 @@ def _tune_sqlite(app: Flask) -> None:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA busy_timeout=15000")
             cursor.close()
+
+
+def register_url_converters(app: Flask) -> None:
+    """``<int:...>`` is bounded to what an id column holds: a larger value answers 404, not a 500."""
+    from app.urls import RowIdConverter
+
+    app.url_map.converters["int"] = RowIdConverter
 
 
 def register_blueprints(app: Flask) -> None:

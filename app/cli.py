@@ -121,6 +121,16 @@ def sweep_support_command():
     click.echo(f"Swept support requests: {result}")
 
 
+@jobs_group.command("sweep-resets")
+def sweep_resets_command():
+    """Handle password reset requests left waiting (after a Redis outage or a lost job)."""
+    from app.auth.jobs import sweep_reset_requests
+
+    result = sweep_reset_requests()
+    jobs.run_ready_jobs()
+    click.echo(f"Swept reset requests: {result}")
+
+
 @jobs_group.command("digest")
 def digest_command():
     """Send the daily digests now (the worker does this once a day)."""

@@ -13,12 +13,14 @@ Before the view, in order (a hook that answers ends the request; the rest do not
   4. check_csrf            refuse a forged state change before any work, limits or database
   5. (Flask-Limiter)       rate limits, after CSRF: a forged cross-site POST from a victim's
                            browser must not spend that victim's sign-in budget
-  6. refuse_nul_characters before any value reaches the database (PostgreSQL cannot store NUL)
-  7. load_request_membership  the member, the school, the tenancy binding
-  8. enforce_access        the view's declared access; needs 7
-  9. load_notice           the consent banner, signed-in only, after 8 (no work for a refusal);
+  6. refuse_deep_json     a JSON body nested beyond reason, before anything decodes one (7 does,
+                           and so do Flask-WTF's forms); 4 and 5 read form fields and headers only
+  7. refuse_nul_characters before any value reaches the database (PostgreSQL cannot store NUL)
+  8. load_request_membership  the member, the school, the tenancy binding
+  9. enforce_access        the view's declared access; needs 8
+ 10. load_notice           the consent banner, signed-in only, after 9 (no work for a refusal);
                            reads only: no GET writes a row
- 10. record_use            state-changing requests only: continued use and the notice they saw
+ 11. record_use            state-changing requests only: continued use and the notice they saw
 
 After the view, in the order they run (Flask runs after_request hooks last-registered first;
 ``install`` registers them reversed so this list reads in running order). The session is
@@ -49,7 +51,7 @@ from app.imports.services import limit_upload_size
 from app.jobs import run_jobs_after_request
 from app.logging_setup import log_request, start_request_log
 from app.models.consent import ConsentKind
-from app.security import refuse_nul_characters, security_headers
+from app.security import refuse_deep_json, refuse_nul_characters, security_headers
 
 
 def check_csrf() -> None:
@@ -65,6 +67,7 @@ BEFORE = [
     "flask_wtf.csrf.CSRFProtect.init_app.<locals>.csrf_protect",
     "app.pipeline.check_csrf",
     "flask_limiter._extension.Limiter._check_request_limit",
+    "app.security.refuse_deep_json",
     "app.security.refuse_nul_characters",
     "app.auth.services.load_request_membership",
     "app.permissions.enforce_access",
@@ -94,6 +97,7 @@ def install(app: Flask) -> None:
     app.before_request(check_csrf)
     limiter.init_app(app)  # its check (before), its headers (after: run just before the log), its release
     login_manager.init_app(app, add_context_processor=False)  # its remember-cookie hook (after)
+    app.before_request(refuse_deep_json)
     app.before_request(refuse_nul_characters)
     app.before_request(load_request_membership)
     app.before_request(permissions.enforce_access)

@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 
 from flask import Flask
 from sqlalchemy import select
+from werkzeug.routing import IntegerConverter
 
 from app import tenancy
 from app.auth import tokens as account_tokens
@@ -75,7 +76,7 @@ def kind_of_argument(rule, argument: str) -> str | None:
         return None
     if (rule.endpoint, argument) in TOKEN_KINDS:
         return TOKEN_KINDS[(rule.endpoint, argument)]
-    if type(rule._converters[argument]).__name__ == "IntegerConverter":
+    if isinstance(rule._converters[argument], IntegerConverter):  # app.urls.RowIdConverter
         return INT_KINDS.get(argument) or table_for_argument(argument) or f"unknown int {argument}"
     return f"unknown {rule.endpoint}:{argument}"
 

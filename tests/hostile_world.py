@@ -207,20 +207,23 @@ def may_reach(app: Flask, endpoint: str, side: Side, role: str) -> bool:
 _ARGUMENT = re.compile(r"<(?:(?P<converter>[a-z]+)(?:\([^)]*\))?:)?(?P<name>\w+)>")
 
 
+# Stems that more than one table ends with, and the table the routes' argument names.
+AMBIGUOUS_STEMS = {"request": "support_request"}  # no route takes a password_reset_request
+
+
 def table_for_argument(name: str) -> str | None:
     """``class_id`` -> ``school_class``, ``membership_id`` -> ``membership``: a table whose name
-    is the argument's stem or ends with ``_<stem>``."""
+    is the argument's stem or the one table that ends with ``_<stem>`` (else AMBIGUOUS_STEMS)."""
     if not name.endswith("_id"):
         return None
     stem = name[: -len("_id")]
     tables = [t.name for t in db.metadata.sorted_tables]
-    for table in tables:
-        if table == stem:
-            return table
-    for table in tables:
-        if table.endswith("_" + stem):
-            return table
-    return None
+    if stem in tables:
+        return stem
+    ending = [table for table in tables if table.endswith("_" + stem)]
+    if len(ending) > 1:
+        return AMBIGUOUS_STEMS.get(stem)  # None: an unknown kind, which the tenant matrix refuses
+    return ending[0] if ending else None
 
 
 def int_arguments(rule) -> list[str]:

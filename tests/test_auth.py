@@ -7,13 +7,22 @@ from datetime import timedelta
 
 import pytest
 import time_machine
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from app import tenancy
+from app import jobs, tenancy
+from app.auth.jobs import handle_reset_request, sweep_reset_requests
 from app.extensions import db
-from app.models import AccountToken, Membership, MembershipStatus, Role, User, WebSession
+from app.models import (
+    AccountToken,
+    Membership,
+    MembershipStatus,
+    PasswordResetRequest,
+    Role,
+    User,
+    WebSession,
+)
 from app.models.base import utcnow
-from tests.conftest import PASSWORD, sign_in
+from tests.conftest import PASSWORD, count_queries, sign_in, without_csrf_tokens
 
 NEW_PASSWORD = "plum orchard lantern"
 
@@ -197,6 +206,100 @@ def test_forgot_password_answers_the_same_for_unknown_addresses(client, make_sch
     assert without_tokens(known) == without_tokens(unknown)
     assert "Check your email" in unknown.get_data(as_text=True)
     assert [m.to for m in sent_mail] == ["known@example.org"]
+
+
+@pytest.fixture
+def held_jobs(monkeypatch) -> list[jobs.PendingJob]:
+    """In-process jobs a request released, held instead of run after it (as Redis would hold them)."""
+    held: list[jobs.PendingJob] = []
+    monkeypatch.setattr(jobs, "run_ready_jobs", lambda: held.extend(db.session.info.pop("ready_jobs", [])))
+    return held
+
+
+def _work_through(held: list[jobs.PendingJob]) -> None:
+    """Be the worker: run the held jobs, then whatever they enqueue (the outbox's send)."""
+    for job in held:
+        job.func(*job.args)
+    held.clear()
+    for job in db.session.info.pop("ready_jobs", []):
+        job.func(*job.args)
+
+
+def test_forgot_password_does_the_same_work_for_known_and_unknown_addresses(
+    app, make_school, make_member, sent_mail, held_jobs
+):
+    """No lookup in the request: the same SQL, the same job and the same page for both; the
+    worker's job then mails the known address only, and forgets both requests."""
+    make_member(make_school(), email="known@example.org")
+    seen = {}
+    for email in ("known@example.org", "unknown@example.org"):
+        client = app.test_client()
+        token = client.csrf_token()
+        before = len(held_jobs)
+        with count_queries() as statements:
+            response = client.post("/password/forgot", data={"email": email, "csrf_token": token})
+        page = without_csrf_tokens(response.get_data(as_text=True))
+        enqueued = [(job.func, job.queue, len(job.args)) for job in held_jobs[before:]]
+        seen[email] = (response.status_code, page, statements, enqueued)
+    known, unknown = seen["known@example.org"], seen["unknown@example.org"]
+    assert known[0] == unknown[0] == 200 and "Check your email" in known[1]
+    assert known[1] == unknown[1]  # the same page
+    assert known[2] == unknown[2] and any(s.lstrip().startswith("INSERT") for s in known[2])
+    assert not any('FROM "user"' in s or "FROM user" in s for s in known[2])  # no lookup of the address
+    assert known[3] == unknown[3] == [(handle_reset_request, "mail", 1)]
+    assert sent_mail == [] and db.session.scalar(select(func.count(PasswordResetRequest.id))) == 2
+
+    _work_through(held_jobs)
+    assert [m.to for m in sent_mail] == ["known@example.org"]
+    assert "/password/reset/" in sent_mail[0].text
+    assert db.session.scalar(select(func.count(PasswordResetRequest.id))) == 0  # no address kept
+
+
+def test_a_reset_request_whose_job_was_lost_is_swept_and_sent_once(
+    client, clock, make_school, make_member, sent_mail, held_jobs
+):
+    make_member(make_school(), email="lost@example.org")
+    client.form("/password/forgot", {"email": "lost@example.org"})
+    [lost] = held_jobs
+    held_jobs.clear()  # Redis went down with it: only the row is left
+    assert sweep_reset_requests() == {"requests": 0}  # not lost yet: its job may still come
+    clock.shift(minutes=6)
+    swept = client.application.test_cli_runner().invoke(args=["jobs", "sweep-resets"])  # as the worker's
+    assert "Swept reset requests: {'requests': 1}" in swept.output
+    _work_through([*held_jobs, lost, lost])  # the sweep's copy, and the lost one turning up twice
+    assert [m.to for m in sent_mail] == ["lost@example.org"]
+    assert sweep_reset_requests() == {"requests": 0}
+    assert lost.func(*lost.args) == "skipped"
+
+
+def test_the_worker_schedules_the_reset_request_sweeper(monkeypatch):
+    import worker
+
+    scheduled: list[tuple[str, object, int]] = []
+    monkeypatch.setattr(
+        worker, "_repeat", lambda conn, job_id, func, every: scheduled.append((job_id, func, every))
+    )
+    worker.schedule_repeating(connection=None)
+    assert (worker.RESET_SWEEP_JOB_ID, sweep_reset_requests, worker.SWEEP_EVERY_SECONDS) in scheduled
+
+
+def test_forgot_password_is_rate_limited_per_address_and_each_submit_sends_a_link(
+    client, clock, make_school, make_member, sent_mail
+):
+    """Five a hour per address (a minute apart, under the per-address-and-IP limit): each sends
+    its own link, as before the worker took the mail over; the sixth waits and stores nothing."""
+    make_member(make_school(), email="often@example.org")
+    for _ in range(5):
+        assert client.form("/password/forgot", {"email": "often@example.org"}).status_code == 200
+        clock.shift(seconds=61)
+    limited = client.form("/password/forgot", {"email": "often@example.org"})
+    assert limited.status_code == 429
+    assert [m.to for m in sent_mail] == ["often@example.org"] * 5
+    assert db.session.scalar(select(func.count(PasswordResetRequest.id))) == 0
+    assert client.form("/password/forgot", {"email": "other@example.org"}).status_code == 200
+    clock.shift(hours=1)
+    assert client.form("/password/forgot", {"email": "often@example.org"}).status_code == 200
+    assert len(sent_mail) == 6
 
 
 def _accepted_the_policy(user: User) -> None:

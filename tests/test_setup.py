@@ -14,7 +14,7 @@ import config as config_module
 from app import create_app, tenancy
 from app.extensions import db
 from app.models import Membership, Role, School, User
-from config import ConfigError, ProductionConfig, config_from_env, database_url, redis_options
+from config import ConfigError, config_from_env, database_url, redis_options
 from tests.conftest import PASSWORD, make_config, sign_in
 
 
@@ -27,21 +27,6 @@ def test_heroku_database_urls_use_psycopg():
 def test_tls_redis_accepts_heroku_self_signed_certificates():
     assert redis_options("rediss://:p@h:6380") == {"ssl_cert_reqs": "none"}
     assert redis_options("redis://h:6379") == {}
-
-
-def test_production_refuses_to_start_without_a_secret_key_or_public_url(monkeypatch):
-    monkeypatch.delenv("SECRET_KEY", raising=False)
-    monkeypatch.setenv("PUBLIC_URL", "https://school.example.org")
-    with pytest.raises(ConfigError, match="SECRET_KEY"):
-        ProductionConfig()
-    monkeypatch.setenv("SECRET_KEY", "x" * 40)
-    monkeypatch.delenv("PUBLIC_URL")
-    with pytest.raises(ConfigError, match="PUBLIC_URL"):
-        ProductionConfig()
-    monkeypatch.setenv("PUBLIC_URL", "https://school.example.org")
-    monkeypatch.delenv("MAIL_BACKEND", raising=False)
-    with pytest.raises(ConfigError, match="MAIL_BACKEND"):  # or mail would never leave the database
-        ProductionConfig()
 
 
 def test_development_keeps_one_generated_secret_key(monkeypatch, tmp_path):
@@ -58,7 +43,7 @@ def test_development_keeps_one_generated_secret_key(monkeypatch, tmp_path):
 def test_heroku_dynos_default_to_production(monkeypatch):
     monkeypatch.setenv("DYNO", "web.1")
     monkeypatch.setenv("PUBLIC_URL", "https://school.example.org")
-    monkeypatch.setenv("MAIL_BACKEND", "mailgun")
+    monkeypatch.setenv("MAIL_BACKEND", "devmailbox")  # tests/test_production_config.py: mailgun's
     monkeypatch.delenv("APP_ENV", raising=False)
     monkeypatch.setenv("SECRET_KEY", "x" * 40)
     assert config_from_env().ENV_NAME == "production"

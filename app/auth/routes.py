@@ -151,10 +151,11 @@ def sign_out():
 @limiter.limit(_sign_in_limit, methods=["POST"])
 @limiter.limit("5 per hour", methods=["POST"], key_func=_submitted_email_key)
 def forgot_password():
-    """Ask for a reset link; the answer never says whether the address has an account."""
+    """Ask for a reset link; the answer, and the work done for it, never say whether the address
+    has an account (the worker looks it up and sends the mail)."""
     form = forms.ForgotPasswordForm()
     if form.validate_on_submit():
-        services.send_password_reset(form.email.data)
+        services.ask_for_password_reset(form.email.data)
         db.session.commit()
         return render_template("auth/reset_sent.html")
     return render_template("auth/forgot.html", form=form), 400 if form.errors else 200

@@ -11,13 +11,14 @@ from flask import current_app, g, request, session
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import func, select
 
-from app import sessions, tenancy
+from app import jobs, sessions, tenancy
 from app.auth import passwords, tokens
 from app.extensions import db
 from app.mail import queue_email
 from app.models import (
     Membership,
     MembershipStatus,
+    PasswordResetRequest,
     School,
     SchoolClass,
     User,
@@ -148,8 +149,23 @@ def change_password(user: User, new_password: str) -> None:
     _server_session().regenerate()
 
 
+def ask_for_password_reset(email: str) -> None:
+    """The web request's part of a reset: store the address and enqueue the worker's lookup.
+
+    The same INSERT and the same job for every address, with or without an account, so the
+    answer and its timing say nothing; ``auth.jobs.handle_reset_request`` does the rest.
+    """
+    from app.auth.jobs import QUEUE, handle_reset_request
+
+    # No account has a longer address; lowercasing can lengthen some (İ), and the column is 254.
+    request_row = PasswordResetRequest(email=normalise_email(email)[:254])
+    db.session.add(request_row)
+    db.session.flush()
+    jobs.enqueue(handle_reset_request, request_row.id, queue=QUEUE)
+
+
 def send_password_reset(email: str) -> None:
-    """Email a reset link if the address belongs to an active account; silent otherwise."""
+    """Email a reset link if the address belongs to an active account; silent otherwise (worker)."""
     user = find_user(email)
     if user is None or not user.active:
         return

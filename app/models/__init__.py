@@ -2,7 +2,7 @@
 
 # Feature modules register their tables by being imported; import their classes from them.
 from app.models import audit, calendar, consent, imports  # noqa: F401
-from app.models.accounts import AccountToken, WebSession
+from app.models.accounts import AccountToken, PasswordResetRequest, WebSession
 from app.models.directory import (
     ClassHelper,
     ClassRole,
@@ -38,6 +38,7 @@ from app.models.support import SupportKind, SupportRequest, SupportStatus
 
 __all__ = [
     "AccountToken",
+    "PasswordResetRequest",
     "Category",
     "ClassHelper",
     "ClassRole",

@@ -1,4 +1,5 @@
-"""Server-side sessions and single-use account tokens (password reset, email change)."""
+"""Server-side sessions, single-use account tokens (password reset, email change) and the
+reset requests waiting for the worker."""
 
 from __future__ import annotations
 
@@ -32,3 +33,15 @@ class AccountToken(Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class PasswordResetRequest(Model):
+    """An address someone asked a reset link for, waiting for the worker; deleted once handled.
+
+    The web request writes this row whether or not the address has an account (the same
+    statement either way), so neither its answer nor its time tells; the worker looks it up.
+    """
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

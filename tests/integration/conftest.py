@@ -155,6 +155,7 @@ def start_worker(
         MAIL_BACKEND="devmailbox",
         SECRET_KEY=WORKER_SECRET_KEY,
         INSTANCE_PATH=str(instance),
+        PUBLIC_URL="http://localhost",  # the site as the test client knows it (SERVER_NAME)
         PYTHONUNBUFFERED="1",
     )
 
