@@ -353,3 +353,21 @@ def test_message_page_shows_bounced_and_complained_counts(client, fake, schools,
     assert '<td data-count="bounced">1</td>' in page and '<td data-count="complained">1</td>' in page
     statuses = db.session.scalars(select(MailDelivery.status)).all()
     assert set(statuses) == {DeliveryStatus.SENT}
+
+
+def test_the_worker_schedules_the_suppression_sweeper_and_the_command_runs_it(app, monkeypatch, clock):
+    import worker
+
+    scheduled: list[tuple[str, object, int]] = []
+    monkeypatch.setattr(
+        worker, "_repeat", lambda conn, job_id, func, every: scheduled.append((job_id, func, every))
+    )
+    worker.schedule_repeating(connection=None)
+    assert (worker.SUPPRESSION_SWEEP_JOB_ID, sweep_suppressions, worker.SWEEP_EVERY_SECONDS) in scheduled
+    db.session.add(SuppressionLift(email="gone@example.org", reason="bounce", provider_lists="bounces"))
+    db.session.commit()
+    clock.shift(minutes=3)
+    result = app.test_cli_runner().invoke(args=["jobs", "sweep-suppressions"])
+    assert result.exit_code == 0 and "'lifts': 1" in result.output
+    assert app.extensions["mail_backend"].removed == [("gone@example.org", ("bounces",))]
+    assert db.session.scalar(select(SuppressionLift.done_at)) is not None

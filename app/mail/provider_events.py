@@ -233,10 +233,6 @@ class Feedback:
     unsubscribed: int = 0
     dropped: int = 0  # refused by the provider's own lists, or given up on
 
-    @property
-    def any(self) -> bool:
-        return bool(self.bounced or self.complained or self.unsubscribed or self.dropped)
-
 
 def feedback_for(message_id: int) -> Feedback:
     """Deliveries of the message per kind of provider event, in one grouped query."""

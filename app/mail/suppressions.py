@@ -104,6 +104,7 @@ def platform_page(before_id: int | None = None, limit: int = PAGE) -> Page:
 
 
 def _paged(query, before_id: int | None, limit: int, listed) -> Page:
+    """One page of ``query`` by suppression id (one row more than a page says if another follows)."""
     if before_id is not None:
         query = query.where(Suppression.id < before_id)
     rows = [listed(row) for row in db.session.execute(query.order_by(Suppression.id.desc()).limit(limit + 1))]
