@@ -141,8 +141,12 @@ class Config:
     MAILGUN_EVENTS_LAG_SECONDS = float(os.environ.get("MAILGUN_EVENTS_LAG_SECONDS", "30"))
     # An address whose inbound mail reaches us, for the mailto: part of List-Unsubscribe.
     MAIL_UNSUBSCRIBE_MAILTO = os.environ.get("MAIL_UNSUBSCRIBE_MAILTO")
-    # Webhook timestamps older than this (or this far in the future) are refused as stale.
-    WEBHOOK_MAX_AGE_SECONDS = 15 * 60
+    # Mailgun retries an unanswered webhook for about 8 hours (5 min ... 4 h apart) with the
+    # timestamp, token and signature of the first try: older than this is refused as stale, and
+    # tokens are remembered as long (a retry of one already taken is answered, not redone).
+    WEBHOOK_MAX_AGE_SECONDS = 9 * 3600
+    # A timestamp this far ahead of our clock is tolerated (clock skew), and no further.
+    WEBHOOK_MAX_AHEAD_SECONDS = 5 * 60
     # Support requests go to Zendesk's Tickets API (email/token auth); unset: they wait, stored.
     ZENDESK_SUBDOMAIN = os.environ.get("ZENDESK_SUBDOMAIN")
     ZENDESK_EMAIL = os.environ.get("ZENDESK_EMAIL")

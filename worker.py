@@ -21,6 +21,7 @@ DIGEST_JOB_ID = "daily-digest"
 SUPPORT_SWEEP_JOB_ID = "sweep-support"
 POLICY_DISPATCH_JOB_ID = "policy-dispatch"
 RESET_SWEEP_JOB_ID = "sweep-reset-requests"
+SUPPRESSION_SWEEP_JOB_ID = "sweep-suppressions"
 log = logging.getLogger("worker")
 
 
@@ -46,6 +47,7 @@ def schedule_repeating(connection) -> None:
     from app.consent.jobs import refresh_policy_dispatches
     from app.mail.digest import send_digests
     from app.mail.jobs import sweep
+    from app.mail.suppressions import sweep_suppressions
     from app.support.jobs import sweep_support
 
     _repeat(connection, SWEEP_JOB_ID, sweep, SWEEP_EVERY_SECONDS)
@@ -53,6 +55,7 @@ def schedule_repeating(connection) -> None:
     _repeat(connection, SUPPORT_SWEEP_JOB_ID, sweep_support, SWEEP_EVERY_SECONDS)
     _repeat(connection, POLICY_DISPATCH_JOB_ID, refresh_policy_dispatches, SWEEP_EVERY_SECONDS)
     _repeat(connection, RESET_SWEEP_JOB_ID, sweep_reset_requests, SWEEP_EVERY_SECONDS)
+    _repeat(connection, SUPPRESSION_SWEEP_JOB_ID, sweep_suppressions, SWEEP_EVERY_SECONDS)
 
 
 def _repeat(connection, job_id: str, func, interval: int) -> None:

@@ -51,6 +51,7 @@ ACTIONS: dict[str, str] = {
     "auth.signed_in": "Signed in",
     "account.closed": "Closed their own account",
     "message.cancelled": "Cancelled a scheduled message",
+    "suppression.lifted": "Lifted an email suppression",
 }
 
 

@@ -131,6 +131,16 @@ def sweep_resets_command():
     click.echo(f"Swept reset requests: {result}")
 
 
+@jobs_group.command("sweep-suppressions")
+def sweep_suppressions_command():
+    """Retry removals of lifted suppressions from Mailgun's lists; forget old webhook tokens."""
+    from app.mail.suppressions import sweep_suppressions
+
+    result = sweep_suppressions()
+    jobs.run_ready_jobs()
+    click.echo(f"Swept suppressions: {result}")
+
+
 @jobs_group.command("digest")
 def digest_command():
     """Send the daily digests now (the worker does this once a day)."""

@@ -27,6 +27,7 @@ from app.models import (
     DevMail,
     SupportKind,
     SupportRequest,
+    Suppression,
     User,
 )
 from app.models.calendar import Event
@@ -68,6 +69,8 @@ class IdKind:
     build: Callable[[Side], int | str | list]  # a list: each value is tried
     column: str = "id"  # the column the URL's value (or its hash) is looked up in
     transform: Callable[[int | str], int | str] = lambda value: value
+    # For rows with no school_id that still belong to one school (an address of its member).
+    school_of_row: Callable[[object], int | None] | None = None
 
 
 def kind_of_argument(rule, argument: str) -> str | None:
@@ -214,6 +217,27 @@ def _dev_mail(side: Side) -> int:
     return mail.id
 
 
+def _suppression(side: Side) -> int:
+    """A suppressed address of one of the side's members (Suppression rows name no school)."""
+    email = side.actors["room_parent"].user.email
+    suppression = Suppression(
+        email=email, reason="bounce", blocks_administrative=True, provider_lists="bounces"
+    )
+    db.session.add(suppression)
+    db.session.commit()
+    return suppression.id
+
+
+def _school_of_address(row) -> int | None:
+    """The school of the member whose address is suppressed (each test address has one)."""
+    with db.engine.connect() as conn:
+        users, memberships = db.metadata.tables["user"], db.metadata.tables["membership"]
+        query = select(memberships.c.school_id).join(users, users.c.id == memberships.c.user_id)
+        schools = set(conn.scalars(query.where(users.c.email == row.email)))
+    assert len(schools) == 1, schools
+    return schools.pop()
+
+
 def _memberships(side: Side) -> list[int]:
     """A pending applicant (approve, reject) and an approved member (their settings page)."""
     return [side.ids["membership"], side.actors["parent"].id]
@@ -270,6 +294,7 @@ KINDS: dict[str, IdKind] = {
         ),
         IdKind("policy_version", "policy_version", False, _policy_version, "number"),
         IdKind("dev_mail", "dev_mail", False, _dev_mail),
+        IdKind("suppression", "suppression", True, _suppression, school_of_row=_school_of_address),
     )
 }
 
@@ -293,4 +318,6 @@ def school_of(kind_name: str, value: int | str) -> int | None:
     assert row is not None, f"the {kind_name} {value!r} names no row"
     if kind.table == "school":
         return row.id
+    if kind.school_of_row is not None:
+        return kind.school_of_row(row)
     return getattr(row, "school_id", None)

@@ -406,6 +406,9 @@ GUARDED: dict[tuple[str, str], frozenset[str]] = {
     ("permission_change", "*"): frozenset({"members.permissions"}),
     ("school", "*"): frozenset({"settings.edit"}),
     ("school_class", "*"): frozenset({"classes.manage", "import.run"}),
+    # Lifting a member's email suppression (the webhook, which also writes them, is not signed in).
+    ("suppression", "*"): frozenset({"members.manage"}),
+    ("suppression_lift", "*"): frozenset({"members.manage"}),
 }
 
 

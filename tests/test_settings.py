@@ -67,6 +67,7 @@ SECTIONS = [
     ("POST", "/settings/support/grant", {Role.ADMIN, Role.SUPERADMIN}),
     ("GET", "/settings/people", {Role.ADMIN, Role.SUPERADMIN}),
     ("GET", "/settings/audit", {Role.ADMIN, Role.SUPERADMIN}),
+    ("GET", "/settings/suppressions", {Role.ADMIN, Role.SUPERADMIN}),
     ("POST", "/settings/people/{me}/permissions", {Role.SUPERADMIN}),
 ]
 

@@ -98,6 +98,20 @@ class MailBackend:
         """
         raise NotImplementedError
 
+    def remove_suppression(self, email: str, lists: list[str]) -> None:
+        """Take the address off the provider's own lists ("bounces", "complaints", "unsubscribes").
+
+        Succeeds when it is not (or no longer) on them, or raises one of the failures above. A
+        backend with no provider behind it (the development mailbox, memory) keeps no lists: it
+        only records what was asked, in ``removed``.
+        """
+        self.removed.append((email, tuple(lists)))
+
+    @property
+    def removed(self) -> list[tuple[str, tuple[str, ...]]]:
+        """Removals asked of this backend object, oldest first (local backends only)."""
+        return vars(self).setdefault("_removed", [])
+
 
 _PLACEHOLDER = re.compile(r"%recipient\.([A-Za-z0-9_]+)%")
 

@@ -31,6 +31,7 @@ from datetime import datetime
 from urllib.parse import quote, urlencode, urlsplit
 
 from app.mail.backends import Batch, MailBackend, OutcomeUnknown, PermanentFailure, TemporaryFailure
+from app.mail.provider_events import PROVIDER_LISTS
 from app.providers import ADDRESS, checked_base_url, network_reason, opener_for, retry_after_seconds
 
 log = logging.getLogger(__name__)
@@ -314,6 +315,50 @@ class MailgunBackend(MailBackend):
         """Mailgun's own message may quote an address (or, in theory, the key): drop both."""
         text = text.replace(self._api_key, "[key]")
         return ADDRESS.sub("[address]", text)
+
+    # -- Mailgun's suppression lists ----------------------------------------------------------
+
+    def remove_suppression(self, email: str, lists: list[str]) -> None:
+        """``DELETE /v3/<domain>/<list>/<address>`` for each list; a 404 means it is not there (done).
+
+        Delivery to the address resumes at Mailgun until it bounces or complains again.
+        """
+        for name in lists:
+            if name not in PROVIDER_LISTS:
+                raise ValueError(f"{name!r} is not one of Mailgun's suppression lists")
+            self._delete_from(name, email)
+
+    def _delete_from(self, name: str, email: str) -> None:
+        url = f"{self.base_url}/v3/{quote(self.domain, safe='')}/{name}/{quote(email, safe='')}"
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
+            url,
+            method="DELETE",
+            headers={
+                "Authorization": self._authorization,
+                "Accept": "application/json",
+                "User-Agent": "join-our-class-mailer",
+            },
+        )
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                self._read(response)
+        except urllib.error.HTTPError as error:
+            with error:
+                payload = self._read(error)
+                if error.code == 404:
+                    log.info("mailgun %s: the address was not on it", name)
+                    return
+                failure = self._failure(error.code, payload, error.headers)
+            # _failure words a refusal for the messages endpoint; say what was refused here.
+            failure.reason = failure.reason.replace("the batch", f"the removal from {name}")
+            failure.args = (failure.reason,)
+            log.warning("mailgun %s: removing an address failed: %s", name, failure.reason)
+            raise failure from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            failure = TemporaryFailure(f"Mailgun could not be reached: {network_reason(error)}")
+            log.warning("mailgun %s: removing an address failed: %s", name, failure.reason)
+            raise failure from None
+        log.info("mailgun %s: an address was removed", name)
 
 
 def _json_message(payload: bytes) -> str:

@@ -12,6 +12,7 @@ from app import clock
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
 from app.lookup import or_404
+from app.mail import provider_events
 from app.messages import forms, services
 from app.models.base import utcnow
 from app.parsing import optional_id
@@ -167,6 +168,7 @@ def show(message_id: int):
         may_resend=services.may_resend(message),
         polling=not counts.settled and not waiting_for_its_time,
         body_html=services.render_markdown(message.source_markdown or ""),
+        feedback=provider_events.feedback_for(message.id),
     )
 
 

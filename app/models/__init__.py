@@ -14,6 +14,7 @@ from app.models.directory import (
 )
 from app.models.messaging import (
     Category,
+    DeliveryEvent,
     DeliveryMode,
     DeliveryStatus,
     DevMail,
@@ -21,6 +22,7 @@ from app.models.messaging import (
     MailMessage,
     MailPreference,
     Suppression,
+    SuppressionLift,
     WebhookToken,
 )
 from app.models.people import (
@@ -42,6 +44,7 @@ __all__ = [
     "Category",
     "ClassHelper",
     "ClassRole",
+    "DeliveryEvent",
     "DeliveryMode",
     "DeliveryStatus",
     "DevMail",
@@ -63,6 +66,7 @@ __all__ = [
     "SupportRequest",
     "SupportStatus",
     "Suppression",
+    "SuppressionLift",
     "User",
     "Visibility",
     "WebSession",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -163,7 +163,8 @@ class Suppression(Model):
     """An address we must not mail, learnt from the provider (bounce, complaint, unsubscribe).
 
     Kept here rather than in Mailgun's per-domain lists, which would also block the
-    administrative mail an active account must still receive after an unsubscribe.
+    administrative mail an active account must still receive after an unsubscribe. The
+    reasons are app.mail.provider_events' (the provider's words, kept as it said them).
     """
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -172,6 +173,10 @@ class Suppression(Model):
     # A dead address gets nothing; a complaint or an unsubscribe still gets administrative mail.
     blocks_administrative: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Mailgun's own lists the address is on ("bounces,complaints"): what lifting it removes there.
+    provider_lists: Mapped[str] = mapped_column(String(60), default="", server_default="")
+    # What the receiving server said (code and words, addresses taken out), when it said anything.
+    detail: Mapped[str | None] = mapped_column(String(200))
 
 
 class WebhookToken(Model):
@@ -191,3 +196,50 @@ class DevMail(Model):
     html_body: Mapped[str | None] = mapped_column(Text)
     headers: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# -- provider feedback and lifted suppressions (app/mail/provider_events.py, suppressions.py) --
+
+
+class DeliveryEvent(Model):
+    """What the provider reported about one delivery after it was sent (a bounce, a complaint).
+
+    Written by the webhook once per delivery and kind, however often the provider repeats it;
+    the message page counts these.
+    """
+
+    __table_args__ = (
+        UniqueConstraint("delivery_id", "kind"),
+        Index("ix_delivery_event_message_kind", "message_id", "kind"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("mail_delivery.id", ondelete="CASCADE"))
+    message_id: Mapped[int] = mapped_column(ForeignKey("mail_message.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(20))  # bounced, complained, unsubscribed, dropped
+    reason: Mapped[str | None] = mapped_column(String(40))  # the provider's own word ("suppress-bounce")
+    occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SuppressionLift(Model):
+    """A suppression lifted here, whose removal from the provider's lists follows (and retries).
+
+    The local suppression is gone at once; this row keeps the address only until the provider
+    has forgotten it too, and a while after (refusals of mail sent before then are not new news).
+    """
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), index=True)
+    reason: Mapped[str] = mapped_column(String(20))
+    provider_lists: Mapped[str] = mapped_column(String(60), default="")
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id", ondelete="SET NULL"))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(300))
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+
+
+# A webhook finds the deliveries of the provider's message id (one id per batch of up to 1,000).
+Index("ix_mail_delivery_provider_id", MailDelivery.provider_id)

@@ -1,6 +1,7 @@
 """Platform blueprint: the support console, and entering a school under its grant (P3).
 
-Policy authoring (platform admins) is nested in it from policy_routes.py.
+Policy authoring and email suppressions (platform admins) are nested in it from
+policy_routes.py and suppression_routes.py.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from app.models import PlatformRole
 from app.permissions import platform
 from app.platform import access, services
 from app.platform.policy_routes import bp as policy_bp
+from app.platform.suppression_routes import bp as suppressions_bp
 
 bp = Blueprint("platform", __name__, url_prefix="/platform")
 bp.register_blueprint(policy_bp)
+bp.register_blueprint(suppressions_bp)
 STAFF = (PlatformRole.SUPPORT, PlatformRole.ADMIN)
 
 

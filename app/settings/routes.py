@@ -2,7 +2,8 @@
 
 Each section needs its own permission from the catalogue: the page itself settings.view,
 changing the school settings.edit, people members.manage (and members.permissions for single
-permissions), support access support.grant, the audit log audit.view, the data data.export.
+permissions), the members' email suppressions members.manage, support access support.grant,
+the audit log audit.view, the data data.export.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from app.settings import forms, support_access
 from app.settings import school as school_settings
 from app.settings.audit_routes import bp as audit_bp
 from app.settings.people_routes import bp as people_bp
+from app.settings.suppression_routes import bp as suppressions_bp
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
 bp.register_blueprint(people_bp)
 bp.register_blueprint(audit_bp)
+bp.register_blueprint(suppressions_bp)
 
 PAGE = "settings/index.html"
 

@@ -17,7 +17,7 @@ from flask import url_for
 from playwright.sync_api import Page
 
 from app.extensions import db
-from app.models import PlatformRole
+from app.models import PlatformRole, Suppression
 from tests.browser.helpers import sign_in
 from tests.hostile_world import ROLES, build_world
 
@@ -121,6 +121,7 @@ def test_no_serious_accessibility_violations_on_any_page_a_role_reaches(
     context, live_server, axe_source, make_school, make_member, role
 ):
     world = build_world(make_school, make_member)
+    _suppress_a_member(world)
     page = context.new_page()
     if role == "pending":
         _sign_in_pending(page, world.mine.actors[role].user.email)
@@ -129,7 +130,16 @@ def test_no_serious_accessibility_violations_on_any_page_a_role_reaches(
     starts = ["/"] if role != "anonymous" else ["/", "/sign-in", "/join", "/password/forgot", "/contact"]
     checked, problems = crawl_and_check(page, axe_source, live_server, starts)
     assert len(checked) >= 2, checked
+    if role in ("admin", "superadmin"):
+        assert "/settings/suppressions" in checked, checked  # with a suppression listed on it
     assert problems == [], "\n".join(problems)
+
+
+def _suppress_a_member(world) -> None:
+    """A suppressed address of my school's parent, so the suppression lists are not empty."""
+    email = world.mine.actors["parent"].user.email
+    db.session.add(Suppression(email=email, reason="complaint", provider_lists="complaints"))
+    db.session.commit()
 
 
 def _sign_in_pending(page: Page, email: str) -> None:
@@ -150,6 +160,7 @@ def test_no_serious_accessibility_violations_on_the_platform_pages(
 ):
     """The operator's own people: their console and whatever it links to."""
     world = build_world(make_school, make_member)
+    _suppress_a_member(world)
     operator = world.mine.actors["parent"].user
     operator.platform_role = platform_role
     db.session.commit()
@@ -158,4 +169,6 @@ def test_no_serious_accessibility_violations_on_the_platform_pages(
     sign_in(page, operator.email)
     checked, problems = crawl_and_check(page, axe_source, live_server, [console, "/"])
     assert console in checked, checked
+    if platform_role is PlatformRole.ADMIN:
+        assert url_for("platform.suppressions.index", _external=False) in checked, checked
     assert problems == [], "\n".join(problems)

@@ -36,6 +36,8 @@ As a separate process (a worker test or a benchmark)::
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import itertools
 import json
 import socket
@@ -60,6 +62,13 @@ from tests.fakes.mailgun_events import EventLog
 MAX_RECIPIENTS = 1000
 MAX_BODY = 25 * 1024 * 1024  # Mailgun's message size limit
 QUEUED = "Queued. Thank you."
+# Mailgun's suppression lists: the path segment and the table its 404 names.
+SUPPRESSION_LISTS = {"bounces": "bounces", "complaints": "complaints", "unsubscribes": "unsubscribes"}
+REMOVED = {
+    "bounces": "Bounced address has been removed",
+    "complaints": "Spam complaint has been removed",
+    "unsubscribes": "Unsubscribe event has been removed",
+}
 
 
 @dataclass
@@ -260,6 +269,36 @@ class MailgunHandler(FakeHandler):
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
 
+    # -- the suppression lists: DELETE /v3/<domain>/{bounces,complaints,unsubscribes}/<address> --
+
+    def do_DELETE(self):  # noqa: N802 - http.server's naming
+        try:
+            self._body_if_any()
+            self.serve_suppression_delete(urlsplit(self.path).path)
+        except BadRequest as error:
+            self._json(error.status, self.error_payload(error.status, error.message))
+
+    def _body_if_any(self) -> None:
+        """A DELETE usually has no body; read one if sent, so the connection stays well-formed."""
+        if self.headers.get("Content-Length"):
+            self._body()
+
+    def serve_suppression_delete(self, path: str) -> None:
+        fake: FakeMailgun = self.fake
+        parts = path.strip("/").split("/")
+        if len(parts) != 4 or parts[0] != "v3" or parts[2] not in SUPPRESSION_LISTS:
+            raise BadRequest(404, "Not Found")
+        if not fake._authorised(self.headers.get("Authorization")):
+            raise BadRequest(401, "Forbidden")
+        if unquote(parts[1]) != fake.domain:
+            raise BadRequest(404, f"Domain not found: {unquote(parts[1])}")
+        if self.answer_scripted():
+            return
+        name, address = parts[2], unquote(parts[3]).strip().lower()
+        if not fake._forget(name, address):
+            raise BadRequest(404, f"Address not found in {SUPPRESSION_LISTS[name]} table")
+        self._json(200, {"message": REMOVED[name], "address": address})
+
 
 class FakeMailgun(FakeServer[RecordedRequest]):
     """A loopback HTTP server that accepts ``POST /v3/<domain>/messages`` like Mailgun.
@@ -387,12 +426,159 @@ class FakeMailgun(FakeServer[RecordedRequest]):
         with self._lock:
             self.dropped += 1
 
+    def event_for(self, email: str, outcome: str, *, when: float | None = None) -> dict:
+        """The event Mailgun would report for the last message it accepted for ``email``.
+
+        As at Mailgun, a hard bounce, a complaint or an unsubscribe also puts the address on the
+        domain's list of that kind (from which a DELETE takes it off again).
+        """
+        wanted = email.strip().lower()
+        for request in reversed(self.accepted()):
+            if wanted in {address.lower() for address in request.recipients}:
+                if outcome in LISTED_BY:
+                    self.suppress(LISTED_BY[outcome], wanted)
+                return event_data(outcome, wanted, request.message_id, when=when, domain=self.domain)
+        raise LookupError("no accepted message was addressed to that recipient")
+
     def _new_id(self) -> str:
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
         return f"<{stamp}.{next(self._ids)}.{uuid.uuid4().hex[:12]}@{self.domain}>"
 
     def _authorised(self, header: str | None) -> bool:
         return basic_auth_matches(header, "api", self.api_key)
+
+    # -- the suppression lists (Mailgun adds to them itself; tests call ``suppress``) -------------
+
+    def suppress(self, list_name: str, address: str) -> None:
+        """Put an address on one of the domain's lists, as a bounce or a complaint would at Mailgun."""
+        with self._lock:
+            self._lists().setdefault(list_name, set()).add(address.strip().lower())
+
+    def suppressed(self, list_name: str) -> set[str]:
+        """The addresses on one list now."""
+        with self._lock:
+            return set(self._lists().get(list_name, set()))
+
+    @property
+    def removals(self) -> list[tuple[str, str]]:
+        """Every (list, address) a DELETE took off a list, in order."""
+        with self._lock:
+            return list(vars(self).setdefault("_removals", []))
+
+    def _lists(self) -> dict[str, set[str]]:
+        return vars(self).setdefault("_suppression_lists", {})
+
+    def _forget(self, list_name: str, address: str) -> bool:
+        with self._lock:
+            entries = self._lists().get(list_name, set())
+            if address not in entries:
+                return False
+            entries.discard(address)
+            vars(self).setdefault("_removals", []).append((list_name, address))
+            return True
+
+
+# -- webhooks: what Mailgun POSTs to the app after sending ---------------------------------------
+# The shape of Mailgun's webhook payloads: a signature block (HMAC-SHA256 of timestamp + token
+# with the webhook signing key) and the event as its Events API shows it. The message id comes
+# without the angle brackets that the send call's answer has.
+
+# What each outcome looks like in event-data: (event, severity, reason, code, description).
+OUTCOMES: dict[str, tuple[str, str | None, str | None, int | None, str]] = {
+    "delivered": ("delivered", None, None, 250, "OK"),
+    "bounce": (
+        "failed",
+        "permanent",
+        "bounce",
+        550,
+        "5.1.1 The email account that you tried to reach does not exist. Please try double-checking "
+        "the recipient's email address for typos or unnecessary spaces.",
+    ),
+    "generic-5xx": ("failed", "permanent", "generic", 554, "5.7.1 Delivery not authorized, message refused"),
+    "espblock": ("failed", "permanent", "espblock", 550, "5.7.1 Message rejected as spam by the ESP"),
+    "suppress-bounce": (
+        "failed",
+        "permanent",
+        "suppress-bounce",
+        605,
+        "Not delivering to previously bounced address",
+    ),
+    "suppress-complaint": (
+        "failed",
+        "permanent",
+        "suppress-complaint",
+        607,
+        "Not delivering to a user who marked your messages as spam",
+    ),
+    "suppress-unsubscribe": (
+        "failed",
+        "permanent",
+        "suppress-unsubscribe",
+        606,
+        "Not delivering to unsubscribed address",
+    ),
+    "old": ("failed", "permanent", "old", 498, "Too old: Mailgun gave up retrying"),
+    "temporary": ("failed", "temporary", "generic", 452, "4.2.2 The email account is over quota"),
+    "complaint": ("complained", None, None, None, ""),
+    "unsubscribe": ("unsubscribed", None, None, None, ""),
+}
+
+
+# The outcomes after which Mailgun lists the address (and refuses it from then on).
+LISTED_BY = {
+    "bounce": "bounces",
+    "generic-5xx": "bounces",
+    "complaint": "complaints",
+    "unsubscribe": "unsubscribes",
+}
+
+
+def event_data(
+    outcome: str,
+    recipient: str,
+    message_id: str,
+    *,
+    when: float | None = None,
+    domain: str = "mg.example.test",
+) -> dict:
+    """One event as Mailgun reports it (``outcome`` is a key of OUTCOMES)."""
+    name, severity, reason, code, description = OUTCOMES[outcome]
+    data: dict = {
+        "id": uuid.uuid4().hex[:22],
+        "timestamp": when if when is not None else time.time(),
+        "log-level": "info" if name == "delivered" else "warn" if name != "failed" else "error",
+        "event": name,
+        "recipient": recipient,
+        "recipient-domain": recipient.rpartition("@")[2],
+        "envelope": {"sender": f"no-reply@{domain}", "targets": recipient, "transport": "smtp"},
+        "flags": {"is-authenticated": True, "is-test-mode": False},
+        "message": {
+            "headers": {"message-id": message_id.strip("<>"), "to": recipient, "from": f"no-reply@{domain}"},
+            "size": 1024,
+        },
+        "tags": [],
+        "user-variables": {},
+    }
+    if severity is not None:
+        data["severity"], data["reason"] = severity, reason
+    if code is not None:
+        data["delivery-status"] = {
+            "attempt-no": 1,
+            "code": code,
+            "message": description if code < 600 else "",
+            "description": description,
+        }
+    return data
+
+
+def webhook_body(
+    event: dict, signing_key: str, *, token: str | None = None, timestamp: float | None = None
+) -> dict:
+    """The JSON body Mailgun POSTs: ``signature`` (timestamp, token, HMAC) and ``event-data``."""
+    stamp = str(int(timestamp if timestamp is not None else time.time()))
+    token = token or uuid.uuid4().hex + uuid.uuid4().hex[:18]  # Mailgun's tokens are 50 characters
+    signature = hmac.new(signing_key.encode(), (stamp + token).encode(), hashlib.sha256).hexdigest()
+    return {"signature": {"timestamp": stamp, "token": token, "signature": signature}, "event-data": event}
 
 
 def _drop_or_plain(item: object) -> object:
