@@ -1,7 +1,7 @@
 """password reset requests wait for the worker
 
 Revision ID: c4e1d2a9f3b7
-Revises: 7b999a1a0196
+Revises: a1c3e5f7b9d2
 Create Date: 2026-12-03 08:00:00.000000
 
 """
@@ -13,7 +13,7 @@ import app.models.base
 
 # revision identifiers, used by Alembic.
 revision = 'c4e1d2a9f3b7'
-down_revision = '7b999a1a0196'
+down_revision = 'a1c3e5f7b9d2'
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """suppressions record the provider's reason and lists; delivery events; lifts
 
 Revision ID: 365807ded0aa
-Revises: 7b999a1a0196
+Revises: c4e1d2a9f3b7
 Create Date: 2026-12-03 07:36:44.775912
 
 """
@@ -14,7 +14,7 @@ import app.models.base
 
 # revision identifiers, used by Alembic.
 revision = "365807ded0aa"
-down_revision = "7b999a1a0196"
+down_revision = "c4e1d2a9f3b7"
 branch_labels = None
 depends_on = None
 
