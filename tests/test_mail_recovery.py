@@ -202,7 +202,7 @@ def test_events_that_show_late_are_waited_for_before_deciding(mailgun, fake, ann
     assert mailgun.accepted(handed.batch_id, handed.batch_at) == {}  # not visible yet
     counts = send_message(message_id)  # due after the 0.5 s backoff, too early to tell
 
-    assert (counts["retry"], counts["sent"], counts["recovered"]) == (3, 0, 0)
+    assert (counts["retry"], counts["sent"], counts.get("recovered")) == (3, 0, None)
     assert fake.stats()["requests"] == 1  # a resend now would have doubled it
     for delivery in deliveries(message_id):
         assert delivery.status is DeliveryStatus.PENDING

@@ -78,7 +78,7 @@ def send_message(message_id: int) -> dict:
 def _send_pending(message: MailMessage) -> dict:
     """Claim and send the message's pending deliveries batch by batch; erase a secret body after."""
     message_id = message.id
-    counts: Counter[str] = Counter(sent=0, skipped=0, digest=0, failed=0, retry=0, recovered=0)
+    counts: Counter[str] = Counter(sent=0, skipped=0, digest=0, failed=0, retry=0)
     # Deliveries are taken in id order and the job never looks back: a failure waits for its
     # retry time rather than being retried at once, and the run's cursor stays one number
     # however many batches there are (a list of tried ids grew with every recipient).
@@ -89,8 +89,10 @@ def _send_pending(message: MailMessage) -> dict:
     claims.release_message(message_id)
     _erase_sensitive_bodies(message)
     db.session.commit()
-    log.info("message %s: %s", message_id, dict(counts))
-    return dict(counts)
+    # "recovered" (marked sent from the provider's events) appears only when there were any.
+    result = {name: number for name, number in counts.items() if number or name != "recovered"}
+    log.info("message %s: %s", message_id, result)
+    return result
 
 
 def _send_batch(message: MailMessage, claimed: list[MailDelivery], run: Run) -> Counter[str]:
