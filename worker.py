@@ -25,6 +25,18 @@ SUPPRESSION_SWEEP_JOB_ID = "sweep-suppressions"
 log = logging.getLogger("worker")
 
 
+class Worker(HerokuWorker):
+    """HerokuWorker whose warm-shutdown request cannot be lost."""
+
+    def _shutdown(self) -> None:
+        # RQ raises StopRequested from the signal handler when no job is in hand. A SIGTERM
+        # landing inside a log call (between dequeue and fork) has that exception swallowed by
+        # logging's error handler, and the worker ran on, ignoring the stop. The flag survives
+        # that: the work loop checks it before taking the next job.
+        self._stop_requested = True
+        super()._shutdown()
+
+
 def main(argv: list[str]) -> int:
     """Run one worker on the queues named in argv (default: every queue the app uses)."""
     app = create_app()
@@ -36,7 +48,7 @@ def main(argv: list[str]) -> int:
         connection = jobs.redis_connection()
         schedule_repeating(connection)
     # No app context around work(): each job pushes its own, after the fork.
-    worker = HerokuWorker(argv or list(app.config["JOB_QUEUES"]), connection=connection)
+    worker = Worker(argv or list(app.config["JOB_QUEUES"]), connection=connection)
     worker.work(with_scheduler=True)
     return 0
 
