@@ -134,11 +134,12 @@ class Config:
     MAILGUN_WEBHOOK_SIGNING_KEY = os.environ.get("MAILGUN_WEBHOOK_SIGNING_KEY")
     MAILGUN_TRACKING = env_flag("MAILGUN_TRACKING")
     MAILGUN_TIMEOUT = float(os.environ.get("MAILGUN_TIMEOUT", "30"))
-    # Mailgun's Events API may show an accepted batch a little late. A batch whose answer was
-    # lost is re-sent (to those not shown accepted) only once it is this old. Mailgun answers
-    # within seconds in practice; a crashed worker's batch is older than this by the time its
-    # lease runs out (timeout + MAIL_LEASE_SECONDS), so the wait costs recovery nothing.
-    MAILGUN_EVENTS_LAG_SECONDS = float(os.environ.get("MAILGUN_EVENTS_LAG_SECONDS", "30"))
+    # Mailgun's Events API is eventually consistent: an accepted batch may show late. A batch
+    # whose answer was lost is re-sent (to those not shown accepted) only once its call's
+    # deadline (timeout + MAIL_LEASE_SECONDS) plus this much has passed. Events nearly always
+    # show within seconds; Mailgun's polling guide trusts a page only well after the fact, so
+    # the default waits five minutes: a crash delays that batch by as much, and sends it once.
+    MAILGUN_EVENTS_LAG_SECONDS = float(os.environ.get("MAILGUN_EVENTS_LAG_SECONDS", "300"))
     # An address whose inbound mail reaches us, for the mailto: part of List-Unsubscribe.
     MAIL_UNSUBSCRIBE_MAILTO = os.environ.get("MAIL_UNSUBSCRIBE_MAILTO")
     # Mailgun retries an unanswered webhook for about 8 hours (5 min ... 4 h apart) with the
@@ -247,6 +248,13 @@ def production_problems(config: Config) -> list[str]:
             "python -c 'import secrets; print(secrets.token_urlsafe(48))'."
         )
     problems += _public_url_problems(config.PUBLIC_URL)
+    if not config.REDIS_URL:
+        # Without Redis, jobs would run inside web requests: forgot-password would take longer
+        # for a known address than an unknown one, and the rate limits would be per process.
+        problems.append(
+            "REDIS_URL must be set in production: the job queue and the rate limits live in Redis "
+            "(run `python worker.py` beside the web process)."
+        )
     if not config.MAIL_BACKEND:
         # Without this, mail would be kept in the database and never sent.
         problems.append("MAIL_BACKEND must be set in production: mailgun (devmailbox sends nothing).")

@@ -6,9 +6,12 @@ here ever includes a URL, an address or a credential.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import re
+import socket
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -79,9 +82,115 @@ def checked_base_url(base_url: str, timeout: float, *, setting: str, example: st
     return base_url
 
 
+class _Deadline:
+    """Cuts a call's connection once its whole time is up.
+
+    urllib's timeout bounds each socket operation, not the call: a server dribbling a byte a
+    second holds a call for ever. The mail claims count on a call ending by its timeout (a
+    batch not shown accepted after that, plus the event lag, was never taken).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self.expired = False
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket | None) -> None:
+        """The connection's socket, once connected (cut at once if the time is already up)."""
+        with self._lock:
+            self._sock = sock
+            if self.expired:
+                _cut(sock)
+
+    def cancel(self) -> None:
+        """The call is over: the timer has nothing left to do."""
+        self._timer.cancel()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            _cut(self._sock)
+
+
+def _cut(sock: socket.socket | None) -> None:
+    """Shut the socket both ways; a thread blocked reading or writing it gets an error at once."""
+    if sock is None:
+        return
+    # The plain socket's shutdown, also under TLS: SSLSocket.shutdown would unwrap the TLS
+    # object under the feet of the thread reading it. OSError: closed already.
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _with_deadline(http_class, seconds: float, made: list[_Deadline]):
+    """A connection factory for urllib whose connections are cut ``seconds`` after they start."""
+
+    def connection(host, **kwargs):
+        conn = http_class(host, **kwargs)
+        deadline = _Deadline(seconds)
+        made.append(deadline)
+        connect, getresponse = conn.connect, conn.getresponse
+
+        def watched_connect():
+            connect()
+            deadline.watch(conn.sock)
+
+        def watched_getresponse(*args, **kw):
+            response = getresponse(*args, **kw)
+            close = response.close
+
+            def closing():
+                deadline.cancel()
+                close()
+
+            response.close = closing  # the body is read before close: the deadline covers it
+            return response
+
+        conn.connect, conn.getresponse = watched_connect, watched_getresponse
+        return conn
+
+    return connection
+
+
+class _DeadlineOpen:
+    """Mixin for urllib's HTTP(S) handlers: the request's timeout bounds the whole call."""
+
+    def do_open(self, http_class, req, **kwargs):
+        timeout = req.timeout
+        if not isinstance(timeout, int | float):
+            return super().do_open(http_class, req, **kwargs)
+        made = []  # the deadline of each connection urllib makes for this call
+        try:
+            return super().do_open(_with_deadline(http_class, timeout, made), req, **kwargs)
+        except (OSError, http.client.HTTPException) as error:
+            cut = any(deadline.expired for deadline in made)
+            for deadline in made:
+                deadline.cancel()
+            if cut and not isinstance(error, urllib.error.URLError):
+                # Cut while waiting for the answer: a timeout, as a slow socket operation would be.
+                raise TimeoutError("the call ran past its timeout") from error
+            raise
+        except BaseException:
+            for deadline in made:
+                deadline.cancel()
+            raise
+
+
+class DeadlineHTTPHandler(_DeadlineOpen, urllib.request.HTTPHandler):
+    """Plain HTTP (loopback stand-ins) with a whole-call deadline."""
+
+
+class DeadlineHTTPSHandler(_DeadlineOpen, urllib.request.HTTPSHandler):
+    """HTTPS with a whole-call deadline."""
+
+
 def opener_for(base_url: str) -> urllib.request.OpenerDirector:
-    """An opener that never follows redirects, and bypasses proxies for a loopback stand-in."""
-    handlers: list[urllib.request.BaseHandler] = [NoRedirect()]
+    """An opener that never follows redirects, bypasses proxies for a loopback stand-in, and
+    ends every call by its timeout (the whole call, not each socket operation)."""
+    handlers: list[urllib.request.BaseHandler] = [NoRedirect(), DeadlineHTTPHandler(), DeadlineHTTPSHandler()]
     if urlsplit(base_url).hostname in LOOPBACK_HOSTS:
         handlers.append(urllib.request.ProxyHandler({}))
     return urllib.request.build_opener(*handlers)

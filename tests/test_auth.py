@@ -262,14 +262,33 @@ def test_a_reset_request_whose_job_was_lost_is_swept_and_sent_once(
     client.form("/password/forgot", {"email": "lost@example.org"})
     [lost] = held_jobs
     held_jobs.clear()  # Redis went down with it: only the row is left
-    assert sweep_reset_requests() == {"requests": 0}  # not lost yet: its job may still come
+    assert sweep_reset_requests() == {"requests": 0, "dropped": 0}  # not lost yet: its job may still come
     clock.shift(minutes=6)
     swept = client.application.test_cli_runner().invoke(args=["jobs", "sweep-resets"])  # as the worker's
-    assert "Swept reset requests: {'requests': 1}" in swept.output
+    assert "Swept reset requests: {'requests': 1, 'dropped': 0}" in swept.output
     _work_through([*held_jobs, lost, lost])  # the sweep's copy, and the lost one turning up twice
     assert [m.to for m in sent_mail] == ["lost@example.org"]
-    assert sweep_reset_requests() == {"requests": 0}
+    assert sweep_reset_requests() == {"requests": 0, "dropped": 0}
     assert lost.func(*lost.args) == "skipped"
+
+
+def test_a_reset_request_its_job_keeps_failing_on_is_dropped_after_an_hour(
+    client, clock, make_school, make_member, sent_mail, held_jobs
+):
+    """A request whose job never gets through (it fails every time) is swept again each time
+    until it is an hour old, then dropped rather than re-enqueued for ever; a younger one in
+    the same sweep is still re-enqueued."""
+    make_member(make_school(), email="poison@example.org")
+    client.form("/password/forgot", {"email": "poison@example.org"})
+    held_jobs.clear()
+    clock.shift(minutes=59)
+    client.form("/password/forgot", {"email": "fresh@example.org"})
+    held_jobs.clear()
+    clock.shift(minutes=6)  # the first is 65 minutes old, the second 6
+    assert sweep_reset_requests() == {"requests": 1, "dropped": 1}
+    [remaining] = db.session.scalars(select(PasswordResetRequest.email))
+    assert remaining == "fresh@example.org"
+    assert sweep_reset_requests() == {"requests": 1, "dropped": 0}
 
 
 def test_the_worker_schedules_the_reset_request_sweeper(monkeypatch):

@@ -37,8 +37,10 @@ def _production_app(build_app, database_url, monkeypatch, **overrides):
     monkeypatch.setenv("PUBLIC_URL", "https://school.example.org")
     monkeypatch.setenv("MAIL_BACKEND", "memory")
     monkeypatch.setenv("DATABASE_URL", database_url)
-    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/15")  # production requires one...
     config = ProductionConfig()
+    config.REDIS_URL = None  # ...but this app runs its jobs in-process, as the test's own
+    config.RATELIMIT_STORAGE_URI = "memory://"
     config.SQLALCHEMY_DATABASE_URI = make_config(database_url).SQLALCHEMY_DATABASE_URI
     config.RATELIMIT_ENABLED = False
     for key, value in overrides.items():

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from app import jobs, tenancy
 from app.extensions import db
 from app.mail import claims, queue_email
+from app.mail.backends import OutcomeUnknown
 from app.mail.jobs import send_message, sweep
 from app.mail.mailgun import MailgunBackend
 from app.models import Category, DeliveryStatus, MailDelivery, Role
@@ -27,6 +28,10 @@ KEY = "key-recovery-0f1e2d3c4b5a"
 DOMAIN = "mg.recovery.example"
 TIMEOUT = 5.0
 LAG = 5.0  # the backend's MAILGUN_EVENTS_LAG_SECONDS in these tests
+LEASE = 10.0  # MAIL_LEASE_SECONDS
+# A batch whose answer was lost is decided only once the provider could no longer take it (the
+# call's deadline: timeout + lease) and its events have had the lag to show.
+SETTLE = TIMEOUT + LEASE + LAG
 DROP = {"drop": True}  # the fake takes the batch, then closes the connection unanswered
 pytestmark = pytest.mark.usefixtures("loopback_only")
 
@@ -42,6 +47,7 @@ def mailgun(app, fake) -> MailgunBackend:
     """The app sends through the fake, as MAIL_BACKEND=mailgun would."""
     backend = MailgunBackend(KEY, DOMAIN, base_url=fake.base_url, timeout=TIMEOUT, events_lag=LAG)
     app.extensions["mail_backend"] = backend
+    app.config["MAIL_LEASE_SECONDS"] = LEASE
     return backend
 
 
@@ -144,7 +150,7 @@ def test_accepted_then_dropped_is_looked_up_and_nobody_gets_it_twice(mailgun, fa
         assert (delivery.status, delivery.batch_id) == (DeliveryStatus.PENDING, batch_id)
         assert delivery.last_error == "Mailgun did not answer: connection closed without a response"
 
-    clock.shift(seconds=LAG)
+    clock.shift(seconds=SETTLE)
     counts = send_message(message_id)
 
     assert (counts["recovered"], counts["sent"]) == (5, 0)
@@ -178,7 +184,7 @@ def test_only_the_recipients_the_provider_did_not_take_are_sent_again(
     assert fake.stats()["requests"] == 1
 
     monkeypatch.setattr(mailgun, "max_batch", 4)  # one claim now holds rows of both batches
-    clock.shift(seconds=LAG)
+    clock.shift(seconds=SETTLE)
     counts = send_message(message_id)
 
     assert (counts["recovered"], counts["sent"]) == (2, 2)
@@ -190,31 +196,57 @@ def test_only_the_recipients_the_provider_did_not_take_are_sent_again(
     assert_each_received_once(fake, 4)
 
 
-def test_events_that_show_late_are_waited_for_before_deciding(mailgun, fake, announcement, clock):
-    """Mailgun's log is eventually consistent: right after the drop the events are not there yet."""
-    fake.events.delay = 3.0  # less than the lag the backend allows for (5 s)
-    message_id = announcement(3)
+class Crash(BaseException):
+    """The worker dies: nothing after this point of the send job runs."""
+
+
+def test_a_batch_taken_late_in_a_slow_call_is_waited_for_not_sent_twice(app, fake, announcement, clock):
+    """The provider takes the batch just before the call's deadline, its events show the lag
+    later, and the worker dies without an answer. Its lease runs out before those events show:
+    "not among the accepted" then means nothing yet, and the rows wait until the deadline plus
+    the lag before anything is decided."""
+    timeout, lease, lag = 5.0, 2.0, 5.0  # an event lag longer than the lease: the hard case
+    app.config["MAIL_LEASE_SECONDS"] = lease
+    fake.events.delay = lag  # each accepted event shows this long after Mailgun took the batch
     fake.queue_responses([DROP])
-    send_message(message_id)
+
+    class SlowThenDies(MailgunBackend):
+        def send_batch(self, batch):
+            clock.shift(seconds=timeout - 0.1)  # the call takes all but the last tenth of its time
+            with pytest.raises(OutcomeUnknown):
+                super().send_batch(batch)  # Mailgun takes it now; the answer never comes
+            raise Crash
+
+    app.extensions["mail_backend"] = SlowThenDies(
+        KEY, DOMAIN, base_url=fake.base_url, timeout=timeout, events_lag=lag
+    )
+    message_id = announcement(3)
+    with pytest.raises(Crash):
+        send_message(message_id)
+    db.session.rollback()
     handed = deliveries(message_id)[0]
+    assert {d.status for d in deliveries(message_id)} == {DeliveryStatus.SENDING}
 
-    clock.shift(seconds=1)
-    assert mailgun.accepted(handed.batch_id, handed.batch_at) == {}  # not visible yet
-    counts = send_message(message_id)  # due after the 0.5 s backoff, too early to tell
+    # The lease runs out (timeout + lease after the hand-over); a live worker takes over.
+    app.extensions["mail_backend"] = MailgunBackend(
+        KEY, DOMAIN, base_url=fake.base_url, timeout=timeout, events_lag=lag
+    )
+    clock.move_to(handed.batch_at + timedelta(seconds=timeout + lease + 0.1))
+    assert sweep()["messages"] == 1
+    jobs.run_ready_jobs()
 
-    assert (counts["retry"], counts["sent"], counts.get("recovered")) == (3, 0, None)
-    assert fake.stats()["requests"] == 1  # a resend now would have doubled it
+    assert fake.stats()["requests"] == 1  # the events do not show yet, and nothing went again
+    settled_at = handed.batch_at + timedelta(seconds=timeout + lease + lag)
     for delivery in deliveries(message_id):
-        assert delivery.status is DeliveryStatus.PENDING
-        assert delivery.next_attempt_at == handed.batch_at + timedelta(seconds=LAG)
-    assert send_message(message_id)["retry"] == 0  # nothing due before then
+        assert (delivery.status, delivery.next_attempt_at) == (DeliveryStatus.PENDING, settled_at)
 
-    clock.move_to(handed.batch_at + timedelta(seconds=LAG))
+    clock.move_to(settled_at)
     counts = send_message(message_id)
 
     assert (counts["recovered"], counts["sent"]) == (3, 0)
     assert fake.stats()["requests"] == 1
     assert statuses(message_id) == Counter({DeliveryStatus.SENT: 3})
+    assert_each_received_once(fake, 3)
 
 
 def test_when_mailgun_cannot_say_the_rows_wait_and_are_not_sent_again(mailgun, fake, announcement, clock):
@@ -223,7 +255,7 @@ def test_when_mailgun_cannot_say_the_rows_wait_and_are_not_sent_again(mailgun, f
     send_message(message_id)
     fake.queue_event_responses([(500, {"message": "Internal Server Error"})])
 
-    clock.shift(seconds=LAG)
+    clock.shift(seconds=SETTLE)
     assert send_message(message_id)["retry"] == 2
 
     for delivery in deliveries(message_id):
@@ -234,7 +266,7 @@ def test_when_mailgun_cannot_say_the_rows_wait_and_are_not_sent_again(mailgun, f
         )
     assert fake.stats()["requests"] == 1
 
-    clock.shift(seconds=LAG)
+    clock.shift(seconds=SETTLE)
     assert send_message(message_id)["recovered"] == 2
     assert fake.stats()["requests"] == 1
     assert_each_received_once(fake, 2)
@@ -339,7 +371,7 @@ def test_a_run_that_lost_its_rows_writes_nothing_over_the_next_holder(
     class Stalls(MailgunBackend):
         def send_batch(self, batch):
             # While this call hangs, the lease runs out and another run takes the rows over.
-            clock.shift(seconds=TIMEOUT + app.config["MAIL_LEASE_SECONDS"] + 1)
+            clock.shift(seconds=SETTLE + 1)  # the lease has run out, and the lag has passed
             sweep()
             db.session.commit()
             app.extensions["mail_backend"] = mailgun

@@ -7,8 +7,11 @@ loopback, so a misrouted request fails loudly instead of leaving the machine.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import logging
+import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -238,10 +241,10 @@ def test_rate_limit_is_temporary_with_retry_after_seconds(fake, backend):
     assert not isinstance(failed.value, OutcomeUnknown)  # refused: Mailgun did not take it
 
 
-def test_retry_after_as_an_http_date_or_nonsense():
-    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
-    assert 25 <= _retry_after(soon) <= 30
-    past = format_datetime(datetime.now(UTC) - timedelta(hours=1), usegmt=True)
+def test_retry_after_as_an_http_date_or_nonsense(clock):
+    soon = format_datetime(clock.now() + timedelta(seconds=30), usegmt=True)
+    assert _retry_after(soon) == 30
+    past = format_datetime(clock.now() - timedelta(hours=1), usegmt=True)
     assert _retry_after(past) == 0
     assert _retry_after("soon-ish") is None
     assert _retry_after(None) is None
@@ -300,6 +303,42 @@ def test_a_timeout_waiting_for_the_answer_leaves_the_outcome_unknown(fake):
     with pytest.raises(OutcomeUnknown, match="timed out"):
         slow.send_batch(_batch(_recipients(1)))
     assert time.monotonic() - started < 2.5
+
+
+@pytest.fixture
+def dribbling_url():
+    """A loopback server that reads the request, then answers one byte every 0.2 s (for 8 s)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            for byte in itertools.islice(itertools.cycle(b"HTTP/1.1 200 OK\r\nX-Slow: a"), 40):
+                if stop.wait(0.2):
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return  # the client hung up: what the deadline is for
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    listener.close()
+    thread.join(timeout=5)
+
+
+def test_a_call_ends_by_its_timeout_even_when_the_answer_trickles_in(dribbling_url):
+    """The timeout bounds the whole call, not each socket read: a server sending a byte every
+    0.2 s never trips a 1 s per-read timeout, but the claims count on the call ending by then."""
+    slow = _backend(dribbling_url, MAILGUN_TIMEOUT=1)
+    started = time.monotonic()
+    with pytest.raises(OutcomeUnknown, match="timed out"):
+        slow.send_batch(_batch(_recipients(1)))
+    assert 0.9 < time.monotonic() - started < 2.5
 
 
 def test_accepted_then_dropped_leaves_the_outcome_unknown_and_events_tell(fake, backend):
@@ -369,7 +408,7 @@ def test_from_config_picks_the_region_url(region, url):
     assert chosen.base_url == url
     assert chosen.url == f"{url}/v3/{DOMAIN}/messages"
     assert chosen.timeout == 30 and chosen.tracking is False
-    assert chosen.events_lag == 30 and chosen.events_url == f"{url}/v3/{DOMAIN}/events"
+    assert chosen.events_lag == 300 and chosen.events_url == f"{url}/v3/{DOMAIN}/events"
 
 
 def test_from_config_base_url_overrides_region_and_reads_timeout():
@@ -538,12 +577,14 @@ def test_accepted_pages_through_a_whole_batch_and_only_that_batch(fake, backend)
     assert fake.stats()["event_requests"] == 5
 
 
-def test_accepted_sees_an_event_only_once_mailgun_shows_it(fake, backend):
-    fake.events.delay = 0.5
+def test_accepted_sees_an_event_only_once_mailgun_shows_it(fake, backend, clock):
+    fake.events.delay = 30  # the fake reads the same (controlled) clock as the app
     backend.send_batch(_batch(_recipients(2), batch_id="b-late"))
-    assert backend.accepted("b-late", datetime.now(UTC)) == {}
-    time.sleep(0.6)
-    assert len(backend.accepted("b-late", datetime.now(UTC))) == 2
+    assert backend.accepted("b-late", clock.now()) == {}
+    clock.shift(seconds=29)
+    assert backend.accepted("b-late", clock.now()) == {}
+    clock.shift(seconds=1)
+    assert len(backend.accepted("b-late", clock.now() - timedelta(seconds=30))) == 2
 
 
 def test_accepted_follows_next_pages_only_on_mailguns_own_host(fake, backend):

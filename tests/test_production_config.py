@@ -22,6 +22,7 @@ GOOD = {
     "MAILGUN_API_KEY": "key-test",
     "MAILGUN_DOMAIN": "mg.example.org",
     "MAIL_FROM": "Maple School <no-reply@mg.example.org>",
+    "REDIS_URL": "redis://127.0.0.1:6379/15",  # nothing here connects to it
 }
 # Each bad setting, and the words its one line must say (the variable and what to set).
 REFUSED = {
@@ -48,6 +49,8 @@ REFUSED = {
         ["MAILGUN_DOMAIN must be set when MAIL_BACKEND=mailgun"],
     ),
     "MAILGUN_API_KEY unset": ({"MAILGUN_API_KEY": None}, ["MAILGUN_API_KEY must be set when MAIL_BACKEND"]),
+    # Jobs would run inside requests: forgot-password would time known addresses apart.
+    "REDIS_URL unset": ({"REDIS_URL": None}, ["REDIS_URL must be set in production", "worker.py"]),
 }
 
 
@@ -174,8 +177,11 @@ def test_the_flask_command_starts_with_the_good_configuration(tmp_path):
 def test_the_deploy_manifest_asks_for_every_setting_production_requires():
     """app.json (Heroku's deploy button) asks for each variable the good configuration sets,
     or fills it in itself; APP_ENV is production on any dyno."""
-    manifest = json.loads((ROOT / "app.json").read_text())["env"]
-    for name in set(GOOD) - {"APP_ENV"}:
+    document = json.loads((ROOT / "app.json").read_text())
+    manifest = document["env"]
+    # The Heroku Redis add-on sets REDIS_URL itself.
+    assert any(addon["plan"].startswith("heroku-redis") for addon in document["addons"])
+    for name in set(GOOD) - {"APP_ENV", "REDIS_URL"}:
         entry = manifest[name]
         assert entry.get("required", True) or "value" in entry or "generator" in entry, name
     assert "https://" in manifest["PUBLIC_URL"]["description"]

@@ -46,6 +46,7 @@ def test_heroku_dynos_default_to_production(monkeypatch):
     monkeypatch.setenv("MAIL_BACKEND", "devmailbox")  # tests/test_production_config.py: mailgun's
     monkeypatch.delenv("APP_ENV", raising=False)
     monkeypatch.setenv("SECRET_KEY", "x" * 40)
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:6379/15")
     assert config_from_env().ENV_NAME == "production"
     monkeypatch.setenv("APP_ENV", "staging")
     with pytest.raises(ConfigError, match="APP_ENV"):

@@ -142,7 +142,7 @@ def test_lifting_starts_email_at_once_and_removes_the_address_from_mailguns_list
     response = client.form(f"{PAGE}/{suppression_id}/lift")
     assert (response.status_code, response.headers["Location"]) == (303, PAGE)
     page = client.get(PAGE).get_data(as_text=True)
-    assert "Lifted: email goes to pia@maple.example again" in page
+    assert "Suppression lifted: email goes to that address again" in page
     assert _emails() == set()
     assert fake.removals == [("bounces", "pia@maple.example"), ("complaints", "pia@maple.example")]
     assert fake.suppressed("bounces") == set()

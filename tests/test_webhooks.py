@@ -252,8 +252,9 @@ def test_tokens_are_kept_as_long_as_a_retry_is_accepted_then_pruned(clock, hook,
 
 
 def test_an_event_about_mail_we_have_no_record_of_asks_for_a_retry(hook, fake, members, send_email):
-    """The webhook can outrun the send's commit: 503, nothing kept (the token neither), so
-    Mailgun's retry is taken once the delivery is known."""
+    """The webhook can outrun the send's commit: 503, no event kept (the token neither), so
+    Mailgun's retry is taken once the delivery is known; the bounce suppresses the address at
+    once, in case the retries run out first."""
     school, users = members
     send_email(users, school=school)
     event = fake.event_for("m0@example.org", "bounce")
@@ -261,7 +262,7 @@ def test_an_event_about_mail_we_have_no_record_of_asks_for_a_retry(hook, fake, m
     body = webhook_body(event, SIGNING_KEY)
     response = hook.post(WEBHOOK, json=body)
     assert response.status_code == 503 and response.headers["Retry-After"] == "300"
-    assert _suppressions() == {} and _events() == []
+    assert _suppressions() == {"m0@example.org": ("bounce", True, "bounces")} and _events() == []
     assert db.session.scalar(select(func.count()).select_from(WebhookToken)) == 0
     # The send is recorded meanwhile (here: its id stored bare, as an Events API lookup gives it).
     delivery = db.session.scalar(select(MailDelivery).where(MailDelivery.to_email == "m0@example.org"))
@@ -269,6 +270,7 @@ def test_an_event_about_mail_we_have_no_record_of_asks_for_a_retry(hook, fake, m
     db.session.commit()
     assert hook.post(WEBHOOK, json=body).json == {"status": "recorded"}
     assert _events() == [("m0@example.org", "bounced", "bounce")]
+    assert _suppressions() == {"m0@example.org": ("bounce", True, "bounces")}  # the same, once
 
 
 def test_the_recipient_must_be_one_of_that_messages(hook, fake, members, send_email, make_member):
@@ -280,6 +282,19 @@ def test_the_recipient_must_be_one_of_that_messages(hook, fake, members, send_em
         "headers"
     ]["message-id"]
     assert post_event(hook, event).status_code == 503  # m1 was not in m0's message
+    assert _events() == []  # m0's delivery is not m1's
+    assert _suppressions() == {"m1@example.org": ("bounce", True, "bounces")}  # m1 bounced all the same
+
+
+def test_an_unmatched_provider_refusal_or_soft_failure_suppresses_nothing(hook, fake, members, send_email):
+    """Only an address's own signal is kept without a match: Mailgun's list refusal (it keeps
+    that list itself) and a temporary failure wait for the delivery to be known."""
+    school, users = members
+    send_email(users, school=school)
+    for reason in ("suppress-bounce", "old"):
+        event = fake.event_for("m0@example.org", reason)
+        event["message"]["headers"]["message-id"] = "unknown.1@" + DOMAIN
+        post_event(hook, event)
     assert _suppressions() == {}
 
 

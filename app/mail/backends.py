@@ -91,10 +91,11 @@ class MailBackend:
     def send_batch(self, batch: Batch) -> dict[int, str]:
         raise NotImplementedError
 
-    def accepted(self, batch_id: str, since: datetime) -> dict[str, str]:
+    def accepted(self, batch_id: str, since: datetime, *, until: datetime | None = None) -> dict[str, str]:
         """Which addresses (lower-cased) of the batch the provider accepted, with its id for each.
 
-        ``since`` is when the batch was handed over. Raises TemporaryFailure when it cannot tell.
+        ``since`` is when the batch was handed over, ``until`` the latest the provider could have
+        taken it (the call's deadline). Raises TemporaryFailure when it cannot tell.
         """
         raise NotImplementedError
 
@@ -164,7 +165,7 @@ class DevMailboxBackend(MailBackend):
             ids[recipient.delivery_id] = f"dev-{row.id}"
         return ids
 
-    def accepted(self, batch_id: str, since: datetime) -> dict[str, str]:
+    def accepted(self, batch_id: str, since: datetime, *, until: datetime | None = None) -> dict[str, str]:
         """Nothing: the mailbox rows commit with the deliveries' outcome, so a batch without a
         recorded outcome left no mail behind."""
         return {}
@@ -182,7 +183,7 @@ class MemoryBackend(MailBackend):
         self.sent.extend(envelopes(batch))
         return {r.delivery_id: f"mem-{len(self.batches)}" for r in batch.recipients}
 
-    def accepted(self, batch_id: str, since: datetime) -> dict[str, str]:
+    def accepted(self, batch_id: str, since: datetime, *, until: datetime | None = None) -> dict[str, str]:
         """The addresses of every kept batch with this id (the list knows at once: no lag)."""
         found: dict[str, str] = {}
         for number, batch in enumerate(self.batches, start=1):

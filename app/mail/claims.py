@@ -64,6 +64,11 @@ def call_lease() -> timedelta:
     return timedelta(seconds=backend().timeout + lease_seconds())
 
 
+def settle_seconds() -> float:
+    """How long after a call's start its batch's events can be trusted to be complete."""
+    return call_lease().total_seconds() + backend().events_lag
+
+
 def claim(message_id: int, run: Run, limit: int) -> list[MailDelivery]:
     """Mark a batch of due pending deliveries as this run's, so two workers never take the same one.
 
@@ -170,11 +175,17 @@ def renew(ids: Iterable[int], run: Run, lease: timedelta) -> list[int]:
     return sorted(held)
 
 
+# A row in "sending" without a lease was claimed by code from before leases (a rolling deploy
+# runs old and new workers side by side). Its holder may still be in a call that can last the
+# old timeout; reclaiming it sooner than that would send it twice.
+UNLEASED_STUCK_AFTER = timedelta(minutes=15)
+
+
 def expired(now: datetime):
-    """Claims whose lease has run out (rows claimed before leases existed: after one lease)."""
+    """Claims whose lease has run out (rows claimed without a lease: after UNLEASED_STUCK_AFTER)."""
     unleased = and_(
         MailDelivery.lease_until.is_(None),
-        MailDelivery.updated_at < now - timedelta(seconds=lease_seconds()),
+        MailDelivery.updated_at < now - UNLEASED_STUCK_AFTER,
     )
     return and_(
         MailDelivery.status == DeliveryStatus.SENDING,
@@ -215,45 +226,52 @@ def recover(claimed: list[MailDelivery], run: Run) -> Recovery:
         if delivery.batch_id:
             by_batch[delivery.batch_id].append(delivery)
     for batch_id, group in by_batch.items():
-        _ask(batch_id, group, result)
+        _ask(batch_id, group, result, run)
     return result
 
 
-def _ask(batch_id: str, group: list[MailDelivery], result: Recovery) -> None:
+def _ask(batch_id: str, group: list[MailDelivery], result: Recovery, run: Run) -> None:
     """Sort one earlier batch's rows into accepted (marked sent), to send, waiting and unreadable."""
     handed_at = min(d.batch_at or d.updated_at for d in group)
+    # The provider may take the batch until the call's deadline; its event may then show up to
+    # the event lag later. Only after both can "not among the accepted" mean "never taken".
+    settled_at = handed_at + timedelta(seconds=settle_seconds())
     try:
-        accepted = backend().accepted(batch_id, handed_at)
+        accepted = backend().accepted(batch_id, handed_at, until=handed_at + call_lease())
     except (TemporaryFailure, PermanentFailure) as failure:
         result.unreadable.extend(group)
         result.reason = f"could not ask the provider whether an earlier try went through: {failure.reason}"
         return
     now = utcnow()
-    settled_at = handed_at + timedelta(seconds=backend().events_lag)
+    sent: dict[str, list[int]] = defaultdict(list)
     for delivery in group:
         provider_id = accepted.get(delivery.to_email.lower())
         if provider_id is not None:
-            _mark_sent(delivery, provider_id, now)
-            result.recovered += 1
+            sent[provider_id].append(delivery.id)
         elif now >= settled_at:
             result.to_send.append(delivery)  # the provider never took it: it goes again
         else:
             result.waiting.append(delivery)
             result.wake_at = max(result.wake_at or settled_at, settled_at)
+    for provider_id, ids in sent.items():
+        result.recovered += _mark_sent(ids, provider_id, run, now)
 
 
-def _mark_sent(delivery: MailDelivery, provider_id: str, now: datetime) -> None:
-    """The provider had accepted it: sent, with the id the provider gave it."""
-    delivery.status, delivery.provider_id, delivery.sent_at = DeliveryStatus.SENT, provider_id, now
-    delivery.last_error = delivery.lease_until = delivery.next_attempt_at = None
-    delivery.updated_at = now
+def _mark_sent(ids: list[int], provider_id: str, run: Run, now: datetime) -> int:
+    """The provider had accepted them: sent, with the id it gave them (rows this run still holds)."""
+    sent = {"status": DeliveryStatus.SENT, "provider_id": provider_id, "sent_at": now}
+    return _settle(ids, run, **sent, last_error=None, next_attempt_at=None)
 
 
-def wait_for_events(deliveries: list[MailDelivery], wake_at: datetime) -> None:
+def wait_for_events(deliveries: list[MailDelivery], wake_at: datetime, run: Run) -> int:
     """Too soon to tell whether the earlier batch was accepted: pending again until ``wake_at``."""
-    for delivery in deliveries:
-        delivery.status, delivery.next_attempt_at = DeliveryStatus.PENDING, wake_at
-        delivery.lease_until, delivery.updated_at = None, utcnow()
+    ids = [d.id for d in deliveries]
+    return _settle(ids, run, status=DeliveryStatus.PENDING, next_attempt_at=wake_at)
+
+
+def set_aside(ids: list[int], run: Run, status: DeliveryStatus, reason: str | None) -> int:
+    """Not sent now, for a reason of the recipient's (skipped, or kept for the digest)."""
+    return _settle(ids, run, status=status, last_error=reason)
 
 
 # -- the call and what came of it -----------------------------------------------------------------------

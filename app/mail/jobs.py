@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
@@ -111,20 +111,25 @@ def _send_batch(message: MailMessage, claimed: list[MailDelivery], run: Run) -> 
     blocked = suppressed(d.to_email for d in claimed)
     members = _members_now(message, users)
     sendable = []
+    set_aside: dict[str, list[int]] = defaultdict(list)
     now = utcnow()
     for delivery in claimed:
+        # Bookkeeping of the attempt, written with the row: harmless even on a row this run has
+        # just lost, unlike an outcome, which only the holder writes (claims.set_aside, _send).
         delivery.attempts += 1
         delivery.updated_at = now
         delivery.first_attempt_at = delivery.first_attempt_at or now
         reason = _skip_reason(message, delivery, users, modes, blocked, members)
-        if reason == "digest":
-            delivery.status, delivery.lease_until = DeliveryStatus.DIGEST, None
-            counts["digest"] += 1
-        elif reason:
-            delivery.status, delivery.last_error, delivery.lease_until = DeliveryStatus.SKIPPED, reason, None
-            counts["skipped"] += 1
+        if reason:
+            set_aside[reason].append(delivery.id)
         else:
             sendable.append(delivery)
+    db.session.flush()
+    for reason, ids in set_aside.items():
+        if reason == "digest":
+            counts["digest"] += claims.set_aside(ids, run, DeliveryStatus.DIGEST, None)
+        else:
+            counts["skipped"] += claims.set_aside(ids, run, DeliveryStatus.SKIPPED, reason)
     if sendable:
         counts.update(_send(message, sendable, users, run))
     else:
@@ -137,9 +142,9 @@ def _recover(message: MailMessage, claimed: list[MailDelivery], run: Run) -> tup
     recovery = claims.recover(claimed, run)
     counts: Counter[str] = Counter(recovered=recovery.recovered)
     if recovery.waiting and recovery.wake_at is not None:
-        claims.wait_for_events(recovery.waiting, recovery.wake_at)
+        waiting = claims.wait_for_events(recovery.waiting, recovery.wake_at, run)
         jobs.enqueue_in((recovery.wake_at - utcnow()).total_seconds(), send_message, message.id, queue="mail")
-        counts["retry"] += len(recovery.waiting)
+        counts["retry"] += waiting
     if recovery.unreadable:
         failure = TemporaryFailure(recovery.reason)
         ids = [d.id for d in recovery.unreadable]
@@ -221,6 +226,8 @@ def _send(message: MailMessage, deliveries: list[MailDelivery], users: dict[int,
     try:
         provider_ids = backend().send_batch(batch)
     except OutcomeUnknown as failure:
+        # Asked about before it goes again, and not before the answer can be trusted.
+        failure.retry_after = max(failure.retry_after or 0, claims.settle_seconds())
         return _retry_later(message_id, held, run, failure, attempts, keep_batch=True)
     except TemporaryFailure as failure:
         return _retry_later(message_id, held, run, failure, attempts, keep_batch=False)

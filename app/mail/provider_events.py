@@ -153,6 +153,18 @@ def record(event: dict) -> str:
     return "recorded"
 
 
+def suppress_unmatched(event: dict) -> bool:
+    """An event about mail we cannot match (yet) still says the address is dead, complained or
+    left: keep that now, whatever comes of the match (the webhook asks to be told again for it,
+    and Mailgun stops asking after a few hours). The provider's own refusals wait for a match."""
+    meaning = meaning_of(event)
+    recipient = recipient_of(event)
+    if meaning.suppression not in (HARD_BOUNCE, "complaint", "unsubscribed") or not recipient:
+        return False
+    suppress(recipient, meaning.suppression, _detail(event))
+    return True
+
+
 def _add_once(delivery: MailDelivery, kind: str, reason: str | None, occurred_at: datetime | None) -> None:
     """One event of a kind per delivery, however often (and by however many calls) it is told."""
     exists = select(DeliveryEvent.id).where(

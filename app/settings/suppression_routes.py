@@ -76,5 +76,7 @@ def lifted_answer(email: str, suppression_id: int, back: str):
         response = make_response(str(row(email, suppression_id)).strip())
         response.vary.update(["HX-Request", "HX-Target"])
         return response
-    flash(f"Lifted: email goes to {email} again, and Mailgun's own list is updated next.", "success")
+    # The address stays out of the flash: it would ride in the session cookie (P8).
+    lifted = "Suppression lifted: email goes to that address again, and Mailgun's own list is updated next."
+    flash(lifted, "success")
     return redirect_after_post(back)

@@ -58,6 +58,7 @@ def mailgun():
         if outcome == "unknown":
             db.session.rollback()  # the token too: the retry must be taken, not answered as a repeat
             log.warning("mailgun webhook about mail we have no record of (%s)", event.get("event"))
+            _keep_the_address_signal(event)
             return _tell_us_again("unknown message")
         prune_webhook_tokens()
         db.session.commit()
@@ -67,6 +68,15 @@ def mailgun():
         db.session.rollback()
         return _already_taken() if _taken(token) else _tell_us_again("told at the same time as another")
     return jsonify(status=outcome)
+
+
+def _keep_the_address_signal(event: dict) -> None:
+    """A bounce, complaint or unsubscribe about mail not matched yet still suppresses the address."""
+    try:
+        if provider_events.suppress_unmatched(event):
+            db.session.commit()
+    except IntegrityError:
+        db.session.rollback()  # a concurrent event for the address stored it first
 
 
 def _taken(token: str) -> bool:

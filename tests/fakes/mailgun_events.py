@@ -52,6 +52,7 @@ class Query:
     recipient: str | None = None
     variables: tuple[tuple[str, str], ...] = ()
     begin: float | None = None
+    end: float | None = None
     ascending: bool = False
     limit: int = DEFAULT_LIMIT
 
@@ -71,7 +72,8 @@ class Query:
             event=params.get("event") or None,
             recipient=(params.get("recipient") or "").lower() or None,
             variables=_variables(params.get("user-variables")),
-            begin=_epoch(params.get("begin")),
+            begin=_epoch(params.get("begin"), "begin"),
+            end=_epoch(params.get("end"), "end"),
             ascending=ascending == "yes",
             limit=limit,
         )
@@ -86,9 +88,11 @@ class Query:
         variables = data.get("user-variables", {})
         if any(variables.get(name) != value for name, value in self.variables):
             return False
-        if self.begin is not None:
-            return data["timestamp"] >= self.begin if self.ascending else data["timestamp"] <= self.begin
-        return True
+        # begin and end bound the range whichever way it is read (end is the far side of begin).
+        low, high = (self.begin, self.end) if self.ascending else (self.end, self.begin)
+        if low is not None and data["timestamp"] < low:
+            return False
+        return high is None or data["timestamp"] <= high
 
 
 def _variables(raw: str | None) -> tuple[tuple[str, str], ...]:
@@ -103,13 +107,13 @@ def _variables(raw: str | None) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((str(name), str(value)) for name, value in wanted.items()))
 
 
-def _epoch(raw: str | None) -> float | None:
+def _epoch(raw: str | None, name: str) -> float | None:
     if raw is None or raw == "":
         return None
     try:
         return float(raw)
     except ValueError:
-        raise BadRequest(400, "'begin' parameter must be epoch seconds") from None
+        raise BadRequest(400, f"'{name}' parameter must be epoch seconds") from None
 
 
 class EventLog:
