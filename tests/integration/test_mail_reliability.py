@@ -133,7 +133,10 @@ def mailgun_worker(
         MAILGUN_API_KEY=fake.api_key,
         MAILGUN_DOMAIN=fake.domain,
         MAILGUN_BASE_URL=fake.base_url,
-        MAILGUN_TIMEOUT="10",
+        # A 5xx leaves the outcome unknown: it is asked about once the call's deadline
+        # (timeout + lease) and the lag have passed, 5.5 s here.
+        MAILGUN_TIMEOUT="3",
+        MAIL_LEASE_SECONDS="2",
         MAIL_RETRY_BASE_SECONDS=str(RETRY_BASE_SECONDS),
         MAILGUN_EVENTS_LAG_SECONDS=str(EVENTS_LAG_SECONDS),
     )
