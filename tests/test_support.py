@@ -601,9 +601,4 @@ def test_the_cli_command_sweeps(app, zendesk):
 def test_the_worker_schedules_the_support_sweeper(monkeypatch):
     import worker
 
-    scheduled: list[tuple[str, object, int]] = []
-    monkeypatch.setattr(
-        worker, "_repeat", lambda conn, job_id, func, every: scheduled.append((job_id, func, every))
-    )
-    worker.schedule_repeating(connection=None)
-    assert (worker.SUPPORT_SWEEP_JOB_ID, sweep_support, worker.SWEEP_EVERY_SECONDS) in scheduled
+    assert (worker.SUPPORT_SWEEP_JOB_ID, sweep_support, 7) in worker.repeating_jobs(sweep_every=7)
