@@ -161,6 +161,9 @@ class Config:
     ZENDESK_BASE_URL = os.environ.get("ZENDESK_BASE_URL")  # overrides the subdomain's URL (tests)
     ZENDESK_TIMEOUT = float(os.environ.get("ZENDESK_TIMEOUT", "30"))
     SUPPORT_RETRY_BASE_SECONDS = float(os.environ.get("SUPPORT_RETRY_BASE_SECONDS", "30"))
+    # Zendesk being down (5xx, 429, no answer) is retried this long after the request was
+    # stored, then the request is marked failed: the same 72 hours as mail.
+    SUPPORT_GIVE_UP_AFTER = timedelta(hours=float(os.environ.get("SUPPORT_GIVE_UP_HOURS", "72")))
     RATELIMIT_CONTACT = "5 per hour"
     # Google Analytics 4 measurement id (G-XXXXXXX); unset: no analytics at all (P5).
     GA_MEASUREMENT_ID = os.environ.get("GA_MEASUREMENT_ID") or None
