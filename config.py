@@ -116,6 +116,13 @@ class Config:
     # How often the worker runs the sweeper (worker.py reads this). With MAIL_LEASE_SECONDS it
     # bounds how long a killed worker's deliveries stand still: lease + provider timeout + this.
     SWEEP_EVERY_SECONDS = int(os.environ.get("SWEEP_EVERY_SECONDS", "10"))
+    # The worker's heartbeat, idle or busy: it re-registers lost repeating jobs and takes over
+    # a dead worker's scheduler, so this bounds both repairs. RQ's default (405 s idle) is far
+    # too slow for that; 20 s costs three cheap Redis round trips a minute per worker.
+    WORKER_HEARTBEAT_SECONDS = int(os.environ.get("WORKER_HEARTBEAT_SECONDS", "20"))
+    # A warm shutdown lets the job in hand run this long, then requeues it: platforms SIGKILL
+    # 30 s after SIGTERM (Heroku), which leaves 5 s to requeue it and leave.
+    WORKER_SHUTDOWN_GRACE_SECONDS = int(os.environ.get("WORKER_SHUTDOWN_GRACE_SECONDS", "25"))
     # A send run's claim on its deliveries lasts this long, and is renewed before each provider
     # call for the call's timeout plus this much: the sweeper hands on only rows whose holder
     # can no longer be in the middle of a call (docs: app/mail/jobs.py).
@@ -155,6 +162,9 @@ class Config:
     ZENDESK_BASE_URL = os.environ.get("ZENDESK_BASE_URL")  # overrides the subdomain's URL (tests)
     ZENDESK_TIMEOUT = float(os.environ.get("ZENDESK_TIMEOUT", "30"))
     SUPPORT_RETRY_BASE_SECONDS = float(os.environ.get("SUPPORT_RETRY_BASE_SECONDS", "30"))
+    # Zendesk being down (5xx, 429, no answer) is retried this long after the request was
+    # stored, then the request is marked failed: the same 72 hours as mail.
+    SUPPORT_GIVE_UP_AFTER = timedelta(hours=float(os.environ.get("SUPPORT_GIVE_UP_HOURS", "72")))
     RATELIMIT_CONTACT = "5 per hour"
     # Google Analytics 4 measurement id (G-XXXXXXX); unset: no analytics at all (P5).
     GA_MEASUREMENT_ID = os.environ.get("GA_MEASUREMENT_ID") or None

@@ -294,12 +294,7 @@ def test_a_reset_request_its_job_keeps_failing_on_is_dropped_after_an_hour(
 def test_the_worker_schedules_the_reset_request_sweeper(monkeypatch):
     import worker
 
-    scheduled: list[tuple[str, object, int]] = []
-    monkeypatch.setattr(
-        worker, "_repeat", lambda conn, job_id, func, every: scheduled.append((job_id, func, every))
-    )
-    worker.schedule_repeating(connection=None)
-    assert (worker.RESET_SWEEP_JOB_ID, sweep_reset_requests, worker.SWEEP_EVERY_SECONDS) in scheduled
+    assert (worker.RESET_SWEEP_JOB_ID, sweep_reset_requests, 7) in worker.repeating_jobs(sweep_every=7)
 
 
 def test_forgot_password_is_rate_limited_per_address_and_each_submit_sends_a_link(

@@ -334,12 +334,8 @@ def test_the_worker_schedules_the_dispatch_check(monkeypatch):
     import worker
     from app.consent.jobs import refresh_policy_dispatches
 
-    scheduled: list[tuple[str, object, int]] = []
-    monkeypatch.setattr(
-        worker, "_repeat", lambda conn, job_id, func, every: scheduled.append((job_id, func, every))
-    )
-    worker.schedule_repeating(connection=None)
-    assert (worker.POLICY_DISPATCH_JOB_ID, refresh_policy_dispatches, worker.SWEEP_EVERY_SECONDS) in scheduled
+    expected = (worker.POLICY_DISPATCH_JOB_ID, refresh_policy_dispatches, 7)
+    assert expected in worker.repeating_jobs(sweep_every=7)
 
 
 def test_publishing_an_email_does_not_load_every_account(app, people, make_member):

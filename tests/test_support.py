@@ -495,6 +495,92 @@ def test_zendesk_down_keeps_the_request_until_it_comes_back(app, client, zendesk
     assert len(zendesk.accepted()) == 1
 
 
+def test_create_then_no_answer_makes_exactly_one_ticket_even_if_zendesk_forgets_the_key(client, zendesk):
+    """Zendesk made the ticket and dropped the connection; the retry looks it up, files nothing."""
+    zendesk.honour_idempotency = False  # the Idempotency-Key alone would not save us
+    zendesk.drop_after_create(1)
+    _contact(client)
+    stored = _only_request()
+    assert stored.status is SupportStatus.RECEIVED and stored.delayed
+    assert "could not be reached" in stored.last_error
+    (made,) = zendesk.tickets()
+
+    _wait_out_backoff()
+    assert _sweep_and_run()["requests"] == 1
+    stored = _only_request()
+    assert stored.status is SupportStatus.FORWARDED and stored.zendesk_ticket_id == made.ticket_id
+    assert zendesk.tickets_for(stored.reference) == [made.ticket_id]
+    assert (zendesk.attempts, zendesk.lookups) == (1, 1)  # looked up, not posted again
+
+
+def test_a_retry_after_a_server_error_posts_again_when_the_lookup_finds_nothing(client, zendesk):
+    zendesk.honour_idempotency = False
+    zendesk.queue_responses([(502, None)])  # refused before any ticket was made
+    _contact(client)
+    _wait_out_backoff()
+    _sweep_and_run()
+    stored = _only_request()
+    assert stored.status is SupportStatus.FORWARDED
+    assert zendesk.tickets_for(stored.reference) == [stored.zendesk_ticket_id]
+    assert (zendesk.attempts, zendesk.lookups) == (2, 1)
+
+
+def test_zendesk_down_for_a_while_is_delivered_later_once_and_shown_delayed(
+    app, client, make_school, make_member, zendesk
+):
+    make_member(make_school(), email="waiting@example.org")
+    sign_in(client, "waiting@example.org")
+    app.config["ZENDESK_BASE_URL"] = CLOSED_URL
+    zendesk.honour_idempotency = False
+    _help(client, subject="While Zendesk is down")
+    for _ in range(3):
+        _wait_out_backoff()
+        _sweep_and_run()
+    stored = _only_request()
+    assert (stored.status, stored.attempts, stored.delayed) == (SupportStatus.RECEIVED, 4, True)
+    page = client.get("/help/requests").get_data(as_text=True)
+    assert "Delayed: our support system is not answering; we keep trying." in page
+
+    app.config["ZENDESK_BASE_URL"] = zendesk.base_url  # back after a while
+    _wait_out_backoff()
+    assert _sweep_and_run()["requests"] == 1
+    stored = _only_request()
+    assert stored.status is SupportStatus.FORWARDED and not stored.delayed
+    assert zendesk.tickets_for(stored.reference) == [stored.zendesk_ticket_id]
+    assert _sweep_and_run()["requests"] == 0
+    assert len(zendesk.tickets()) == 1
+    assert "Forwarded to our support team" in client.get("/help/requests").get_data(as_text=True)
+
+
+def test_zendesk_down_for_72_hours_fails_the_request_visibly(app, client, zendesk):
+    app.config["ZENDESK_BASE_URL"] = CLOSED_URL
+    _contact(client)
+    stored = _only_request()
+    with time_machine.travel(stored.created_at + timedelta(hours=71)):
+        _sweep_and_run()
+        assert _only_request().status is SupportStatus.RECEIVED  # still trying
+    with time_machine.travel(stored.created_at + timedelta(hours=72, minutes=1)):
+        _sweep_and_run()
+    stored = _only_request()
+    assert stored.status is SupportStatus.FAILED and stored.next_attempt_at is None
+    assert stored.last_error.startswith("gave up after 72 hours: Zendesk could not be reached")
+    assert zendesk.tickets() == []
+
+
+def test_a_lookup_that_fails_is_retried_like_a_failed_post(app, client, zendesk, monkeypatch):
+    zendesk.queue_responses([(500, None)])
+    _contact(client)
+    app.config["ZENDESK_BASE_URL"] = CLOSED_URL  # the retry's lookup cannot be made
+    _wait_out_backoff()
+    _sweep_and_run()
+    stored = _only_request()
+    assert stored.status is SupportStatus.RECEIVED and "connection refused" in stored.last_error
+    app.config["ZENDESK_BASE_URL"] = zendesk.base_url
+    _wait_out_backoff()
+    _sweep_and_run()
+    assert _only_request().status is SupportStatus.FORWARDED and len(zendesk.tickets()) == 1
+
+
 def test_not_configured_waits_received_then_goes_once_configured(app, client):
     _contact(client)
     stored = _only_request()
@@ -601,9 +687,4 @@ def test_the_cli_command_sweeps(app, zendesk):
 def test_the_worker_schedules_the_support_sweeper(monkeypatch):
     import worker
 
-    scheduled: list[tuple[str, object, int]] = []
-    monkeypatch.setattr(
-        worker, "_repeat", lambda conn, job_id, func, every: scheduled.append((job_id, func, every))
-    )
-    worker.schedule_repeating(connection=None)
-    assert (worker.SUPPORT_SWEEP_JOB_ID, sweep_support, worker.SWEEP_EVERY_SECONDS) in scheduled
+    assert (worker.SUPPORT_SWEEP_JOB_ID, sweep_support, 7) in worker.repeating_jobs(sweep_every=7)

@@ -358,12 +358,7 @@ def test_message_page_shows_bounced_and_complained_counts(client, fake, schools,
 def test_the_worker_schedules_the_suppression_sweeper_and_the_command_runs_it(app, monkeypatch, clock):
     import worker
 
-    scheduled: list[tuple[str, object, int]] = []
-    monkeypatch.setattr(
-        worker, "_repeat", lambda conn, job_id, func, every: scheduled.append((job_id, func, every))
-    )
-    worker.schedule_repeating(connection=None)
-    assert (worker.SUPPRESSION_SWEEP_JOB_ID, sweep_suppressions, worker.SWEEP_EVERY_SECONDS) in scheduled
+    assert (worker.SUPPRESSION_SWEEP_JOB_ID, sweep_suppressions, 7) in worker.repeating_jobs(sweep_every=7)
     db.session.add(SuppressionLift(email="gone@example.org", reason="bounce", provider_lists="bounces"))
     db.session.commit()
     clock.shift(minutes=3)

@@ -10,6 +10,8 @@ import base64
 import json
 import logging
 import time
+import urllib.error
+import urllib.request
 
 import pytest
 
@@ -18,6 +20,7 @@ from app.support.zendesk import (
     TemporaryFailure,
     TicketRequest,
     ZendeskClient,
+    _matching_ticket_ids,
 )
 from tests.conftest import fake_process, fake_stats, post_to_fake
 from tests.fakes.zendesk import FIRST_TICKET_ID, FakeZendesk
@@ -401,7 +404,7 @@ def test_the_fake_honours_idempotency_keys(fake):
     assert again[2]["x-idempotency-lookup"] == "hit"
     other = json.dumps({"ticket": {**_VALID["ticket"], "subject": "Other"}}).encode()
     assert _post(url, other, headers={"Idempotency-Key": "k1"})[0] == 400
-    assert fake.stats() == {"requests": 2, "tickets": 1, "attempts": 3}
+    assert fake.stats() == {"requests": 2, "tickets": 1, "attempts": 3, "lookups": 0}
 
 
 def test_the_fake_runs_as_a_separate_process_driven_over_http():
@@ -413,4 +416,81 @@ def test_the_fake_runs_as_a_separate_process_driven_over_http():
             remote.create_ticket(_ticket())
         assert failed.value.retry_after == 2
         assert remote.create_ticket(_ticket()) == FIRST_TICKET_ID
-        assert fake_stats(base_url) == {"requests": 1, "tickets": 1, "attempts": 2}
+        assert fake_stats(base_url) == {"requests": 1, "tickets": 1, "attempts": 2, "lookups": 0}
+
+
+# -- finding a ticket an unanswered attempt made ---------------------------------------------------
+
+
+def test_find_ticket_lists_tickets_by_external_id(fake, client):
+    ticket_id = client.create_ticket(_ticket())
+    client.create_ticket(_ticket(reference="JOC-OTHER234"))
+    assert client.find_ticket("JOC-7KQ2MX9P") == ticket_id
+    assert client.find_ticket("JOC-NONE2345") is None
+    assert fake.lookups == 2 and fake.attempts == 2  # lookups are GETs, not ticket attempts
+
+
+def test_find_ticket_sends_an_authenticated_get_with_the_reference_encoded(fake):
+    url = f"{fake.base_url}/api/v2/tickets.json?external_id=JOC-7KQ2MX9P"
+    request = urllib.request.Request(url, headers={"Accept": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:  # the fake, as Zendesk, wants the token
+        urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request, timeout=5)
+    with refused.value:
+        assert refused.value.code == 401
+    wrong = _client(fake, ZENDESK_API_TOKEN="zd-wrong-token-000000000000")
+    with pytest.raises(PermanentFailure) as failed:
+        wrong.find_ticket("JOC-7KQ2MX9P")
+    assert failed.value.credentials_refused
+
+
+def test_an_answer_dropped_after_the_ticket_was_made_is_temporary_and_the_lookup_finds_it(fake, client):
+    fake.drop_after_create(1)
+    with pytest.raises(TemporaryFailure, match="could not be reached"):
+        client.create_ticket(_ticket())
+    (made,) = fake.tickets()  # Zendesk made it; we never heard
+    assert client.find_ticket("JOC-7KQ2MX9P") == made.ticket_id
+
+
+def test_the_fake_can_ignore_idempotency_keys(fake, client):
+    fake.honour_idempotency = False
+    first, second = client.create_ticket(_ticket()), client.create_ticket(_ticket())
+    assert first != second
+    assert fake.tickets_for("JOC-7KQ2MX9P") == [first, second]  # a duplicate, as the lookup shows
+    assert client.find_ticket("JOC-7KQ2MX9P") == first  # the oldest is the one we keep
+
+
+def test_a_lookup_that_cannot_be_made_is_temporary():
+    with pytest.raises(TemporaryFailure, match="connection refused"):
+        _client(CLOSED_URL, ZENDESK_TIMEOUT=2).find_ticket("JOC-7KQ2MX9P")
+
+
+@pytest.mark.parametrize(
+    "payload, expected",
+    [
+        (b'{"tickets": [{"id": 9, "external_id": "R"}, {"id": 3, "external_id": "R"}], "count": 2}', [9, 3]),
+        (b'{"tickets": [{"id": 9, "external_id": "other"}, "junk", {"id": true, "external_id": "R"}]}', []),
+        (b'{"tickets": []}', []),
+        (b'{"ticket": {"id": 9}}', None),
+        (b"not json", None),
+        (b"[]", None),
+    ],
+)
+def test_only_a_ticket_list_with_our_external_id_counts(payload, expected):
+    assert _matching_ticket_ids(payload, "R") == expected
+
+
+def test_the_separate_fake_takes_faults_over_http():
+    with fake_process(
+        "tests.fakes.zendesk", "--email", AGENT, "--token", TOKEN, "--ignore-idempotency"
+    ) as base_url:
+        faults = json.dumps({"drop_after_create": 1}).encode()
+        assert _post(f"{base_url}/_fake/faults", faults)[1] == {
+            "drop_after_create": 1,
+            "honour_idempotency": False,
+        }
+        remote = _client(base_url)
+        with pytest.raises(TemporaryFailure):
+            remote.create_ticket(_ticket())
+        assert remote.find_ticket("JOC-7KQ2MX9P") == FIRST_TICKET_ID
+        assert remote.create_ticket(_ticket()) == FIRST_TICKET_ID + 1  # the key is ignored
+        assert fake_stats(base_url) == {"requests": 2, "tickets": 2, "attempts": 2, "lookups": 1}

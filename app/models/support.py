@@ -93,6 +93,11 @@ class SupportRequest(SchoolOrPlatform, Model):
     deletion_confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property
+    def delayed(self) -> bool:
+        """Zendesk failed for now and a retry is due later (the reason is in last_error)."""
+        return self.status == SupportStatus.RECEIVED and self.attempts > 0 and bool(self.last_error)
+
+    @property
     def settled(self) -> bool:
         return self.status in (SupportStatus.FORWARDED, SupportStatus.FAILED)
 

@@ -3,10 +3,14 @@
 ``forward_request`` claims the request atomically (``UPDATE ... WHERE status='received'
 RETURNING``), so two workers never file the same request, and a forwarded request is never
 sent again. A temporary failure (429, 5xx, network) puts it back with a backoff or Zendesk's
-``Retry-After`` and schedules the retry; while Zendesk is not configured the request simply
-waits. ``sweep_support`` (every two minutes in the worker, or ``flask jobs sweep-support``)
-re-enqueues what a lost job, a Redis outage, a dead worker or a missing configuration left
-behind, so nothing is lost (P6, P16).
+``Retry-After`` and schedules the retry, for SUPPORT_GIVE_UP_AFTER (72 h, as mail); only then
+is it failed. Every attempt after the first asks Zendesk for a ticket with our reference as
+``external_id`` before creating one: an earlier attempt that timed out, lost its connection
+or got a 5xx may have made the ticket, and the Idempotency-Key alone is not trusted to catch
+it. While Zendesk is not configured the request simply waits. ``sweep_support`` (every
+SWEEP_EVERY_SECONDS in the worker, or ``flask jobs sweep-support``) re-enqueues what a lost
+job, a Redis outage, a dead worker or a missing configuration left behind, so nothing is
+lost (P6, P16).
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ log = logging.getLogger(__name__)
 
 QUEUE = "default"
 STUCK_AFTER = timedelta(minutes=15)  # a worker killed mid-call leaves the request "forwarding"
-MAX_RETRY_SECONDS = 3600  # backoff doubles per attempt up to this; temporary failures never give up
+MAX_RETRY_SECONDS = 3600  # backoff doubles per attempt up to this, until SUPPORT_GIVE_UP_AFTER
 NOT_CONFIGURED = "Zendesk is not configured yet; the request waits until it is."
 
 
@@ -57,8 +61,13 @@ def _forward(request_id: int) -> str:
     if support_request is None:
         return "skipped"  # forwarded or failed already, another worker has it, or not due yet
     try:
-        ticket_id = client.create_ticket(_ticket_of(support_request))
+        ticket_id = _existing_ticket(client, support_request)
+        if ticket_id is None:
+            ticket_id = client.create_ticket(_ticket_of(support_request))
     except TemporaryFailure as failure:
+        if _past_give_up(support_request):
+            _fail(support_request, f"gave up after {_give_up_hours()} hours: {failure.reason}")
+            return "failed"
         _retry_later(support_request, failure.reason, failure.retry_after)
         db.session.commit()
         return "retry"
@@ -68,12 +77,7 @@ def _forward(request_id: int) -> str:
             _retry_later(support_request, failure.reason, MAX_RETRY_SECONDS)
             db.session.commit()
             return "retry"
-        support_request.status = SupportStatus.FAILED
-        support_request.last_error = failure.reason[:500]
-        support_request.next_attempt_at = None
-        support_request.updated_at = utcnow()
-        db.session.commit()
-        log.error("support request %s failed for good: %s", support_request.reference, failure.reason)
+        _fail(support_request, failure.reason)
         return "failed"
     now = utcnow()
     support_request.status = SupportStatus.FORWARDED
@@ -82,6 +86,32 @@ def _forward(request_id: int) -> str:
     support_request.last_error = support_request.next_attempt_at = None
     db.session.commit()
     return "forwarded"
+
+
+def _existing_ticket(client: ZendeskClient, support_request: SupportRequest) -> int | None:
+    """The ticket an earlier attempt may have made; the first attempt cannot have one."""
+    if support_request.attempts <= 1:
+        return None
+    return client.find_ticket(support_request.reference)
+
+
+def _past_give_up(support_request: SupportRequest) -> bool:
+    """Whether the request has waited for Zendesk as long as we keep trying."""
+    return utcnow() - support_request.created_at >= current_app.config["SUPPORT_GIVE_UP_AFTER"]
+
+
+def _give_up_hours() -> int:
+    return round(current_app.config["SUPPORT_GIVE_UP_AFTER"].total_seconds() / 3600)
+
+
+def _fail(support_request: SupportRequest, reason: str) -> None:
+    """Failed for good: kept, with the reason, for the support console and the requester."""
+    support_request.status = SupportStatus.FAILED
+    support_request.last_error = reason[:500]
+    support_request.next_attempt_at = None
+    support_request.updated_at = utcnow()
+    db.session.commit()
+    log.error("support request %s failed for good: %s", support_request.reference, reason)
 
 
 def _claim(request_id: int) -> SupportRequest | None:

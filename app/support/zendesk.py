@@ -14,6 +14,11 @@ than making a second one.
 Only the standard library is used (``urllib.request``). Neither the API token nor the
 requester's email is ever logged or put into an exception message: failures end up in the
 request's ``last_error`` column and in logs that many people can read.
+
+A retry does not trust the Idempotency-Key alone (Zendesk keeps keys for a limited time, and
+a ticket whose creation timed out or lost its answer may exist): ``find_ticket`` first lists
+the tickets whose ``external_id`` is our reference (``GET /api/v2/tickets.json?external_id=``,
+Zendesk's List Tickets filter; external ids need not be unique, so the lowest id is "the" one).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import json
 import logging
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -190,19 +196,7 @@ class ZendeskClient:
             },
         )
         reference = ticket.reference
-        try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                status = response.status
-                payload = self._read(response)
-        except urllib.error.HTTPError as error:
-            with error:
-                failure = self._failure(error.code, self._read(error), error.headers)
-            log.warning("zendesk ticket for %s failed: %s", reference, failure.reason)
-            raise failure from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
-            failure = TemporaryFailure(f"Zendesk could not be reached: {network_reason(error)}")
-            log.warning("zendesk ticket for %s failed: %s", reference, failure.reason)
-            raise failure from None
+        status, payload = self._call(request, f"zendesk ticket for {reference}")
         ticket_id = _ticket_id(payload)
         if not 200 <= status < 300 or ticket_id is None:
             # A ticket may well have been made: failing for good avoids filing it twice.
@@ -214,6 +208,43 @@ class ZendeskClient:
             raise failure
         log.info("zendesk ticket for %s created as #%s", reference, ticket_id)
         return ticket_id
+
+    def find_ticket(self, reference: str) -> int | None:
+        """The ticket Zendesk already has for our reference (its external_id), or None."""
+        query = urllib.parse.urlencode({"external_id": reference})
+        request = urllib.request.Request(  # noqa: S310 - the scheme is checked in __init__
+            f"{self.url}?{query}",
+            method="GET",
+            headers={
+                "Authorization": self._authorization,
+                "Accept": "application/json",
+                "User-Agent": "join-our-class-support",
+            },
+        )
+        _, payload = self._call(request, f"zendesk lookup of {reference}")
+        ids = _matching_ticket_ids(payload, reference)
+        if ids is None:
+            failure = TemporaryFailure("Zendesk's ticket lookup answered without a ticket list")
+            log.warning("zendesk lookup of %s failed: %s", reference, failure.reason)
+            raise failure
+        if ids:
+            log.info("zendesk already has ticket #%s for %s", min(ids), reference)
+        return min(ids) if ids else None
+
+    def _call(self, request: urllib.request.Request, what: str) -> tuple[int, bytes]:
+        """Send the request: (status, body) of a 2xx; ZendeskFailure (logged) otherwise."""
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return response.status, self._read(response)
+        except urllib.error.HTTPError as error:
+            with error:
+                failure = self._failure(error.code, self._read(error), error.headers)
+            log.warning("%s failed: %s", what, failure.reason)
+            raise failure from None
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
+            failure = TemporaryFailure(f"Zendesk could not be reached: {network_reason(error)}")
+            log.warning("%s failed: %s", what, failure.reason)
+            raise failure from None
 
     def _read(self, response) -> bytes:
         try:
@@ -281,3 +312,22 @@ def _ticket_id(payload: bytes) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         return value
     return None
+
+
+def _matching_ticket_ids(payload: bytes, reference: str) -> list[int] | None:
+    """Ids of the listed tickets whose external_id is ``reference``; None if not a ticket list."""
+    try:
+        data = json.loads(payload.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    tickets = data.get("tickets") if isinstance(data, dict) else None
+    if not isinstance(tickets, list):
+        return None
+    ids = []
+    for ticket in tickets:
+        if not isinstance(ticket, dict) or ticket.get("external_id") != reference:
+            continue  # Zendesk filters by external_id already; a stray entry is not ours
+        value = ticket.get("id")
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            ids.append(value)
+    return ids

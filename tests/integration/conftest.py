@@ -140,7 +140,9 @@ def wait_for(
 def start_worker(
     redis_url, redis_conn, database_url, tmp_path, app
 ) -> Iterator[Callable[..., WorkerProcess]]:
-    """start_worker(sweeper=False) -> a running worker.py, idle and listening; stopped at teardown.
+    """start_worker(sweeper=False, **env) -> a running worker.py, idle and listening; stopped at teardown.
+
+    ``env`` adds or overrides environment variables of that worker (WORKER_HEARTBEAT_SECONDS=...).
 
     Depends on ``app`` so the schema exists and the tables are emptied after the worker stops.
     """
@@ -159,10 +161,10 @@ def start_worker(
         PYTHONUNBUFFERED="1",
     )
 
-    def start(*, sweeper: bool = False) -> WorkerProcess:
+    def start(*, sweeper: bool = False, **extra: str) -> WorkerProcess:
         if not sweeper:
             park_sweeper(redis_conn)
-        worker = WorkerProcess(env, tmp_path / f"worker-{len(started) + 1}.log")
+        worker = WorkerProcess({**env, **extra}, tmp_path / f"worker-{len(started) + 1}.log")
         started.append(worker)
         wait_for(
             lambda: worker_is_idle(redis_conn, worker),
