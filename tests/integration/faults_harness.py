@@ -40,11 +40,11 @@ import sys
 import tempfile
 import time
 import urllib.request
-from urllib.parse import urlsplit
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tests.integration.processes import (
     NO_PROXY,
@@ -95,6 +95,7 @@ class Settings:
     hang_past_timeout: float = 2.0
     retry_after: int = 3
     zendesk_down_for: float = 8.0
+    zendesk_unanswered: int = 5  # tickets made and left unanswered (each costs the client its timeout)
     crash_bound: float = 60.0
 
     def worker_env(self) -> dict[str, str]:
@@ -341,9 +342,12 @@ class PrivatePostgres:
         )
         return self
 
-    def restart(self) -> None:
-        """Stop (fast: every connection is cut) and start again."""
-        self._ctl("restart", "-m", "fast")
+    def stop_fast(self) -> None:
+        """Stop now (fast: every connection is cut, nothing lost)."""
+        self._ctl("stop", "-m", "fast")
+
+    def start_again(self) -> None:
+        self._ctl("start")
 
     def stop(self) -> None:
         with contextlib.suppress(ProcessFailed):
@@ -498,7 +502,8 @@ def scheduler_holder(redis) -> str | None:
 def make_app(database_url: str, redis_url: str | None):
     """The web side of the app on this database and Redis (its own mail backend sends nothing)."""
     from app import create_app
-    from config import DevelopmentConfig, database_url as normalise, engine_options
+    from config import DevelopmentConfig, engine_options
+    from config import database_url as normalise
 
     config = DevelopmentConfig()
     config.SQLALCHEMY_DATABASE_URI = normalise(database_url)
@@ -513,11 +518,13 @@ def make_app(database_url: str, redis_url: str | None):
     return create_app(config)
 
 
-def create_schema(app) -> None:
-    """The tables, on an empty database."""
+def reset_schema(app) -> None:
+    """Every table dropped and created again, empty."""
     from app.extensions import db
 
     with app.app_context():
+        db.session.remove()
+        db.drop_all()
         db.create_all()
         db.session.remove()
 
@@ -562,7 +569,7 @@ def write_announcement(app, prefix: str) -> int:
 
 
 def submit_support_requests(app, count: int, prefix: str) -> list[str]:
-    """``count`` contact-form messages, committed (each one's forwarding job goes to Redis); their references."""
+    """``count`` contact-form messages, committed (each forwarding job goes to Redis); their references."""
     from app.extensions import db
     from app.support.services import submit_contact
 
@@ -705,10 +712,7 @@ class Matrix:
         """Run one scenario from empty services to its outcome; everything started is stopped."""
         workdir = Path(tempfile.mkdtemp(prefix=f"{scenario.key}-", dir=self.workdir))
         with self._services(scenario, workdir) as run:
-            if scenario.kind == "support":
-                outcome = self._support(run)
-            else:
-                outcome = self._mail(run)
+            outcome = self._support(run) if scenario.kind == "support" else self._mail(run)
         outcome.notes = run.notes + outcome.notes
         self.log(outcome.describe())
         return outcome
@@ -734,8 +738,9 @@ class Matrix:
                 stack.callback(private_postgres.stop)
                 database_url = private_postgres.url
             app = self.app_for(database_url, redis_url)
+            # Empty tables: a message an earlier scenario left unsent would be swept into this one.
+            reset_schema(app)
             if private_postgres is not None:
-                create_schema(app)
                 stack.callback(self._forget_app, database_url, redis_url)
             mailgun = StandIn(
                 "mailgun",
@@ -820,7 +825,8 @@ class Matrix:
         if unexpected:
             run.notes.append(f"{len(unexpected)} addresses at the stand-in that were never written")
         run.notes.append(
-            f"stand-in: {stats['requests']} calls taken, {stats['attempts']} made, {stats['dropped']} dropped, "
+            f"stand-in: {stats['requests']} calls taken, {stats['attempts']} made, "
+            f"{stats['dropped']} dropped, "
             f"{stats['event_requests']} Events API requests; worker restarts {run.fleet.restarts}"
         )
         return Outcome(
@@ -928,13 +934,14 @@ def _kill_busy_of_two(run: Run) -> None:
     held = scheduler_holder(run.redis) == victim_name
     killed = run.fleet.kill(victim, retire=True)
     run.notes.append(
-        f"killed {len(killed)} processes of the busy worker, not restarted; it {'held' if held else 'did not hold'} "
+        f"killed {len(killed)} processes of the busy worker, not restarted; it "
+        f"{'held' if held else 'did not hold'} "
         "RQ's scheduler lock"
     )
 
 
 def _sigterm(run: Run) -> None:
-    """A deploy: SIGTERM while the provider is slow; SIGKILL after the platform's grace; a new worker starts."""
+    """A deploy: SIGTERM in a slow call; SIGKILL after the platform's grace; a new worker starts."""
     victim = busy_worker(run.redis, run.fleet.alive())
     if victim is None:
         raise ProcessFailed("no worker is busy with the send")
@@ -947,17 +954,29 @@ def _restart_redis_empty(run: Run) -> None:
     run.private_redis.kill()
     run.after(run.settings.hold + 2.0, run.private_redis.start)
     run.notes.append(
-        f"Redis SIGKILLed in the call, the call answered 503 {run.settings.hold:.0f} s later (its retry could "
+        f"Redis SIGKILLed in the call, the call answered 503 {run.settings.hold:.0f} s later "
+        "(its retry could "
         f"not be scheduled), Redis back EMPTY at {run.settings.hold + 2:.0f} s"
     )
 
 
 def _restart_postgres(run: Run) -> None:
-    """Restart PostgreSQL (fast: every connection cut) while the call is held."""
+    """Stop PostgreSQL while the call is held, start it again after the provider has answered.
+
+    The answer then comes while the database is down: the run cannot record it, and the batch
+    must be found again (asked of the provider) rather than lost or sent twice.
+    """
     assert run.private_postgres is not None
     started = time.monotonic()
-    run.private_postgres.restart()
-    run.notes.append(f"PostgreSQL restarted in {time.monotonic() - started:.1f} s, in the held call")
+    run.private_postgres.stop_fast()
+    stopped_in = time.monotonic() - started
+    back_after = run.settings.hold + 2.0
+    run.after(back_after, run.private_postgres.start_again)
+    run.notes.append(
+        f"PostgreSQL stopped ({stopped_in:.1f} s) in the held call, started again {back_after:.0f} s "
+        "after the "
+        "fault (the provider answered in between)"
+    )
 
 
 RELIES_ON_SCHEDULE = (
@@ -1008,7 +1027,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         fault_answer=_held,
         inject=_restart_postgres,
         private_postgres=True,
-        provider_delay=lambda s: s.hold,
+        provider_delay=lambda s: s.hold + 2.0,
         needs=RELIES_ON_SCHEDULE,
     ),
     Scenario(
@@ -1043,8 +1062,13 @@ SCENARIOS: tuple[Scenario, ...] = (
         "zendesk-made-no-answer",
         "Zendesk makes the ticket, then does not answer (and forgets the Idempotency-Key)",
         kind="support",
-        fault_answer=lambda s: {"hold": s.zendesk_timeout + 2.0, "forget_keys": True},
-        needs="the worker branch: Zendesk external_id lookup before a ticket whose creation went unanswered is re-filed",
+        fault_answer=lambda s: {
+            "no_answer": s.zendesk_unanswered,
+            "hold": s.zendesk_timeout + 2.0,
+            "forget_keys": True,
+        },
+        needs="the worker branch: Zendesk external_id lookup before a ticket whose creation went "
+        "unanswered is filed again",
     ),
 )
 
