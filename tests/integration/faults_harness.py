@@ -744,7 +744,8 @@ class Matrix:
             app = self.app_for(database_url, redis_url)
             # Empty tables: a message an earlier scenario left unsent would be swept into this one.
             reset_schema(app)
-            if private_postgres is not None:
+            if private_postgres is not None or private_redis is not None:
+                # An app per private service: its connections go with the service.
                 stack.callback(self._forget_app, database_url, redis_url)
             mailgun = StandIn(
                 "mailgun",
