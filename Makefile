@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 export FLASK_APP := app:create_app
 
-.PHONY: run test lint format typecheck lock bench worker clean
+.PHONY: run test lint format typecheck lock bench bench-faults worker clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
@@ -59,6 +59,11 @@ lock: $(VENV)/.installed
 ## bench: the directory benchmark (PostgreSQL database bench_directory is DROPPED and rebuilt)
 bench: $(VENV)/.installed
 	$(BIN)/python -m bench.directory $(BENCH_ARGS)
+
+## bench-faults: the fault matrix at N = 3,000 and 20,000 (PostgreSQL database bench_faults is DROPPED and
+## rebuilt; private redis-server and PostgreSQL clusters on ports 16300-16399). BENCH_ARGS="--n 3000" for one N.
+bench-faults: $(VENV)/.installed
+	$(BIN)/python -m bench.faults $(BENCH_ARGS)
 
 worker: $(VENV)/.installed
 	$(BIN)/python worker.py
