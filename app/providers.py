@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import os
 import re
 import socket
 import ssl
@@ -88,11 +89,16 @@ class _Deadline:
     urllib's timeout bounds each socket operation, not the call: a server dribbling a byte a
     second holds a call for ever. The mail claims count on a call ending by its timeout (a
     batch not shown accepted after that, plus the event lag, was never taken).
+
+    The watchdog cuts through a duplicate of the socket's descriptor, its own until the call
+    ends: the call's socket may be closed meanwhile and its number reused by another
+    connection (the database's), which a cut by number would hit.
     """
 
     def __init__(self, seconds: float) -> None:
         self._lock = threading.Lock()
-        self._sock: socket.socket | None = None
+        self._twin: socket.socket | None = None
+        self._over = False
         self.expired = False
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
@@ -100,29 +106,47 @@ class _Deadline:
 
     def watch(self, sock: socket.socket | None) -> None:
         """The connection's socket, once connected (cut at once if the time is already up)."""
+        if sock is None:
+            return
         with self._lock:
-            self._sock = sock
+            if self._over:
+                return
+            try:
+                self._twin = socket.socket(fileno=os.dup(sock.fileno()))
+            except OSError:
+                return  # closed already: nothing left to cut
             if self.expired:
-                _cut(sock)
+                self._cut()
 
     def cancel(self) -> None:
         """The call is over: the timer has nothing left to do."""
         self._timer.cancel()
+        with self._lock:
+            self._over = True
+            self._let_go()
 
     def _expire(self) -> None:
         with self._lock:
+            if self._over:
+                return
             self.expired = True
-            _cut(self._sock)
+            self._cut()
 
+    def _cut(self) -> None:
+        """Shut the socket both ways: a thread blocked reading or writing it gets an error at once.
 
-def _cut(sock: socket.socket | None) -> None:
-    """Shut the socket both ways; a thread blocked reading or writing it gets an error at once."""
-    if sock is None:
-        return
-    # The plain socket's shutdown, also under TLS: SSLSocket.shutdown would unwrap the TLS
-    # object under the feet of the thread reading it. OSError: closed already.
-    with contextlib.suppress(OSError):
-        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+        Through the plain descriptor, also under TLS (SSLSocket.shutdown would unwrap the TLS
+        object under the feet of the thread reading it). Called with the lock held.
+        """
+        if self._twin is not None:
+            with contextlib.suppress(OSError):
+                self._twin.shutdown(socket.SHUT_RDWR)
+            self._let_go()
+
+    def _let_go(self) -> None:
+        if self._twin is not None:
+            self._twin.close()
+            self._twin = None
 
 
 def _with_deadline(http_class, seconds: float, made: list[_Deadline]):

@@ -270,10 +270,29 @@ def test_a_redirect_is_not_followed(fake, client):
 
 
 @pytest.mark.parametrize("body", [{"ticket": {}}, {"ticket": {"id": "7"}}, {"id": 7}, None])
-def test_a_success_without_a_ticket_id_fails_for_good_rather_than_filing_twice(fake, client, body):
+def test_a_success_without_a_ticket_id_is_tried_again_after_a_lookup(fake, client, body):
+    """The ticket may exist: a temporary failure, so the retry asks for it by external_id."""
     fake.queue_responses([(201, body)])
-    with pytest.raises(PermanentFailure, match="without a ticket id"):
+    with pytest.raises(TemporaryFailure, match="without a ticket id"):
         client.create_ticket(_ticket())
+
+
+def test_a_refused_lookup_is_temporary_but_a_refused_token_is_not(client, monkeypatch):
+    """A 404 or 422 to the lookup says nothing about the ticket: retried, never failed for good."""
+
+    def refuse(status):
+        def call(request, what):
+            raise PermanentFailure(f"Zendesk refused the request ({status})", status)
+
+        return call
+
+    monkeypatch.setattr(client, "_call", refuse(404))
+    with pytest.raises(TemporaryFailure, match="lookup failed"):
+        client.find_ticket("req-1")
+    monkeypatch.setattr(client, "_call", refuse(401))
+    with pytest.raises(PermanentFailure) as refused:
+        client.find_ticket("req-1")
+    assert refused.value.credentials_refused
 
 
 def test_the_token_and_addresses_never_appear_in_failures_or_logs(fake, client, caplog):

@@ -236,6 +236,9 @@ def _ask(batch_id: str, group: list[MailDelivery], result: Recovery, run: Run) -
     # The provider may take the batch until the call's deadline; its event may then show up to
     # the event lag later. Only after both can "not among the accepted" mean "never taken".
     settled_at = handed_at + timedelta(seconds=settle_seconds())
+    # What was asked is what was shown when the asking began: a page read after settled_at
+    # of a query begun before it may still lack an event that showed in between.
+    asked_at = utcnow()
     try:
         accepted = backend().accepted(batch_id, handed_at, until=handed_at + call_lease())
     except (TemporaryFailure, PermanentFailure) as failure:
@@ -248,7 +251,7 @@ def _ask(batch_id: str, group: list[MailDelivery], result: Recovery, run: Run) -
         provider_id = accepted.get(delivery.to_email.lower())
         if provider_id is not None:
             sent[provider_id].append(delivery.id)
-        elif now >= settled_at:
+        elif asked_at >= settled_at:
             result.to_send.append(delivery)  # the provider never took it: it goes again
         else:
             result.waiting.append(delivery)

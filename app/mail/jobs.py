@@ -226,8 +226,9 @@ def _send(message: MailMessage, deliveries: list[MailDelivery], users: dict[int,
     try:
         provider_ids = backend().send_batch(batch)
     except OutcomeUnknown as failure:
-        # Asked about before it goes again, and not before the answer can be trusted.
-        failure.retry_after = max(failure.retry_after or 0, claims.settle_seconds())
+        # Asked about before it goes again, once the provider can no longer be taking it (the
+        # call's deadline): what it took is marked sent then, the rest waits for the lag.
+        failure.retry_after = max(failure.retry_after or 0, claims.call_lease().total_seconds())
         return _retry_later(message_id, held, run, failure, attempts, keep_batch=True)
     except TemporaryFailure as failure:
         return _retry_later(message_id, held, run, failure, attempts, keep_batch=False)

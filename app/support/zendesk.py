@@ -199,10 +199,10 @@ class ZendeskClient:
         status, payload = self._call(request, f"zendesk ticket for {reference}")
         ticket_id = _ticket_id(payload)
         if not 200 <= status < 300 or ticket_id is None:
-            # A ticket may well have been made: failing for good avoids filing it twice.
-            failure = PermanentFailure(
-                f"Zendesk answered {status} without a ticket id; a ticket may or may not have been made",
-                status,
+            # A ticket may well have been made (or the answer was cut short): the retry looks
+            # it up by its external_id before making one, so trying again files nothing twice.
+            failure = TemporaryFailure(
+                f"Zendesk answered {status} without a ticket id; a ticket may or may not have been made"
             )
             log.error("zendesk ticket for %s: %s", reference, failure.reason)
             raise failure
@@ -221,7 +221,13 @@ class ZendeskClient:
                 "User-Agent": "join-our-class-support",
             },
         )
-        _, payload = self._call(request, f"zendesk lookup of {reference}")
+        try:
+            _, payload = self._call(request, f"zendesk lookup of {reference}")
+        except PermanentFailure as refused:
+            if refused.credentials_refused:
+                raise
+            # A refused lookup says nothing about the ticket: never give the request up for it.
+            raise TemporaryFailure(f"Zendesk's ticket lookup failed: {refused.reason}") from None
         ids = _matching_ticket_ids(payload, reference)
         if ids is None:
             failure = TemporaryFailure("Zendesk's ticket lookup answered without a ticket list")
