@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm import contains_eager, joinedload, selectinload
 
 from app import audit, permissions
 from app.extensions import db
@@ -30,7 +30,9 @@ def people(search: str = "", limit: int = PEOPLE_PAGE, offset: int = 0) -> list[
     query = (
         select(Membership)
         .join(User, User.id == Membership.user_id)
-        .options(joinedload(Membership.user))
+        # The joined User is the one loaded: joinedload would join the host's accounts a second
+        # time, outside the search, and PostgreSQL walked every account of the host for it.
+        .options(contains_eager(Membership.user))
         .where(Membership.status.in_((MembershipStatus.APPROVED, MembershipStatus.DEACTIVATED)))
         .order_by(User.name, Membership.id)
         .limit(limit)
