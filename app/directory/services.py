@@ -198,8 +198,17 @@ def _page_and_total(matching, page: int) -> tuple[list[int], int]:
 
 
 def everything(query: DirectoryQuery, viewer: Viewer) -> list[FamilyCard]:
-    """All matching families (print and CSV), with the same visibility rules as the pages."""
+    """All matching families (the print view), with the same visibility rules as the pages."""
     return load_cards(_matching(query), viewer)
+
+
+EXPORT_BATCH = 500
+
+
+def export_ids(query: DirectoryQuery) -> list[int]:
+    """The ids of every matching family in directory order: all a streamed export holds whole
+    (the cards are built ``EXPORT_BATCH`` at a time by ``cards_of``)."""
+    return _page_of_ids(_matching(query), limit=None, offset=0)
 
 
 @dataclass(frozen=True)
@@ -239,14 +248,19 @@ def load_cards(
 
 
 def cards_of(
-    ids: list[int], viewer: Viewer, *, own_details_seen_by: Viewer | None = None
+    ids: list[int],
+    viewer: Viewer,
+    *,
+    own_details_seen_by: Viewer | None = None,
+    names: dict[int, str] | None = None,
 ) -> list[FamilyCard]:
     """The cards of these families, in this order, in three queries (see ``load_cards``): THE card
     builder of the directory, its class rosters, print, CSV and the preview.
 
     ``own_details_seen_by`` (the preview): the viewer's own details as that other viewer would
     see them; everyone else's stay as the viewer may see them, so previewing "as staff" never
-    opens a co-guardian's staff-only details to the person previewing.
+    opens a co-guardian's staff-only details to the person previewing. ``names``: the class
+    names, when the caller has them already (the export's batches read them once).
     """
     if not ids:
         return []
@@ -276,7 +290,7 @@ def cards_of(
         .where(_among(Student.family_id, ids))
         .order_by(Student.id, Enrollment.id)
     ).all()
-    names = class_names()
+    names = class_names() if names is None else names
     family_classes: dict[int, set[int]] = {}
     kids: dict[int, dict[int, tuple[str, list[str]]]] = {}
     for family_id, student_id, first_name, class_id in children:
