@@ -133,6 +133,30 @@ def test_the_csv_streams_in_batches_with_the_same_rows(client, school_with_famil
     assert pieces[0] == "Family,Guardian,Email,Phone,Address,Children\r\n"
 
 
+def test_past_the_cap_the_count_says_more_and_the_pages_still_go_on(
+    client, school_with_families, monkeypatch
+):
+    """A large school's matches are counted up to COUNT_CAP ("1,000+ families"), not all of them."""
+    from app.directory import services
+
+    sign_in(client, school_with_families["teacher"].user.email)
+    exact = client.get("/directory/").get_data(as_text=True)
+    families = int(re.search(r"(\d+) families", exact).group(1))
+    assert families >= 3
+    monkeypatch.setattr(services, "COUNT_CAP", 1)
+    monkeypatch.setattr(services, "PAGE_SIZE", 1)
+    first = client.get("/directory/").get_data(as_text=True)
+    assert (
+        "1+ families · page 1<" in first
+        and "page=2" in first
+        and " of " not in first.split("families")[1][:20]
+    )
+    last = client.get(f"/directory/?page={families}").get_data(as_text=True)
+    assert f"page={families + 1}" not in last and f"page={families - 1}" in last
+    past = client.get("/directory/?page=9999").get_data(as_text=True)  # an old link: the last page
+    assert f"· page {families}<" in past
+
+
 def test_pending_and_deactivated_people_are_not_listed(
     client, school_with_families, make_member, make_family
 ):

@@ -74,10 +74,19 @@ class FamilyCard:
 
 @dataclass
 class DirectoryPage:
+    """A page of cards; ``total`` is exact up to COUNT_CAP, past it ``more`` says "COUNT_CAP+"."""
+
     cards: list[FamilyCard]
     total: int
     page: int
-    pages: int
+    pages: int  # exact unless ``more``: then the pages known so far (this one, and the next)
+    more: bool = False
+    has_next: bool = False
+
+
+# The directory counts matches up to this many ("1,000+ families"): an exact count would read
+# every match of a large school on each keystroke of the live search.
+COUNT_CAP = 1000
 
 
 def _listed_guardian():
@@ -172,29 +181,29 @@ def class_names() -> dict[int, str]:
 
 
 def search(query: DirectoryQuery, viewer: Viewer) -> DirectoryPage:
-    """One page of the directory as this viewer may see it."""
+    """One page of the directory as this viewer may see it, with the matches counted up to
+    COUNT_CAP: both queries stop early (the families are walked in name order)."""
     matching = _matching(query)
     page = query.page
-    ids, total = _page_and_total(matching, page)
+    ids = _page_of_ids(matching, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+    total = _capped_count(matching)
     if not ids and page > 1:  # past the last page (an old link): show the last one
-        total = db.session.scalar(select(func.count()).select_from(matching.subquery())) or 0
-        page = max(1, math.ceil(total / PAGE_SIZE))
-        ids, total = _page_and_total(matching, page)
-    pages = max(1, math.ceil(total / PAGE_SIZE))
-    return DirectoryPage(cards_of(ids, viewer), total, page, pages)
+        exact = total
+        if total > COUNT_CAP:  # only an old link past a very long list pays for a full count
+            exact = db.session.scalar(select(func.count()).select_from(matching.subquery())) or 0
+        page = max(1, math.ceil(exact / PAGE_SIZE))
+        ids = _page_of_ids(matching, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+    has_next = len(ids) > PAGE_SIZE
+    ids = ids[:PAGE_SIZE]
+    more = total > COUNT_CAP
+    pages = page + int(has_next) if more else max(1, math.ceil(total / PAGE_SIZE))
+    return DirectoryPage(cards_of(ids, viewer), min(total, COUNT_CAP), page, pages, more, has_next)
 
 
-def _page_and_total(matching, page: int) -> tuple[list[int], int]:
-    """One page of family ids and the number of all matches, in one query (one scan of the
-    search's LIKE conditions instead of two: a window count runs before LIMIT)."""
-    statement = (
-        matching.add_columns(func.count().over())
-        .order_by(Family.name, Family.id)
-        .offset((page - 1) * PAGE_SIZE)
-        .limit(PAGE_SIZE)
-    )
-    rows = db.session.execute(statement).all()
-    return [row[0] for row in rows], (rows[0][1] if rows else 0)
+def _capped_count(matching) -> int:
+    """How many families match, counting no further than COUNT_CAP + 1."""
+    capped = matching.order_by(None).limit(COUNT_CAP + 1).subquery()
+    return db.session.scalar(select(func.count()).select_from(capped)) or 0
 
 
 def everything(query: DirectoryQuery, viewer: Viewer) -> list[FamilyCard]:
