@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import re
@@ -114,7 +115,9 @@ def make_app(database_url: str, redis_url: str):
     config.RATELIMIT_ENABLED = False
     config.MAIL_BACKEND = "memory"
     config.PUBLIC_URL = "https://district.bench.example"
-    return create_app(config)
+    app = create_app(config)
+    logging.getLogger().setLevel(logging.WARNING)  # no access line per request on the terminal
+    return app
 
 
 def backend_name() -> str:

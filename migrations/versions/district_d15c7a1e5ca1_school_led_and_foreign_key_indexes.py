@@ -1,4 +1,4 @@
-"""district scale: school_id-led indexes for the pages, and an index on every foreign key
+"""district scale: school_id-led indexes for the pages, an index on every foreign key, kept counts
 
 Revision ID: d15c7a1e5ca1
 Revises: 365807ded0aa
@@ -11,6 +11,9 @@ school's rows. The indexes are declared in app/models/indexes.py.
 """
 
 from alembic import op
+import sqlalchemy as sa
+
+import app.models.base
 
 
 # revision identifiers, used by Alembic.
@@ -55,8 +58,26 @@ INDEXES = [
 def upgrade():
     for name, table, columns in INDEXES:
         op.create_index(name, table, columns)
+    # The delivery counts of messages whose deliveries are all final (app/models/counts.py).
+    op.create_table(
+        "settled_counts",
+        sa.Column("message_id", sa.Integer(), nullable=False),
+        sa.Column("sent", sa.Integer(), nullable=False),
+        sa.Column("skipped", sa.Integer(), nullable=False),
+        sa.Column("failed", sa.Integer(), nullable=False),
+        sa.Column("digest", sa.Integer(), nullable=False),
+        sa.Column("counted_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["message_id"],
+            ["mail_message.id"],
+            name=op.f("fk_settled_counts_message_id_mail_message"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("message_id", name=op.f("pk_settled_counts")),
+    )
 
 
 def downgrade():
+    op.drop_table("settled_counts")
     for name, table, _columns in reversed(INDEXES):
         op.drop_index(name, table_name=table)
