@@ -63,7 +63,7 @@ def print_view():
 @requires("directory.export")
 def export_csv():
     """Every matching family as CSV, with the same visibility rules as the pages, streamed as it
-    is built (a few hundred families at a time), so the first byte comes at once and memory
+    is built (a thousand families at a time), so the first byte comes at once and memory
     stays flat however large the school."""
     query = DirectoryQuery.from_args(request.args)
     viewer = current_viewer(g.membership)

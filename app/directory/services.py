@@ -211,7 +211,7 @@ def everything(query: DirectoryQuery, viewer: Viewer) -> list[FamilyCard]:
     return load_cards(_matching(query), viewer)
 
 
-EXPORT_BATCH = 500
+EXPORT_BATCH = 1000
 
 
 def export_ids(query: DirectoryQuery) -> list[int]:
