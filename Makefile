@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 export FLASK_APP := app:create_app
 
-.PHONY: run test lint format typecheck lock bench bench-faults worker clean
+.PHONY: run test lint format typecheck lock bench bench-faults bench-district worker clean
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
@@ -64,6 +64,10 @@ bench: $(VENV)/.installed
 ## rebuilt; private redis-server and PostgreSQL clusters on ports 16300-16399). BENCH_ARGS="--n 3000" for one N.
 bench-faults: $(VENV)/.installed
 	$(BIN)/python -m bench.faults $(BENCH_ARGS)
+
+## bench-district: per-school pages at 2k, 20k and 50 x 2k families (bench_district_* DROPPED; Redis db 12 FLUSHED)
+bench-district: $(VENV)/.installed
+	$(BIN)/python -m bench.district $(BENCH_ARGS)
 
 worker: $(VENV)/.installed
 	$(BIN)/python worker.py

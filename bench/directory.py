@@ -43,6 +43,7 @@ from bench.mail_fanout import Process, drop_postgres_database, ensure_postgres_d
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "directory.json"
 DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/bench_directory"
+DEFAULT_REDIS = "redis://127.0.0.1:6379/12"
 HOST = "127.0.0.1"
 SEARCH_TARGET = 10.0  # search partial p95 at most this many times the floor's p95
 EXPORT_TARGET = 3.0  # CSV export at most this many times PostgreSQL's COPY of the same rows
@@ -78,25 +79,32 @@ COPY (
 # -- data -------------------------------------------------------------------------------------------
 
 
-def bench_env(database_url: str, port: int, secret_key: str) -> dict[str, str]:
-    """The environment of a production-like app on the bench database (mail kept in memory)."""
+def bench_env(database_url: str, port: int, secret_key: str, redis_url: str) -> dict[str, str]:
+    """The environment of a production app on the bench database (mail kept in memory).
+
+    Production refuses an http:// PUBLIC_URL and a missing REDIS_URL, so both are given: the
+    https address only goes into links in emails (none are sent), and the client here, which
+    keeps its cookie itself, sends the Secure session cookie back over plain HTTP to 127.0.0.1.
+    Redis holds the rate limits' counters (nothing is flushed) and any job, never run.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith(INHERITED)}
     env.update(
         APP_ENV="production",
         DATABASE_URL=database_url,
         SECRET_KEY=secret_key,
         MAIL_BACKEND="memory",
-        PUBLIC_URL=f"http://{HOST}:{port}",
+        PUBLIC_URL=f"https://{HOST}:{port}",
+        REDIS_URL=redis_url,
         PYTHONPATH=str(ROOT),
     )
     return env
 
 
-def build_data(database_url: str, export_families: int) -> dict:
+def build_data(database_url: str, export_families: int, redis_url: str) -> dict:
     """Fresh database, tables from the models, the reference set and a large school for the export."""
     drop_postgres_database(database_url)
     ensure_postgres_database(database_url)
-    os.environ.update(bench_env(database_url, 0, "bench-build-only"))
+    os.environ.update(bench_env(database_url, 0, "bench-build-only", redis_url))
     from sqlalchemy import text
 
     from app import create_app
@@ -301,7 +309,7 @@ def time_inprocess_export(school_id: int, staff_email: str, repeats: int) -> dic
 
 def run(args) -> dict:
     print(f"Building {args.database_url.rsplit('/', 1)[-1]} ...", flush=True)
-    data = build_data(args.database_url, args.export_families)
+    data = build_data(args.database_url, args.export_families, args.redis_url)
     reference, large = data["reference"], data["large"]
     print(f"  reference set ({reference.counts}) built in {data['reference_seconds']:.1f} s", flush=True)
     port = free_port()
@@ -320,7 +328,7 @@ def run(args) -> dict:
             str(args.workers),
             "bench.directory_app:app",
         ],
-        bench_env(args.database_url, port, secrets.token_hex(32)),
+        bench_env(args.database_url, port, secrets.token_hex(32), args.redis_url),
         tmp / "gunicorn.log",
     )
     try:
@@ -409,6 +417,7 @@ def report(result: dict) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--database-url", default=DEFAULT_DATABASE, help="PostgreSQL; DROPPED and recreated")
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS, help="rate limits' counters (not flushed)")
     parser.add_argument("--requests", type=int, default=400, help="requests per surface (the export: 1/20)")
     parser.add_argument("--clients", type=int, default=4, help="concurrent client threads")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")

@@ -49,7 +49,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "mail_fanout.json"
 KEY = "key-bench-" + secrets.token_hex(8)
 DOMAIN = "mg.bench.example"
-PUBLIC_URL = "http://127.0.0.1:5000"
+PUBLIC_URL = "https://127.0.0.1:5000"  # production refuses http://; only links in emails use it
 TEMPLATE = "email_change_notice"  # any email template; the category makes it a newsletter
 BATCH_TARGET = 20.0  # batched must send at least this many times faster than per recipient
 COMPOSE_TARGET = 3.0  # writing the outbox may take at most this many times a bare bulk insert
@@ -434,6 +434,7 @@ def worker_env(database_url: str, redis_url: str, fake: FakeMailgunProcess, tmp:
         MAIL_BACKEND="mailgun",
         MAILGUN_API_KEY=KEY,
         MAILGUN_DOMAIN=DOMAIN,
+        MAIL_FROM=f"Bench School <no-reply@{DOMAIN}>",  # production asks for a sender aligned with it
         MAILGUN_BASE_URL=fake.base_url,
     )
     return env

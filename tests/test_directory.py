@@ -116,6 +116,47 @@ def test_parent_granted_export_gets_only_what_they_may_see(client, school_with_f
     assert (olive["Email"], olive["Phone"], olive["Address"]) == ("", "'+1 555 0100", "")
 
 
+def test_the_csv_streams_in_batches_with_the_same_rows(client, school_with_families, monkeypatch):
+    """A large school's export is written a few families at a time, never built whole."""
+    from app.directory import services
+
+    sign_in(client, school_with_families["teacher"].user.email)
+    whole = client.get("/directory/export.csv").get_data(as_text=True)
+    monkeypatch.setattr(services, "EXPORT_BATCH", 1)
+    response = client.get("/directory/export.csv", buffered=False)
+    assert response.is_streamed
+    pieces = [piece.decode() for piece in response.response]
+    response.close()
+    assert "".join(pieces) == whole
+    families = {row["Family"] for row in csv.DictReader(io.StringIO(whole))}
+    assert len(pieces) == 1 + len(families)  # the header, then one piece per batch
+    assert pieces[0] == "Family,Guardian,Email,Phone,Address,Children\r\n"
+
+
+def test_past_the_cap_the_count_says_more_and_the_pages_still_go_on(
+    client, school_with_families, monkeypatch
+):
+    """A large school's matches are counted up to COUNT_CAP ("1,000+ families"), not all of them."""
+    from app.directory import services
+
+    sign_in(client, school_with_families["teacher"].user.email)
+    exact = client.get("/directory/").get_data(as_text=True)
+    families = int(re.search(r"(\d+) families", exact).group(1))
+    assert families >= 3
+    monkeypatch.setattr(services, "COUNT_CAP", 1)
+    monkeypatch.setattr(services, "PAGE_SIZE", 1)
+    first = client.get("/directory/").get_data(as_text=True)
+    assert (
+        "1+ families · page 1<" in first
+        and "page=2" in first
+        and " of " not in first.split("families")[1][:20]
+    )
+    last = client.get(f"/directory/?page={families}").get_data(as_text=True)
+    assert f"page={families + 1}" not in last and f"page={families - 1}" in last
+    past = client.get("/directory/?page=9999").get_data(as_text=True)  # an old link: the last page
+    assert f"· page {families}<" in past
+
+
 def test_pending_and_deactivated_people_are_not_listed(
     client, school_with_families, make_member, make_family
 ):

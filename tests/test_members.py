@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import select
 
 from app import tenancy
@@ -26,6 +28,30 @@ def test_queue_lists_only_this_schools_pending_people(client, make_school, make_
     page = client.get("/members/pending").get_data(as_text=True)
     assert "Waiting Wanda" in page
     assert "Approved Arthur" not in page and "Elsewhere Elsa" not in page
+
+
+def test_the_queue_comes_a_page_at_a_time_oldest_first_with_a_capped_count(
+    client, make_school, make_member, monkeypatch
+):
+    """A large school's backlog is neither loaded nor counted whole on every view."""
+    from app.members import services
+
+    monkeypatch.setattr(services, "QUEUE_PAGE", 2)
+    monkeypatch.setattr(services, "COUNT_CAP", 4)
+    school = make_school()
+    staff = make_member(school, role=Role.STAFF)
+    for n in range(5):
+        make_member(school, status=MembershipStatus.PENDING, name=f"Waiting W{n}")
+    sign_in(client, staff.user.email)
+    first = client.get("/members/pending").get_data(as_text=True)
+    assert "4+ people waiting" in first
+    assert "Waiting W0" in first and "Waiting W1" in first and "Waiting W2" not in first
+    pages = [first]
+    while (found := re.search(r'href="(/members/pending\?after=\d+)"', pages[-1])) and len(pages) < 5:
+        pages.append(client.get(found.group(1)).get_data(as_text=True))
+    seen = [[n for n in range(5) if f"Waiting W{n}<" in page] for page in pages]
+    assert seen == [[0, 1], [2, 3], [4]]
+    assert client.get("/members/pending?after=junk").status_code == 200
 
 
 def test_approve_with_htmx_swaps_the_row_and_emails_the_person(client, make_school, make_member, sent_mail):

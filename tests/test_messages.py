@@ -422,6 +422,27 @@ def test_list_shows_each_message_with_counts_from_one_grouped_query(client, comm
         assert (_count(row, "sent"), _count(row, "waiting"), _count(row, "failed")) == (8, 0, 0)
 
 
+def test_a_message_whose_deliveries_are_all_final_is_never_recounted(client, community, sent_mail):
+    """A school-wide message's deliveries are counted once it is done, then its counts are kept."""
+    from app.models.counts import SettledCounts
+
+    sign_in(client, "admin@maple.org")
+    assert _send(client, "school", subject="Done").status_code == 303
+    later = (utcnow() + timedelta(days=2)).astimezone(ZoneInfo("UTC")).strftime("%Y-%m-%dT%H:%M")
+    assert _send(client, "school", subject="Later", send_at=later).status_code == 303
+    first = client.get("/messages").get_data(as_text=True)
+    done, waiting = (m.id for m in sorted(_messages(), key=lambda m: m.subject))
+    kept = db.session.scalars(select(SettledCounts)).all()
+    assert [(k.message_id, k.sent, k.failed) for k in kept] == [(done, 8, 0)]  # not the scheduled one
+    with count_queries() as statements:
+        again = client.get("/messages").get_data(as_text=True)
+    counted = [s for s in statements if "FROM mail_delivery" in s and "count(" in s]
+    # One grouped count, of one message: the scheduled one (the one that is done is kept).
+    assert len(counted) == 1 and re.search(r"message_id IN \((\?|%\(\w+\)s(::INTEGER)?)\)", counted[0])
+    assert re.findall(r'data-count="sent">(\d+)', again) == re.findall(r'data-count="sent">(\d+)', first)
+    assert waiting != done
+
+
 def test_the_list_shows_skipped_and_failed_deliveries(client, community, sent_mail):
     from app.models import Suppression
 

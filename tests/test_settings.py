@@ -638,11 +638,29 @@ def test_sign_ins_are_counted_per_day_not_listed(client, make_school, make_membe
         for _ in range(3):
             other = client.application.test_client()
             sign_in(other, parent.user.email)
-    sign_in(client, admin.user.email)
-    page = client.get("/settings/audit").get_data(as_text=True)
+    with time_machine.travel(datetime(2026, 4, 3, 9, tzinfo=UTC), tick=False):
+        sign_in(client, admin.user.email)
+        page = client.get("/settings/audit").get_data(as_text=True)
     assert "<td>2026-04-02</td><td>3</td>" in page
     assert "Signing Sam" not in page  # a count, not a list of who signed in
     assert _actions(school.id).count("auth.signed_in") == 4
+
+
+def test_the_sign_ins_box_counts_the_last_60_days_only(client, make_school, make_member):
+    """Counting every sign-in the school ever had would grow with its history on every view."""
+    school = make_school()
+    admin = make_member(school, role=Role.ADMIN)
+    parent = make_member(school)
+    for moment in (datetime(2026, 2, 3, 9, tzinfo=UTC), datetime(2026, 2, 2, 23, tzinfo=UTC)):
+        with time_machine.travel(moment, tick=False):
+            sign_in(client.application.test_client(), parent.user.email)
+    with time_machine.travel(datetime(2026, 4, 3, 9, tzinfo=UTC), tick=False):  # 59 days after 3 Feb
+        sign_in(client, admin.user.email)
+        page = client.get("/settings/audit").get_data(as_text=True)
+        asked = client.get("/settings/audit?since=2026-02-01&until=2026-02-10").get_data(as_text=True)
+    assert "<td>2026-02-03</td><td>1</td>" in page
+    assert "2026-02-02</td>" not in page  # the 61st day back
+    assert "<td>2026-02-02</td><td>1</td>" in asked  # a range asked for is counted, in full
 
 
 def test_the_audit_log_counts_days_and_shows_times_on_the_schools_clock(client, make_school, make_member):

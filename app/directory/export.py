@@ -16,11 +16,22 @@ def neutralise(value: str) -> str:
     return "'" + value if value.startswith(_FORMULA_STARTS) else value
 
 
+HEADER = ["Family", "Guardian", "Email", "Phone", "Address", "Children"]
+
+
 def to_csv(cards: list[FamilyCard]) -> str:
     """One row per guardian: family, name, the details the viewer may see, and the children."""
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["Family", "Guardian", "Email", "Phone", "Address", "Children"])
+    return header() + rows(cards)
+
+
+def header() -> str:
+    """The CSV's first line."""
+    return _written([HEADER])
+
+
+def rows(cards: list[FamilyCard]) -> str:
+    """The CSV lines of these cards (a batch of a streamed export, or all of them)."""
+    lines = []
     for card in cards:
         children = "; ".join(f"{name} ({', '.join(classes)})" for name, classes in card.children)
         for guardian in card.guardians:
@@ -32,5 +43,11 @@ def to_csv(cards: list[FamilyCard]) -> str:
                 guardian.contact.get("address", ""),
                 children,
             ]
-            writer.writerow([neutralise(cell) for cell in row])
+            lines.append([neutralise(cell) for cell in row])
+    return _written(lines)
+
+
+def _written(lines: list[list[str]]) -> str:
+    out = io.StringIO()
+    csv.writer(out).writerows(lines)
     return out.getvalue()

@@ -74,10 +74,19 @@ class FamilyCard:
 
 @dataclass
 class DirectoryPage:
+    """A page of cards; ``total`` is exact up to COUNT_CAP, past it ``more`` says "COUNT_CAP+"."""
+
     cards: list[FamilyCard]
     total: int
     page: int
-    pages: int
+    pages: int  # exact unless ``more``: then the pages known so far (this one, and the next)
+    more: bool = False
+    has_next: bool = False
+
+
+# The directory counts matches up to this many ("1,000+ families"): an exact count would read
+# every match of a large school on each keystroke of the live search.
+COUNT_CAP = 1000
 
 
 def _listed_guardian():
@@ -172,34 +181,43 @@ def class_names() -> dict[int, str]:
 
 
 def search(query: DirectoryQuery, viewer: Viewer) -> DirectoryPage:
-    """One page of the directory as this viewer may see it."""
+    """One page of the directory as this viewer may see it, with the matches counted up to
+    COUNT_CAP: both queries stop early (the families are walked in name order)."""
     matching = _matching(query)
     page = query.page
-    ids, total = _page_and_total(matching, page)
+    ids = _page_of_ids(matching, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+    total = _capped_count(matching)
     if not ids and page > 1:  # past the last page (an old link): show the last one
-        total = db.session.scalar(select(func.count()).select_from(matching.subquery())) or 0
-        page = max(1, math.ceil(total / PAGE_SIZE))
-        ids, total = _page_and_total(matching, page)
-    pages = max(1, math.ceil(total / PAGE_SIZE))
-    return DirectoryPage(cards_of(ids, viewer), total, page, pages)
+        exact = total
+        if total > COUNT_CAP:  # only an old link past a very long list pays for a full count
+            exact = db.session.scalar(select(func.count()).select_from(matching.subquery())) or 0
+        page = max(1, math.ceil(exact / PAGE_SIZE))
+        ids = _page_of_ids(matching, limit=PAGE_SIZE + 1, offset=(page - 1) * PAGE_SIZE)
+    has_next = len(ids) > PAGE_SIZE
+    ids = ids[:PAGE_SIZE]
+    more = total > COUNT_CAP
+    pages = page + int(has_next) if more else max(1, math.ceil(total / PAGE_SIZE))
+    return DirectoryPage(cards_of(ids, viewer), min(total, COUNT_CAP), page, pages, more, has_next)
 
 
-def _page_and_total(matching, page: int) -> tuple[list[int], int]:
-    """One page of family ids and the number of all matches, in one query (one scan of the
-    search's LIKE conditions instead of two: a window count runs before LIMIT)."""
-    statement = (
-        matching.add_columns(func.count().over())
-        .order_by(Family.name, Family.id)
-        .offset((page - 1) * PAGE_SIZE)
-        .limit(PAGE_SIZE)
-    )
-    rows = db.session.execute(statement).all()
-    return [row[0] for row in rows], (rows[0][1] if rows else 0)
+def _capped_count(matching) -> int:
+    """How many families match, counting no further than COUNT_CAP + 1."""
+    capped = matching.order_by(None).limit(COUNT_CAP + 1).subquery()
+    return db.session.scalar(select(func.count()).select_from(capped)) or 0
 
 
 def everything(query: DirectoryQuery, viewer: Viewer) -> list[FamilyCard]:
-    """All matching families (print and CSV), with the same visibility rules as the pages."""
+    """All matching families (the print view), with the same visibility rules as the pages."""
     return load_cards(_matching(query), viewer)
+
+
+EXPORT_BATCH = 1000
+
+
+def export_ids(query: DirectoryQuery) -> list[int]:
+    """The ids of every matching family in directory order: all a streamed export holds whole
+    (the cards are built ``EXPORT_BATCH`` at a time by ``cards_of``)."""
+    return _page_of_ids(_matching(query), limit=None, offset=0)
 
 
 @dataclass(frozen=True)
@@ -239,14 +257,19 @@ def load_cards(
 
 
 def cards_of(
-    ids: list[int], viewer: Viewer, *, own_details_seen_by: Viewer | None = None
+    ids: list[int],
+    viewer: Viewer,
+    *,
+    own_details_seen_by: Viewer | None = None,
+    names: dict[int, str] | None = None,
 ) -> list[FamilyCard]:
     """The cards of these families, in this order, in three queries (see ``load_cards``): THE card
     builder of the directory, its class rosters, print, CSV and the preview.
 
     ``own_details_seen_by`` (the preview): the viewer's own details as that other viewer would
     see them; everyone else's stay as the viewer may see them, so previewing "as staff" never
-    opens a co-guardian's staff-only details to the person previewing.
+    opens a co-guardian's staff-only details to the person previewing. ``names``: the class
+    names, when the caller has them already (the export's batches read them once).
     """
     if not ids:
         return []
@@ -276,7 +299,7 @@ def cards_of(
         .where(_among(Student.family_id, ids))
         .order_by(Student.id, Enrollment.id)
     ).all()
-    names = class_names()
+    names = class_names() if names is None else names
     family_classes: dict[int, set[int]] = {}
     kids: dict[int, dict[int, tuple[str, list[str]]]] = {}
     for family_id, student_id, first_name, class_id in children:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, render_template, url_for
+from flask import Blueprint, abort, flash, render_template, request, url_for
 
 from app.classes.families import waiting_changes
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
 from app.lookup import or_404
 from app.members import forms, lifecycle, services
+from app.parsing import optional_id
 from app.permissions import requires
 
 bp = Blueprint("members", __name__, url_prefix="/members")
@@ -17,12 +18,14 @@ bp = Blueprint("members", __name__, url_prefix="/members")
 @bp.route("/pending")
 @requires("members.approve")
 def pending():
-    """The queue of people waiting for approval."""
-    pending_list = services.pending_memberships()
+    """The queue of people waiting for approval, a page at a time (oldest first)."""
+    queue = services.pending_memberships(after=optional_id(request.args.get("after")))
     return render_template(
         "members/pending.html",
-        pending=pending_list,
-        children=services.children_named(pending_list),
+        pending=queue.memberships,
+        queue=queue,
+        later_page="after" in request.args,
+        children=services.children_named(queue.memberships),
         approve_form=forms.ApproveForm(),
         reject_form=forms.RejectForm(),
         class_changes=waiting_changes(),

@@ -6,23 +6,61 @@ listed (name and email) nor approved. Deciding is in app/members/lifecycle.py.
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from dataclasses import dataclass
+
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import contains_eager
 
 from app.extensions import db
 from app.models import Enrollment, Guardian, Membership, MembershipStatus, SchoolClass, Student, User
 
+QUEUE_PAGE = 50
+# The queue says how many wait up to this many ("1,000+"): counting further would read the
+# whole backlog of a large school on every view.
+COUNT_CAP = 1000
 
-def pending_memberships() -> list[Membership]:
-    """People with open accounts waiting for approval in the current school, oldest first."""
-    query = (
+
+@dataclass
+class QueuePage:
+    """One page of the queue, oldest first; the (capped) number waiting; the next page's key."""
+
+    memberships: list[Membership]
+    waiting: int
+    more_waiting: bool  # ``waiting`` is COUNT_CAP and more wait
+    next_after: int | None
+
+
+def _waiting():
+    """Pending memberships of open accounts in the current school (joined to their User)."""
+    return (
         select(Membership)
         .join(User, User.id == Membership.user_id)
-        .options(contains_eager(Membership.user))
         .where(Membership.status == MembershipStatus.PENDING, User.active.is_(True))
-        .order_by(Membership.created_at)
     )
-    return list(db.session.scalars(query))
+
+
+def pending_memberships(after: int | None = None) -> QueuePage:
+    """A page of people with open accounts waiting in the current school, oldest first.
+
+    Keyset paging on (created_at, id) after the membership ``after``, served by the
+    (school_id, status, created_at) index; an unknown ``after`` starts from the beginning.
+    """
+    size = QUEUE_PAGE
+    query = _waiting().options(contains_eager(Membership.user))
+    anchor = get_pending(after) if after is not None else None
+    if anchor is not None:
+        query = query.where(
+            or_(
+                Membership.created_at > anchor.created_at,
+                and_(Membership.created_at == anchor.created_at, Membership.id > anchor.id),
+            )
+        )
+    rows = list(db.session.scalars(query.order_by(Membership.created_at, Membership.id).limit(size + 1)))
+    capped = _waiting().with_only_columns(Membership.id).limit(COUNT_CAP + 1).subquery()
+    waiting = db.session.scalar(select(func.count()).select_from(capped)) or 0
+    more = len(rows) > size
+    rows = rows[:size]
+    return QueuePage(rows, min(waiting, COUNT_CAP), waiting > COUNT_CAP, rows[-1].id if more else None)
 
 
 def children_named(memberships: list[Membership]) -> dict[int, list[tuple[str, str]]]:

@@ -37,15 +37,24 @@ def index():
     """Sent and scheduled messages of the current school, with their delivery counts."""
     _require_a_sender()
     rows = services.list_messages()
-    return render_template(
+    counts = services.delivery_counts(row.message.id for row in rows)
+    page = render_template(
         "messages/index.html",
         rows=rows,
-        counts=services.delivery_counts(row.message.id for row in rows),
+        counts=counts,
         kinds=services.allowed_kinds(),
         kind_of=services.kind_of,
         waiting_for_its_time=services.is_waiting_for_its_time,
         limit=services.LIST_LIMIT,
     )
+    _commit_kept_counts()  # after rendering: a commit expires the messages the page shows
+    return page
+
+
+def _commit_kept_counts() -> None:
+    """Commit the counts of messages found done just now, so later views read them kept."""
+    if db.session.info.pop("counts_written", False):
+        db.session.commit()
 
 
 def _audience_or_abort():
@@ -155,7 +164,7 @@ def show(message_id: int):
     message = found.message
     counts = services.delivery_counts([message.id])[message.id]
     waiting_for_its_time = services.is_waiting_for_its_time(message)
-    return render(
+    response = render(
         "messages/show.html",
         block="counts",
         target="delivery-counts",
@@ -170,6 +179,8 @@ def show(message_id: int):
         body_html=services.render_markdown(message.source_markdown or ""),
         feedback=provider_events.feedback_for(message.id),
     )
+    _commit_kept_counts()
+    return response
 
 
 @bp.route("/<int:message_id>/cancel", methods=["POST"])

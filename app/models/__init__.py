@@ -1,7 +1,8 @@
 """All models, imported here so Alembic and the app see one metadata."""
 
 # Feature modules register their tables by being imported; import their classes from them.
-from app.models import audit, calendar, consent, imports  # noqa: F401
+# indexes declares the district-scale indexes on those tables (it imports the models it needs).
+from app.models import audit, calendar, consent, counts, imports, indexes  # noqa: F401
 from app.models.accounts import AccountToken, PasswordResetRequest, WebSession
 from app.models.directory import (
     ClassHelper,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 from sqlalchemy import func, select
@@ -11,9 +11,13 @@ from sqlalchemy.orm import joinedload
 from app import audit, clock
 from app.extensions import db
 from app.models.audit import AuditEntry
+from app.models.base import utcnow
 
 AUDIT_PAGE_SIZE = 50
 SIGN_IN = "auth.signed_in"
+# The sign-ins box counts this many days (up to the filter's last day, or today): a bounded
+# range of the (school_id, action, created_at) index, not the school's whole history.
+SIGN_IN_DAYS = 60
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,19 @@ def audit_page(audit_filter: AuditFilter, page_size: int = AUDIT_PAGE_SIZE) -> A
 
 
 def sign_ins_per_day(audit_filter: AuditFilter) -> list[tuple[str, int]]:
-    """How many sign-ins there were each day on the school's clock, newest first: counts, never names."""
-    day = clock.local_date(AuditEntry.created_at, clock.school_zone())
+    """How many sign-ins there were each day on the school's clock, newest first: counts, never names.
+
+    At most ``SIGN_IN_DAYS`` days, ending with the filter's last day (today without one).
+    """
+    zone = clock.school_zone()
+    last = audit_filter.until or utcnow().astimezone(zone).date()
+    first = last - timedelta(days=SIGN_IN_DAYS - 1)
+    if audit_filter.since is None or audit_filter.since < first:
+        audit_filter = replace(audit_filter, since=first)
+    day = clock.local_date(AuditEntry.created_at, zone)
     query = select(day, func.count(AuditEntry.id)).where(AuditEntry.action == SIGN_IN)
     query = _range(query, AuditEntry.created_at, audit_filter)
-    rows = db.session.execute(query.group_by(day).order_by(day.desc()).limit(60)).all()
+    rows = db.session.execute(query.group_by(day).order_by(day.desc())).all()
     return [(str(d), n) for d, n in rows]
 
 

@@ -40,6 +40,7 @@ def index():
         form=form,
         page=page,
         labels=audit_log.actions(),
+        sign_in_days=audit_log.SIGN_IN_DAYS,
         zone=clock.school_zone(),
         next_url=url_for("settings.audit.index", before=page.next_before_id, **next_args)
         if page.next_before_id

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select
-from sqlalchemy.orm import joinedload, selectinload
+from sqlalchemy.orm import contains_eager, joinedload, selectinload
 
 from app import audit, permissions
 from app.extensions import db
@@ -26,12 +26,25 @@ PEOPLE_PAGE = 50
 
 
 def people(search: str = "", limit: int = PEOPLE_PAGE, offset: int = 0) -> list[Membership]:
-    """Members of the school (not those still waiting or refused), matching a name or email."""
+    """Members of the school (not those still waiting or refused), matching a name or email.
+
+    The school's members are read first (a materialised CTE on PostgreSQL), then their accounts
+    by id: given the search's LIKE, PostgreSQL otherwise misjudged how few accounts match and
+    scanned every account of the host (5x slower in a 50-school host than in a lone school).
+    """
+    members = (
+        select(Membership.id)
+        .where(Membership.status.in_((MembershipStatus.APPROVED, MembershipStatus.DEACTIVATED)))
+        .cte("members")
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
     query = (
         select(Membership)
+        .join(members, members.c.id == Membership.id)
         .join(User, User.id == Membership.user_id)
-        .options(joinedload(Membership.user))
-        .where(Membership.status.in_((MembershipStatus.APPROVED, MembershipStatus.DEACTIVATED)))
+        # The joined User is the one loaded: joinedload would join the host's accounts a second
+        # time, outside the search, and PostgreSQL walked every account of the host for it.
+        .options(contains_eager(Membership.user))
         .order_by(User.name, Membership.id)
         .limit(limit)
         .offset(offset)

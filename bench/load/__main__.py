@@ -7,8 +7,8 @@
    one school, 2,000 families, 3,000 students, about 3,300 guardians).
 2. Serves it with gunicorn and the project's gunicorn.conf.py (2 workers, 4 threads each),
    production settings, on 127.0.0.1 (bench/load/app.py raises the per-IP sign-in limit, as
-   every client here shares one address). With --redis-url, rate limits count in that Redis
-   (the database number is FLUSHED); without, in memory.
+   every client here shares one address). Production needs Redis: the rate limits count in
+   --redis-url (default redis://127.0.0.1:6379/6; that database is FLUSHED).
 3. Each client thread signs in as its own parent, then for --duration seconds loops over a
    mix: the directory page (GET /directory/), the live-search partial (htmx GET with a search
    term) and, one request in ten, a whole sign-in (GET the form, POST it) as another parent.
@@ -55,13 +55,13 @@ WARMUP_REQUESTS = 200
 # -- data and server ------------------------------------------------------------------------------
 
 
-def build_reference_data(database_url: str) -> tuple[list[str], str, dict]:
+def build_reference_data(database_url: str, redis_url: str) -> tuple[list[str], str, dict]:
     """A fresh database with the reference set; the parents' emails and their password."""
     from bench.mail_fanout import drop_postgres_database, ensure_postgres_database
 
     drop_postgres_database(database_url)
     ensure_postgres_database(database_url)
-    os.environ.update(server_env(database_url, 0, None))
+    os.environ.update(server_env(database_url, 0, redis_url))
     from sqlalchemy import select, text
 
     from app import create_app, tenancy
@@ -92,18 +92,19 @@ def build_reference_data(database_url: str) -> tuple[list[str], str, dict]:
     return parents, built.password, {"counts": built.counts, "build_seconds": round(seconds, 2)}
 
 
-def server_env(database_url: str, port: int, redis_url: str | None) -> dict[str, str]:
+def server_env(database_url: str, port: int, redis_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(INHERITED)}
     env.update(
         APP_ENV="production",
         DATABASE_URL=database_url,
         SECRET_KEY="bench-load-secret-" + str(os.getpid()),
         MAIL_BACKEND="memory",
-        PUBLIC_URL=f"http://{HOST}:{port}",
+        # Production refuses an http:// address; it only goes into links in emails (none are
+        # sent), and the clients here send the Secure session cookie back over plain HTTP.
+        PUBLIC_URL=f"https://{HOST}:{port}",
+        REDIS_URL=redis_url,
         PYTHONPATH=str(ROOT),
     )
-    if redis_url:
-        env["REDIS_URL"] = redis_url
     return env
 
 
@@ -113,7 +114,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(database_url: str, redis_url: str | None, log_path: Path) -> tuple[subprocess.Popen, int]:
+def start_server(database_url: str, redis_url: str, log_path: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     gunicorn = str(Path(sys.executable).with_name("gunicorn"))
     log = log_path.open("wb")
@@ -366,18 +367,20 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds of measured load (at most 600)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent client threads (at most 64)")
     parser.add_argument("--database-url", default=DEFAULT_DATABASE, help="PostgreSQL database; it is DROPPED")
-    parser.add_argument("--redis-url", default=None, help="rate limits in this Redis database (FLUSHED)")
+    # Production needs Redis (REDIS_URL), so there is always one: the rate limits count there.
+    parser.add_argument(
+        "--redis-url", default="redis://127.0.0.1:6379/6", help="rate limits in this Redis database (FLUSHED)"
+    )
     args = parser.parse_args()
     duration = min(max(args.duration, 1.0), 600.0)
     clients = min(max(args.clients, 1), 64)
-    if args.redis_url:
-        from redis import Redis
+    from redis import Redis
 
-        Redis.from_url(args.redis_url).flushdb()
+    Redis.from_url(args.redis_url).flushdb()
     RESULTS.mkdir(parents=True, exist_ok=True)
 
     print("building the reference data set ...", flush=True)
-    parents, password, data = build_reference_data(args.database_url)
+    parents, password, data = build_reference_data(args.database_url, args.redis_url)
     server, port = start_server(args.database_url, args.redis_url, RESULTS / "load-gunicorn.log")
     try:
         shared = Shared(parents=parents, password=password)
@@ -399,7 +402,7 @@ def main() -> int:
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],  # other work on the machine
         },
         "database": "postgresql",
-        "rate_limit_storage": "redis" if args.redis_url else "memory",
+        "rate_limit_storage": "redis",
         "clients": clients,
         "duration_seconds": duration,
         "data": data,
