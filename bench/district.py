@@ -86,11 +86,11 @@ SURFACES = (
 # -- databases ---------------------------------------------------------------------------------------
 
 
-def database_urls(server: str) -> dict[str, str]:
+def database_urls(server: str, prefix: str = "bench_district") -> dict[str, str]:
     """The three throwaway databases on ``server`` (only 127.0.0.1: they are DROPPED)."""
     if "@127.0.0.1" not in server and "@localhost" not in server:
         raise SystemExit("bench.district drops its databases: give a PostgreSQL server on 127.0.0.1")
-    return {key: f"{server.rstrip('/')}/bench_district_{key}" for key in ("2k", "20k", "50x2k")}
+    return {key: f"{server.rstrip('/')}/{prefix}_{key}" for key in ("2k", "20k", "50x2k")}
 
 
 def make_app(database_url: str, redis_url: str):
@@ -502,16 +502,16 @@ class Site:
             db.engine.dispose()
 
 
-def measure_surfaces(sites: dict[str, Site], requests: int, rounds: int) -> dict:
+def measure_surfaces(sites: dict[str, Site], requests: int, rounds: int, surfaces=SURFACES) -> dict:
     """Every surface on every site, in interleaved rounds; per request CPU and statements."""
-    totals: dict[str, dict[str, dict]] = {s.name: {} for s in SURFACES}
+    totals: dict[str, dict[str, dict]] = {s.name: {} for s in surfaces}
     for site in sites.values():  # warm caches, pools and PostgreSQL's buffers
-        for surface in SURFACES:
+        for surface in surfaces:
             for _ in range(2):
                 site.get(surface)
     for round_number in range(rounds):
         print(f"  round {round_number + 1} of {rounds}", flush=True)
-        for surface in SURFACES:
+        for surface in surfaces:
             n = max(2, requests // 4) if not surface.paged else requests
             for key, site in sites.items():
                 measured = site.measure(surface, n)
@@ -643,19 +643,20 @@ def compose_profile(site: Site) -> dict:
 def run(args) -> dict:
     from redis import Redis
 
-    urls = database_urls(args.server)
+    urls = database_urls(args.server, args.prefix)
     Redis.from_url(args.redis_url).flushdb()
     plans = {"2k": (1, 2000), "20k": (1, args.big), "50x2k": (args.schools, 2000)}
     built: dict[str, list[School]] = {}
     build_seconds: dict[str, float] = {}
     for key, (schools, families) in plans.items():
-        print(f"Building bench_district_{key}: {schools} x {families:,} families ...", flush=True)
+        print(f"Building {args.prefix}_{key}: {schools} x {families:,} families ...", flush=True)
         built[key], build_seconds[key] = build(urls[key], args.redis_url, schools, families)
         print(f"  {build_seconds[key]:.1f} s; first school: {built[key][0].counts}", flush=True)
     sites = {key: Site(key, urls[key], args.redis_url, built[key][0]) for key in plans}
     try:
         print("Measuring ...", flush=True)
-        surfaces = measure_surfaces(sites, args.requests, args.rounds)
+        chosen = [s for s in SURFACES if not args.only or any(o in s.name for o in args.only)]
+        surfaces = measure_surfaces(sites, args.requests, args.rounds, chosen)
         exports = {key: export_profile(sites[key]) for key in ("2k", "20k")}
         compose = compose_profile(sites["20k"])
     finally:
@@ -696,6 +697,8 @@ def report(result: dict) -> tuple[str, bool]:
     all_met = True
     checks = []
     for surface in SURFACES:
+        if surface.name not in result["surfaces"]:  # left out by --only
+            continue
         per = result["surfaces"][surface.name]
         small, big, host = per["2k"]["cpu_ms"], per["20k"]["cpu_ms"], per["50x2k"]["cpu_ms"]
         growth, spread = big / small, host / small
@@ -779,6 +782,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--schools", type=int, default=50)
     parser.add_argument("--big", type=int, default=20000, help="families of the big school")
+    parser.add_argument("--prefix", default="bench_district", help="names of the databases (DROPPED)")
+    parser.add_argument(
+        "--only", action="append", default=[], help="measure only surfaces whose name contains this"
+    )
     args = parser.parse_args()
     result = run(args)
     text, all_met = report(result)
