@@ -20,6 +20,7 @@ from app.models import (
     Suppression,
     SuppressionLift,
     User,
+    WebSession,
 )
 from app.models.audit import AuditEntry
 from tests.conftest import _HASH, CLOCK_START, sign_in
@@ -141,6 +142,10 @@ def test_lifting_starts_email_at_once_and_removes_the_address_from_mailguns_list
     sign_in(client, people["admin"].user.email)
     response = client.form(f"{PAGE}/{suppression_id}/lift")
     assert (response.status_code, response.headers["Location"]) == (303, PAGE)
+    # The flash waits in the session until the next page: neither the cookie nor the stored
+    # session may hold the address (P8).
+    assert "pia@maple" not in " ".join(response.headers.getlist("Set-Cookie"))
+    assert not any("pia@maple" in row for row in db.session.scalars(select(WebSession.data)))
     page = client.get(PAGE).get_data(as_text=True)
     assert "Suppression lifted: email goes to that address again" in page
     assert _emails() == set()

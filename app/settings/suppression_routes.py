@@ -76,7 +76,7 @@ def lifted_answer(email: str, suppression_id: int, back: str):
         response = make_response(str(row(email, suppression_id)).strip())
         response.vary.update(["HX-Request", "HX-Target"])
         return response
-    # The address stays out of the flash: it would ride in the session cookie (P8).
+    # The address stays out of the flash: the session keeps no personal data (P8), even server-side.
     lifted = "Suppression lifted: email goes to that address again, and Mailgun's own list is updated next."
     flash(lifted, "success")
     return redirect_after_post(back)

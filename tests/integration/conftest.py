@@ -24,6 +24,7 @@ from tests.integration.processes import (  # re-exported: the worker tests impor
     ProcessFailed,
     WorkerProcess,
     park_sweeper,
+    redis_answers,
     wait_until,
     worker_is_idle,
 )
@@ -40,23 +41,11 @@ def _redis_client(url: str):
     return Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
 
 
-def _redis_answers(url: str) -> bool:
-    from redis.exceptions import RedisError
-
-    client = _redis_client(url)
-    try:
-        return bool(client.ping())
-    except (RedisError, OSError):
-        return False
-    finally:
-        client.close()
-
-
 @pytest.fixture
 def redis_url() -> Iterator[str]:
     """TEST_REDIS_URL, answering PING, flushed before and after the test."""
     url = os.environ.get("TEST_REDIS_URL", "")
-    if url and not _redis_answers(url):
+    if url and not redis_answers(url):
         require_service("Redis", False, f"TEST_REDIS_URL={url} does not answer PING")
     require_service("Redis", bool(url), REDIS_HOW)
     client = _redis_client(url)

@@ -55,6 +55,7 @@ from tests.integration.processes import (
     child_env,
     kill_worker_tree,
     process_tree,
+    redis_answers,
     signal_each,
     wait_until,
     worker_is_idle,
@@ -391,16 +392,8 @@ class PrivateRedis:
         return self
 
     def answers(self) -> bool:
-        from redis import Redis
-        from redis.exceptions import RedisError
-
-        client = Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
-        try:
-            return bool(client.ping())
-        except (RedisError, OSError):
-            return False
-        finally:
-            client.close()
+        """The private server answers PING."""
+        return redis_answers(self.url, timeout=1)
 
     def kill(self) -> None:
         """SIGKILL: gone at once, with everything it held."""
@@ -834,19 +827,8 @@ class Matrix:
             f"{stats['dropped']} dropped, "
             f"{stats['event_requests']} Events API requests; worker restarts {run.fleet.restarts}"
         )
-        return Outcome(
-            scenario=scenario.key,
-            title=scenario.title,
-            expected=len(emails),
-            delivered=sum(1 for e in emails if counts.get(e)),
-            duplicates=sum(n - 1 for e, n in counts.items() if n > 1),
-            missing=sum(1 for e in emails if not counts.get(e)),
-            seconds=None if sent_at is None else sent_at - run.fault_at,
-            total_seconds=None if sent_at is None else sent_at - written_at,
-            bound=bound,
-            statuses=delivery_statuses(run.app, message_id) or {},
-            needs=scenario.needs,
-        )
+        statuses = delivery_statuses(run.app, message_id) or {}
+        return _outcome(run, emails, counts, (written_at, sent_at), bound, statuses)
 
     # -- support requests -----------------------------------------------------------------------------
 
@@ -873,19 +855,8 @@ class Matrix:
         counts = Counter(run.zendesk.get("/_fake/tickets")["counts"]) if run.zendesk.proc else Counter()
         stats = run.zendesk.stats() if run.zendesk.proc else {}
         run.notes.append(f"Zendesk stand-in: {stats}; worker restarts {run.fleet.restarts}")
-        return Outcome(
-            scenario=scenario.key,
-            title=scenario.title,
-            expected=count,
-            delivered=sum(1 for r in references if counts.get(r)),
-            duplicates=sum(n - 1 for r, n in counts.items() if n > 1),
-            missing=sum(1 for r in references if not counts.get(r)),
-            seconds=None if done_at is None else done_at - run.fault_at,
-            total_seconds=None if done_at is None else done_at - written_at,
-            bound=bound,
-            statuses=support_statuses(run.app, references) or {},
-            needs=scenario.needs,
-        )
+        statuses = support_statuses(run.app, references) or {}
+        return _outcome(run, references, counts, (written_at, done_at), bound, statuses)
 
     def _wait(self, run: Run, done: Callable[[], bool], bound: float) -> float | None:
         """Supervise until ``done()`` or a little past the bound; when it was done, or None."""
@@ -900,6 +871,31 @@ class Matrix:
             with contextlib.suppress(Exception):
                 action()
         return None
+
+
+def _outcome(
+    run: Run,
+    expected: list[str],
+    counts: Counter,
+    times: tuple[float, float | None],
+    bound: float,
+    statuses: dict[str, int],
+) -> Outcome:
+    """What a scenario came to: each expected key counted at the stand-in, and how long it took."""
+    written_at, done_at = times
+    return Outcome(
+        scenario=run.scenario.key,
+        title=run.scenario.title,
+        expected=len(expected),
+        delivered=sum(1 for key in expected if counts.get(key)),
+        duplicates=sum(n - 1 for n in counts.values() if n > 1),
+        missing=sum(1 for key in expected if not counts.get(key)),
+        seconds=None if done_at is None else done_at - run.fault_at,
+        total_seconds=None if done_at is None else done_at - written_at,
+        bound=bound,
+        statuses=statuses,
+        needs=run.scenario.needs,
+    )
 
 
 def _all_of(statuses: dict[str, int] | None, wanted: str, total: int) -> bool:

@@ -238,6 +238,20 @@ def sent_per_worker(redis_client, message_id: int) -> dict[str, int]:
 # -- web instances ---------------------------------------------------------------------------------
 
 
+def redis_answers(url: str, timeout: float = 2.0) -> bool:
+    """True if the Redis server at ``url`` answers PING within ``timeout`` seconds."""
+    from redis import Redis
+    from redis.exceptions import RedisError
+
+    client = Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except (RedisError, OSError):
+        return False
+    finally:
+        client.close()
+
+
 def free_port() -> int:
     """A TCP port nothing on 127.0.0.1 listens on right now."""
     with socket.socket() as sock:
