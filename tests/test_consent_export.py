@@ -271,7 +271,7 @@ def test_school_json_is_written_as_it_comes_with_the_text_json_dumps_gives():
     tables = {
         "school": [{"name": "Birch\nSchool", "emoji": "Ünïcode ✓", "n": 1, "none": None, "yes": True}],
         "empty": [],
-        "rows": [{"a": 1.5, "b": "x"}, {"a": 2, "b": ""}],
+        "rows": [{"a": 1.5, "b": 'x"\\'}, {"a": 2, "b": ""}, {}, {"nested": [1, {"c": None}]}],
     }
     buffer = io.BytesIO()
     writer = JsonTables(buffer)

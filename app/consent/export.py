@@ -12,6 +12,7 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from json.encoder import encode_basestring
 from typing import BinaryIO
 
 from sqlalchemy import delete, or_, select
@@ -409,7 +410,7 @@ class JsonTables:
 
     def row(self, row: dict) -> None:
         """One row of the open table, indented as its place in the whole document."""
-        self.out.write(("\n" if not self.rows else ",\n") + "    " + _dumps(row).replace("\n", "\n    "))
+        self.out.write(("\n" if not self.rows else ",\n") + "    " + _row_text(row))
         self.rows += 1
 
     def end(self) -> None:
@@ -425,6 +426,32 @@ class JsonTables:
 def _dumps(value) -> str:
     """One value as school.json has always written it."""
     return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _scalar(value) -> str:
+    """A plain value as json writes it (the common kinds without the encoder's overhead)."""
+    if isinstance(value, str):
+        return encode_basestring(value)
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int):
+        return int.__repr__(value)
+    return _ENCODE(value)  # floats (nan and infinity are json's own business), and the rest
+
+
+def _row_text(row: dict) -> str:
+    """A row as ``json.dumps(..., indent=2)`` writes it at the depth of a table's rows.
+
+    A row of plain values is joined by hand with the fast encoder (``indent`` makes json use
+    its pure-Python encoder, several times slower); anything nested goes through json itself.
+    """
+    if not row or any(isinstance(v, dict | list | tuple) for v in row.values()):
+        return _dumps(row).replace("\n", "\n    ")
+    items = ",\n      ".join(f"{encode_basestring(k)}: {_scalar(v)}" for k, v in row.items())
+    return "{\n      " + items + "\n    }"
 
 
 def _safe_cell(value):

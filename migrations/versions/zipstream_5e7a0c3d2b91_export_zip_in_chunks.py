@@ -1,4 +1,4 @@
-"""zipstream: a school export's ZIP is stored in ~1 MB pieces and streamed, not one column
+"""zipstream: a school export's ZIP is stored in ~1 MB pieces and streamed; class changes paged
 
 Revision ID: 5e7a0c3d2b91
 Revises: d15c7a1e5ca1
@@ -8,6 +8,9 @@ The worker wrote a school's whole ZIP into data_export.content and the download 
 whole, so both processes held the entire file. The pieces live in data_export_chunk; an export
 built before this migration keeps its file as one piece (seq 0), so its link still works until
 it expires. Downgrading joins the pieces back into content.
+
+The class changes beside the approval queue are now paged on (created_at, id); their index
+takes id as its last column so it serves that order whole.
 """
 
 from alembic import op
@@ -22,6 +25,14 @@ depends_on = None
 
 
 def upgrade():
+    # The class changes beside the approval queue are paged on (created_at, id): the index gives
+    # the whole order, so a page stops after its rows.
+    op.drop_index("ix_enrollment_change_school_status_created", table_name="enrollment_change")
+    op.create_index(
+        "ix_enrollment_change_school_status_created_id",
+        "enrollment_change",
+        ["school_id", "status", "created_at", "id"],
+    )
     op.create_table(
         "data_export_chunk",
         sa.Column("export_id", sa.Integer(), nullable=False),
@@ -75,3 +86,9 @@ def downgrade():
         batch_op.drop_index("ix_data_export_chunk_school_export_seq")
         batch_op.drop_index(batch_op.f("ix_data_export_chunk_school_id"))
     op.drop_table("data_export_chunk")
+    op.drop_index("ix_enrollment_change_school_status_created_id", table_name="enrollment_change")
+    op.create_index(
+        "ix_enrollment_change_school_status_created",
+        "enrollment_change",
+        ["school_id", "status", "created_at"],
+    )
