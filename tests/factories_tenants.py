@@ -31,7 +31,7 @@ from app.models import (
     User,
 )
 from app.models.calendar import Event
-from app.models.consent import DataExport, ExportStatus, PolicyVersion
+from app.models.consent import DataExport, DataExportChunk, ExportStatus, PolicyVersion
 from app.models.imports import ImportRun
 from app.models.support import DeletionState, SupportGrant
 from app.unsubscribe import tokens as unsubscribe_tokens
@@ -173,11 +173,13 @@ def _school_export(side: Side) -> str:
                 requested_by_id=side.actors["superadmin"].user_id,
                 token_hash=export_hash(raw),
                 status=ExportStatus.READY,
-                content=f"{label} zip".encode(),
-                size=10,
+                size=len(f"{label} zip"),
                 expires_at=_now() + timedelta(days=1),
             )
         )
+        db.session.flush()
+        export_id = db.session.scalar(select(DataExport.id).where(DataExport.token_hash == export_hash(raw)))
+        db.session.add(DataExportChunk(export_id=export_id, seq=0, data=f"{label} zip".encode()))
         db.session.commit()
     return raw
 

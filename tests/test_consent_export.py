@@ -11,6 +11,7 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from sqlalchemy import delete as sa_delete
 from sqlalchemy import select
 
 from app import tenancy
@@ -28,7 +29,7 @@ from app.models import (
 )
 from app.models.audit import AuditEntry
 from app.models.base import utcnow
-from app.models.consent import DataExport
+from app.models.consent import DataExport, DataExportChunk
 from tests.conftest import sign_in
 
 
@@ -232,7 +233,7 @@ def test_the_link_expires_after_24_hours(client, schools):
         assert client.get(status_url + "/download").status_code == 410
     with tenancy.bound(schools["birch"].id):
         db.session.expire_all()
-        assert db.session.scalar(select(DataExport)).content is None  # the file is gone, not just hidden
+        assert db.session.scalar(select(DataExportChunk)) is None  # the file is gone, not just hidden
 
 
 def test_another_schools_admin_or_a_wrong_token_finds_nothing(client, schools):
@@ -252,3 +253,100 @@ def test_the_database_keeps_only_a_hash_of_the_link(client, schools):
     with tenancy.bound(schools["birch"].id):
         stored = db.session.scalar(select(DataExport))
     assert token not in stored.token_hash and len(stored.token_hash) == 64
+
+
+# --- the school's export, streamed ----------------------------------------------------------------
+
+
+def _download(client, status_url: str) -> zipfile.ZipFile:
+    download = client.get(status_url + "/download")
+    assert download.status_code == 200
+    assert download.headers["Content-Length"] == str(len(download.data))
+    return zipfile.ZipFile(io.BytesIO(download.data))
+
+
+def test_school_json_is_written_as_it_comes_with_the_text_json_dumps_gives():
+    from app.consent.export import JsonTables
+
+    tables = {
+        "school": [{"name": "Birch\nSchool", "emoji": "Ünïcode ✓", "n": 1, "none": None, "yes": True}],
+        "empty": [],
+        "rows": [{"a": 1.5, "b": 'x"\\'}, {"a": 2, "b": ""}, {}, {"nested": [1, {"c": None}]}],
+    }
+    buffer = io.BytesIO()
+    writer = JsonTables(buffer)
+    for name, rows in tables.items():
+        writer.begin(name)
+        for row in rows:
+            writer.row(row)
+        writer.end()
+    writer.close()
+    assert buffer.getvalue().decode() == json.dumps(tables, indent=2, ensure_ascii=False)
+    empty = io.BytesIO()
+    JsonTables(empty).close()
+    assert empty.getvalue() == b"{}"
+
+
+def test_the_zip_is_stored_and_sent_in_pieces(client, schools, monkeypatch):
+    from app.consent import export as exports
+
+    monkeypatch.setattr(exports, "CHUNK_SIZE", 256)
+    monkeypatch.setattr(exports, "BATCH", 1)  # every row its own fetch: the batching is exercised
+    sign_in(client, "bea.admin@example.org")
+    status_url = _request_export(client)
+    with tenancy.bound(schools["birch"].id):
+        export = db.session.scalar(select(DataExport))
+        pieces = db.session.scalars(
+            select(DataExportChunk.data)
+            .where(DataExportChunk.export_id == export.id)
+            .order_by(DataExportChunk.seq)
+        ).all()
+        assert len(pieces) > 3 and all(len(p) == 256 for p in pieces[:-1])
+        assert export.size == sum(len(p) for p in pieces)
+        expected = json.dumps(exports.school_tables(schools["birch"].id), indent=2, ensure_ascii=False)
+    archive = _download(client, status_url)
+    assert archive.testzip() is None
+    assert archive.read("school.json").decode() == expected
+    families = list(csv.DictReader(io.StringIO(archive.read("families.csv").decode())))
+    assert sorted(f["name"] for f in families) == ["Family household", "Neighbour household"]
+
+
+def test_csv_cells_that_would_run_as_formulas_are_neutralised(client, schools):
+    parent = schools["parent"]
+    parent.user.name = "=HYPERLINK(evil)"
+    db.session.commit()
+    sign_in(client, "bea.admin@example.org")
+    archive = _download(client, _request_export(client))
+    members = list(csv.DictReader(io.StringIO(archive.read("members.csv").decode())))
+    assert "'=HYPERLINK(evil)" in {m["name"] for m in members}
+    assert "=HYPERLINK(evil)" in {m["name"] for m in json.loads(archive.read("school.json"))["members"]}
+
+
+def test_a_new_export_drops_the_pieces_of_expired_ones(client, schools):
+    sign_in(client, "bea.admin@example.org")
+    _request_export(client)
+    with tenancy.bound(schools["birch"].id):
+        first = db.session.scalar(select(DataExport.id))
+    with time_machine.travel(utcnow() + timedelta(hours=25)):
+        _request_export(client)
+    with tenancy.bound(schools["birch"].id):
+        kept = set(db.session.scalars(select(DataExportChunk.export_id)))
+    assert kept and first not in kept
+
+
+def test_a_ready_export_whose_pieces_are_gone_is_410_not_a_broken_file(client, schools):
+    sign_in(client, "bea.admin@example.org")
+    status_url = _request_export(client)
+    with tenancy.bound(schools["birch"].id):
+        db.session.execute(sa_delete(DataExportChunk))
+        db.session.commit()
+    assert client.get(status_url + "/download").status_code == 410
+
+
+def test_deleting_an_export_deletes_its_pieces(client, schools):
+    sign_in(client, "bea.admin@example.org")
+    _request_export(client)
+    with tenancy.bound(schools["birch"].id):
+        db.session.delete(db.session.scalar(select(DataExport)))
+        db.session.commit()
+        assert db.session.scalar(select(DataExportChunk)) is None

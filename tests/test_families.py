@@ -272,3 +272,80 @@ def test_a_guardian_removes_their_own_child_but_no_one_elses(client, world):
     assert response.status_code == 303
     assert _student_id(school, "Mia") is None and _student_id(school, "Jo") is not None
     assert "Guardian family" not in client.get(f"/classes/{hazel.id}").get_data(as_text=True)
+
+
+def _many_changes(school, family, hazel, juniper, count):
+    """``count`` children of one family, each waiting to move; pairs share a timestamp."""
+    from datetime import timedelta
+
+    from app.models.base import utcnow
+
+    start = utcnow() - timedelta(days=1)
+    with tenancy.bound(school.id):
+        students = [
+            Student(family_id=family.id, first_name=f"Kid{i:02d}", last_name="Many") for i in range(count)
+        ]
+        db.session.add_all(students)
+        db.session.flush()
+        for i, student in enumerate(students):
+            db.session.add(
+                EnrollmentChange(
+                    student_id=student.id,
+                    from_class_id=hazel.id,
+                    to_class_id=juniper.id,
+                    created_at=start + timedelta(seconds=i // 2),  # ties: the id orders them
+                )
+            )
+        db.session.commit()
+
+
+def _kids_on(page: str) -> list[int]:
+    return [int(n) for n in re.findall(r"<strong>Kid(\d\d) Many</strong>", page)]
+
+
+def test_class_changes_beside_the_queue_come_50_at_a_time_oldest_first(client, world):
+    school, hazel, juniper, gina, family, staff = world
+    _many_changes(school, family, hazel, juniper, 55)
+    sign_in(client, staff.user.email)
+    first = client.get("/members/pending").get_data(as_text=True)
+    assert _kids_on(first) == list(range(50))
+    assert "55 changes waiting" in first
+    link = re.search(r'href="(/members/pending\?changes_after=\d+)"', first)
+    assert link, "a next link for the class changes"
+    second = client.get(link.group(1)).get_data(as_text=True)
+    assert _kids_on(second) == list(range(50, 55))  # continues, no duplicates, none left out
+    assert not re.search(r"changes_after=\d+", second)  # the last page has no next link
+    assert 'href="/members/pending">Oldest class changes' in second
+
+
+def test_the_class_changes_count_is_capped(client, world, monkeypatch):
+    from app import paging
+
+    school, hazel, juniper, gina, family, staff = world
+    monkeypatch.setattr(paging, "COUNT_CAP", 3)
+    _many_changes(school, family, hazel, juniper, 5)
+    sign_in(client, staff.user.email)
+    assert "3+ changes waiting" in client.get("/members/pending").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("cursor", ["junk", "²", "-1", "0", "99999999999", "2147483648", "", "1.5"])
+def test_a_bad_class_changes_cursor_starts_from_the_oldest(client, world, cursor):
+    school, hazel, juniper, gina, family, staff = world
+    _many_changes(school, family, hazel, juniper, 3)
+    sign_in(client, staff.user.email)
+    response = client.get("/members/pending", query_string={"changes_after": cursor})
+    assert response.status_code == 200
+    assert _kids_on(response.get_data(as_text=True)) == [0, 1, 2]
+
+
+def test_a_decided_change_as_cursor_starts_from_the_oldest(client, world):
+    school, hazel, juniper, gina, family, staff = world
+    _many_changes(school, family, hazel, juniper, 3)
+    with tenancy.bound(school.id):
+        decided = db.session.scalar(select(EnrollmentChange).order_by(EnrollmentChange.id.desc()))
+        decided.status = ChangeStatus.REJECTED
+        db.session.commit()
+        decided_id = decided.id
+    sign_in(client, staff.user.email)
+    page = client.get(f"/members/pending?changes_after={decided_id}").get_data(as_text=True)
+    assert _kids_on(page) == [0, 1]

@@ -49,6 +49,8 @@ PAGE_ACCESS_PATHS = {
     ("membership", ("school_id", "status", "created_at")): "the approval queue, oldest first",
     ("family", ("school_id", "name", "id")): "the directory in name order, a page at a time",
     ("mail_message", ("school_id", "created_at")): "the messages list, newest first",
+    ("enrollment_change", ("school_id", "status", "created_at", "id")): "class changes, paged",
+    ("data_export_chunk", ("school_id", "export_id", "seq")): "an export's download, a piece at a time",
 }
 
 

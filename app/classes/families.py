@@ -14,7 +14,7 @@ from flask import g
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import joinedload
 
-from app import audit
+from app import audit, paging
 from app.directory import services as directory
 from app.extensions import db
 from app.mail import queue_email
@@ -39,6 +39,7 @@ from app.urls import external_url
 CODE_ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
 CODE_LENGTH = 10
 FAMILIES_PAGE = 50
+CHANGES_PAGE = paging.PAGE_SIZE  # class changes beside the approval queue, like the queue
 
 
 def may_edit_own() -> bool:
@@ -278,21 +279,42 @@ def rename_family(family: Family, name: str) -> None:
     audit.record("family.changed", target=family.name)
 
 
-def waiting_changes(student_ids=None) -> list[EnrollmentChange]:
-    """Class changes waiting for approval (all of the school's, or these children's), in one query."""
-    query = (
-        select(EnrollmentChange)
-        .options(
-            joinedload(EnrollmentChange.student).joinedload(Student.family),
-            joinedload(EnrollmentChange.from_class),
-            joinedload(EnrollmentChange.to_class),
-        )
-        .where(EnrollmentChange.status == ChangeStatus.PENDING)
-        .order_by(EnrollmentChange.created_at, EnrollmentChange.id)
+def _pending_changes():
+    """The current school's class changes waiting for a decision."""
+    return select(EnrollmentChange).where(EnrollmentChange.status == ChangeStatus.PENDING)
+
+
+def _with_names(query):
+    """Load each change's child, family and classes with it (the list shows them)."""
+    return query.options(
+        joinedload(EnrollmentChange.student).joinedload(Student.family),
+        joinedload(EnrollmentChange.from_class),
+        joinedload(EnrollmentChange.to_class),
     )
-    if student_ids is not None:
-        query = query.where(EnrollmentChange.student_id.in_(list(student_ids)))
-    return list(db.session.scalars(query))
+
+
+def waiting_changes(student_ids) -> list[EnrollmentChange]:
+    """These children's class changes waiting for approval (a family's few), in one query."""
+    query = _with_names(_pending_changes()).where(EnrollmentChange.student_id.in_(list(student_ids)))
+    return list(db.session.scalars(query.order_by(EnrollmentChange.created_at, EnrollmentChange.id)))
+
+
+def waiting_changes_page(after=None) -> paging.OldestFirst:
+    """A page of the school's class changes waiting for approval, oldest first, with a capped count.
+
+    The approval queue's shape (app/paging.py): keyset on (created_at, id) after the change
+    ``after``, served by the (school_id, status, created_at) index; an unknown ``after`` (or
+    one decided meanwhile) starts from the beginning.
+    """
+    anchor = waiting_change(after)
+    return paging.oldest_first(
+        _with_names(_pending_changes()),
+        _pending_changes(),
+        EnrollmentChange,
+        anchor,
+        CHANGES_PAGE,
+        paging.COUNT_CAP,
+    )
 
 
 def waiting_change(change_id) -> EnrollmentChange | None:

@@ -7,10 +7,15 @@ import hashlib
 import io
 import json
 import secrets
+import shutil
+import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from json.encoder import encode_basestring
+from typing import BinaryIO
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import delete, or_, select
 
 from app import jobs, tenancy
 from app.consent import ledger
@@ -32,10 +37,12 @@ from app.models import (
     listed_membership,
 )
 from app.models.base import utcnow
-from app.models.consent import DataExport, ExportStatus
+from app.models.consent import DataExport, DataExportChunk, ExportStatus
 
 EXPORT_LIFETIME = timedelta(hours=24)
 ALL_STATUSES = tuple(MembershipStatus)
+CHUNK_SIZE = 1 << 20  # the stored pieces of an export's ZIP, and what the download sends at a time
+BATCH = 1000  # rows fetched from the database at a time while building
 
 
 def _when(value) -> str | None:
@@ -191,10 +198,10 @@ def request_school_export(requested_by: User) -> tuple[DataExport, str]:
 
 def _forget_expired() -> None:
     """An expired export's file is dropped: the link is dead and the data should not linger."""
+    expired = select(DataExport.id).where(DataExport.expires_at <= utcnow())
     db.session.execute(
-        update(DataExport)
-        .where(DataExport.expires_at <= utcnow(), DataExport.content.is_not(None))
-        .values(content=None)
+        delete(DataExportChunk)
+        .where(DataExportChunk.export_id.in_(expired))
         .execution_options(synchronize_session=False)
     )
 
@@ -203,8 +210,12 @@ def forget_if_expired(export: DataExport) -> bool:
     """Drop an expired export's file when its link is used; True if it has expired."""
     if export.expires_at > utcnow():
         return False
-    if export.content is not None:
-        export.content = None
+    dropped = db.session.execute(
+        delete(DataExportChunk)
+        .where(DataExportChunk.export_id == export.id)
+        .execution_options(synchronize_session=False)
+    )
+    if dropped.rowcount:  # type: ignore[attr-defined]  # a CursorResult for a DELETE
         db.session.commit()
     return True
 
@@ -216,6 +227,13 @@ def find_export(raw_token: str) -> DataExport | None:
     return db.session.scalar(select(DataExport).where(DataExport.token_hash == hash_token(raw_token)))
 
 
+def chunk_of(export_id: int, seq: int) -> bytes | None:
+    """One piece of the export's ZIP (None past the last, or once the file is dropped)."""
+    return db.session.scalar(
+        select(DataExportChunk.data).where(DataExportChunk.export_id == export_id, DataExportChunk.seq == seq)
+    )
+
+
 @jobs.job
 def build_school_export(export_id: int, school_id: int) -> str:
     """Build the school's data as a ZIP of one JSON file and one CSV per table."""
@@ -224,87 +242,216 @@ def build_school_export(export_id: int, school_id: int) -> str:
         if export is None or export.status is not ExportStatus.QUEUED:
             return "skipped"
         try:
-            content = school_zip(school_id)
+            size = _build_and_store(export_id, school_id)
         except Exception:  # the page must say it failed rather than poll forever
             db.session.rollback()
             export = db.session.get_one(DataExport, export_id)  # found above, before the rollback
             export.status, export.finished_at = ExportStatus.FAILED, utcnow()
             db.session.commit()
             raise
-        export.content, export.size = content, len(content)
+        export = db.session.get_one(DataExport, export_id)
+        export.size = size
         export.status, export.finished_at = ExportStatus.READY, utcnow()
         db.session.commit()
         return "ready"
 
 
-def school_tables(school_id: int) -> dict[str, list[dict]]:
-    """The school's data, table by table, as rows of plain values (call with the school bound)."""
-    school = db.session.get_one(School, school_id)  # the school being exported exists
-    members = db.session.execute(
-        select(Membership, User).join(User, User.id == Membership.user_id).order_by(Membership.id)
-    ).all()
+def _build_and_store(export_id: int, school_id: int) -> int:
+    """Write the ZIP to a temporary file, then store it in pieces; returns its size."""
+    with tempfile.TemporaryFile() as spool:
+        write_school_zip(school_id, spool)
+        size = spool.tell()
+        spool.seek(0)
+        seq = 0
+        while piece := spool.read(CHUNK_SIZE):
+            chunk = DataExportChunk(export_id=export_id, seq=seq, data=piece)
+            db.session.add(chunk)
+            db.session.flush()
+            db.session.expunge(chunk)  # the session keeps no reference to the bytes sent
+            seq += 1
+        return size
+
+
+# Each table of the export: its name, and the rows as plain values, read in batches.
+def school_table_rows(school_id: int) -> dict[str, Callable[[], Iterator[dict]]]:
+    """The school's tables, each a function yielding its rows (call them with the school bound)."""
     return {
-        "school": [
-            {"name": school.name, "timezone": school.timezone, "created_at": _when(school.created_at)}
-        ],
-        "members": [
-            {
-                "member_id": m.id,
-                "name": u.name,
-                "email": u.email,
-                "account_active": u.active,
-                "role": m.role.value,
-                "status": m.status.value,
-                "title": m.title,
-                "phone": m.phone,
-                "address": m.address,
-                "joined_at": _when(m.created_at),
-            }
-            for m, u in members
-        ],
-        "classes": _rows(SchoolClass, "id", "name", "grade", "school_year"),
-        "class_helpers": _rows(ClassHelper, "class_id", "membership_id", "role"),
-        "families": _rows(Family, "id", "name"),
-        "guardians": _rows(Guardian, "family_id", "membership_id"),
-        "students": _rows(Student, "id", "family_id", "first_name", "last_name"),
-        "enrollments": _rows(Enrollment, "student_id", "class_id"),
-        "messages": [
-            {"subject": m.subject, "category": m.category.value, "written_at": _when(m.created_at)}
-            for m in db.session.scalars(
-                select(MailMessage).where(MailMessage.school_id == school_id).order_by(MailMessage.id)
-            )
-        ],
+        "school": lambda: _school_row(school_id),
+        "members": _member_rows,
+        "classes": lambda: _rows(SchoolClass, "id", "name", "grade", "school_year"),
+        "class_helpers": lambda: _rows(ClassHelper, "class_id", "membership_id", "role"),
+        "families": lambda: _rows(Family, "id", "name"),
+        "guardians": lambda: _rows(Guardian, "family_id", "membership_id"),
+        "students": lambda: _rows(Student, "id", "family_id", "first_name", "last_name"),
+        "enrollments": lambda: _rows(Enrollment, "student_id", "class_id"),
+        "messages": lambda: _message_rows(school_id),
     }
 
 
-def _rows(model, *columns: str) -> list[dict]:
+def school_tables(school_id: int) -> dict[str, list[dict]]:
+    """Every table read whole (small schools and tests; the export itself streams)."""
+    return {name: list(rows()) for name, rows in school_table_rows(school_id).items()}
+
+
+def _school_row(school_id: int) -> Iterator[dict]:
+    """The school itself, one row."""
+    school = db.session.get_one(School, school_id)  # the school being exported exists
+    yield {"name": school.name, "timezone": school.timezone, "created_at": _when(school.created_at)}
+
+
+def _batched(query) -> Iterator:
+    """Rows of a query fetched BATCH at a time (a server-side cursor on PostgreSQL)."""
+    return iter(db.session.execute(query.execution_options(yield_per=BATCH)))
+
+
+def _member_rows() -> Iterator[dict]:
+    """Every membership of the school with its account's name and email."""
+    query = (
+        select(
+            Membership.id,
+            User.name,
+            User.email,
+            User.active,
+            Membership.role,
+            Membership.status,
+            Membership.title,
+            Membership.phone,
+            Membership.address,
+            Membership.created_at,
+        )
+        .join(User, User.id == Membership.user_id)
+        .order_by(Membership.id)
+    )
+    for m_id, name, email, active, role, status, title, phone, address, joined in _batched(query):
+        yield {
+            "member_id": m_id,
+            "name": name,
+            "email": email,
+            "account_active": active,
+            "role": role.value,
+            "status": status.value,
+            "title": title,
+            "phone": phone,
+            "address": address,
+            "joined_at": _when(joined),
+        }
+
+
+def _message_rows(school_id: int) -> Iterator[dict]:
+    """The school's messages: subject, category and when (never the bodies)."""
+    query = (
+        select(MailMessage.subject, MailMessage.category, MailMessage.created_at)
+        .where(MailMessage.school_id == school_id)
+        .order_by(MailMessage.id)
+    )
+    for subject, category, created_at in _batched(query):
+        yield {"subject": subject, "category": category.value, "written_at": _when(created_at)}
+
+
+def _rows(model, *columns: str) -> Iterator[dict]:
+    """Some columns of a school table, in the order of the first."""
     query = select(*(getattr(model, c) for c in columns)).order_by(getattr(model, columns[0]))
-    return [
-        {c: (v.value if hasattr(v, "value") else v) for c, v in zip(columns, row, strict=True)}
-        for row in db.session.execute(query)
-    ]
+    for row in _batched(query):
+        yield {c: (v.value if hasattr(v, "value") else v) for c, v in zip(columns, row, strict=True)}
+
+
+def write_school_zip(school_id: int, out: BinaryIO) -> None:
+    """school.json with every table, and the same tables as CSV files, written into ``out``.
+
+    One pass over each table: its rows go to its CSV entry as they come and to school.json,
+    spooled to a temporary file meanwhile (a ZIP takes one entry at a time) and added last.
+    """
+    with (
+        tempfile.TemporaryFile() as json_spool,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive,
+    ):
+        tables = JsonTables(json_spool)
+        for name, rows in school_table_rows(school_id).items():
+            tables.begin(name)
+            with archive.open(f"{name}.csv", "w", force_zip64=True) as entry:
+                _write_csv(io.TextIOWrapper(entry, encoding="utf-8", newline=""), rows(), tables)
+        tables.close()
+        json_spool.seek(0)
+        with archive.open("school.json", "w", force_zip64=True) as entry:
+            shutil.copyfileobj(json_spool, entry, CHUNK_SIZE)
 
 
 def school_zip(school_id: int) -> bytes:
-    """school.json with every table, and the same tables as CSV files, in one ZIP."""
-    tables = school_tables(school_id)
+    """The whole ZIP as bytes (tests and small schools; the worker writes to a file)."""
     buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("school.json", json.dumps(tables, indent=2, ensure_ascii=False))
-        for name, rows in tables.items():
-            archive.writestr(f"{name}.csv", _csv(rows))
+    write_school_zip(school_id, buffer)
     return buffer.getvalue()
 
 
-def _csv(rows: list[dict]) -> str:
-    out = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(out, fieldnames=list(rows[0]))
-        writer.writeheader()
+def _write_csv(out: io.TextIOWrapper, rows: Iterator[dict], tables: JsonTables) -> None:
+    """A table's rows to its CSV entry (a header from the first row) and to school.json."""
+    with out:
+        writer = None
         for row in rows:
+            tables.row(row)
+            if writer is None:
+                writer = csv.DictWriter(out, fieldnames=list(row))
+                writer.writeheader()
             # A cell starting with = + - @ would run as a formula in a spreadsheet.
             writer.writerow({k: _safe_cell(v) for k, v in row.items()})
-    return out.getvalue()
+        tables.end()
+
+
+class JsonTables:
+    """Tables of rows written as they come: the text ``json.dumps(tables, indent=2)`` gives."""
+
+    def __init__(self, binary: BinaryIO) -> None:
+        self.out, self.tables, self.rows = io.TextIOWrapper(binary, encoding="utf-8"), 0, 0
+
+    def begin(self, name: str) -> None:
+        """Open the next table's list."""
+        self.out.write(("{\n" if not self.tables else ",\n") + f"  {_dumps(name)}: [")
+        self.tables, self.rows = self.tables + 1, 0
+
+    def row(self, row: dict) -> None:
+        """One row of the open table, indented as its place in the whole document."""
+        self.out.write(("\n" if not self.rows else ",\n") + "    " + _row_text(row))
+        self.rows += 1
+
+    def end(self) -> None:
+        """Close the open table's list."""
+        self.out.write("\n  ]" if self.rows else "]")
+
+    def close(self) -> None:
+        """Close the document and hand back the file underneath, flushed and still open."""
+        self.out.write("\n}" if self.tables else "{}")
+        self.out.detach()  # flushes; closing the wrapper would close the file
+
+
+def _dumps(value) -> str:
+    """One value as school.json has always written it."""
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _scalar(value) -> str:
+    """A plain value as json writes it (the common kinds without the encoder's overhead)."""
+    if isinstance(value, str):
+        return encode_basestring(value)
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int):
+        return int.__repr__(value)
+    return _ENCODE(value)  # floats (nan and infinity are json's own business), and the rest
+
+
+def _row_text(row: dict) -> str:
+    """A row as ``json.dumps(..., indent=2)`` writes it at the depth of a table's rows.
+
+    A row of plain values is joined by hand with the fast encoder (``indent`` makes json use
+    its pure-Python encoder, several times slower); anything nested goes through json itself.
+    """
+    if not row or any(isinstance(v, dict | list | tuple) for v in row.values()):
+        return _dumps(row).replace("\n", "\n    ")
+    items = ",\n      ".join(f"{encode_basestring(k)}: {_scalar(v)}" for k, v in row.items())
+    return "{\n      " + items + "\n    }"
 
 
 def _safe_cell(value):

@@ -5,10 +5,12 @@ Nested in the consent blueprint (``consent.school.*``, under /school/).
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, g, render_template, url_for
+from collections.abc import Iterator
+
+from flask import Blueprint, Flask, Response, current_app, g, render_template, url_for
 from flask_login import current_user
 
-from app import audit
+from app import audit, tenancy
 from app.consent import export as exports
 from app.consent import forms, ledger, policy
 from app.extensions import db
@@ -65,13 +67,35 @@ def export_status(token: str):
 @bp.route("/export/<token>/download")
 @requires("data.export")
 def export_download(token: str):
-    """The ZIP, while the link has not expired."""
+    """The ZIP, while the link has not expired, streamed a stored piece at a time."""
     found = or_404(exports.find_export(token))
-    if exports.forget_if_expired(found) or found.status is not ExportStatus.READY or found.content is None:
+    if exports.forget_if_expired(found) or found.status is not ExportStatus.READY:
+        return render_template("consent/export_gone.html"), 410
+    first = exports.chunk_of(found.id, 0)
+    if first is None:
         return render_template("consent/export_gone.html"), 410
     stamp = found.created_at.strftime("%Y-%m-%d")
-    return Response(
-        found.content,
-        mimetype="application/zip",
-        headers={"Content-Disposition": f'attachment; filename="school-data-{stamp}.zip"'},
-    )
+    headers = {"Content-Disposition": f'attachment; filename="school-data-{stamp}.zip"'}
+    if found.size is not None:
+        headers["Content-Length"] = str(found.size)
+    pieces = _pieces(current_app._get_current_object(), found.school_id, found.id, first)  # type: ignore[attr-defined]
+    return Response(pieces, mimetype="application/zip", headers=headers)
+
+
+def _pieces(app: Flask, school_id: int, export_id: int, first: bytes) -> Iterator[bytes]:
+    """The first piece (read before answering, so a missing file is a 410), then the rest.
+
+    The server reads the body after the request's context is gone, so each piece is read in an
+    app context of its own, bound to the school, pushed and popped within the piece (as the
+    directory's CSV export does: a context held across a ``yield`` may be popped from another
+    contextvars context). Only one piece is in memory at a time.
+    """
+    yield first
+    seq = 1
+    while True:
+        with app.app_context(), tenancy.bound(school_id):
+            piece = exports.chunk_of(export_id, seq)
+        if piece is None:
+            return
+        yield piece
+        seq += 1

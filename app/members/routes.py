@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, flash, render_template, request, url_for
 
-from app.classes.families import waiting_changes
+from app.classes.families import waiting_changes_page
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
 from app.lookup import or_404
@@ -19,16 +19,21 @@ bp = Blueprint("members", __name__, url_prefix="/members")
 @requires("members.approve")
 def pending():
     """The queue of people waiting for approval, a page at a time (oldest first)."""
-    queue = services.pending_memberships(after=optional_id(request.args.get("after")))
+    after = optional_id(request.args.get("after"))
+    queue = services.pending_memberships(after=after)
+    changes = waiting_changes_page(after=optional_id(request.args.get("changes_after")))
     return render_template(
         "members/pending.html",
         pending=queue.memberships,
         queue=queue,
         later_page="after" in request.args,
+        after=after,
         children=services.children_named(queue.memberships),
         approve_form=forms.ApproveForm(),
         reject_form=forms.RejectForm(),
-        class_changes=waiting_changes(),
+        class_changes=changes.rows,
+        changes=changes,
+        later_changes="changes_after" in request.args,
     )
 
 

@@ -6,28 +6,24 @@ listed (name and email) nor approved. Deciding is in app/members/lifecycle.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import contains_eager
 
+from app import paging
 from app.extensions import db
 from app.models import Enrollment, Guardian, Membership, MembershipStatus, SchoolClass, Student, User
 
-QUEUE_PAGE = 50
-# The queue says how many wait up to this many ("1,000+"): counting further would read the
-# whole backlog of a large school on every view.
-COUNT_CAP = 1000
+QUEUE_PAGE = paging.PAGE_SIZE
+COUNT_CAP = paging.COUNT_CAP  # "1,000+ waiting" (see app/paging.py)
 
 
-@dataclass
-class QueuePage:
+class QueuePage(paging.OldestFirst):
     """One page of the queue, oldest first; the (capped) number waiting; the next page's key."""
 
-    memberships: list[Membership]
-    waiting: int
-    more_waiting: bool  # ``waiting`` is COUNT_CAP and more wait
-    next_after: int | None
+    @property
+    def memberships(self) -> list[Membership]:
+        """The page's memberships, oldest first."""
+        return self.rows
 
 
 def _waiting():
@@ -45,22 +41,10 @@ def pending_memberships(after: int | None = None) -> QueuePage:
     Keyset paging on (created_at, id) after the membership ``after``, served by the
     (school_id, status, created_at) index; an unknown ``after`` starts from the beginning.
     """
-    size = QUEUE_PAGE
     query = _waiting().options(contains_eager(Membership.user))
     anchor = get_pending(after) if after is not None else None
-    if anchor is not None:
-        query = query.where(
-            or_(
-                Membership.created_at > anchor.created_at,
-                and_(Membership.created_at == anchor.created_at, Membership.id > anchor.id),
-            )
-        )
-    rows = list(db.session.scalars(query.order_by(Membership.created_at, Membership.id).limit(size + 1)))
-    capped = _waiting().with_only_columns(Membership.id).limit(COUNT_CAP + 1).subquery()
-    waiting = db.session.scalar(select(func.count()).select_from(capped)) or 0
-    more = len(rows) > size
-    rows = rows[:size]
-    return QueuePage(rows, min(waiting, COUNT_CAP), waiting > COUNT_CAP, rows[-1].id if more else None)
+    page = paging.oldest_first(query, _waiting(), Membership, anchor, QUEUE_PAGE, COUNT_CAP)
+    return QueuePage(page.rows, page.waiting, page.more_waiting, page.next_after)
 
 
 def children_named(memberships: list[Membership]) -> dict[int, list[tuple[str, str]]]:

@@ -151,5 +151,20 @@ class DataExport(SchoolScoped, Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    content: Mapped[bytes | None] = mapped_column(LargeBinary)
+    # The ZIP's length in bytes; the file itself is in DataExportChunk rows.
     size: Mapped[int | None] = mapped_column(Integer)
+
+
+class DataExportChunk(SchoolScoped, Model):
+    """One piece (about a megabyte) of a built export's ZIP: the download streams them in order.
+
+    Stored in pieces so neither the worker nor the web process holds a whole school's ZIP.
+    """
+
+    # The primary key leads with export_id: a deleted export's pieces are found through it.
+    export_id: Mapped[int] = mapped_column(ForeignKey("data_export.id", ondelete="CASCADE"), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+    # The download reads one school's export piece by piece (the tenancy filter adds school_id).
+    __table_args__ = (Index("ix_data_export_chunk_school_export_seq", "school_id", "export_id", "seq"),)

@@ -29,12 +29,15 @@ Index("ix_audit_entry_school_id_id", AuditEntry.school_id, AuditEntry.id)
 Index("ix_audit_entry_school_action_created", AuditEntry.school_id, AuditEntry.action, AuditEntry.created_at)
 # The approval queue (pending, oldest first) and the people list (approved and deactivated).
 Index("ix_membership_school_status_created", Membership.school_id, Membership.status, Membership.created_at)
-# The class changes waiting beside the approval queue, oldest first.
+# The class changes waiting beside the approval queue, oldest first, a page at a time: id is
+# in the index so it gives the whole order (created_at, id) and a page reads only its rows,
+# rather than joining every waiting change to its child and classes before sorting.
 Index(
-    "ix_enrollment_change_school_status_created",
+    "ix_enrollment_change_school_status_created_id",
     EnrollmentChange.school_id,
     EnrollmentChange.status,
     EnrollmentChange.created_at,
+    EnrollmentChange.id,
 )
 # The directory walks a school's families in name order and stops after a page.
 Index("ix_family_school_name_id", Family.school_id, Family.name, Family.id)
