@@ -159,11 +159,12 @@ def _followed_message_or_abort(message_id: int) -> services.Listed:
 @bp.route("/<int:message_id>")
 @member
 def show(message_id: int):
-    """One message and its delivery counts; htmx polls the counts while anything is waiting."""
+    """One message and its delivery counts; htmx polls them while the worker prepares or sends it."""
     found = _followed_message_or_abort(message_id)
     message = found.message
     counts = services.delivery_counts([message.id])[message.id]
     waiting_for_its_time = services.is_waiting_for_its_time(message)
+    preparing = services.is_preparing(message)
     response = render(
         "messages/show.html",
         block="counts",
@@ -175,7 +176,8 @@ def show(message_id: int):
         delay=services.delay_of(message.id) if counts.delayed else None,
         waiting_for_its_time=waiting_for_its_time,
         may_resend=services.may_resend(message),
-        polling=not counts.settled and not waiting_for_its_time,
+        preparing=preparing,
+        polling=preparing or (not counts.settled and not waiting_for_its_time),
         body_html=services.render_markdown(message.source_markdown or ""),
         feedback=provider_events.feedback_for(message.id),
     )
