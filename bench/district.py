@@ -630,7 +630,8 @@ def compose_once(site: Site) -> dict:
         in_request = db.session.scalar(
             select(func.count(MailDelivery.id)).where(MailDelivery.message_id == message_id)
         )
-        size = db.session.scalar(select(MailMessage.audience_size).where(MailMessage.id == message_id))
+        with tenancy.acting_for(site.school.school_id):
+            size = db.session.scalar(select(MailMessage.audience_size).where(MailMessage.id == message_id))
         before = site.meter.snapshot()
         fan_started = time.perf_counter()
         with tenancy.acting_for(site.school.school_id):

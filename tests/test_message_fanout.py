@@ -133,3 +133,28 @@ def test_a_small_audience_is_still_written_in_the_request(client, community, app
     (message,) = _messages()
     assert message.fanout_after is None and len(_people(message.id)) == SCHOOL
     assert db.session.scalar(select(MailDelivery.id).where(MailDelivery.message_id == message.id)) is not None
+
+
+def test_a_scheduled_message_cancelled_while_preparing_writes_no_more_and_sends_nothing(
+    client, community, sent_mail, large
+):
+    message, due = test_messages._schedule(client, community)
+    with tenancy.acting_for(message.school_id):
+        assert fanout.next_chunk(message.id, 3) == 1
+    written = len(_people(message.id))
+    assert client.form(f"/messages/{message.id}/cancel").status_code == 303
+    with time_machine.travel(due + timedelta(minutes=1)):
+        assert SEND(message.id) == {"sent": 0}
+        _fan_out(message)
+    assert len(_people(message.id)) == written and sent_mail == []
+    assert {d.status for d in _deliveries(message.id)} == {DeliveryStatus.SKIPPED}
+    page = client.get(f"/messages/{message.id}").get_data(as_text=True)
+    assert "Preparing" not in page and "nobody received it" in page
+
+
+def test_the_list_marks_a_message_still_preparing(client, community, large):
+    message, _ = _compose(client, large)
+    row = client.get("/messages").get_data(as_text=True).split(f'id="message-{message.id}"')[1]
+    assert '<span class="tag">Preparing</span>' in row.split("</tr>")[0]
+    _fan_out(message)
+    assert "Preparing" not in client.get("/messages").get_data(as_text=True)

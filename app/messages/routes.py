@@ -45,6 +45,7 @@ def index():
         kinds=services.allowed_kinds(),
         kind_of=services.kind_of,
         waiting_for_its_time=services.is_waiting_for_its_time,
+        preparing=services.is_preparing,
         limit=services.LIST_LIMIT,
     )
     _commit_kept_counts()  # after rendering: a commit expires the messages the page shows
