@@ -158,3 +158,47 @@ def test_the_list_marks_a_message_still_preparing(client, community, large):
     assert '<span class="tag">Preparing</span>' in row.split("</tr>")[0]
     _fan_out(message)
     assert "Preparing" not in client.get("/messages").get_data(as_text=True)
+
+
+def _key_of(page):
+    return page.split('name="submission" type="hidden" value="')[1].split('"')[0]
+
+
+def test_a_double_submitted_compose_writes_one_message(client, community, sent_mail, large):
+    sign_in(client, "admin@maple.org")
+    key = _key_of(client.get("/messages/new?kind=school").get_data(as_text=True))
+    first = _send(client, "school", submission=key)
+    second = _send(client, "school", submission=key)
+    (message,) = _messages()
+    assert first.headers["Location"] == second.headers["Location"] == f"/messages/{message.id}"
+    assert message.submission_key == key and large == [message.id]
+    other = _key_of(client.get("/messages/new?kind=school").get_data(as_text=True))
+    assert other != key and _send(client, "school", submission=other).status_code == 303
+    assert len(_messages()) == 2
+
+
+def test_two_submissions_racing_past_the_check_still_write_one_message(client, community, large, monkeypatch):
+    from app.messages import services
+
+    sign_in(client, "admin@maple.org")
+    key = _key_of(client.get("/messages/new?kind=school").get_data(as_text=True))
+    assert _send(client, "school", submission=key).status_code == 303
+    real = services.submitted
+    calls: list[str | None] = []
+
+    def misses_once(submission):
+        calls.append(submission)
+        return None if len(calls) == 1 else real(submission)  # the other request had not committed yet
+
+    monkeypatch.setattr(services, "submitted", misses_once)
+    second = _send(client, "school", submission=key)
+    (message,) = _messages()
+    assert second.status_code == 303 and second.headers["Location"] == f"/messages/{message.id}"
+    assert large == [message.id] and len(calls) == 2
+
+
+def test_a_malformed_submission_key_is_ignored(client, community, large):
+    sign_in(client, "admin@maple.org")
+    assert _send(client, "school", submission="x" * 500).status_code == 303
+    assert _send(client, "school", submission="<script>").status_code == 303
+    assert [m.submission_key for m in _messages()] == [None, None]

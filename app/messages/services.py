@@ -268,7 +268,9 @@ class Sent:
     people: int
 
 
-def send(audience: Audience, *, subject: str, body: str, send_at: datetime | None) -> Sent | None:
+def send(
+    audience: Audience, *, subject: str, body: str, send_at: datetime | None, submission: str | None = None
+) -> Sent | None:
     """Write the message and its deliveries, or have the worker write them (None: nobody to send to).
 
     ``queue_email`` renders the message and enqueues the send job for after the commit. Up to
@@ -278,6 +280,9 @@ def send(audience: Audience, *, subject: str, body: str, send_at: datetime | Non
     rows in the request would pass gunicorn's timeout. Scheduled, the send job finds the
     message not yet due and the sweeper enqueues it again once ``send_at`` has passed.
     """
+    earlier = submitted(submission)
+    if earlier is not None:
+        return Sent(message=earlier, people=earlier.audience_size or 0)
     people = count_recipients(audience)
     if not people:
         return None
@@ -301,7 +306,18 @@ def send(audience: Audience, *, subject: str, body: str, send_at: datetime | Non
     message.scheduled_for = send_at
     message.audience_size = people
     message.fanout_after = None if inline else 0
+    message.submission_key = submission
     return Sent(message=message, people=people)
+
+
+def submitted(submission: str | None) -> MailMessage | None:
+    """The message an earlier submission of the same compose form wrote, if any."""
+    if submission is None:
+        return None
+    found = select(MailMessage).where(
+        MailMessage.school_id == g.school.id, MailMessage.submission_key == submission
+    )
+    return db.session.scalar(found)
 
 
 def is_preparing(message: MailMessage) -> bool:

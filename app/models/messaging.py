@@ -112,6 +112,9 @@ class MailMessage(SchoolOrPlatform, Model):
     fanout_after: Mapped[int | None] = mapped_column(Integer)
     # How many people the audience held when the message was written ("Preparing N recipients").
     audience_size: Mapped[int | None] = mapped_column(Integer)
+    # The compose form's one-off key: a second submission of the same form finds this message
+    # instead of writing another (a double click, or Send pressed again after a slow answer).
+    submission_key: Mapped[str | None] = mapped_column(String(32), unique=True)
 
     deliveries: Mapped[list[MailDelivery]] = relationship(back_populates="message")
 
