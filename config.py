@@ -113,6 +113,10 @@ class Config:
     BEHIND_PROXY = env_flag("BEHIND_PROXY")
     JOB_QUEUES = ("mail", "default")
     SWEEP_PENDING_AFTER = timedelta(minutes=5)
+    # Compose writes up to this many deliveries in the request (one INSERT ... SELECT, ~30 ms);
+    # a larger audience is written by the worker in chunks of MESSAGE_FANOUT_CHUNK people.
+    MESSAGE_INLINE_RECIPIENTS = int(os.environ.get("MESSAGE_INLINE_RECIPIENTS", "1000"))
+    MESSAGE_FANOUT_CHUNK = int(os.environ.get("MESSAGE_FANOUT_CHUNK", "25000"))
     # How often the worker runs the sweeper (worker.py reads this). With MAIL_LEASE_SECONDS it
     # bounds how long a killed worker's deliveries stand still: lease + provider timeout + this.
     SWEEP_EVERY_SECONDS = int(os.environ.get("SWEEP_EVERY_SECONDS", "10"))

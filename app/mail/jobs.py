@@ -59,6 +59,10 @@ def send_message(message_id: int) -> dict:
         message = db.session.get(MailMessage, message_id)
     if message is None or message.cancelled_at is not None:
         return {"sent": 0}  # gone, or called off before its time (its deliveries were skipped)
+    if message.fanout_after is not None:
+        _fan_out(message)
+        if message.cancelled_at is not None:
+            return {"sent": 0}  # called off while its deliveries were being written
     if message.scheduled_for is not None and message.scheduled_for > utcnow():
         return {"sent": 0}  # scheduled: the sweeper enqueues this job again once the time has passed
     with tenancy.acting_for(message.school_id):
@@ -73,6 +77,15 @@ def send_message(message_id: int) -> dict:
         jobs.enqueue(refresh_policy_dispatches)
         db.session.commit()
     return counts
+
+
+def _fan_out(message: MailMessage) -> None:
+    """A large announcement's deliveries are written here first, chunk by chunk (app/messages/fanout.py)."""
+    from app.messages.fanout import fan_out
+
+    with tenancy.acting_for(message.school_id):
+        fan_out(message.id)
+    db.session.refresh(message)
 
 
 def _send_pending(message: MailMessage) -> dict:
@@ -369,6 +382,7 @@ def _lost_messages() -> int:
     not_yet = MailDelivery.message_id.not_in(scheduled.where(MailMessage.scheduled_for > now))
     found = select(MailDelivery.message_id).where(or_(lost, retry_due, stuck, due), not_yet).distinct()
     message_ids = list(db.session.scalars(found))
+    message_ids += [m for m in db.session.scalars(_preparing_too_long(now)) if m not in message_ids]
     db.session.execute(
         update(MailDelivery)
         .where(stuck)
@@ -379,3 +393,13 @@ def _lost_messages() -> int:
         jobs.enqueue(send_message, message_id, queue="mail")
     db.session.commit()
     return len(message_ids)
+
+
+def _preparing_too_long(now):
+    """Messages whose deliveries the worker has not finished writing well after they were composed
+    (its job was lost with Redis, or the worker died between chunks): fan_out resumes them."""
+    return select(MailMessage.id).where(
+        MailMessage.fanout_after.is_not(None),
+        MailMessage.cancelled_at.is_(None),
+        MailMessage.created_at < now - current_app.config["SWEEP_PENDING_AFTER"],
+    )

@@ -58,7 +58,7 @@ def queue_email(
     db.session.add(message)
     db.session.flush()
     if isinstance(recipients, Select):
-        _copy_deliveries(message, recipients)
+        copy_deliveries(message.id, recipients)
     else:
         _insert_deliveries(message, recipients, to_email)
     from app.mail.jobs import send_message
@@ -86,9 +86,9 @@ def _insert_deliveries(message: MailMessage, recipients: Iterable[User], to_emai
         db.session.execute(insert(MailDelivery), rows)
 
 
-def _copy_deliveries(message: MailMessage, people: Select) -> None:
+def copy_deliveries(message_id: int, people: Select) -> None:
     """One delivery row per (user id, email) row of ``people``, as INSERT ... SELECT in the database."""
     user_id, email = people.subquery().c
-    rows = select(literal(message.id), user_id, email, false())
+    rows = select(literal(message_id), user_id, email, false())
     columns = ["message_id", "user_id", "to_email", "address_fixed"]
     db.session.execute(insert(MailDelivery).from_select(columns, rows))

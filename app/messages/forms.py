@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import secrets
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from flask_wtf import FlaskForm
-from wtforms import DateTimeLocalField, StringField, TextAreaField
+from wtforms import DateTimeLocalField, HiddenField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from app.messages.services import schedule_time
@@ -18,6 +20,19 @@ BODY_MAX = 20_000
 def _one_line(value: str | None) -> str | None:
     """A subject is one line: runs of spaces, tabs and line breaks become one space."""
     return " ".join(value.split()) if value else value
+
+
+_KEY = re.compile(r"[A-Za-z0-9_-]{16,32}")
+
+
+def _submission_key(value: str | None) -> str | None:
+    """The form's one-off key as the page made it, or None for anything else (never an error)."""
+    return value if value and _KEY.fullmatch(value) else None
+
+
+def new_submission_key() -> str:
+    """A key for one rendering of the compose form (22 URL-safe characters)."""
+    return secrets.token_urlsafe(16)
 
 
 def _unix_newlines(value: str | None) -> str | None:
@@ -49,6 +64,7 @@ class ComposeForm(FlaskForm):
         render_kw={"rows": 14},
     )
     send_at = DateTimeLocalField("Send at", format="%Y-%m-%dT%H:%M", validators=[Optional()])
+    submission = HiddenField(filters=[_submission_key])
 
     def __init__(self, *args, zone: ZoneInfo, **kwargs):
         super().__init__(*args, **kwargs)

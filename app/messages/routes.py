@@ -7,6 +7,7 @@ views declare ``@member`` and check the kind's permission themselves, before any
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, render_template, request, url_for
+from sqlalchemy.exc import IntegrityError
 
 from app import clock
 from app.extensions import db
@@ -45,6 +46,7 @@ def index():
         kinds=services.allowed_kinds(),
         kind_of=services.kind_of,
         waiting_for_its_time=services.is_waiting_for_its_time,
+        preparing=services.is_preparing,
         limit=services.LIST_LIMIT,
     )
     _commit_kept_counts()  # after rendering: a commit expires the messages the page shows
@@ -91,6 +93,7 @@ def compose():
     form = forms.ComposeForm(zone=clock.school_zone())
     if request.method == "GET":
         _start_from_copy(form)
+        form.submission.data = forms.new_submission_key()
     now = utcnow()
     form.send_at.render_kw = {
         "min": services.local_input_value(now),
@@ -113,16 +116,33 @@ def compose():
             return _invalid(context)
         if not previewing:
             sent = services.send(
-                audience, subject=form.subject.data, body=form.body.data, send_at=form.send_at_utc
+                audience,
+                subject=form.subject.data,
+                body=form.body.data,
+                send_at=form.send_at_utc,
+                submission=form.submission.data,
             )
             if sent is not None:
-                note, message_id = _sent_note(sent), sent.message.id
-                db.session.commit()
+                note, message_id = _commit_once(sent, form.submission.data)
                 flash(note, "success")
                 return redirect_after_post(url_for("messages.show", message_id=message_id))
             context["problem"] = "Nobody would receive this message yet, so it was not sent."
         context["preview"] = services.preview(audience, form.subject.data, form.body.data)
     return render("messages/compose.html", block="preview", target="preview", **context)
+
+
+def _commit_once(sent: services.Sent, submission: str | None) -> tuple[str, int]:
+    """Commit the message; if the same form's other submission committed first, show that one."""
+    note, message_id = _sent_note(sent), sent.message.id
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()  # drops this submission's send job with its message
+        earlier = services.submitted(submission)
+        if earlier is None:
+            raise
+        note, message_id = _sent_note(services.Sent(earlier, earlier.audience_size or 0)), earlier.id
+    return note, message_id
 
 
 def _start_from_copy(form: forms.ComposeForm) -> None:
@@ -159,11 +179,12 @@ def _followed_message_or_abort(message_id: int) -> services.Listed:
 @bp.route("/<int:message_id>")
 @member
 def show(message_id: int):
-    """One message and its delivery counts; htmx polls the counts while anything is waiting."""
+    """One message and its delivery counts; htmx polls them while the worker prepares or sends it."""
     found = _followed_message_or_abort(message_id)
     message = found.message
     counts = services.delivery_counts([message.id])[message.id]
     waiting_for_its_time = services.is_waiting_for_its_time(message)
+    preparing = services.is_preparing(message)
     response = render(
         "messages/show.html",
         block="counts",
@@ -175,7 +196,8 @@ def show(message_id: int):
         delay=services.delay_of(message.id) if counts.delayed else None,
         waiting_for_its_time=waiting_for_its_time,
         may_resend=services.may_resend(message),
-        polling=not counts.settled and not waiting_for_its_time,
+        preparing=preparing,
+        polling=preparing or (not counts.settled and not waiting_for_its_time),
         body_html=services.render_markdown(message.source_markdown or ""),
         feedback=provider_events.feedback_for(message.id),
     )

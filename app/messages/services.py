@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import markdown
 import nh3
-from flask import g
+from flask import current_app, g
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import Select, and_, case, func, or_, select, update
@@ -161,7 +161,7 @@ def audience_for(kind: Kind, school_class: SchoolClass | None = None) -> Audienc
     return Audience(kind=kind, label=label[:200], school_class=school_class)
 
 
-def recipient_rows(audience: Audience) -> Select:
+def recipient_rows(audience: Audience, school_id: int) -> Select:
     """(user id, email) of everyone the message reaches, for the outbox's INSERT ... SELECT.
 
     An INSERT ... SELECT is not scoped by tenancy (it scopes reads), so the statement names the
@@ -169,7 +169,7 @@ def recipient_rows(audience: Audience) -> Select:
     """
     return (
         audience.memberships()
-        .where(Membership.school_id == g.school.id)
+        .where(Membership.school_id == school_id)
         .with_only_columns(User.id, User.email)
         .order_by(None)
     )
@@ -268,21 +268,28 @@ class Sent:
     people: int
 
 
-def send(audience: Audience, *, subject: str, body: str, send_at: datetime | None) -> Sent | None:
-    """Write the message and one delivery per person in this transaction (None: nobody to send to).
+def send(
+    audience: Audience, *, subject: str, body: str, send_at: datetime | None, submission: str | None = None
+) -> Sent | None:
+    """Write the message and its deliveries, or have the worker write them (None: nobody to send to).
 
-    ``queue_email`` renders the message, copies the recipients into deliveries with one
-    INSERT ... SELECT in the database (no account is loaded: a school of 30,000 people took
-    seconds as ORM objects) and enqueues the send job for after the commit. Scheduled, the
-    send job finds the message not yet due and the sweeper enqueues it again once ``send_at``
-    has passed.
+    ``queue_email`` renders the message and enqueues the send job for after the commit. Up to
+    ``MESSAGE_INLINE_RECIPIENTS`` people, it copies them into deliveries here with one
+    INSERT ... SELECT in the database (no account is loaded); a larger audience is left to the
+    send job, which writes the same rows chunk by chunk first (app/messages/fanout.py): 300,000
+    rows in the request would pass gunicorn's timeout. Scheduled, the send job finds the
+    message not yet due and the sweeper enqueues it again once ``send_at`` has passed.
     """
+    earlier = submitted(submission)
+    if earlier is not None:
+        return Sent(message=earlier, people=earlier.audience_size or 0)
     people = count_recipients(audience)
     if not people:
         return None
+    inline = people <= current_app.config["MESSAGE_INLINE_RECIPIENTS"]
     message = queue_email(
         TEMPLATE,
-        recipient_rows(audience),
+        recipient_rows(audience, g.school.id) if inline else [],
         category=audience.kind.category,
         school_id=g.school.id,
         created_by_id=current_user.id,
@@ -297,7 +304,25 @@ def send(audience: Audience, *, subject: str, body: str, send_at: datetime | Non
     message.class_id = audience.school_class.id if audience.school_class is not None else None
     message.source_markdown = body
     message.scheduled_for = send_at
+    message.audience_size = people
+    message.fanout_after = None if inline else 0
+    message.submission_key = submission
     return Sent(message=message, people=people)
+
+
+def submitted(submission: str | None) -> MailMessage | None:
+    """The message an earlier submission of the same compose form wrote, if any."""
+    if submission is None:
+        return None
+    found = select(MailMessage).where(
+        MailMessage.school_id == g.school.id, MailMessage.submission_key == submission
+    )
+    return db.session.scalar(found)
+
+
+def is_preparing(message: MailMessage) -> bool:
+    """The worker is still writing this message's deliveries (and it was not called off)."""
+    return message.fanout_after is not None and message.cancelled_at is None
 
 
 # --- reading ----------------------------------------------------------------------------------

@@ -107,6 +107,14 @@ class MailMessage(SchoolOrPlatform, Model):
     # A send run is working on it until then (renewed with each batch it claims, cleared when it
     # ends): pending rows of a message whose run has lapsed are the sweeper's at once.
     sending_until: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    # A large audience's deliveries are written by the worker (app/messages/fanout.py): while it
+    # does, the last membership id written (0 before the first chunk); NULL once all exist.
+    fanout_after: Mapped[int | None] = mapped_column(Integer)
+    # How many people the audience held when the message was written ("Preparing N recipients").
+    audience_size: Mapped[int | None] = mapped_column(Integer)
+    # The compose form's one-off key: a second submission of the same form finds this message
+    # instead of writing another (a double click, or Send pressed again after a slow answer).
+    submission_key: Mapped[str | None] = mapped_column(String(32), unique=True)
 
     deliveries: Mapped[list[MailDelivery]] = relationship(back_populates="message")
 

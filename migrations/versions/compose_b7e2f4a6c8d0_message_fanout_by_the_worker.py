@@ -1,0 +1,37 @@
+"""compose: a large audience's deliveries are written by the worker, chunk by chunk
+
+Revision ID: b7e2f4a6c8d0
+Revises: d15c7a1e5ca1
+Create Date: 2026-12-04 02:10:00
+
+Composing to 300,000 people wrote every delivery inside the request and passed gunicorn's
+timeout. The message now records where the worker's fan-out stands (the last membership id
+written, NULL once every delivery exists) and how many people it was written to; and the
+compose form's one-off key, so a double-submitted form writes one message.
+"""
+
+from alembic import op
+import sqlalchemy as sa
+
+
+# revision identifiers, used by Alembic.
+revision = "b7e2f4a6c8d0"
+down_revision = "d15c7a1e5ca1"
+branch_labels = None
+depends_on = None
+
+
+def upgrade():
+    with op.batch_alter_table("mail_message") as batch_op:
+        batch_op.add_column(sa.Column("fanout_after", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("audience_size", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("submission_key", sa.String(length=32), nullable=True))
+        batch_op.create_unique_constraint("uq_mail_message_submission_key", ["submission_key"])
+
+
+def downgrade():
+    with op.batch_alter_table("mail_message") as batch_op:
+        batch_op.drop_constraint("uq_mail_message_submission_key", type_="unique")
+        batch_op.drop_column("submission_key")
+        batch_op.drop_column("audience_size")
+        batch_op.drop_column("fanout_after")
