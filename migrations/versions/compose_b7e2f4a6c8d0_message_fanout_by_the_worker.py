@@ -1,7 +1,7 @@
 """compose: a large audience's deliveries are written by the worker, chunk by chunk
 
 Revision ID: b7e2f4a6c8d0
-Revises: d15c7a1e5ca1
+Revises: 5e7a0c3d2b91
 Create Date: 2026-12-04 02:10:00
 
 Composing to 300,000 people wrote every delivery inside the request and passed gunicorn's
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = "b7e2f4a6c8d0"
-down_revision = "d15c7a1e5ca1"
+down_revision = "5e7a0c3d2b91"
 branch_labels = None
 depends_on = None
 
