@@ -220,6 +220,11 @@ def clone_school(source_id: int, copies: int) -> list[int]:
         ("school", "name"): "'District School ' || (k + 1)",
         ("school", "slug"): "t.slug || '-' || k",
         ("school", "invite_code"): "t.invite_code || '-' || k",
+        # The kept search text (app/models/listings.py) holds the email, which a copy prefixes.
+        ("membership", "search_text"): (
+            "(SELECT lower(u.name) || chr(10) || lower('c' || k || '.' || u.email) "
+            'FROM "user" u WHERE u.id = t.user_id)'
+        ),
     }
     for name in CLONED:
         table = metadata.tables[name]
