@@ -274,6 +274,22 @@ ACTIONS = (
 )
 
 
+def _refresh_newcomers(school_id: int) -> None:
+    """The kept search columns of the newcomers' families and memberships (app/models/listings.py):
+    INSERT ... SELECT is a write no flush sees."""
+    from sqlalchemy import text
+
+    from app.extensions import db
+    from app.models import listings
+
+    connection = db.session.connection()
+    params = {"school": school_id}
+    families = "SELECT id FROM family WHERE school_id = :school AND name LIKE 'Newcomer family %'"
+    members = "SELECT id FROM membership WHERE school_id = :school AND status = 'pending'"
+    listings.refresh_families(connection, connection.execute(text(families), params).scalars().all())
+    listings.refresh_member_rows(connection, connection.execute(text(members), params).scalars().all())
+
+
 def add_history(school_id: int, families: int) -> dict[str, int]:
     """A year of use in proportion to the school's size, written by INSERT ... SELECT.
 
@@ -343,6 +359,7 @@ def add_history(school_id: int, families: int) -> dict[str, int]:
         WHERE s.school_id = :school AND s.last_name = 'Newcomer'
         """
     )
+    _refresh_newcomers(school_id)
     # Audit entries and sign-ins, oldest first so ids follow time, by members of the school.
     run(
         """
