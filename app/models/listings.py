@@ -25,37 +25,61 @@ from app.models.people import Membership, User
 SEPARATOR = "\n"
 _CHUNK = 500
 
-_LISTED = (
+_GUARDIANS = (
     "FROM guardian g JOIN membership m ON m.id = g.membership_id "
     'JOIN "user" u ON u.id = m.user_id '
-    "WHERE g.family_id = family.id AND m.status = 'approved' AND u.active = :yes"
+    "WHERE m.status = 'approved' AND u.active = :yes"
 )
+_TEXT = "lower(f.name) || :sep || coalesce(gn.names, '') || :sep || coalesce(sn.names, '')"
 
 
-def _family_values(aggregate: str) -> tuple[str, str]:
-    """SQL for ``listed`` and ``search_text`` of the row ``family`` (the dialect names the aggregate)."""
-    listed = f"EXISTS (SELECT 1 {_LISTED})"
-    # Ordered derived tables, not ORDER BY inside the aggregate (SQLite < 3.44 has none): the
-    # same rows always give the same text, so the staleness check can compare texts. Every
-    # piece of SQL here is a constant of this module: nothing comes from outside.
-    guardians = f"(SELECT {aggregate}(n, :sep) FROM (SELECT lower(u.name) AS n {_LISTED} ORDER BY g.id) x)"  # noqa: S608
-    children = (
-        f"(SELECT {aggregate}(n, :sep) FROM (SELECT lower(s.first_name) || :sep || lower(s.last_name) AS n "  # noqa: S608
-        "FROM student s WHERE s.family_id = family.id ORDER BY s.id) y)"
+def _computed(connection: Connection, where: str) -> str:
+    """SQL of rows (id, listed, search_text) as they should be, for the families ``f`` picked by
+    ``where``. Every piece of SQL here is a constant of this module: nothing comes from outside."""
+    if connection.dialect.name == "postgresql":
+        return _computed_by_joins(where)
+    return _computed_by_lookups(where)
+
+
+def _computed_by_joins(where: str) -> str:
+    """PostgreSQL: one aggregate per table, joined, rather than subqueries run per family, which
+    PostgreSQL ran as a scan of every guardian per family on tables not yet analysed."""
+    restrict, own = where.replace("f.id", "g.family_id"), where.replace("f.id", "s.family_id")
+    guardians = (
+        f"SELECT g.family_id AS fid, string_agg(lower(u.name), :sep ORDER BY g.id) AS names "  # noqa: S608
+        f"{_GUARDIANS} AND {restrict} GROUP BY g.family_id"
     )
-    search = f"lower(family.name) || :sep || coalesce({guardians}, '') || :sep || coalesce({children}, '')"
-    return listed, search
+    children = (
+        "SELECT s.family_id AS fid, string_agg(lower(s.first_name) || :sep || lower(s.last_name), :sep "  # noqa: S608
+        f"ORDER BY s.id) AS names FROM student s WHERE {own} GROUP BY s.family_id"
+    )
+    return (
+        f"SELECT f.id AS id, gn.fid IS NOT NULL AS listed, {_TEXT} AS search_text "  # noqa: S608
+        f"FROM family f LEFT JOIN ({guardians}) gn ON gn.fid = f.id "
+        f"LEFT JOIN ({children}) sn ON sn.fid = f.id WHERE {where}"
+    )
 
 
-_MEMBER_SEARCH = (
-    'SELECT lower(u.name) || :sep || lower(u.email) FROM "user" u WHERE u.id = membership.user_id'
-)
-_MEMBER_SORT = 'SELECT u.name FROM "user" u WHERE u.id = membership.user_id'
+def _computed_by_lookups(where: str) -> str:
+    """SQLite: subqueries per family (each an index lookup), over ordered derived tables since
+    SQLite before 3.44 has no ORDER BY in an aggregate: the same rows always give the same text."""
+    mine = " AND g.family_id = f.id"
+    guardians = (
+        f"SELECT group_concat(n, :sep) AS names FROM (SELECT lower(u.name) AS n {_GUARDIANS}{mine} "  # noqa: S608
+        "ORDER BY g.id) x"
+    )
+    children = (
+        "SELECT group_concat(n, :sep) AS names FROM (SELECT lower(s.first_name) || :sep || "  # noqa: S608
+        "lower(s.last_name) AS n FROM student s WHERE s.family_id = f.id ORDER BY s.id) y"
+    )
+    return (
+        f"SELECT f.id AS id, EXISTS (SELECT 1 {_GUARDIANS}{mine}) AS listed, "  # noqa: S608
+        f"lower(f.name) || :sep || coalesce(({guardians}), '') || :sep || coalesce(({children}), '') "
+        f"AS search_text FROM family f WHERE {where}"
+    )
 
 
-def _aggregate(connection: Connection) -> str:
-    """The string aggregate of this database."""
-    return "string_agg" if connection.dialect.name == "postgresql" else "group_concat"
+_MEMBER_VALUES = "lower(u.name) || :sep || lower(u.email)"
 
 
 def _params() -> dict:
@@ -72,9 +96,10 @@ def _chunks(ids: Iterable[int]) -> Iterable[list[int]]:
 
 def refresh_families(connection: Connection, family_ids: Iterable[int]) -> None:
     """Recompute ``listed`` and ``search_text`` of these families."""
-    listed, search = _family_values(_aggregate(connection))
+    rows = _computed(connection, "f.id IN :ids")
     statement = text(
-        f"UPDATE family SET listed = {listed}, search_text = {search} WHERE family.id IN :ids"  # noqa: S608
+        "UPDATE family SET listed = v.listed, search_text = v.search_text "  # noqa: S608
+        f"FROM ({rows}) v WHERE family.id = v.id"
     ).bindparams(bindparam("ids", expanding=True))
     for chunk in _chunks(family_ids):
         connection.execute(statement, {**_params(), "ids": chunk})
@@ -83,8 +108,8 @@ def refresh_families(connection: Connection, family_ids: Iterable[int]) -> None:
 def refresh_member_rows(connection: Connection, membership_ids: Iterable[int]) -> None:
     """Recompute ``search_text`` and ``sort_name`` of these memberships."""
     statement = text(
-        f"UPDATE membership SET search_text = ({_MEMBER_SEARCH}), sort_name = ({_MEMBER_SORT}) "  # noqa: S608
-        "WHERE membership.id IN :ids"
+        f"UPDATE membership SET search_text = {_MEMBER_VALUES}, sort_name = u.name "  # noqa: S608
+        'FROM "user" u WHERE u.id = membership.user_id AND membership.id IN :ids'
     ).bindparams(bindparam("ids", expanding=True))
     for chunk in _chunks(membership_ids):
         connection.execute(statement, {**_params(), "ids": chunk})
@@ -207,13 +232,13 @@ def _after_flush(session: Session, _context) -> None:
 def stale_rows(connection: Connection) -> list[tuple[str, int]]:
     """Families and memberships whose kept columns differ from a recomputation, in one query
     (tests/conftest.py runs it after every test: a write path that forgets shows up here)."""
-    listed, search = _family_values(_aggregate(connection))
     rows = connection.execute(
         text(
-            f"SELECT 'family', family.id FROM family WHERE family.listed <> ({listed}) "  # noqa: S608
-            f"OR family.search_text <> ({search}) "
+            f"SELECT 'family', v.id FROM family JOIN ({_computed(connection, '1 = 1')}) v "  # noqa: S608
+            "ON v.id = family.id WHERE family.listed <> v.listed OR family.search_text <> v.search_text "
             "UNION ALL SELECT 'membership', membership.id FROM membership "
-            f"WHERE membership.search_text <> ({_MEMBER_SEARCH}) OR membership.sort_name <> ({_MEMBER_SORT})"
+            f'JOIN "user" u ON u.id = membership.user_id WHERE membership.search_text <> {_MEMBER_VALUES} '
+            "OR membership.sort_name <> u.name"
         ),
         _params(),
     )
