@@ -6,7 +6,7 @@ names and its children's names, lowercased), ``Membership.search_text`` (name an
 lowercased) and ``Membership.sort_name`` are recomputed here by SQL for the rows a write
 touches. Every ORM flush does it through ``after_flush``; bulk statements, which no flush
 sees, call ``refresh_listings`` / ``refresh_members`` themselves. tests/conftest.py checks
-after every test that nothing is stale (``stale_families`` / ``stale_members``).
+after every test that nothing is stale (``stale_rows``).
 """
 
 from __future__ import annotations
