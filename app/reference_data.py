@@ -31,6 +31,7 @@ from app.models import (
     Student,
     User,
     Visibility,
+    listings,
 )
 
 PASSWORD = "reference data password"  # noqa: S105 - test accounts only, printed by the CLI
@@ -320,6 +321,7 @@ def _build(school: School, builder: _Builder, families: int, classes: int, stude
             update(Membership).where(Membership.id.in_(promoted)).values(role=Role.ROOM_PARENT)
         )
     db.session.flush()
+    listings.refresh_schools([school.id])  # bulk inserts: no flush saw them
 
     return ReferenceSet(
         school_id=school.id,

@@ -222,6 +222,11 @@ def clone_school(source_id: int, copies: int) -> list[int]:
         ("school", "name"): "'District School ' || (k + 1)",
         ("school", "slug"): "t.slug || '-' || k",
         ("school", "invite_code"): "t.invite_code || '-' || k",
+        # The kept search text (app/models/listings.py) holds the email, which a copy prefixes.
+        ("membership", "search_text"): (
+            "(SELECT lower(u.name) || chr(10) || lower('c' || k || '.' || u.email) "
+            'FROM "user" u WHERE u.id = t.user_id)'
+        ),
     }
     for name in CLONED:
         table = metadata.tables[name]
@@ -269,6 +274,22 @@ ACTIONS = (
     "settings.changed",
     "export.directory",
 )
+
+
+def _refresh_newcomers(school_id: int) -> None:
+    """The kept search columns of the newcomers' families and memberships (app/models/listings.py):
+    INSERT ... SELECT is a write no flush sees."""
+    from sqlalchemy import text
+
+    from app.extensions import db
+    from app.models import listings
+
+    connection = db.session.connection()
+    params = {"school": school_id}
+    families = "SELECT id FROM family WHERE school_id = :school AND name LIKE 'Newcomer family %'"
+    members = "SELECT id FROM membership WHERE school_id = :school AND status = 'pending'"
+    listings.refresh_families(connection, connection.execute(text(families), params).scalars().all())
+    listings.refresh_member_rows(connection, connection.execute(text(members), params).scalars().all())
 
 
 def add_history(school_id: int, families: int) -> dict[str, int]:
@@ -340,6 +361,7 @@ def add_history(school_id: int, families: int) -> dict[str, int]:
         WHERE s.school_id = :school AND s.last_name = 'Newcomer'
         """
     )
+    _refresh_newcomers(school_id)
     # Audit entries and sign-ins, oldest first so ids follow time, by members of the school.
     run(
         """

@@ -42,6 +42,7 @@ from app.models import (
     School,
     SchoolClass,
     User,
+    listings,
 )
 from app.models.base import utcnow
 from app.models.calendar import Event
@@ -226,9 +227,11 @@ def app(database_url, _schema) -> Flask:
     with app.app_context():
         yield app
         db.session.remove()
+        stale = _stale_listings()
         _empty_tables()
         db.engine.dispose()
     limiter.reset()
+    assert not stale, f"kept search columns not refreshed by some write path: {stale}"
 
 
 @pytest.fixture
@@ -245,6 +248,12 @@ def build_app(database_url, _schema):
     for extra in built:
         with extra.app_context():
             db.engine.dispose()
+
+
+def _stale_listings() -> list[tuple[str, int]]:
+    """Rows whose kept ``listed`` / ``search_text`` / ``sort_name`` differ from a recomputation."""
+    with db.engine.connect() as conn:
+        return listings.stale_rows(conn)
 
 
 def _empty_tables() -> None:

@@ -22,6 +22,7 @@ from app.models import (
     Student,
     User,
     Visibility,
+    listings,
 )
 from tests.conftest import count_queries, sign_in
 
@@ -325,6 +326,8 @@ def _bulk_families(school, school_class, count, offset):
         insert(Enrollment),
         [{"school_id": school.id, "student_id": s, "class_id": school_class.id} for s in student_ids],
     )
+    listings.refresh_listings(family_ids)  # bulk inserts, which no flush sees
+    listings.refresh_members(member_ids)
     db.session.commit()
     if db.engine.dialect.name == "postgresql":
         # As autovacuum would: without statistics on freshly filled tables the planner

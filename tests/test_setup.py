@@ -13,7 +13,7 @@ from sqlalchemy import create_engine, select
 import config as config_module
 from app import create_app, tenancy
 from app.extensions import db
-from app.models import Membership, Role, School, User
+from app.models import Membership, Role, School, User, listings
 from config import ConfigError, config_from_env, database_url, redis_options
 from tests.conftest import PASSWORD, make_config, sign_in
 
@@ -225,5 +225,12 @@ def test_upgrading_keeps_existing_data(build_app, tmp_path):
             }
             key = conn.execute(text("SELECT mail_key FROM user")).scalar()
             visibility = conn.execute(text("SELECT address_visibility FROM membership")).scalar()
+            family = conn.execute(text("SELECT listed, search_text FROM family")).one()
+            member = conn.execute(text("SELECT search_text, sort_name FROM membership")).one()
+            stale = listings.stale_rows(conn)
     assert counts == {"user": 1, "membership": 1, "guardian": 1}
     assert len(key) == 32 and visibility == "staff"
+    # The search migration backfilled the kept columns of the rows already there.
+    assert bool(family.listed) and family.search_text == "old family\nold member\n"
+    assert tuple(member) == ("old member\nold@example.org", "Old Member")
+    assert stale == []

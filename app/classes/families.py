@@ -28,6 +28,7 @@ from app.models import (
     Student,
     User,
     listed_membership,
+    listings,
 )
 from app.models.base import utcnow
 from app.models.directory import ChangeStatus, EnrollmentChange
@@ -269,6 +270,7 @@ def remove_student(family: Family, student: Student) -> None:
     """Take a child out of the family (and every class)."""
     db.session.execute(delete(Student).where(Student.id == student.id, Student.family_id == family.id))
     db.session.expunge(student)
+    listings.refresh_listings([family.id])  # a bulk DELETE: no flush sees it
     audit.record("family.changed", target=family.name)
 
 

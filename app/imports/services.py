@@ -35,6 +35,7 @@ from app.models import (
     SchoolClass,
     Student,
     User,
+    listings,
 )
 from app.models.base import rowcount, utcnow
 from app.models.imports import ImportedFamily, ImportRun, ImportStatus
@@ -264,6 +265,9 @@ def apply(checked: Checked, school: School, *, progress: Callable[[int], None] =
             places[place] = {"school_id": sid, "student_id": place[0], "class_id": place[1]}
     if places:
         db.session.execute(insert(Enrollment), list(places.values()))
+    # Bulk inserts, which no flush sees: the families and members they touched are recomputed.
+    listings.refresh_members(new_member_ids)
+    listings.refresh_listings(set(families.values()))
     progress(len(rows) // 2)  # the rows are written; what is left is one invitation per newcomer
 
     _invite(school, new_user_ids, [members[e] for e in joining if e not in new_emails], progress, len(rows))

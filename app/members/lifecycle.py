@@ -39,6 +39,7 @@ from app.models import (
     SchoolClass,
     Student,
     User,
+    listings,
 )
 from app.models.base import utcnow
 from app.models.consent import ConsentKind, PolicyVersion
@@ -258,7 +259,10 @@ def _unlink_families(membership: Membership) -> None:
     the family editor for staff, exactly as it did while it hung on the rejected person.
     """
     # The decision only applies to a pending membership, which is nobody's approved guardian.
-    db.session.execute(delete(Guardian).where(Guardian.membership_id == membership.id))
+    families = db.session.scalars(
+        delete(Guardian).where(Guardian.membership_id == membership.id).returning(Guardian.family_id)
+    ).all()
+    listings.refresh_listings(families)  # a bulk DELETE: no flush sees it
 
 
 def _decide(membership: Membership, status: MembershipStatus, reason: str | None, **context) -> bool:
@@ -278,6 +282,7 @@ def _decide(membership: Membership, status: MembershipStatus, reason: str | None
     ).all()
     if not decided:
         return False
+    listings.refresh_listings(listings.families_of(decided))  # an UPDATE no flush sees
     audit.record(f"member.{status.value}", target=membership.user.name)
     queue_email(
         f"membership_{status.value}",

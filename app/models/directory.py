@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import Enum, ForeignKey, String, UniqueConstraint
+from sqlalchemy import Boolean, Enum, ForeignKey, String, Text, UniqueConstraint
+from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import Model
@@ -60,6 +61,11 @@ class Family(SchoolScoped, Model):
     # Random, rotatable; a second guardian types it (with the school's code) to ask to join
     # this family. Made the first time a guardian opens the family page.
     invite_code: Mapped[str | None] = mapped_column(String(24))
+    # Kept by app/models/listings.py on every write, so the directory walks an index in name
+    # order and stops after a page: has a listed guardian (``listed_membership()``), and the
+    # lowercased names a search may find (the family's, its listed guardians', its children's).
+    listed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    search_text: Mapped[str] = mapped_column(Text, default="", server_default="")
 
     guardians: Mapped[list[Guardian]] = relationship(back_populates="family")
     students: Mapped[list[Student]] = relationship(back_populates="family")

@@ -41,6 +41,10 @@ Index(
 )
 # The directory walks a school's families in name order and stops after a page.
 Index("ix_family_school_name_id", Family.school_id, Family.name, Family.id)
+# ... only its listed ones (the directory and its live search never show the others).
+Index("ix_family_school_listed_name_id", Family.school_id, Family.listed, Family.name, Family.id)
+# The people page walks a school's members in name order (its search filters the kept text).
+Index("ix_membership_school_sort_name_id", Membership.school_id, Membership.sort_name, Membership.id)
 # The messages list: a school's messages, newest first (also the foreign key to school).
 Index("ix_mail_message_school_created", MailMessage.school_id, MailMessage.created_at)
 

@@ -7,7 +7,7 @@ import secrets
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import Boolean, ColumnElement, Enum, ForeignKey, String, UniqueConstraint, and_
+from sqlalchemy import Boolean, ColumnElement, Enum, ForeignKey, String, Text, UniqueConstraint, and_
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -147,6 +147,10 @@ class Membership(SchoolScoped, Model):
     email_visibility: Mapped[Visibility] = _enum_column(Visibility, default=Visibility.CLASSES)
     phone_visibility: Mapped[Visibility] = _enum_column(Visibility, default=Visibility.CLASSES)
     address_visibility: Mapped[Visibility] = _enum_column(Visibility, default=Visibility.STAFF)
+    # Kept by app/models/listings.py from the account (host-wide, so copied here per school):
+    # the people page searches and orders one school's members without reading the host's accounts.
+    search_text: Mapped[str] = mapped_column(Text, default="", server_default="")
+    sort_name: Mapped[str] = mapped_column(String(120), default="", server_default="")
 
     user: Mapped[User] = relationship(back_populates="memberships", foreign_keys=[user_id])
     school: Mapped[School] = relationship()

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, or_, select
-from sqlalchemy.orm import contains_eager, joinedload, selectinload
+from sqlalchemy import select
+from sqlalchemy.orm import joinedload, selectinload
 
 from app import audit, permissions
 from app.extensions import db
@@ -19,7 +19,6 @@ from app.models import (
     MembershipStatus,
     PermissionChange,
     Role,
-    User,
 )
 
 PEOPLE_PAGE = 50
@@ -28,31 +27,22 @@ PEOPLE_PAGE = 50
 def people(search: str = "", limit: int = PEOPLE_PAGE, offset: int = 0) -> list[Membership]:
     """Members of the school (not those still waiting or refused), matching a name or email.
 
-    The school's members are read first (a materialised CTE on PostgreSQL), then their accounts
-    by id: given the search's LIKE, PostgreSQL otherwise misjudged how few accounts match and
-    scanned every account of the host (5x slower in a 50-school host than in a lone school).
+    Reads the kept ``Membership.search_text`` and ``sort_name`` (app/models/listings.py): the
+    school's members are walked in name order on one index, up to the page, without reading
+    the host's accounts; the page's accounts are then loaded by id.
     """
-    members = (
-        select(Membership.id)
-        .where(Membership.status.in_((MembershipStatus.APPROVED, MembershipStatus.DEACTIVATED)))
-        .cte("members")
-        .prefix_with("MATERIALIZED", dialect="postgresql")
-    )
     query = (
         select(Membership)
-        .join(members, members.c.id == Membership.id)
-        .join(User, User.id == Membership.user_id)
-        # The joined User is the one loaded: joinedload would join the host's accounts a second
-        # time, outside the search, and PostgreSQL walked every account of the host for it.
-        .options(contains_eager(Membership.user))
-        .order_by(User.name, Membership.id)
+        .where(Membership.status.in_((MembershipStatus.APPROVED, MembershipStatus.DEACTIVATED)))
+        .options(selectinload(Membership.user))
+        .order_by(Membership.sort_name, Membership.id)
         .limit(limit)
         .offset(offset)
     )
     term = search.strip().lower()
     if term:
         like = f"%{term.replace('%', '').replace('_', '')}%"
-        query = query.where(or_(func.lower(User.name).like(like), func.lower(User.email).like(like)))
+        query = query.where(Membership.search_text.like(like))
     return list(db.session.scalars(query))
 
 
