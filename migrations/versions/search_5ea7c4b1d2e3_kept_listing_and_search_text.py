@@ -1,7 +1,7 @@
 """search: kept listed-ness and search text on family and membership, and their indexes
 
 Revision ID: 5ea7c4b1d2e3
-Revises: d15c7a1e5ca1
+Revises: b7e2f4a6c8d0
 Create Date: 2026-12-04 02:00:00
 
 The directory's live search and the people page ran a substring LIKE over every listed
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = "5ea7c4b1d2e3"
-down_revision = "d15c7a1e5ca1"
+down_revision = "b7e2f4a6c8d0"
 branch_labels = None
 depends_on = None
 
