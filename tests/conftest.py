@@ -190,10 +190,16 @@ def _clock_before_data(request) -> None:
         request.getfixturevalue("clock")
 
 
+# Read once, at start: make_config() rewrites the variable for each app it builds (the worker and
+# live-server processes read it), so a test building an app on a scratch SQLite file before any
+# test asked for the suite's database would otherwise turn a PostgreSQL run into an SQLite one.
+GIVEN_DATABASE_URL = os.environ.get("TEST_DATABASE_URL")
+
+
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory) -> str:
     """TEST_DATABASE_URL, or an SQLite file that other processes (worker, live server) can open."""
-    url = os.environ.get("TEST_DATABASE_URL")
+    url = GIVEN_DATABASE_URL
     if url:
         return url
     return f"sqlite:///{tmp_path_factory.mktemp('db') / 'test.db'}"
