@@ -13,7 +13,7 @@ from app.extensions import db
 from app.mail import jobs as mail_jobs
 from app.mail.preferences import unsubscribe
 from app.messages import fanout
-from app.models import Category, DeliveryStatus, MailDelivery
+from app.models import Category, DeliveryStatus, MailDelivery, MailMessage
 from app.models.base import utcnow
 from tests import test_messages
 from tests.conftest import sign_in
@@ -124,6 +124,24 @@ def test_the_sweeper_resumes_a_fan_out_whose_job_was_lost(client, community, sen
     assert len(_people(message.id)) == SCHOOL and len(sent_mail) == SCHOOL
 
 
+def test_the_sweeper_leaves_a_fan_out_that_is_still_running(client, community, large):
+    """A long fan-out holds a lease like a send run: no second run is enqueued at each sweep."""
+    message, _ = _compose(client, large)
+    before = len(large)
+    with time_machine.travel(utcnow() + timedelta(minutes=6), tick=False):
+        with tenancy.acting_for(message.school_id):
+            assert fanout.next_chunk(message.id, 3) == 1  # a chunk just written: the lease is taken
+        with tenancy.unscoped():
+            mail_jobs.sweep()  # composed 6 minutes ago, but its run is alive
+            jobs.run_ready_jobs()
+        assert len(large) == before
+    lease = db.session.get_one(MailMessage, message.id).sending_until
+    with time_machine.travel(lease + timedelta(seconds=1), tick=False), tenancy.unscoped():
+        mail_jobs.sweep()  # the lease lapsed: the run died, another one resumes
+        jobs.run_ready_jobs()
+    assert large[-1] == message.id and len(large) == before + 1
+
+
 def test_a_small_audience_is_still_written_in_the_request(client, community, app, monkeypatch):
     monkeypatch.setitem(app.config, "MESSAGE_INLINE_RECIPIENTS", SCHOOL)
     held: list[int] = []
@@ -171,10 +189,20 @@ def test_a_double_submitted_compose_writes_one_message(client, community, sent_m
     second = _send(client, "school", submission=key)
     (message,) = _messages()
     assert first.headers["Location"] == second.headers["Location"] == f"/messages/{message.id}"
-    assert message.submission_key == key and large == [message.id]
+    assert message.submission_key not in (None, key) and large == [message.id]  # a fingerprint
     other = _key_of(client.get("/messages/new?kind=school").get_data(as_text=True))
     assert other != key and _send(client, "school", submission=other).status_code == 303
     assert len(_messages()) == 2
+
+
+def test_the_same_form_sent_again_after_an_edit_is_a_new_message(client, community, large):
+    """Back to the sent form, edit, Send: the old key with new content is not the old message."""
+    sign_in(client, "admin@maple.org")
+    key = _key_of(client.get("/messages/new?kind=school").get_data(as_text=True))
+    first = _send(client, "school", submission=key)
+    edited = _send(client, "school", subject="Coats on Monday", submission=key)
+    assert first.headers["Location"] != edited.headers["Location"]
+    assert sorted(m.subject for m in _messages()) == ["Coats on Friday", "Coats on Monday"]
 
 
 def test_two_submissions_racing_past_the_check_still_write_one_message(client, community, large, monkeypatch):

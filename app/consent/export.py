@@ -246,8 +246,11 @@ def build_school_export(export_id: int, school_id: int) -> str:
         except Exception:  # the page must say it failed rather than poll forever
             db.session.rollback()
             export = db.session.get_one(DataExport, export_id)  # found above, before the rollback
-            export.status, export.finished_at = ExportStatus.FAILED, utcnow()
-            db.session.commit()
+            # A second run of the same job (a requeue) fails on the first one's pieces: the
+            # export it finished stays ready.
+            if export.status is ExportStatus.QUEUED:
+                export.status, export.finished_at = ExportStatus.FAILED, utcnow()
+                db.session.commit()
             raise
         export = db.session.get_one(DataExport, export_id)
         export.size = size
@@ -289,7 +292,7 @@ def school_table_rows(school_id: int) -> dict[str, Callable[[], Iterator[dict]]]
 
 
 def school_tables(school_id: int) -> dict[str, list[dict]]:
-    """Every table read whole (small schools and tests; the export itself streams)."""
+    """Every table read whole into memory: the tests' oracle and the bench's old build (not the export)."""
     return {name: list(rows()) for name, rows in school_table_rows(school_id).items()}
 
 
@@ -374,13 +377,6 @@ def write_school_zip(school_id: int, out: BinaryIO) -> None:
         json_spool.seek(0)
         with archive.open("school.json", "w", force_zip64=True) as entry:
             shutil.copyfileobj(json_spool, entry, CHUNK_SIZE)
-
-
-def school_zip(school_id: int) -> bytes:
-    """The whole ZIP as bytes (tests and small schools; the worker writes to a file)."""
-    buffer = io.BytesIO()
-    write_school_zip(school_id, buffer)
-    return buffer.getvalue()
 
 
 def _write_csv(out: io.TextIOWrapper, rows: Iterator[dict], tables: JsonTables) -> None:

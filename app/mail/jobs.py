@@ -399,7 +399,8 @@ def _preparing_too_long(now):
     """Messages whose deliveries the worker has not finished writing well after they were composed
     (its job was lost with Redis, or the worker died between chunks): fan_out resumes them."""
     return select(MailMessage.id).where(
-        MailMessage.fanout_after.is_not(None),
+        MailMessage.fanout_after.is_not(None),  # ix_mail_message_preparing: only these rows
         MailMessage.cancelled_at.is_(None),
         MailMessage.created_at < now - current_app.config["SWEEP_PENDING_AFTER"],
+        or_(MailMessage.sending_until.is_(None), MailMessage.sending_until < now),  # no live run
     )

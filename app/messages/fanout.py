@@ -18,15 +18,17 @@ from flask import current_app
 from sqlalchemy import select, update
 
 from app.extensions import db
+from app.mail.claims import call_lease
 from app.mail.outbox import copy_deliveries
 from app.messages.services import KIND_OF_CATEGORY, Audience, recipient_rows
 from app.models import Category, MailMessage, Membership, SchoolClass
-from app.models.base import rowcount
+from app.models.base import rowcount, utcnow
 
 
 def fan_out(message_id: int, chunk: int | None = None) -> int:
     """Write the deliveries of a message still preparing, one committed chunk at a time; how many chunks."""
-    chunk = chunk or current_app.config["MESSAGE_FANOUT_CHUNK"]
+    # At least one membership per chunk: a chunk of 0 would claim an empty range forever.
+    chunk = max(1, chunk or current_app.config["MESSAGE_FANOUT_CHUNK"])
     chunks = 0
     while (took := next_chunk(message_id, chunk)) is not None:
         chunks += took
@@ -78,7 +80,9 @@ def _claim(message_id: int, after: int, upto: int | None) -> bool:
             MailMessage.fanout_after == after,
             MailMessage.cancelled_at.is_(None),
         )
-        .values(fanout_after=upto)
+        # A run is working on it (as a send run's lease says): the sweeper leaves it alone until
+        # this lapses, rather than enqueueing another run at every sweep of a long fan-out.
+        .values(fanout_after=upto, sending_until=utcnow() + call_lease())
         .execution_options(synchronize_session=False)
     )
     return rowcount(claimed) == 1

@@ -64,7 +64,9 @@ class ComposeForm(FlaskForm):
         render_kw={"rows": 14},
     )
     send_at = DateTimeLocalField("Send at", format="%Y-%m-%dT%H:%M", validators=[Optional()])
-    submission = HiddenField(filters=[_submission_key])
+    # autocomplete=off: a browser restoring the form from its history should not restore the key
+    # (and if it does, submission_fingerprint tells an edited message from a repeated click).
+    submission = HiddenField(filters=[_submission_key], render_kw={"autocomplete": "off"})
 
     def __init__(self, *args, zone: ZoneInfo, **kwargs):
         super().__init__(*args, **kwargs)

@@ -115,15 +115,18 @@ def compose():
         if not form.validate_on_submit():
             return _invalid(context)
         if not previewing:
+            submission = services.submission_fingerprint(
+                form.submission.data, audience, form.subject.data, form.body.data, form.send_at_utc
+            )
             sent = services.send(
                 audience,
                 subject=form.subject.data,
                 body=form.body.data,
                 send_at=form.send_at_utc,
-                submission=form.submission.data,
+                submission=submission,
             )
             if sent is not None:
-                note, message_id = _commit_once(sent, form.submission.data)
+                note, message_id = _commit_once(sent, submission)
                 flash(note, "success")
                 return redirect_after_post(url_for("messages.show", message_id=message_id))
             context["problem"] = "Nobody would receive this message yet, so it was not sent."

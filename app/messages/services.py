@@ -7,6 +7,7 @@ rows (the outbox also carries platform mail), so every read here names the curre
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -308,6 +309,28 @@ def send(
     message.fanout_after = None if inline else 0
     message.submission_key = submission
     return Sent(message=message, people=people)
+
+
+def submission_fingerprint(
+    key: str | None, audience: Audience, subject: str, body: str, send_at: datetime | None
+) -> str | None:
+    """What one submission of the compose form is: its one-off key with what it would send.
+
+    A second click of Send repeats the key and the content: it finds the first message. The
+    same form sent back from the browser's history after an edit carries the old key with new
+    content: that is a new message, never silently the old one.
+    """
+    if key is None:
+        return None
+    parts = [
+        key,
+        audience.kind.key,
+        str(audience.school_class.id if audience.school_class else ""),
+        subject,
+        body,
+        send_at.isoformat() if send_at else "",
+    ]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:32]
 
 
 def submitted(submission: str | None) -> MailMessage | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -84,6 +84,17 @@ def _enum(cls):
 class MailMessage(SchoolOrPlatform, Model):
     """One email as written: rendered subject and bodies, its category and its school (if any)."""
 
+    __table_args__ = (
+        UniqueConstraint("school_id", "submission_key"),
+        # The sweeper's look for fan-outs that stopped: only the few messages still preparing.
+        Index(
+            "ix_mail_message_preparing",
+            "fanout_after",
+            postgresql_where=text("fanout_after IS NOT NULL"),
+            sqlite_where=text("fanout_after IS NOT NULL"),
+        ),
+    )
+
     id: Mapped[int] = mapped_column(primary_key=True)
     school_id: Mapped[int | None] = mapped_column(ForeignKey("school.id", ondelete="CASCADE"))
     category: Mapped[Category] = mapped_column(_enum(Category))
@@ -114,7 +125,7 @@ class MailMessage(SchoolOrPlatform, Model):
     audience_size: Mapped[int | None] = mapped_column(Integer)
     # The compose form's one-off key: a second submission of the same form finds this message
     # instead of writing another (a double click, or Send pressed again after a slow answer).
-    submission_key: Mapped[str | None] = mapped_column(String(32), unique=True)
+    submission_key: Mapped[str | None] = mapped_column(String(32))
 
     deliveries: Mapped[list[MailDelivery]] = relationship(back_populates="message")
 

@@ -26,12 +26,22 @@ def upgrade():
         batch_op.add_column(sa.Column("fanout_after", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("audience_size", sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column("submission_key", sa.String(length=32), nullable=True))
-        batch_op.create_unique_constraint("uq_mail_message_submission_key", ["submission_key"])
+        batch_op.create_unique_constraint(
+            "uq_mail_message_school_id", ["school_id", "submission_key"]
+        )
+    op.create_index(
+        "ix_mail_message_preparing",
+        "mail_message",
+        ["fanout_after"],
+        postgresql_where=sa.text("fanout_after IS NOT NULL"),
+        sqlite_where=sa.text("fanout_after IS NOT NULL"),
+    )
 
 
 def downgrade():
+    op.drop_index("ix_mail_message_preparing", table_name="mail_message")
     with op.batch_alter_table("mail_message") as batch_op:
-        batch_op.drop_constraint("uq_mail_message_submission_key", type_="unique")
+        batch_op.drop_constraint("uq_mail_message_school_id", type_="unique")
         batch_op.drop_column("submission_key")
         batch_op.drop_column("audience_size")
         batch_op.drop_column("fanout_after")
