@@ -705,6 +705,7 @@ def grow_school(school_id: int, copies: int) -> None:
     from sqlalchemy import text
 
     from app.extensions import db
+    from app.models.listings import SEPARATOR
 
     if copies < 1:
         return
@@ -744,6 +745,15 @@ def grow_school(school_id: int, copies: int) -> None:
                 f"SELECT setval(pg_get_serial_sequence('\"{name}\"', 'id'), (SELECT max(id) FROM \"{name}\"))"  # noqa: S608
             )
         )
+    # The copies' kept search text names their own (prefixed) addresses, as a refresh would.
+    db.session.execute(
+        text(
+            "UPDATE membership SET search_text = lower(u.name) || :sep || lower(u.email) "
+            'FROM "user" u WHERE u.id = membership.user_id AND membership.school_id = :school '
+            "AND membership.id > :membership_span"
+        ),
+        {"sep": SEPARATOR, "school": school_id, "membership_span": span["membership"]},
+    )
 
 
 # -- the run ---------------------------------------------------------------------------------------------

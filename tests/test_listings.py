@@ -3,6 +3,10 @@ people, children and families they are made of; the search pages read only them.
 
 from __future__ import annotations
 
+import threading
+import time
+
+import pytest
 from sqlalchemy import select, update
 
 from app import tenancy
@@ -169,3 +173,77 @@ def test_people_walks_members_in_name_order_and_searches_name_or_email(make_scho
         assert [m.user.name for m in people("LOOKUP")] == ["Abe First"]
         assert [m.id for m in people("middle")] == [gone.id]
         assert people("waiting") == []
+
+
+def test_a_child_moved_without_its_family_loaded_leaves_the_old_family(make_school, make_member, make_family):
+    """Moving a child whose family_id had expired (after a commit) still refreshes the old family."""
+    school = make_school()
+    first = make_family(school, [make_member(school, name="Ann Alpha")], "A family", [("Secret", "Kid", [])])
+    other = make_family(school, [make_member(school, name="Ben Beta")], "B family")
+    with tenancy.bound(school.id):
+        child = db.session.scalar(select(Student).where(Student.family_id == first.id))
+        db.session.commit()  # expires the child: its old family_id is no longer in memory
+        child.family_id = other.id
+        db.session.commit()
+    assert "secret" not in _kept(first.id)[1]
+    assert _kept(other.id)[1].endswith("\nsecret\nkid")
+
+
+def test_a_query_cannot_match_across_two_names(client, make_school, make_member, make_family):
+    """The kept text separates names by line breaks; a query's line break is a space."""
+    school = make_school()
+    viewer = make_member(school, name="Vic Viewer")
+    make_family(school, [viewer], "Viewer family")
+    make_family(school, [make_member(school, name="Ann Alpha")], "Zed family")
+    sign_in(client, viewer.user.email)
+    assert "Zed family" in _found(client, "zed")
+    assert "Zed family" not in _found(client, "family%0Aann")
+
+
+def test_a_guardian_row_cannot_list_another_schools_member(make_school, make_member, make_family):
+    """Only a member of the family's own school lists it or is found in it."""
+    ours, theirs = make_school(), make_school()
+    family = make_family(ours, [make_member(ours, status=MembershipStatus.PENDING)], "Lone family")
+    outsider = make_member(theirs, name="Olga Outsider")
+    with tenancy.unscoped():
+        db.session.add(Guardian(school_id=ours.id, family_id=family.id, membership_id=outsider.id))
+        db.session.commit()
+    assert _kept(family.id) == (False, "lone family\n\n")
+
+
+def test_a_concurrent_write_never_writes_back_a_name_just_removed(app, make_school, make_member, make_family):
+    """PostgreSQL, two transactions on one family: one deactivates a guardian and has refreshed
+    but not committed; the other renames a child and refreshes the same family. The second's
+    refresh must wait and then read the first's outcome, not write the old names back."""
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("row locks are what is tested; SQLite has one writer at a time")
+    school = make_school()
+    ann, bob = make_member(school, name="Ann Alpha"), make_member(school, name="Bob Beta")
+    family = make_family(school, [ann, bob], "Pair family", [("Kid", "Pair", [])])
+    refreshed, go_on = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def deactivate_ann() -> None:
+        try:
+            with app.app_context(), tenancy.bound(school.id):
+                db.session.get_one(Membership, ann.id).status = MembershipStatus.DEACTIVATED
+                db.session.flush()  # the hook has rewritten the family without Ann, uncommitted
+                refreshed.set()
+                go_on.wait(timeout=10)
+                time.sleep(0.5)  # the other transaction is now waiting on the family's row
+                db.session.commit()
+        except BaseException as error:  # reported by the test thread
+            errors.append(error)
+            refreshed.set()
+
+    first = threading.Thread(target=deactivate_ann)
+    first.start()
+    assert refreshed.wait(timeout=10)
+    with app.app_context(), tenancy.bound(school.id):
+        db.session.scalar(select(Student).where(Student.family_id == family.id)).first_name = "Kit"
+        go_on.set()
+        db.session.commit()  # its refresh waits for the first transaction's commit
+    first.join(timeout=15)
+    assert not errors
+    listed, text = _kept(family.id)
+    assert listed and "ann" not in text and "\nkit\n" in text

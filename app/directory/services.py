@@ -51,7 +51,9 @@ class DirectoryQuery:
         class_id = args.get("class_id", "")
         page = args.get("page", "")
         return cls(
-            q=args.get("q", "").strip()[:MAX_QUERY],
+            # Runs of whitespace, line breaks included, are one space: the kept search text
+            # separates names by line breaks, which a query must not match across.
+            q=" ".join(args.get("q", "").split())[:MAX_QUERY],
             class_id=int(class_id) if re.fullmatch(r"[0-9]{1,9}", class_id) else None,
             grade=args.get("grade", "").strip()[:20],
             page=max(1, min(int(page), 10_000)) if re.fullmatch(r"[0-9]{1,5}", page) else 1,

@@ -265,12 +265,13 @@ def apply(checked: Checked, school: School, *, progress: Callable[[int], None] =
             places[place] = {"school_id": sid, "student_id": place[0], "class_id": place[1]}
     if places:
         db.session.execute(insert(Enrollment), list(places.values()))
-    # Bulk inserts, which no flush sees: the families and members they touched are recomputed.
-    listings.refresh_members(new_member_ids)
-    listings.refresh_listings(set(families.values()))
     progress(len(rows) // 2)  # the rows are written; what is left is one invitation per newcomer
 
     _invite(school, new_user_ids, [members[e] for e in joining if e not in new_emails], progress, len(rows))
+    # Bulk inserts, which no flush sees: the families and members they touched are recomputed,
+    # last, so the rows stay locked only until the import commits, not through the invitations.
+    listings.refresh_members(new_member_ids)
+    listings.refresh_listings(set(families.values()))
     return counts
 
 

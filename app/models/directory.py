@@ -77,7 +77,11 @@ class Guardian(SchoolScoped, Model):
     __table_args__ = (UniqueConstraint("family_id", "membership_id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    family_id: Mapped[int] = mapped_column(ForeignKey("family.id", ondelete="CASCADE"), index=True)
+    # active_history: a move to another family must know the old one even if it was not loaded
+    # (app/models/listings.py refreshes both families' search text).
+    family_id: Mapped[int] = mapped_column(
+        ForeignKey("family.id", ondelete="CASCADE"), index=True, active_history=True
+    )
     membership_id: Mapped[int] = mapped_column(ForeignKey("membership.id", ondelete="CASCADE"), index=True)
 
     family: Mapped[Family] = relationship(back_populates="guardians")
@@ -88,7 +92,11 @@ class Student(SchoolScoped, Model):
     """A child at the school."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    family_id: Mapped[int] = mapped_column(ForeignKey("family.id", ondelete="CASCADE"), index=True)
+    # active_history: a move to another family must know the old one even if it was not loaded
+    # (app/models/listings.py refreshes both families' search text).
+    family_id: Mapped[int] = mapped_column(
+        ForeignKey("family.id", ondelete="CASCADE"), index=True, active_history=True
+    )
     first_name: Mapped[str] = mapped_column(String(80))
     last_name: Mapped[str] = mapped_column(String(80))
 

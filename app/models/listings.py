@@ -28,7 +28,8 @@ _CHUNK = 500
 _GUARDIANS = (
     "FROM guardian g JOIN membership m ON m.id = g.membership_id "
     'JOIN "user" u ON u.id = m.user_id '
-    "WHERE m.status = 'approved' AND u.active = :yes"
+    # m.school_id = g.school_id: a guardian row can only list a member of the family's own school.
+    "WHERE m.status = 'approved' AND u.active = :yes AND m.school_id = g.school_id"
 )
 _TEXT = "lower(f.name) || :sep || coalesce(gn.names, '') || :sep || coalesce(sn.names, '')"
 
@@ -102,6 +103,7 @@ def refresh_families(connection: Connection, family_ids: Iterable[int]) -> None:
         f"FROM ({rows}) v WHERE family.id = v.id"
     ).bindparams(bindparam("ids", expanding=True))
     for chunk in _chunks(family_ids):
+        _lock_rows(connection, "family", chunk)
         connection.execute(statement, {**_params(), "ids": chunk})
 
 
@@ -112,7 +114,23 @@ def refresh_member_rows(connection: Connection, membership_ids: Iterable[int]) -
         'FROM "user" u WHERE u.id = membership.user_id AND membership.id IN :ids'
     ).bindparams(bindparam("ids", expanding=True))
     for chunk in _chunks(membership_ids):
+        _lock_rows(connection, "membership", chunk)
         connection.execute(statement, {**_params(), "ids": chunk})
+
+
+def _lock_rows(connection: Connection, table: str, ids: list[int]) -> None:
+    """PostgreSQL: lock the rows first, in id order, in a statement of their own.
+
+    Under READ COMMITTED an UPDATE that waits for another transaction's lock then writes what
+    it computed from its own, older snapshot: a name another transaction had just removed
+    (a member deactivated) would be written back. Locked first, the UPDATE is a new statement
+    with a new snapshot, taken after the other transaction committed. Id order: no deadlock
+    between two refreshes of overlapping families. SQLite has one writer at a time.
+    """
+    if connection.dialect.name != "postgresql":
+        return
+    lock = text(f"SELECT id FROM {table} WHERE id IN :ids ORDER BY id FOR UPDATE")  # noqa: S608
+    connection.execute(lock.bindparams(bindparam("ids", expanding=True)), {"ids": ids})
 
 
 def refresh_listings(family_ids: Iterable[int]) -> None:

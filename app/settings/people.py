@@ -39,7 +39,7 @@ def people(search: str = "", limit: int = PEOPLE_PAGE, offset: int = 0) -> list[
         .limit(limit)
         .offset(offset)
     )
-    term = search.strip().lower()
+    term = " ".join(search.split()).lower()  # no line break: it separates name from email
     if term:
         like = f"%{term.replace('%', '').replace('_', '')}%"
         query = query.where(Membership.search_text.like(like))

@@ -25,14 +25,18 @@ depends_on = None
 _LISTED = (
     "FROM guardian g JOIN membership m ON m.id = g.membership_id "
     'JOIN "user" u ON u.id = m.user_id '
-    "WHERE g.family_id = family.id AND m.status = 'approved' AND u.active = :yes"
+    "WHERE g.family_id = family.id AND m.status = 'approved' AND u.active = :yes "
+    "AND m.school_id = g.school_id"
 )
 
 
 def _backfill_family(aggregate: str) -> str:
-    guardians = f"(SELECT {aggregate}(n, :sep) FROM (SELECT lower(u.name) AS n {_LISTED} ORDER BY g.id) x)"
+    """PostgreSQL orders inside the aggregate; SQLite (no ORDER BY there before 3.44) concatenates
+    an ordered derived table, as app/models/listings.py does at run time."""
+    agg = "string_agg(n, :sep ORDER BY k)" if aggregate == "string_agg" else "group_concat(n, :sep)"
+    guardians = f"(SELECT {agg} FROM (SELECT lower(u.name) AS n, g.id AS k {_LISTED} ORDER BY g.id) x)"
     children = (
-        f"(SELECT {aggregate}(n, :sep) FROM (SELECT lower(s.first_name) || :sep || lower(s.last_name) AS n "
+        f"(SELECT {agg} FROM (SELECT lower(s.first_name) || :sep || lower(s.last_name) AS n, s.id AS k "
         "FROM student s WHERE s.family_id = family.id ORDER BY s.id) y)"
     )
     return (
