@@ -377,6 +377,15 @@ def add_history(school_id: int, families: int) -> dict[str, int]:
         ORDER BY g
         """
     )
+    # The sign-ins box reads kept per-day counts, added to at each sign-in in the app.
+    run(
+        """
+        INSERT INTO sign_in_count (school_id, day, count)
+        SELECT :school, date(timezone((SELECT timezone FROM school WHERE id = :school), created_at)), count(*)
+        FROM audit_entry WHERE school_id = :school AND action = 'auth.signed_in'
+        GROUP BY 2
+        """
+    )
     run(
         """
         INSERT INTO mail_message (school_id, category, template, subject, text_body, html_body, sensitive,

@@ -234,3 +234,39 @@ def test_upgrading_keeps_existing_data(build_app, tmp_path):
     assert bool(family.listed) and family.search_text == "old family\nold member\n"
     assert tuple(member) == ("old member\nold@example.org", "Old Member")
     assert stale == []
+
+
+def test_the_sign_in_counts_migration_counts_the_log_on_each_schools_clock(build_app, tmp_path):
+    """Sign-ins already in the audit log become per-day counts, days on the school's own clock."""
+    from flask_migrate import upgrade as upgrade_to
+    from sqlalchemy import text
+
+    url = f"sqlite:///{tmp_path / 'signins.db'}"
+    app = build_app(make_config(url))
+    with app.app_context():
+        upgrade_to(revision="5ea7c4b1d2e3")  # the one before sign-ins were counted
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO school (id, name, slug, invite_code, timezone, created_at) "
+                    "VALUES (1, 'West', 'west', 'W-1', 'America/Los_Angeles', '2020-01-01 00:00:00')"
+                )
+            )
+            for at in ("2026-04-02 01:30:00", "2026-04-02 06:59:00", "2026-04-02 08:00:00"):
+                conn.execute(
+                    text(
+                        "INSERT INTO audit_entry (school_id, created_at, action, detail, by_support) "
+                        "VALUES (1, :at, 'auth.signed_in', '{}', 0)"
+                    ),
+                    {"at": at},
+                )
+            conn.execute(
+                text(
+                    "INSERT INTO audit_entry (school_id, created_at, action, detail, by_support) "
+                    "VALUES (1, '2026-04-02 01:00:00', 'class.created', '{}', 0)"
+                )
+            )
+        upgrade_to()
+        with db.engine.connect() as conn:
+            rows = conn.execute(text("SELECT day, count FROM sign_in_count ORDER BY day")).all()
+    assert [(str(day), n) for day, n in rows] == [("2026-04-01", 2), ("2026-04-02", 1)]

@@ -10,8 +10,10 @@ from __future__ import annotations
 from flask import current_app, g, request, session
 from flask_login import current_user, login_user, logout_user
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from app import jobs, sessions, tenancy
+from app import clock, jobs, sessions, tenancy
 from app.auth import passwords, tokens
 from app.extensions import db
 from app.mail import queue_email
@@ -117,6 +119,23 @@ def _record_sign_in(school_id: int) -> None:
     with tenancy.bound(school_id):
         audit.record("auth.signed_in", school_id=school_id)
         db.session.flush()
+        count_sign_in(school_id)
+
+
+def count_sign_in(school_id: int) -> None:
+    """Add one to the school's sign-ins of today, on its clock (one upsert: no read, no race)."""
+    from app.models import School
+    from app.models.counts import SignInCount
+
+    zone = clock.zone_named(db.session.get_one(School, school_id).timezone)
+    today = utcnow().astimezone(zone).date()
+    insert_ = postgresql_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    upsert = insert_(SignInCount).values(school_id=school_id, day=today, count=1)
+    db.session.execute(
+        upsert.on_conflict_do_update(
+            index_elements=["school_id", "day"], set_={"count": SignInCount.count + 1}
+        )
+    )
 
 
 def sign_out() -> None:

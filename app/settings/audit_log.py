@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, timedelta
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 from app import audit, clock
 from app.extensions import db
 from app.models.audit import AuditEntry
 from app.models.base import utcnow
+from app.models.counts import SignInCount
 
 AUDIT_PAGE_SIZE = 50
 SIGN_IN = "auth.signed_in"
@@ -70,17 +71,21 @@ def sign_ins_per_day(audit_filter: AuditFilter) -> list[tuple[str, int]]:
     """How many sign-ins there were each day on the school's clock, newest first: counts, never names.
 
     At most ``SIGN_IN_DAYS`` days, ending with the filter's last day (today without one).
+    Read from the kept per-day counts (``SignInCount``, added to at each sign-in): a school of
+    20,000 families has 20,000 sign-in entries a month, which this box would otherwise count on
+    every view.
     """
     zone = clock.school_zone()
     last = audit_filter.until or utcnow().astimezone(zone).date()
     first = last - timedelta(days=SIGN_IN_DAYS - 1)
-    if audit_filter.since is None or audit_filter.since < first:
-        audit_filter = replace(audit_filter, since=first)
-    day = clock.local_date(AuditEntry.created_at, zone)
-    query = select(day, func.count(AuditEntry.id)).where(AuditEntry.action == SIGN_IN)
-    query = _range(query, AuditEntry.created_at, audit_filter)
-    rows = db.session.execute(query.group_by(day).order_by(day.desc())).all()
-    return [(str(d), n) for d, n in rows]
+    if audit_filter.since is not None and audit_filter.since > first:
+        first = audit_filter.since
+    query = (
+        select(SignInCount.day, SignInCount.count)
+        .where(SignInCount.day >= first, SignInCount.day <= last, SignInCount.count > 0)
+        .order_by(SignInCount.day.desc())
+    )
+    return [(str(d), n) for d, n in db.session.execute(query)]
 
 
 def actions() -> dict[str, str]:
