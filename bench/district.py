@@ -213,7 +213,6 @@ def clone_school(source_id: int, copies: int) -> list[int]:
 
     if copies < 1:
         return []
-    metadata = db.Model.metadata
     # Every name put into SQL here is one of CLONED's or the models' own: nothing comes from outside.
     span = {name: db.session.scalar(text(f'SELECT max(id) FROM "{name}"')) for name in CLONED}  # noqa: S608
     special = {
@@ -229,37 +228,13 @@ def clone_school(source_id: int, copies: int) -> list[int]:
         ),
     }
     for name in CLONED:
-        table = metadata.tables[name]
-        columns, values = [], []
-        for column in table.columns:
-            columns.append(f'"{column.name}"')
-            targets = [fk.column.table.name for fk in column.foreign_keys]
-            if (name, column.name) in special:
-                values.append(special[(name, column.name)])
-            elif column.primary_key:
-                values.append(f"t.id + k * {span[name]}")
-            elif targets and targets[0] in span:
-                values.append(f't."{column.name}" + k * {span[targets[0]]}')
-            else:
-                values.append(f't."{column.name}"')
         if name == "school":
             where = "t.id = :source"
         elif name == "user":
             where = "t.id IN (SELECT user_id FROM membership WHERE school_id = :source)"
         else:
             where = "t.school_id = :source"
-        db.session.execute(
-            text(
-                f'INSERT INTO "{name}" ({", ".join(columns)}) SELECT {", ".join(values)} '  # noqa: S608
-                f'FROM "{name}" t, generate_series(1, :copies) k WHERE {where}'
-            ),
-            {"source": source_id, "copies": copies},
-        )
-        db.session.execute(
-            text(
-                f"SELECT setval(pg_get_serial_sequence('\"{name}\"', 'id'), (SELECT max(id) FROM \"{name}\"))"  # noqa: S608
-            )
-        )
+        _copy_rows(name, special, span, where, {"source": source_id, "copies": copies})
     return [source_id + k * span["school"] for k in range(1, copies + 1)]
 
 
@@ -714,54 +689,59 @@ def grow_school(school_id: int, copies: int) -> None:
     from sqlalchemy import text
 
     from app.extensions import db
-    from app.models.listings import SEPARATOR
 
     if copies < 1:
         return
-    metadata = db.Model.metadata
     span = {name: db.session.scalar(text(f'SELECT max(id) FROM "{name}"')) for name in ("user", "membership")}  # noqa: S608
     special = {
         ("user", "email"): "'g' || k || '.' || t.email",
         ("user", "mail_key"): "md5(random()::text || t.id || '.' || k)",
         ("membership", "school_id"): "t.school_id",
+        # The kept search text (app/models/listings.py) holds the email, which a copy prefixes.
+        ("membership", "search_text"): (
+            "(SELECT lower(u.name) || chr(10) || lower('g' || k || '.' || u.email) "
+            'FROM "user" u WHERE u.id = t.user_id)'
+        ),
     }
     wheres = {
         "user": "t.id IN (SELECT user_id FROM membership WHERE school_id = :school)",
         "membership": "t.school_id = :school AND t.id <= :membership_span",
     }
+    params = {"school": school_id, "copies": copies, "membership_span": span["membership"]}
     for name in ("user", "membership"):
-        columns, values = [], []
-        for column in metadata.tables[name].columns:
-            columns.append(f'"{column.name}"')
-            targets = [fk.column.table.name for fk in column.foreign_keys]
-            if (name, column.name) in special:
-                values.append(special[(name, column.name)])
-            elif column.primary_key:
-                values.append(f"t.id + k * {span[name]}")
-            elif targets and targets[0] in span:
-                values.append(f't."{column.name}" + k * {span[targets[0]]}')
-            else:
-                values.append(f't."{column.name}"')
-        db.session.execute(
-            text(
-                f'INSERT INTO "{name}" ({", ".join(columns)}) SELECT {", ".join(values)} '  # noqa: S608
-                f'FROM "{name}" t, generate_series(1, :copies) k WHERE {wheres[name]}'
-            ),
-            {"school": school_id, "copies": copies, "membership_span": span["membership"]},
-        )
-        db.session.execute(
-            text(
-                f"SELECT setval(pg_get_serial_sequence('\"{name}\"', 'id'), (SELECT max(id) FROM \"{name}\"))"  # noqa: S608
-            )
-        )
-    # The copies' kept search text names their own (prefixed) addresses, as a refresh would.
+        _copy_rows(name, special, span, wheres[name], params)
+
+
+def _copy_rows(name: str, special: dict, span: dict, where: str, params: dict) -> None:
+    """INSERT ... SELECT ``:copies`` copies of a table's rows picked by ``where``: ids shifted
+    by each table's span, foreign keys into copied tables with them, ``special`` columns as given."""
+    from sqlalchemy import text
+
+    from app.extensions import db
+
+    columns, values = [], []
+    for column in db.Model.metadata.tables[name].columns:
+        columns.append(f'"{column.name}"')
+        targets = [fk.column.table.name for fk in column.foreign_keys]
+        if (name, column.name) in special:
+            values.append(special[(name, column.name)])
+        elif column.primary_key:
+            values.append(f"t.id + k * {span[name]}")
+        elif targets and targets[0] in span:
+            values.append(f't."{column.name}" + k * {span[targets[0]]}')
+        else:
+            values.append(f't."{column.name}"')
     db.session.execute(
         text(
-            "UPDATE membership SET search_text = lower(u.name) || :sep || lower(u.email) "
-            'FROM "user" u WHERE u.id = membership.user_id AND membership.school_id = :school '
-            "AND membership.id > :membership_span"
+            f'INSERT INTO "{name}" ({", ".join(columns)}) SELECT {", ".join(values)} '  # noqa: S608
+            f'FROM "{name}" t, generate_series(1, :copies) k WHERE {where}'
         ),
-        {"sep": SEPARATOR, "school": school_id, "membership_span": span["membership"]},
+        params,
+    )
+    db.session.execute(
+        text(
+            f"SELECT setval(pg_get_serial_sequence('\"{name}\"', 'id'), (SELECT max(id) FROM \"{name}\"))"  # noqa: S608
+        )
     )
 
 
