@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 import time_machine
@@ -13,11 +13,11 @@ from app.consent import policy
 from app.extensions import db
 from app.models import Category, DeliveryStatus, MailDelivery, MailMessage, PlatformRole, Role, User
 from app.models.consent import NOTICE_PERIOD, ConsentEvent, ConsentKind, PolicyVersion
-from tests.conftest import sign_in
+from tests.conftest import CLOCK_START, sign_in
 
 # Everyone joins at CLOCK_START (the module runs on the clock fixture), before T0 on any day.
 pytestmark = pytest.mark.usefixtures("clock")
-T0 = datetime(2027, 3, 2, 9, 0, tzinfo=UTC)  # after everyone in the tests joined
+T0 = CLOCK_START + timedelta(days=421)  # 2 March of the next year: after everyone in the tests joined
 
 
 @pytest.fixture

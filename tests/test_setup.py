@@ -252,7 +252,7 @@ def test_the_sign_in_counts_migration_counts_the_log_on_each_schools_clock(build
                     "VALUES (1, 'West', 'west', 'W-1', 'America/Los_Angeles', '2020-01-01 00:00:00')"
                 )
             )
-            for at in ("2026-04-02 01:30:00", "2026-04-02 06:59:00", "2026-04-02 08:00:00"):
+            for at in ("2020-04-02 01:30:00", "2020-04-02 06:59:00", "2020-04-02 08:00:00"):
                 conn.execute(
                     text(
                         "INSERT INTO audit_entry (school_id, created_at, action, detail, by_support) "
@@ -263,10 +263,10 @@ def test_the_sign_in_counts_migration_counts_the_log_on_each_schools_clock(build
             conn.execute(
                 text(
                     "INSERT INTO audit_entry (school_id, created_at, action, detail, by_support) "
-                    "VALUES (1, '2026-04-02 01:00:00', 'class.created', '{}', 0)"
+                    "VALUES (1, '2020-04-02 01:00:00', 'class.created', '{}', 0)"
                 )
             )
         upgrade_to()
         with db.engine.connect() as conn:
             rows = conn.execute(text("SELECT day, count FROM sign_in_count ORDER BY day")).all()
-    assert [(str(day), n) for day, n in rows] == [("2026-04-01", 2), ("2026-04-02", 1)]
+    assert [(str(day), n) for day, n in rows] == [("2020-04-01", 2), ("2020-04-02", 1)]
