@@ -23,6 +23,7 @@ from app.models.base import utcnow
 from tests.integration.conftest import (
     CLOSED_REDIS_URL,
     RESET_LINK,
+    WORKER_START_TIMEOUT,
     all_sent,
     deliveries_to,
     devmail_count,
@@ -170,7 +171,14 @@ def test_two_jobs_for_one_message_send_each_recipient_once(
 
 
 def test_sigterm_stops_an_idle_worker_cleanly(redis_conn, worker_process):
-    assert worker_is_idle(redis_conn, worker_process)
+    # The support, policy, reset and suppression sweepers are not parked: each runs every
+    # SWEEP_EVERY_SECONDS, so the worker may be busy for a moment. Wait for idle, not assume it.
+    wait_for(
+        lambda: worker_is_idle(redis_conn, worker_process),
+        timeout=WORKER_START_TIMEOUT,
+        what="the worker to be idle",
+        worker=worker_process,
+    )
     started = time.monotonic()
     worker_process.proc.send_signal(signal.SIGTERM)
     try:
