@@ -8,7 +8,8 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 export FLASK_APP := app:create_app
 
-.PHONY: run test lint format typecheck lock bench bench-faults bench-district worker clean
+.PHONY: run test lint format typecheck lock bench bench-faults bench-district worker clean \
+	i18n-extract i18n-update i18n-init i18n-compile
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11 or newer is needed"'
@@ -21,7 +22,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt | $(BIN)/python
 	touch $@
 
 ## run: the app on its embedded default (SQLite, in-process jobs, development mailbox)
-run: $(VENV)/.installed
+run: $(VENV)/.installed i18n-compile
 	$(BIN)/flask db upgrade
 	$(BIN)/flask seed-demo --if-empty
 	$(BIN)/flask run --host 127.0.0.1 --port $(PORT)
@@ -32,7 +33,7 @@ node_modules/.package-lock.json: package-lock.json
 	else echo "npm not found: the accessibility tests will skip (fail under CI=true)"; fi
 
 ## test: the whole suite (SQLite by default; TEST_DATABASE_URL, TEST_REDIS_URL, Chromium add more)
-test: $(VENV)/.installed node_modules/.package-lock.json
+test: $(VENV)/.installed node_modules/.package-lock.json i18n-compile
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -46,6 +47,24 @@ typecheck: $(VENV)/.installed
 format: $(VENV)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+## i18n-*: the translation catalogues under app/translations (docs/translations.md says how).
+## The .mo files are committed, so a host needs no build step; the tests check they are current.
+TRANSLATIONS := app/translations
+CATALOGUES := $(wildcard $(TRANSLATIONS)/*/LC_MESSAGES/messages.po)
+i18n-extract: $(VENV)/.installed
+	$(BIN)/pybabel extract --quiet -F babel.cfg -k lazy_gettext -k lazy_ngettext:1,2 \
+		--add-location=file --sort-output --no-wrap --project "Join Our Class" \
+		-o $(TRANSLATIONS)/messages.pot app
+i18n-update: i18n-extract
+	$(BIN)/pybabel update --quiet -i $(TRANSLATIONS)/messages.pot -d $(TRANSLATIONS) \
+		--no-fuzzy-matching --ignore-obsolete --no-wrap
+i18n-init: $(VENV)/.installed
+	@test -n "$(LANG_CODE)" || { echo "usage: make i18n-init LANG_CODE=xx"; exit 2; }
+	$(BIN)/pybabel init -i $(TRANSLATIONS)/messages.pot -d $(TRANSLATIONS) -l $(LANG_CODE) --no-wrap
+i18n-compile: $(CATALOGUES:.po=.mo)
+$(TRANSLATIONS)/%/LC_MESSAGES/messages.mo: $(TRANSLATIONS)/%/LC_MESSAGES/messages.po | $(VENV)/.installed
+	$(BIN)/pybabel compile --statistics -i $< -o $@
 
 ## lock: recompile both locks from pyproject.toml, keeping every pin that still fits.
 ## `make lock PIP_COMPILE_ARGS=--upgrade` (or `--upgrade-package NAME`) moves them on.

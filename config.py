@@ -170,6 +170,14 @@ class Config:
     # stored, then the request is marked failed: the same 72 hours as mail.
     SUPPORT_GIVE_UP_AFTER = timedelta(hours=float(os.environ.get("SUPPORT_GIVE_UP_HOURS", "72")))
     RATELIMIT_CONTACT = "5 per hour"
+    # Pages and mail are in English, Spanish or Arabic (app/i18n); English when nothing else fits.
+    BABEL_DEFAULT_LOCALE = "en"
+    BABEL_TRANSLATION_DIRECTORIES = str(Path(__file__).parent / "app" / "translations")
+    # A LibreTranslate-compatible API (a school may host its own); unset: announcements go out
+    # only as written. Its key, if it needs one, is never logged.
+    TRANSLATE_URL = os.environ.get("TRANSLATE_URL") or None
+    TRANSLATE_API_KEY = os.environ.get("TRANSLATE_API_KEY") or None
+    TRANSLATE_TIMEOUT = float(os.environ.get("TRANSLATE_TIMEOUT", "10"))
     # Google Analytics 4 measurement id (G-XXXXXXX); unset: no analytics at all (P5).
     GA_MEASUREMENT_ID = os.environ.get("GA_MEASUREMENT_ID") or None
 

@@ -52,8 +52,9 @@ def register_extensions(app: Flask) -> None:
     CSRFProtect, the limiter and the login manager bring request hooks: app/pipeline.py binds
     them, at the place their hooks take in the pipeline.
     """
-    from app import jobs, tenancy
-    from app.extensions import db, login_manager, migrate
+    from app import i18n, jobs, tenancy
+    from app.extensions import babel, db, login_manager, migrate
+    from app.i18n.formatting import FILTERS
     from app.logging_setup import configure_logging
     from app.mail.backends import init_backend
     from app.sessions import DatabaseSessionInterface
@@ -66,6 +67,10 @@ def register_extensions(app: Flask) -> None:
     login_manager.login_view = "auth.sign_in"
     login_manager.login_message = None
     app.session_interface = DatabaseSessionInterface()
+    babel.init_app(app, locale_selector=i18n.select_locale)
+    # {% trans %} blocks collapse their whitespace, so a msgid does not depend on indentation.
+    app.jinja_env.policies["ext.i18n.trimmed"] = True
+    app.jinja_env.filters.update(FILTERS)
     tenancy.install()
     jobs.install()
     try:
@@ -118,6 +123,7 @@ def register_blueprints(app: Flask) -> None:
     from app.consent.routes import bp as consent_bp
     from app.dev.routes import bp as dev_bp
     from app.directory.routes import bp as directory_bp
+    from app.i18n.routes import bp as i18n_bp
     from app.imports.routes import bp as imports_bp
     from app.main.routes import bp as main_bp
     from app.members.routes import bp as members_bp
@@ -140,6 +146,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(webhooks_bp)
     app.register_blueprint(consent_bp)
     app.register_blueprint(settings_bp)
+    app.register_blueprint(i18n_bp)
     app.register_blueprint(platform_bp)
     app.register_blueprint(calendar_bp)
     app.register_blueprint(imports_bp)

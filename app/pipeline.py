@@ -43,7 +43,7 @@ from __future__ import annotations
 from flask import Flask, current_app, g
 from flask_login import current_user
 
-from app import permissions
+from app import i18n, permissions
 from app.auth.services import load_request_membership
 from app.consent import analytics, ledger, policy
 from app.extensions import csrf, limiter, login_manager
@@ -124,4 +124,7 @@ def template_globals() -> dict:
         "my_consent_ledger": lambda: ledger.ledger_of(current_user.id),
         "my_policy_version": lambda: policy.version_for_user(current_user),
         "ConsentKind": ConsentKind,
+        "current_locale": i18n.current_locale(),
+        "text_direction": i18n.text_direction(),
+        "languages": i18n.LANGUAGES,
     }

@@ -63,6 +63,8 @@ def content_security_policy() -> str:
 def security_headers(response):
     """after_request: the headers every response needs (CSP, framing, sniffing, referrer, caching)."""
     headers = response.headers
+    # The page's language may follow the browser's Accept-Language: a cache must keep them apart.
+    response.vary.add("Accept-Language")
     headers.setdefault("Content-Security-Policy", content_security_policy())
     headers.setdefault("X-Content-Type-Options", "nosniff")
     headers.setdefault("X-Frame-Options", "DENY")

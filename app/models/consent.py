@@ -37,6 +37,8 @@ class PolicyVersion(Model):
     number: Mapped[int] = mapped_column(Integer, unique=True)
     body_markdown: Mapped[str] = mapped_column(Text)
     summary: Mapped[str] = mapped_column(Text, default="")
+    # The language the operator wrote it in: shown as written, marked with this language.
+    language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
     material: Mapped[bool] = mapped_column(Boolean, default=False)
     notify_by_email: Mapped[bool] = mapped_column(Boolean, default=False)
     notify_by_notice: Mapped[bool] = mapped_column(Boolean, default=False)

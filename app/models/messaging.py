@@ -126,8 +126,45 @@ class MailMessage(SchoolOrPlatform, Model):
     # The compose form's one-off key: a second submission of the same form finds this message
     # instead of writing another (a double click, or Send pressed again after a slow answer).
     submission_key: Mapped[str | None] = mapped_column(String(32))
+    # The language it was written in (an announcement) or first rendered in (everything else).
+    language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
+    # What its template was rendered with, kept so each recipient's language is rendered at send
+    # time (app/mail/rendering.py); None for rows written before, which send their stored bodies.
+    render_context: Mapped[dict | None] = mapped_column(JSON)
 
     deliveries: Mapped[list[MailDelivery]] = relationship(back_populates="message")
+
+
+class MailRendering(Model):
+    """A message's subject and bodies in one language, rendered once at send time and reused."""
+
+    __table_args__ = (UniqueConstraint("message_id", "locale"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("mail_message.id", ondelete="CASCADE"))
+    locale: Mapped[str] = mapped_column(String(8))
+    subject: Mapped[str] = mapped_column(String(250))
+    text_body: Mapped[str | None] = mapped_column(Text)
+    html_body: Mapped[str | None] = mapped_column(Text)
+    # Carries a machine translation of what a person wrote (labelled as such in the email).
+    machine_translated: Mapped[bool] = mapped_column(Boolean, default=False, server_default=sa_false())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MessageTranslation(Model):
+    """A translation service's answer for one announcement and one language (ok or failed), kept."""
+
+    __table_args__ = (UniqueConstraint("message_id", "locale"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("mail_message.id", ondelete="CASCADE"))
+    locale: Mapped[str] = mapped_column(String(8))
+    status: Mapped[str] = mapped_column(String(16))  # "ok" or "failed"
+    subject: Mapped[str | None] = mapped_column(String(250))
+    body_html: Mapped[str | None] = mapped_column(Text)
+    body_text: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class MailDelivery(Model):

@@ -88,6 +88,8 @@ class School(Model):
     # The least role whose members approve newcomers by default (staff, admin or superadmin);
     # single grants and revocations of members.approve still apply on top.
     approval_role: Mapped[Role] = _enum_column(Role, default=Role.STAFF, server_default=Role.STAFF.value)
+    # The language of its pages and mail for anyone who has not chosen one (a code of app.i18n.LANGUAGES).
+    default_language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
 
 
 class User(UserMixin, Model):
@@ -104,6 +106,8 @@ class User(UserMixin, Model):
     mail_key: Mapped[str] = mapped_column(String(32), unique=True, default=lambda: secrets.token_hex(16))
     # None for everyone but the operator's own people (set with `flask platform-role`).
     platform_role: Mapped[PlatformRole | None] = _enum_column(PlatformRole, nullable=True)
+    # Their chosen language for pages and mail; None: the school's default, or the browser's.
+    language: Mapped[str | None] = mapped_column(String(8))
 
     memberships: Mapped[list[Membership]] = relationship(
         back_populates="user", foreign_keys="Membership.user_id"

@@ -1,0 +1,116 @@
+"""Dates, times and numbers as the reader's language writes them (Babel's CLDR data).
+
+Times are stored in UTC and shown on a clock: the school's by default, UTC where a page says
+so (consent and platform records). Babel is called directly, not through Flask-Babel's
+helpers, because those expect pytz zones and the app's zones are ``zoneinfo`` ones.
+Machine formats (datetime-local values, iCalendar, file names) do not come through here.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+from babel import dates, numbers
+from flask import g
+
+from app import clock
+from app.i18n import current_locale
+
+
+def _zone(zone: ZoneInfo | str | None) -> ZoneInfo:
+    if isinstance(zone, ZoneInfo):
+        return zone
+    if zone:
+        return clock.zone_named(zone)
+    return clock.school_zone() if g.get("school") is not None else ZoneInfo("UTC")
+
+
+def _local(moment: datetime, zone: ZoneInfo | str | None) -> datetime:
+    return moment.astimezone(_zone(zone))
+
+
+def _joined(day_text: str, time_text: str, locale: str) -> str:
+    # CLDR's own pattern joins a date and a time ("{1}, {0}"; "{1}، {0}" in Arabic).
+    pattern = str(dates.get_datetime_format("medium", locale=locale))
+    return pattern.replace("{1}", day_text).replace("{0}", time_text)
+
+
+def moment(value: datetime | None, zone: ZoneInfo | str | None = None) -> str:
+    """A stored time with its weekday, on that clock: 'Mon, May 4, 2026, 9:30 AM'."""
+    if value is None:
+        return ""
+    locale = current_locale()
+    local = _local(value, zone)
+    return _joined(
+        dates.format_skeleton("yMMMEd", local, locale=locale),
+        dates.format_time(local, "short", locale=locale),
+        locale,
+    )
+
+
+def short_moment(value: datetime | None, zone: ZoneInfo | str | None = None) -> str:
+    """A stored time without its weekday, for tables: 'May 4, 2026, 9:30 AM'."""
+    if value is None:
+        return ""
+    locale = current_locale()
+    local = _local(value, zone)
+    return _joined(
+        dates.format_skeleton("yMMMd", local, locale=locale),
+        dates.format_time(local, "short", locale=locale),
+        locale,
+    )
+
+
+def utc_moment(value: datetime | None) -> str:
+    """A stored time on the UTC clock, saying so: 'May 4, 2026, 9:30 AM UTC'."""
+    if value is None:
+        return ""
+    locale = current_locale()
+    local = value.astimezone(UTC)
+    return _joined(
+        dates.format_skeleton("yMMMd", local, locale=locale),
+        dates.format_time(local, "short", locale=locale) + " UTC",
+        locale,
+    )
+
+
+def day(value: datetime | date | None, zone: ZoneInfo | str | None = None) -> str:
+    """A date ('May 4, 2026'); a stored time becomes its date on that clock."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        value = _local(value, zone).date()
+    return dates.format_skeleton("yMMMd", value, locale=current_locale())
+
+
+def long_day(value: datetime | date | None, zone: ZoneInfo | str | None = None) -> str:
+    """A date with its weekday ('Mon, May 4, 2026')."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        value = _local(value, zone).date()
+    return dates.format_skeleton("yMMMEd", value, locale=current_locale())
+
+
+def clock_time(value: datetime | None, zone: ZoneInfo | str | None = None) -> str:
+    """Only the time of day, on that clock ('9:30 AM')."""
+    if value is None:
+        return ""
+    return dates.format_time(_local(value, zone), "short", locale=current_locale())
+
+
+def number(value: int | float | None) -> str:
+    """A number with the language's grouping ('12,345'; '12.345' in Spanish)."""
+    return numbers.format_decimal(value or 0, locale=current_locale())
+
+
+FILTERS = {
+    "moment": moment,
+    "short_moment": short_moment,
+    "utc_moment": utc_moment,
+    "day": day,
+    "long_day": long_day,
+    "clock_time": clock_time,
+    "number": number,
+}
