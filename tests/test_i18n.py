@@ -1,0 +1,184 @@
+"""Which language a page is in, how a visitor or a member changes it, and how it is kept.
+
+The order (app/i18n): ?lang= on one request, the account's choice, the visitor's choice in the
+server-side session, the school's default, Accept-Language, English. The choice is never kept
+in a cookie of its own: the session id stays the only cookie.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+from flask_babel import force_locale
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.i18n import formatting, mail_locale, select_locale
+from app.models import User, WebSession
+from tests.conftest import sign_in
+
+HTML_TAG = re.compile(r"<html lang=\"([a-z]+)\" dir=\"(ltr|rtl)\">")
+
+
+def page_language(response) -> tuple[str, str]:
+    """(lang, dir) of a whole page's <html> element."""
+    match = HTML_TAG.search(response.get_data(as_text=True))
+    assert match, "every page names its language and direction"
+    return match.group(1), match.group(2)
+
+
+def session_rows() -> int:
+    db.session.rollback()
+    return db.session.execute(select(func.count()).select_from(WebSession)).scalar_one()
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("es-MX,es;q=0.9,en;q=0.5", ("es", "ltr")),
+        ("ar", ("ar", "rtl")),
+        ("fr-FR,fr;q=0.9", ("en", "ltr")),  # no French: English, not an error
+        ("fr;q=0.9,ar;q=0.4", ("ar", "rtl")),  # the best language we have
+        (None, ("en", "ltr")),
+    ],
+)
+def test_the_browser_language_picks_the_page_language(client, header, expected):
+    headers = {"Accept-Language": header} if header else {}
+    response = client.get("/privacy", headers=headers)
+    assert response.status_code == 200
+    assert page_language(response) == expected
+    # A cache must not serve the Spanish page to an Arabic reader.
+    assert "Accept-Language" in response.headers["Vary"]
+
+
+def test_lang_in_the_address_picks_the_language_of_that_request_only(client):
+    before = session_rows()
+    assert page_language(client.get("/privacy?lang=ar")) == ("ar", "rtl")
+    assert page_language(client.get("/privacy")) == ("en", "ltr")
+    assert page_language(client.get("/privacy?lang=xx")) == ("en", "ltr")  # unknown: ignored
+    assert session_rows() == before  # a GET stores nothing
+
+
+def test_error_pages_are_in_the_visitors_language(client):
+    response = client.get("/no-such-page", headers={"Accept-Language": "ar"})
+    assert response.status_code == 404
+    assert page_language(response) == ("ar", "rtl")
+
+
+def test_the_footer_switch_is_a_form_that_works_without_javascript(client):
+    page = client.get("/privacy").get_data(as_text=True)
+    form = re.search(r'<form class="language-switch" method="post" action="([^"]+)">(.*?)</form>', page, re.S)
+    assert form, "a plain POST form in the footer"
+    assert form.group(1) == "/language"
+    assert 'name="csrf_token"' in form.group(2)
+    assert '<option value="ar" lang="ar">العربية</option>' in form.group(2)
+    assert '<label for="language-choice">' in form.group(2)
+
+    response = client.form("/language", {"lang": "es", "next": "/privacy"})
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/privacy"
+    # Kept in the server-side session: later pages are Spanish, whatever the browser says.
+    assert page_language(client.get("/privacy", headers={"Accept-Language": "ar"})) == ("es", "ltr")
+
+
+def test_the_choice_adds_no_cookie_beyond_the_session_id(client):
+    client.get("/privacy")
+    response = client.form("/language", {"lang": "ar", "next": "/privacy"})
+    set_cookies = response.headers.getlist("Set-Cookie")
+    assert all(cookie.startswith("session=") for cookie in set_cookies)
+    assert all("ar" not in cookie.split(";")[0].split("=", 1)[1] for cookie in set_cookies)
+    assert [cookie.key for cookie in client._cookies.values()] == ["session"]
+
+
+@pytest.mark.parametrize(
+    ("form", "location"),
+    [
+        ({"lang": "klingon", "next": "/privacy"}, "/privacy"),  # nothing kept, back to the page
+        ({"lang": "es", "next": "//evil.example/steal"}, "/"),  # never off the site
+        ({"lang": "es", "next": "https://evil.example/"}, "/"),
+        ({"lang": "es"}, "/"),
+    ],
+)
+def test_a_tampered_switch_changes_nothing_it_should_not(client, form, location):
+    response = client.form("/language", form)
+    assert response.status_code == 303
+    assert response.headers["Location"] == location
+    expected = "es" if form["lang"] == "es" else "en"
+    assert page_language(client.get("/privacy"))[0] == expected
+
+
+def test_the_switch_needs_its_csrf_token(client):
+    response = client.post("/language", data={"lang": "es", "next": "/privacy"})
+    assert response.status_code == 400
+    assert page_language(client.get("/privacy")) == ("en", "ltr")
+
+
+def test_a_member_switching_keeps_it_on_the_account(client, app, make_school, make_member):
+    member = make_member(make_school())
+    email = member.user.email
+    sign_in(client, email)
+    client.form("/language", {"lang": "ar", "next": "/"})
+    assert db.session.execute(select(User.language).where(User.email == email)).scalar_one() == "ar"
+
+    # Another browser, signing in: the account's language, not the browser's.
+    other = app.test_client()
+    sign_in(other, email)
+    assert page_language(other.get("/privacy", headers={"Accept-Language": "es"})) == ("ar", "rtl")
+
+
+def test_the_schools_default_applies_to_members_who_chose_none(client, make_school, make_member):
+    school = make_school()
+    school.default_language = "es"
+    db.session.commit()
+    member = make_member(school)
+    sign_in(client, member.user.email)
+    assert page_language(client.get("/", headers={"Accept-Language": "ar"})) == ("es", "ltr")
+
+    member.user.language = "ar"
+    db.session.commit()
+    assert page_language(client.get("/", headers={"Accept-Language": "es"})) == ("ar", "rtl")
+
+
+def test_select_locale_outside_a_request_is_english(app):
+    with app.app_context():
+        assert select_locale() == "en"
+
+
+def test_mail_goes_in_the_recipients_language_then_the_schools():
+    assert mail_locale("ar", "es") == "ar"
+    assert mail_locale(None, "es") == "es"
+    assert mail_locale(None, None) == "en"
+    assert mail_locale("xx", "yy") == "en"  # stale codes fall back, never raise
+
+
+MOMENT = datetime(2026, 5, 4, 13, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("locale", "moment", "day", "number"),
+    [
+        ("en", "Mon, May 4, 2026, 9:30\u202fAM", "May 4, 2026", "12,345"),
+        ("es", "lun, 4 may 2026, 9:30", "4 may 2026", "12.345"),
+        ("ar", "الاثنين، 4 مايو 2026، 9:30 ص", "4 مايو 2026", "12,345"),
+    ],
+)
+def test_dates_and_numbers_follow_the_language_and_the_zone(app, locale, moment, day, number):
+    new_york = ZoneInfo("America/New_York")  # 13:30 UTC is 9:30 in New York in May
+    with app.test_request_context("/"), force_locale(locale):
+        assert formatting.moment(MOMENT, new_york) == moment
+        assert formatting.number(12345) == number
+        assert formatting.utc_moment(MOMENT).endswith("UTC")
+        assert "13:30" in formatting.utc_moment(MOMENT) or "1:30" in formatting.utc_moment(MOMENT)
+        assert formatting.day(MOMENT, new_york) == day
+        assert formatting.moment(None) == ""
+
+
+def test_a_time_falls_on_the_day_of_its_zone(app):
+    late = datetime(2026, 5, 5, 2, 0, tzinfo=UTC)  # still May 4 in New York
+    with app.test_request_context("/"), force_locale("en"):
+        assert formatting.day(late, "America/New_York") == "May 4, 2026"
+        assert formatting.day(late, "UTC") == "May 5, 2026"
+        assert formatting.clock_time(late, "America/New_York") == "10:00\u202fPM"
