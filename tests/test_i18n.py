@@ -182,3 +182,44 @@ def test_a_time_falls_on_the_day_of_its_zone(app):
         assert formatting.day(late, "America/New_York") == "May 4, 2026"
         assert formatting.day(late, "UTC") == "May 5, 2026"
         assert formatting.clock_time(late, "America/New_York") == "10:00\u202fPM"
+
+
+@pytest.mark.parametrize(
+    ("header", "kept"), [("es-ES,es;q=0.9", "es"), ("ar", "ar"), ("de", None), (None, None)]
+)
+def test_a_new_account_keeps_the_language_it_joined_in(client, make_school, header, kept):
+    school = make_school(code="MAPLE-1")
+    headers = {"Accept-Language": header} if header else {}
+    form = {
+        "invite_code": "MAPLE-1",
+        "name": "Nadia Newparent",
+        "email": "newparent@example.org",
+        "password": "plum orchard lantern",
+        "accept_policy": "y",
+        "csrf_token": client.csrf_token(),
+    }
+    response = client.post("/join", data=form, headers=headers)
+    assert response.status_code == 303, response.get_data(as_text=True)
+    user = db.session.scalar(select(User).where(User.email == "newparent@example.org"))
+    # None: no preference, so their mail follows the school's default.
+    assert user.language == kept
+    assert school.default_language == "en"
+
+
+def test_a_language_chosen_before_signing_in_is_kept_on_the_account(client, make_school, make_member):
+    member = make_member(make_school())
+    client.form("/language", {"lang": "es", "next": "/sign-in"})
+    sign_in(client, member.user.email)
+    db.session.rollback()
+    assert db.session.get(User, member.user_id).language == "es"
+    assert page_language(client.get("/privacy")) == ("es", "ltr")
+
+
+def test_signing_in_does_not_overwrite_a_language_the_account_has(client, make_school, make_member):
+    member = make_member(make_school())
+    member.user.language = "ar"
+    db.session.commit()
+    client.form("/language", {"lang": "es", "next": "/sign-in"})
+    sign_in(client, member.user.email)
+    db.session.rollback()
+    assert db.session.get(User, member.user_id).language == "ar"

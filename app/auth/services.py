@@ -100,7 +100,12 @@ def _server_session() -> sessions.ServerSession:
 
 def sign_in(user: User) -> None:
     """Start a fresh session for ``user`` (a new id, so a planted one is worthless)."""
+    from app.i18n import SESSION_KEY, supported
+
+    chosen = supported(session.get(SESSION_KEY))  # the language switched to before signing in
     session.clear()
+    if chosen and user.language is None:
+        user.language = chosen
     login_user(user)
     _server_session().regenerate()
     approved = [m for m in tenancy.memberships_of(user.id, LIVE_STATUSES) if m.is_approved]

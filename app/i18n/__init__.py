@@ -40,6 +40,20 @@ def select_locale() -> str:
     )
 
 
+def visitors_language() -> str | None:
+    """What a visitor asked for (address, switch or browser), or None: kept on a new account.
+
+    None when nothing matched, so a new member with no preference follows the school's default.
+    """
+    if not has_request_context():
+        return None
+    return (
+        supported(request.args.get("lang"))
+        or supported(session.get(SESSION_KEY))
+        or request.accept_languages.best_match(LANGUAGES.keys())
+    )
+
+
 def _account_language() -> str | None:
     if current_user and current_user.is_authenticated:
         return supported(current_user.language)

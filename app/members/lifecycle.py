@@ -26,6 +26,7 @@ from app.auth.services import LIVE_STATUSES, find_user, normalise_email, school_
 from app.classes import families
 from app.consent import ledger, policy
 from app.extensions import db
+from app.i18n import visitors_language
 from app.mail import queue_email
 from app.members import rules
 from app.models import (
@@ -118,7 +119,11 @@ def _insert_user(*, email: str, name: str, password: str) -> User | None:
     a savepoint's RELEASE commit on its own, which would keep a half-made join on SQLite.
     """
     user = User(
-        email=normalise_email(email), name=name.strip(), password_hash=passwords.hash_password(password)
+        email=normalise_email(email),
+        name=name.strip(),
+        password_hash=passwords.hash_password(password),
+        # The language they joined in is the one their approval email is written in.
+        language=visitors_language(),
     )
     db.session.add(user)
     try:
