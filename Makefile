@@ -53,11 +53,11 @@ format: $(VENV)/.installed
 TRANSLATIONS := app/translations
 CATALOGUES := $(wildcard $(TRANSLATIONS)/*/LC_MESSAGES/messages.po)
 i18n-extract: $(VENV)/.installed
-	$(BIN)/pybabel extract --quiet -F babel.cfg -k lazy_gettext -k lazy_ngettext:1,2 \
+	$(BIN)/pybabel extract -F babel.cfg -k lazy_gettext -k lazy_ngettext:1,2 \
 		--add-location=file --sort-output --no-wrap --project "Join Our Class" \
 		-o $(TRANSLATIONS)/messages.pot app
 i18n-update: i18n-extract
-	$(BIN)/pybabel update --quiet -i $(TRANSLATIONS)/messages.pot -d $(TRANSLATIONS) \
+	$(BIN)/pybabel update -i $(TRANSLATIONS)/messages.pot -d $(TRANSLATIONS) \
 		--no-fuzzy-matching --ignore-obsolete --no-wrap
 i18n-init: $(VENV)/.installed
 	@test -n "$(LANG_CODE)" || { echo "usage: make i18n-init LANG_CODE=xx"; exit 2; }
