@@ -282,6 +282,32 @@ def production_problems(config: Config) -> list[str]:
         problems.append("MAIL_BACKEND must be set in production: mailgun (devmailbox sends nothing).")
     elif config.MAIL_BACKEND == "mailgun":
         problems += _mailgun_problems(config)
+    problems += _translate_problems(config)
+    return problems
+
+
+def _translate_problems(config: Config) -> list[str]:
+    """TRANSLATE_URL (optional) carries every announcement and the API key: https unless on loopback.
+
+    The same rule as the mail and support providers' base URLs (app/providers.checked_base_url).
+    The URL is not echoed: it may hold credentials.
+    """
+    if not config.TRANSLATE_URL:
+        return []
+    parts = urlsplit(config.TRANSLATE_URL.strip())
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return [
+            "TRANSLATE_URL must be the translation service's https:// address, e.g. https://translate.example.org."
+        ]
+    problems = []
+    if parts.scheme == "http" and parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
+        problems.append(
+            "TRANSLATE_URL must use https (plain http only for a service on this machine, e.g. "
+            "http://127.0.0.1:5000): announcements and TRANSLATE_API_KEY would cross the network "
+            "in the clear."
+        )
+    if not config.TRANSLATE_TIMEOUT > 0:
+        problems.append("TRANSLATE_TIMEOUT must be a positive number of seconds, e.g. 10.")
     return problems
 
 
