@@ -248,6 +248,12 @@ class ProductionConfig(Config):
         self.MAIL_FROM = os.environ.get("MAIL_FROM", "")
         self.MAILGUN_API_KEY = os.environ.get("MAILGUN_API_KEY")
         self.MAILGUN_DOMAIN = os.environ.get("MAILGUN_DOMAIN")
+        self.TRANSLATE_URL = os.environ.get("TRANSLATE_URL") or None
+        self.TRANSLATE_API_KEY = os.environ.get("TRANSLATE_API_KEY") or None
+        try:
+            self.TRANSLATE_TIMEOUT = float(os.environ.get("TRANSLATE_TIMEOUT", "10"))
+        except ValueError:
+            self.TRANSLATE_TIMEOUT = 0.0  # refused below, naming the variable
         problems = production_problems(self)
         if problems:
             raise ConfigError("\n".join(problems))
