@@ -248,6 +248,12 @@ class ProductionConfig(Config):
         self.MAIL_FROM = os.environ.get("MAIL_FROM", "")
         self.MAILGUN_API_KEY = os.environ.get("MAILGUN_API_KEY")
         self.MAILGUN_DOMAIN = os.environ.get("MAILGUN_DOMAIN")
+        self.TRANSLATE_URL = os.environ.get("TRANSLATE_URL") or None
+        self.TRANSLATE_API_KEY = os.environ.get("TRANSLATE_API_KEY") or None
+        try:
+            self.TRANSLATE_TIMEOUT = float(os.environ.get("TRANSLATE_TIMEOUT", "10"))
+        except ValueError:
+            self.TRANSLATE_TIMEOUT = 0.0  # refused below, naming the variable
         problems = production_problems(self)
         if problems:
             raise ConfigError("\n".join(problems))
@@ -282,6 +288,32 @@ def production_problems(config: Config) -> list[str]:
         problems.append("MAIL_BACKEND must be set in production: mailgun (devmailbox sends nothing).")
     elif config.MAIL_BACKEND == "mailgun":
         problems += _mailgun_problems(config)
+    problems += _translate_problems(config)
+    return problems
+
+
+def _translate_problems(config: Config) -> list[str]:
+    """TRANSLATE_URL (optional) carries every announcement and the API key: https unless on loopback.
+
+    The same rule as the mail and support providers' base URLs (app/providers.checked_base_url).
+    The URL is not echoed: it may hold credentials.
+    """
+    if not config.TRANSLATE_URL:
+        return []
+    parts = urlsplit(config.TRANSLATE_URL.strip())
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return [
+            "TRANSLATE_URL must be the translation service's https:// address, e.g. https://translate.example.org."
+        ]
+    problems = []
+    if parts.scheme == "http" and parts.hostname not in {"127.0.0.1", "localhost", "::1"}:
+        problems.append(
+            "TRANSLATE_URL must use https (plain http only for a service on this machine, e.g. "
+            "http://127.0.0.1:5000): announcements and TRANSLATE_API_KEY would cross the network "
+            "in the clear."
+        )
+    if not config.TRANSLATE_TIMEOUT > 0:
+        problems.append("TRANSLATE_TIMEOUT must be a positive number of seconds, e.g. 10.")
     return problems
 
 

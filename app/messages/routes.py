@@ -124,6 +124,7 @@ def compose():
                 body=form.body.data,
                 send_at=form.send_at_utc,
                 submission=submission,
+                language=form.language.data,
             )
             if sent is not None:
                 note, message_id = _commit_once(sent, submission)

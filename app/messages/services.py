@@ -270,7 +270,13 @@ class Sent:
 
 
 def send(
-    audience: Audience, *, subject: str, body: str, send_at: datetime | None, submission: str | None = None
+    audience: Audience,
+    *,
+    subject: str,
+    body: str,
+    send_at: datetime | None,
+    submission: str | None = None,
+    language: str | None = None,
 ) -> Sent | None:
     """Write the message and its deliveries, or have the worker write them (None: nobody to send to).
 
@@ -308,6 +314,8 @@ def send(
     message.audience_size = people
     message.fanout_after = None if inline else 0
     message.submission_key = submission
+    if language is not None:  # the compose form's "Written in": what a translation starts from
+        message.language = language
     return Sent(message=message, people=people)
 
 

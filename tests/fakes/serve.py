@@ -1,4 +1,4 @@
-"""Run a stand-in as its own process: ``python -m tests.fakes.serve mailgun|zendesk [options]``.
+"""Run a stand-in as its own process: ``python -m tests.fakes.serve mailgun|zendesk|libretranslate``.
 
 ``mailgun`` is tests/fakes/mailgun.py's command line as it is (messages, Events API, scripted
 faults, ``GET /_fake/recipients``). ``zendesk`` is the fake Zendesk of tests/fakes/zendesk.py
@@ -12,7 +12,9 @@ with what the fault matrix (tests/integration/faults_harness.py) also needs:
   longer remembers Idempotency-Keys (it keeps them for two hours only), so a retry with the
   same key makes a second ticket unless the client looks the first one up.
 
-Both print "listening <url>" then "ready", and stop on SIGTERM/SIGINT or after --lifetime.
+``libretranslate`` is tests/fakes/libretranslate.py's command line as it is (``--api-key``).
+
+Each prints "listening <url>" then "ready", and stop on SIGTERM/SIGINT or after --lifetime.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import threading
 from collections import Counter
 from urllib.parse import urlsplit
 
-from tests.fakes import mailgun
+from tests.fakes import libretranslate, mailgun
 from tests.fakes.base import BadRequest, command_line, run
 from tests.fakes.zendesk import TICKETS_PATH, FakeZendesk, RecordedTicket, ZendeskHandler
 
@@ -116,13 +118,14 @@ def zendesk_main(argv: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch on the first argument: ``mailgun`` or ``zendesk``."""
+    """Dispatch on the first argument: ``mailgun``, ``zendesk`` or ``libretranslate``."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("mailgun", "zendesk"):
-        print("usage: python -m tests.fakes.serve mailgun|zendesk [--port N] [options]", file=sys.stderr)
+    mains = {"mailgun": mailgun.main, "zendesk": zendesk_main, "libretranslate": libretranslate.main}
+    if not argv or argv[0] not in mains:
+        usage = "usage: python -m tests.fakes.serve mailgun|zendesk|libretranslate [--port N] [options]"
+        print(usage, file=sys.stderr)
         return 2
-    kind, rest = argv[0], argv[1:]
-    return mailgun.main(rest) if kind == "mailgun" else zendesk_main(rest)
+    return mains[argv[0]](argv[1:])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,201 @@
+"""Machine translation of an announcement into a recipient's language, asked once and kept.
+
+``machine_translation(message, locale)`` is what the mail layer calls in the worker, once per
+message and language: the first call asks the service (one HTTP call: the subject and the
+HTML body as a list, ``format: "html"``) and keeps the answer in ``MessageTranslation``; every
+later call (the next batch, another worker) reads the kept row. A failure is kept too (status
+"failed" with its reason), so a service that is down costs one timeout per message and
+language, not one per batch, and the original goes out in the meantime.
+
+What the service returns is re-sanitised with the allowlist of ``render_markdown``: a
+translation service is another party, and must not be able to put markup into our mail.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from html.parser import HTMLParser
+
+import nh3
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from app.extensions import db
+from app.models import MailMessage, MessageTranslation
+from app.translate.client import TranslateClient, TranslateFailure
+
+log = logging.getLogger(__name__)
+
+OK = "ok"
+FAILED = "failed"
+SUBJECT_MAX = 250  # MessageTranslation.subject
+ERROR_MAX = 500  # MessageTranslation.error
+
+
+def machine_translation(message: MailMessage, locale: str) -> MessageTranslation | None:
+    """The kept or new translation of ``message`` into ``locale`` (status "ok"), or None.
+
+    None when TRANSLATE_URL is not set, when ``locale`` is the message's own language, when the
+    message has nothing to translate, or when the service failed (now or on an earlier batch).
+    Never raises for the service's failures; the caller sends the original then.
+    """
+    source = message.language or "en"
+    if locale == source or not current_app.config.get("TRANSLATE_URL"):
+        return None
+    kept = _kept(message.id, locale)
+    if kept is not None:
+        return kept if kept.status == OK else None
+    body_html = _body_html(message)
+    if body_html is None:
+        return None
+    try:
+        client = TranslateClient.from_config(current_app.config)
+    except RuntimeError as error:  # a wrong setting, not this message's fault: nothing is kept
+        log.warning("translation of message %s is off: %s", message.id, error)
+        return None
+    if client is None:
+        return None
+    try:
+        texts = [html.escape(message.subject, quote=False), body_html]
+        subject, translated_html = client.translate(texts, source=source, target=locale, format="html")
+    except TranslateFailure as failure:
+        log.warning("message %s not translated to %s: %s", message.id, locale, failure.reason)
+        _keep(message.id, locale, status=FAILED, error=failure.reason[:ERROR_MAX])
+        return None
+    safe_html = sanitised(translated_html)
+    _keep(
+        message.id,
+        locale,
+        status=OK,
+        subject=_plain(subject)[:SUBJECT_MAX] or message.subject,
+        body_html=safe_html,
+        body_text=html_to_text(safe_html),
+    )
+    row = _kept(message.id, locale)
+    return row if row is not None and row.status == OK else None
+
+
+def sanitised(fragment: str) -> str:
+    """HTML from elsewhere cut down to what ``render_markdown`` itself lets through."""
+    from app.messages import services  # here: app.mail imports this module, and messages imports mail
+
+    return nh3.clean(
+        fragment,
+        tags=services.ALLOWED_TAGS,
+        attributes={"a": {"href"}},
+        attribute_filter=services._only_absolute_links,
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer",
+    )
+
+
+def _body_html(message: MailMessage) -> str | None:
+    """The announcement's body as the email shows it: its Markdown rendered, or the kept HTML."""
+    from app.messages import services
+
+    if message.source_markdown:
+        return str(services.render_markdown(message.source_markdown))
+    context = message.render_context or {}
+    body = context.get("body_html")
+    return str(body) if body else None
+
+
+def _kept(message_id: int, locale: str) -> MessageTranslation | None:
+    """The kept answer for this message and language, if any."""
+    return db.session.scalar(
+        select(MessageTranslation).where(
+            MessageTranslation.message_id == message_id, MessageTranslation.locale == locale
+        )
+    )
+
+
+def _keep(message_id: int, locale: str, **values) -> None:
+    """Insert the answer unless another worker kept one first (its row wins; no savepoint needed).
+
+    INSERT ... ON CONFLICT DO NOTHING on the (message_id, locale) key, as the delivery counts
+    are kept: a savepoint's RELEASE would commit on its own under pysqlite.
+    """
+    dialect = db.session.get_bind().dialect.name
+    insert_ = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert_(MessageTranslation).values(message_id=message_id, locale=locale, **values)
+    db.session.execute(statement.on_conflict_do_nothing(index_elements=["message_id", "locale"]))
+
+
+def _plain(fragment: str) -> str:
+    """Text of an HTML fragment (a translated subject): tags dropped, entities decoded, one line."""
+    return " ".join(html.unescape(nh3.clean(fragment, tags=set())).split())
+
+
+_BLOCKS = {"p", "h2", "h3", "blockquote", "ul", "ol"}
+
+
+class _TextMaker(HTMLParser):
+    """Plain text of sanitised HTML for the text/plain part: paragraphs, list markers, link targets."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self.lists: list[list[int]] = []  # per open list: [is ordered, items so far]
+        self.href: str | None = None
+        self.link_text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag in _BLOCKS:
+            self.parts.append("\n\n")
+        if tag == "br":
+            self.parts.append("\n")
+        elif tag in ("ul", "ol"):
+            self.lists.append([tag == "ol", 0])
+        elif tag == "li":
+            marker = "- "
+            if self.lists:
+                self.lists[-1][1] += 1
+                if self.lists[-1][0]:
+                    marker = f"{self.lists[-1][1]}. "
+            self.parts.append("\n" + marker)
+        elif tag == "a":
+            self.href = dict(attrs).get("href")
+            self.link_text = []
+
+    def handle_endtag(self, tag):
+        if tag in ("ul", "ol") and self.lists:
+            self.lists.pop()
+        if tag in _BLOCKS:
+            self.parts.append("\n\n")
+        elif tag == "a" and self.href:
+            if " ".join("".join(self.link_text).split()) != self.href:
+                self.parts.append(f" ({self.href})")
+            self.href = None
+
+    def handle_data(self, data):
+        text = " ".join(data.split())
+        if not text:
+            self.parts.append(" ")  # the space between two inline tags
+            return
+        if data[:1].isspace():
+            text = " " + text
+        if data[-1:].isspace():
+            text += " "
+        if self.href is not None:
+            self.link_text.append(text)
+        self.parts.append(text)
+
+
+def html_to_text(fragment: str) -> str:
+    """The text/plain body of a sanitised HTML body: blocks a blank line apart, lines trimmed."""
+    maker = _TextMaker()
+    maker.feed(fragment)
+    maker.close()
+    lines = [line.strip() for line in "".join(maker.parts).split("\n")]
+    text, blank = [], False
+    for line in lines:
+        if line:
+            text.append(line)
+            blank = False
+        elif text and not blank:
+            text.append("")
+            blank = True
+    return "\n".join(text).strip()
