@@ -13,6 +13,7 @@ always checks every template.
 
 from __future__ import annotations
 
+import html
 import os
 import re
 from collections.abc import Iterator
@@ -121,7 +122,7 @@ def text_findings(template: str, tree: nodes.Template) -> list[Finding]:
             value = attribute.group(3) if attribute.group(3) is not None else attribute.group(4)
             if LETTER.search(value.replace(HOLE, "")) and not _allowed(template, value):
                 line = lines[tag.start() + attribute.start()]
-                findings.append(Finding(template, line, attribute.group(0).strip()))
+                findings.append(Finding(template, line, attribute.group(0).strip().replace(HOLE, "{{…}}")))
     text = _blank(_blank(text, TAG), ENTITY)
     by_line: dict[int, list[str]] = {}
     for run in RUN.finditer(text):
@@ -206,3 +207,13 @@ def test_the_lint_sees_what_it_should(app: Flask) -> None:
     tree = app.jinja_env.parse(source)
     found = [str(f) for f in text_findings("t.html", tree) + constant_findings("t.html", tree)]
     assert found == ['t.html:1: title="Bare"', "t.html:1: Bare text", "t.html:4: 'Whole school'"]
+
+
+def test_the_scripts_messages_come_translated_on_the_flash_box(client) -> None:
+    """app.js reads its four failure messages from #flashes, where the page put them translated."""
+    page = client.get("/").get_data(as_text=True)
+    box = html.unescape(page[page.index('<div id="flashes"') :].split(">", 1)[0])
+    assert 'data-msg-rate-limited="Too many attempts. Please wait a minute and try again."' in box
+    assert 'data-msg-forbidden="You don\'t have access to that."' in box
+    assert 'data-msg-error="Something went wrong. Please try again."' in box
+    assert "data-msg-send-error=\"We couldn't reach the server." in box
