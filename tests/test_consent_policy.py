@@ -262,7 +262,7 @@ def test_versions_page_shows_posted_dispatch_count_and_effective_date(client, pe
         page = client.get("/platform/policy/").get_data(as_text=True)
     section = re.search(rf'<section class="card" id="version-{number}">.*?</section>', page, re.S).group(0)
     assert "Finished" in section and "3 sent" in section
-    assert "1 April 2027, 09:00 UTC" in section  # 2 March + 30 days
+    assert "Apr 1, 2027, 9:00\u202fAM UTC" in section  # 2 March + 30 days; Babel: narrow space
 
 
 def test_the_email_is_noted_in_each_recipients_ledger(client, people):

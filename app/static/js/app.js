@@ -11,6 +11,23 @@
   });
 
   // A failed htmx request (rate limit, server error, lost connection) says so instead of doing nothing.
+  // The texts come translated on #flashes (data-msg-*; the CSP allows no inline script). They are
+  // read once at load too, because an out-of-band swap replaces #flashes without them.
+  var FALLBACK = {
+    msgRateLimited: "Too many attempts. Please wait a minute and try again.",
+    msgForbidden: "You don't have access to that.",
+    msgError: "Something went wrong. Please try again.",
+    msgSendError: "We couldn't reach the server. Check your connection and try again."
+  };
+  var loaded = {};
+  var first = document.getElementById("flashes");
+  Object.keys(FALLBACK).forEach(function (key) {
+    loaded[key] = (first && first.dataset[key]) || FALLBACK[key];
+  });
+  function message(key) {
+    var box = document.getElementById("flashes");
+    return (box && box.dataset[key]) || loaded[key];
+  }
   function showProblem(text) {
     var box = document.getElementById("flashes");
     if (!box) { return; }
@@ -23,14 +40,14 @@
   document.addEventListener("htmx:responseError", function (event) {
     var status = event.detail.xhr.status;
     if (status === 429) {
-      showProblem("Too many attempts. Please wait a minute and try again.");
+      showProblem(message("msgRateLimited"));
     } else if (status === 403) {
-      showProblem("You don't have access to that.");
+      showProblem(message("msgForbidden"));
     } else {
-      showProblem("Something went wrong. Please try again.");
+      showProblem(message("msgError"));
     }
   });
   document.addEventListener("htmx:sendError", function () {
-    showProblem("We couldn't reach the server. Check your connection and try again.");
+    showProblem(message("msgSendError"));
   });
 })();
