@@ -35,6 +35,7 @@ from app.models import (
     MailRendering,
     MessageTranslation,
 )
+from tests.conftest import fake_stats
 from tests.fakes.mailgun import FakeMailgun
 
 KEY = "key-i18n-0a1b2c3d4e5f"
@@ -466,3 +467,25 @@ def test_the_claim_outlasts_the_translation_service(app, families, monkeypatch, 
     assert seen and min(seen) >= timedelta(seconds=70)
     statuses = db.session.scalars(select(MailDelivery.status).where(MailDelivery.message_id == message.id))
     assert set(statuses) == {DeliveryStatus.SENT}
+
+
+def test_with_the_translation_service_the_announcement_is_translated_once_per_language(
+    app, families, sent_mail
+):
+    """End to end with the fake LibreTranslate (tests/fakes/libretranslate.py, package C's client)."""
+    fakes = pytest.importorskip("tests.fakes.libretranslate", reason="the translation package is not merged")
+    school, people = families
+    with fakes.FakeLibreTranslate() as service:
+        app.config.update({**service.config(), "TRANSLATE_TIMEOUT": 2.0})
+        message = _announce(school, list(people.values()))
+        jobs.run_ready_jobs()
+        assert fake_stats(service.base_url)["requests"] == 2  # es and ar, never en
+    by_to = {m.to: m for m in sent_mail}
+    assert by_to["es@example.org"].subject == "[es] Trip on Friday"
+    assert "Automatic translation from inglés." in by_to["es@example.org"].html
+    assert "[ar] Bring a" in by_to["ar@example.org"].html
+    assert 'id="original" lang="en" dir="ltr"' in by_to["ar@example.org"].html
+    assert 'id="original"' not in by_to["en@example.org"].html
+    renderings = _renderings(message.id)
+    assert renderings["es"].machine_translated and renderings["ar"].machine_translated
+    assert not renderings["en"].machine_translated
