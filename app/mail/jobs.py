@@ -151,8 +151,9 @@ def _send_batch(message: MailMessage, claimed: list[MailDelivery], run: Run) -> 
         db.session.commit()
         return counts
     groups = _by_locale(message, sendable, users)
-    if rendering.translating(message, groups):
-        groups = _hold_while_translating(message, groups, run)
+    translating = rendering.translating(message, groups)
+    if translating or len(groups) > 1:
+        groups = _hold_for_every_language(message, groups, run, translating)
     renderings = {locale: rendering_for(message, locale) for locale in groups}
     # Each language is its own batch, with its own id, handed over and settled on its own: a
     # crash between two of them leaves the later ones merely claimed (sent by the next run).
@@ -161,14 +162,16 @@ def _send_batch(message: MailMessage, claimed: list[MailDelivery], run: Run) -> 
     return counts
 
 
-def _hold_while_translating(
-    message: MailMessage, groups: dict[str, list[MailDelivery]], run: Run
+def _hold_for_every_language(
+    message: MailMessage, groups: dict[str, list[MailDelivery]], run: Run, translating: bool
 ) -> dict[str, list[MailDelivery]]:
-    """Renew the claim for as long as the translation service may take for each language, so the
-    sweeper does not hand the rows on meanwhile; the rows still held, by language (committed)."""
-    waits = sum(1 for locale in groups if rendering.may_translate(message, locale))
+    """Renew the claim for as long as the languages before the last may take (the translation
+    service's timeout for each it may be asked about, a provider call for each batch), so the
+    sweeper does not hand later languages' rows on meanwhile; the rows still held (committed)."""
+    waits = sum(1 for locale in groups if rendering.may_translate(message, locale)) if translating else 0
     seconds = claims.lease_seconds() + waits * float(current_app.config.get("TRANSLATE_TIMEOUT", 0))
-    held = set(claims.renew([d.id for g in groups.values() for d in g], run, timedelta(seconds=seconds)))
+    lease = timedelta(seconds=seconds) + (len(groups) - 1) * claims.call_lease()
+    held = set(claims.renew([d.id for g in groups.values() for d in g], run, lease))
     kept = {locale: [d for d in group if d.id in held] for locale, group in groups.items()}
     return {locale: group for locale, group in kept.items() if group}
 
@@ -278,11 +281,11 @@ def _send(
     deliveries: list[MailDelivery],
     users: dict[int, User],
     run: Run,
-    rendering: MailRendering,
+    rendered: MailRendering,
 ) -> dict:
     """One provider call for the batch, its id committed first; every delivery records what came of it."""
     message_id = message.id
-    batch = _batch(message, deliveries, users, rendering)
+    batch = _batch(message, deliveries, users, rendered)
     attempts = max(d.attempts for d in deliveries)
     held = claims.hand_over(batch, deliveries, run)  # commits: from here the rows may have gone
     if not held:
@@ -302,7 +305,7 @@ def _send(
 
 
 def _batch(
-    message: MailMessage, deliveries: list[MailDelivery], users: dict[int, User], rendering: MailRendering
+    message: MailMessage, deliveries: list[MailDelivery], users: dict[int, User], rendered: MailRendering
 ) -> Batch:
     """The message in one language, with each recipient's own unsubscribe link (in that language)
     as a recipient variable."""
@@ -312,12 +315,12 @@ def _batch(
         target = "<%recipient.unsubscribe_url%>" + (f", <mailto:{mailto}>" if mailto else "")
         headers |= {"List-Unsubscribe": target, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
         headers["List-Id"] = _list_id(message)
-    link = _unsubscribe_link_maker(message, rendering.locale)
+    link = _unsubscribe_link_maker(message, rendered.locale)
     return Batch(
         sender=current_app.config["MAIL_FROM"],
-        subject=rendering.subject,
-        text=rendering.text_body or "",
-        html=rendering.html_body,
+        subject=rendered.subject,
+        text=rendered.text_body or "",
+        html=rendered.html_body,
         tag=message.category.value,
         headers=headers,
         recipients=[
