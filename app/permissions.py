@@ -218,7 +218,9 @@ def enforce_access():
     if access is Access.PUBLIC:
         return None
     if not current_user.is_authenticated:
-        return redirect(url_for("auth.sign_in", next=request.full_path.rstrip("?")))
+        # "Email settings" in an email carries ?lang=: sign-in opens in the email's language too.
+        lang = request.args.get("lang")  # None adds nothing; an unknown code is ignored by sign-in
+        return redirect(url_for("auth.sign_in", next=request.full_path.rstrip("?"), lang=lang))
     if access is Access.SIGNED_IN:
         return None
     if access is Access.PLATFORM:

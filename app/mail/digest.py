@@ -1,7 +1,8 @@
 """The daily digest: announcements and newsletters held for people who asked for one email a day.
 
 Held items are checked again when the digest is made, as the send job checks every email:
-an item of a school the person has left since (deactivated, rejected) is dropped.
+an item of a school the person has left since (deactivated, rejected) is dropped. Each digest
+is in its reader's language, its items too (their rendering in that language).
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ from __future__ import annotations
 import logging
 from itertools import groupby
 
+from flask_babel import force_locale
 from sqlalchemy import Row, select
 
-from app import jobs, tenancy
+from app import i18n, jobs, tenancy
 from app.extensions import db
 from app.mail.jobs import NOT_A_MEMBER, approved_memberships
 from app.mail.outbox import queue_email
-from app.models import DeliveryStatus, MailDelivery, MailMessage, User
+from app.mail.rendering import rendering_for
+from app.models import DeliveryStatus, MailDelivery, MailMessage, School, User
 from app.models.base import utcnow
 
 # One held delivery with its message, as the digest query returns them.
@@ -45,6 +48,7 @@ def _gather_digests() -> dict:
     # The query keeps only deliveries with an account; the test says so to the type checker too.
     users = _users({delivery.user_id for delivery, _ in held if delivery.user_id is not None})
     members = _members(held)
+    school_languages = _school_languages(held)
     digests = 0
     for (user_id, category), group in groupby(held, key=lambda row: (row[0].user_id, row[1].category)):
         items = list(group)
@@ -55,13 +59,19 @@ def _gather_digests() -> dict:
         items = _drop_left_schools(items, members)
         if not items:
             continue
+        # Platform mail: the reader's language, else their (first held item's) school's default.
+        locale = i18n.mail_locale(user.language, school_languages.get(items[0][1].school_id))
+        renderings = [rendering_for(m, locale) for _, m in items]
+        with force_locale(locale):
+            label = str(category.label)
         digest = queue_email(
             DIGEST_TEMPLATE,
             [user],
             category=category,
+            language=locale,
             name=user.name,
-            category_label=category.label,
-            items=[{"subject": m.subject, "text": m.text_body or ""} for _, m in items],
+            category_label=label,
+            items=[{"subject": r.subject, "text": r.text_body or ""} for r in renderings],
         )
         _settle(items, DeliveryStatus.DIGESTED, f"in digest {digest.id}")
         digests += 1
@@ -86,6 +96,15 @@ def _drop_left_schools(items: list[Held], members: set[tuple[int, int]]) -> list
         (kept if belongs else left).append(item)
     _settle(left, DeliveryStatus.SKIPPED, NOT_A_MEMBER)
     return kept
+
+
+def _school_languages(held) -> dict[int | None, str]:
+    """The default language of each school behind the held items, in one query."""
+    ids = {message.school_id for _, message in held if message.school_id is not None}
+    if not ids:
+        return {}
+    query = select(School.id, School.default_language).where(School.id.in_(ids))
+    return {row.id: row.default_language for row in db.session.execute(query)}
 
 
 def _users(ids: set[int]) -> dict[int, User]:

@@ -3,7 +3,8 @@
 ``send_message`` claims pending deliveries in batches as large as the backend takes,
 re-checks every recipient at send time (account active? still a member of the message's
 school? category turned off or gathered into a digest? address suppressed?), sends the rest
-in one provider call per batch and records the outcome on each delivery. A delivery marked
+in one provider call per batch and language (each recipient's, app/mail/rendering.py) and
+records the outcome on each delivery. A delivery marked
 sent is never sent again; one handed to the provider without a recorded answer is looked up
 with the provider before it is sent again (claims, leases and batch ids: app/mail/claims.py).
 """
@@ -14,22 +15,25 @@ import logging
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from flask import current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
-from app import jobs, sessions, tenancy
+from app import i18n, jobs, sessions, tenancy
 from app.extensions import db
-from app.mail import claims
+from app.mail import claims, rendering
 from app.mail.backends import Batch, OutcomeUnknown, PermanentFailure, Recipient, TemporaryFailure, backend
 from app.mail.claims import Run
 from app.mail.preferences import modes_for, suppressed
+from app.mail.rendering import rendering_for
 from app.models import (
     DeliveryMode,
     DeliveryStatus,
     MailDelivery,
     MailMessage,
+    MailRendering,
     Membership,
     MembershipStatus,
     School,
@@ -110,7 +114,7 @@ def _send_pending(message: MailMessage) -> dict:
 
 def _send_batch(message: MailMessage, claimed: list[MailDelivery], run: Run) -> Counter[str]:
     """Settle rows an earlier call left unanswered; sort the rest into skipped, digest and to-send;
-    send the last in one call."""
+    send the last in one call per language."""
     counts, claimed = _recover(message, claimed, run)
     if not claimed:
         db.session.commit()
@@ -143,11 +147,55 @@ def _send_batch(message: MailMessage, claimed: list[MailDelivery], run: Run) -> 
             counts["digest"] += claims.set_aside(ids, run, DeliveryStatus.DIGEST, None)
         else:
             counts["skipped"] += claims.set_aside(ids, run, DeliveryStatus.SKIPPED, reason)
-    if sendable:
-        counts.update(_send(message, sendable, users, run))
-    else:
+    if not sendable:
         db.session.commit()
+        return counts
+    groups = _by_locale(message, sendable, users)
+    translating = rendering.translating(message, groups)
+    if translating or len(groups) > 1:
+        groups = _hold_for_every_language(message, groups, run, translating)
+    renderings = {locale: rendering_for(message, locale) for locale in groups}
+    # Each language is its own batch, with its own id, handed over and settled on its own: a
+    # crash between two of them leaves the later ones merely claimed (sent by the next run).
+    for locale, group in groups.items():
+        counts.update(_send(message, group, users, run, renderings[locale]))
     return counts
+
+
+def _hold_for_every_language(
+    message: MailMessage, groups: dict[str, list[MailDelivery]], run: Run, translating: bool
+) -> dict[str, list[MailDelivery]]:
+    """Renew the claim for as long as the languages before the last may take (the translation
+    service's timeout for each it may be asked about, a provider call for each batch), so the
+    sweeper does not hand later languages' rows on meanwhile; the rows still held (committed)."""
+    waits = sum(1 for locale in groups if rendering.may_translate(message, locale)) if translating else 0
+    seconds = claims.lease_seconds() + waits * float(current_app.config.get("TRANSLATE_TIMEOUT", 0))
+    lease = timedelta(seconds=seconds) + (len(groups) - 1) * claims.call_lease()
+    held = set(claims.renew([d.id for g in groups.values() for d in g], run, lease))
+    kept = {locale: [d for d in group if d.id in held] for locale, group in groups.items()}
+    return {locale: group for locale, group in kept.items() if group}
+
+
+def _by_locale(
+    message: MailMessage, deliveries: list[MailDelivery], users: dict[int, User]
+) -> dict[str, list[MailDelivery]]:
+    """The deliveries by their recipient's language now: theirs, else the school's default.
+
+    Platform mail has no school: it falls back on the message's own language, which is its one
+    reader's (a digest: theirs or their school's) or English (a policy change to everyone).
+    A message written before renderings existed has one body for all: one group.
+    """
+    if message.render_context is None:
+        return {message.language: deliveries}
+    school = db.session.get(School, message.school_id) if message.school_id is not None else None
+    fallback = school.default_language if school is not None else message.language
+
+    def language(delivery: MailDelivery) -> str:
+        """One recipient's language; a delivery without an account takes the fallback."""
+        user = _user_of(delivery, users)
+        return i18n.mail_locale(user.language if user is not None else None, fallback)
+
+    return i18n.group_by_locale((d, language(d)) for d in deliveries)
 
 
 def _recover(message: MailMessage, claimed: list[MailDelivery], run: Run) -> tuple[Counter[str], list]:
@@ -228,10 +276,16 @@ def _skip_reason(message, delivery, users, modes, blocked, members) -> str | Non
     return None
 
 
-def _send(message: MailMessage, deliveries: list[MailDelivery], users: dict[int, User], run: Run) -> dict:
+def _send(
+    message: MailMessage,
+    deliveries: list[MailDelivery],
+    users: dict[int, User],
+    run: Run,
+    rendered: MailRendering,
+) -> dict:
     """One provider call for the batch, its id committed first; every delivery records what came of it."""
     message_id = message.id
-    batch = _batch(message, deliveries, users)
+    batch = _batch(message, deliveries, users, rendered)
     attempts = max(d.attempts for d in deliveries)
     held = claims.hand_over(batch, deliveries, run)  # commits: from here the rows may have gone
     if not held:
@@ -250,20 +304,23 @@ def _send(message: MailMessage, deliveries: list[MailDelivery], users: dict[int,
     return {"sent": claims.record_sent(held, provider_ids, run)}
 
 
-def _batch(message: MailMessage, deliveries: list[MailDelivery], users: dict[int, User]) -> Batch:
-    """The message with each recipient's own unsubscribe link as a recipient variable."""
+def _batch(
+    message: MailMessage, deliveries: list[MailDelivery], users: dict[int, User], rendered: MailRendering
+) -> Batch:
+    """The message in one language, with each recipient's own unsubscribe link (in that language)
+    as a recipient variable."""
     headers = {"X-Category": message.category.value}
     if message.category.optional:
         mailto = current_app.config.get("MAIL_UNSUBSCRIBE_MAILTO")
         target = "<%recipient.unsubscribe_url%>" + (f", <mailto:{mailto}>" if mailto else "")
         headers |= {"List-Unsubscribe": target, "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
         headers["List-Id"] = _list_id(message)
-    link = _unsubscribe_link_maker(message)
+    link = _unsubscribe_link_maker(message, rendered.locale)
     return Batch(
         sender=current_app.config["MAIL_FROM"],
-        subject=message.subject,
-        text=message.text_body or "",
-        html=message.html_body,
+        subject=rendered.subject,
+        text=rendered.text_body or "",
+        html=rendered.html_body,
         tag=message.category.value,
         headers=headers,
         recipients=[
@@ -289,12 +346,13 @@ def _list_id(message: MailMessage) -> str:
 _LIST_LABEL = re.compile(r"[^A-Za-z0-9-]+")
 
 
-def _unsubscribe_link_maker(message: MailMessage):
-    """Build links from one URL template per batch (20,000 url_for calls would dominate a send)."""
+def _unsubscribe_link_maker(message: MailMessage, locale: str):
+    """Build links from one URL template per batch (20,000 url_for calls would dominate a send);
+    the page they open is in the email's language."""
     if not message.category.optional:
         return None
     placeholder = "UNSUBSCRIBE-TOKEN"
-    template = tokens.link_template(placeholder)
+    template = tokens.link_template(placeholder, lang=locale)
 
     def variables(user: User | None) -> dict[str, str]:
         """One recipient's unsubscribe link as a recipient variable (none without an account)."""
@@ -330,8 +388,9 @@ def _retry_later(
 
 
 def _erase_sensitive_bodies(message: MailMessage) -> None:
-    """A reset link in a stored body is a key under the mat: drop it once all are settled."""
-    if not message.sensitive or message.text_body is None:
+    """A reset link in a stored body is a key under the mat: drop it once all are settled, with the
+    context it was rendered from and every language's rendering."""
+    if not message.sensitive or (message.text_body is None and message.render_context is None):
         return
     unsettled = db.session.scalar(
         select(MailDelivery.id)
@@ -340,6 +399,8 @@ def _erase_sensitive_bodies(message: MailMessage) -> None:
     )
     if unsettled is None:
         message.text_body = message.html_body = None
+        message.render_context = None
+        db.session.execute(delete(MailRendering).where(MailRendering.message_id == message.id))
 
 
 @jobs.job

@@ -1,25 +1,22 @@
-"""Writing email to the outbox: rendered now, in the caller's transaction, sent by a job."""
+"""Writing email to the outbox, in the caller's transaction, sent by a job.
+
+The message keeps its templates' context: the send job renders it in each recipient's language
+(app/mail/rendering.py). The subject and bodies are also rendered now, once, in the message's
+own language, for the web UI, the dev mailbox and lists.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from flask import current_app, render_template
 from sqlalchemy import Select, false, insert, literal, select
 
-from app import jobs
+from app import i18n, jobs
 from app.extensions import db
-from app.models import Category, MailDelivery, MailMessage, User
-from app.urls import external_url
+from app.mail.rendering import ANNOUNCEMENT, render_email, render_in, storable_context
+from app.models import Category, MailDelivery, MailMessage, School, User
 
-
-def render_email(template: str, **context) -> tuple[str, str, str]:
-    """Subject, text and HTML of ``templates/email/<template>.{subject,txt,html}``."""
-    context.setdefault("product_name", current_app.config.get("PRODUCT_NAME", "Join Our Class"))
-    subject = render_template(f"email/{template}.subject.txt", **context).strip()
-    text = render_template(f"email/{template}.txt", **context)
-    html = render_template(f"email/{template}.html", **context)
-    return subject, text, html
+__all__ = ["copy_deliveries", "queue_email", "render_email"]
 
 
 def queue_email(
@@ -31,6 +28,7 @@ def queue_email(
     sensitive: bool = False,
     to_email: str | None = None,
     created_by_id: int | None = None,
+    language: str | None = None,
     **context,
 ) -> MailMessage:
     """Write one message and a delivery per recipient; a job sends them after commit.
@@ -39,12 +37,13 @@ def queue_email(
     large to load (every account on the platform): those rows are copied by the database.
     ``to_email`` overrides the address for a single recipient (an email change is
     confirmed at the new address before it becomes the account's).
+    ``language`` is the one it was written in (default: see ``_language_of``).
     """
-    if category.optional:
-        # Filled per recipient at send time (Mailgun recipient variables).
-        context.setdefault("unsubscribe_url", "%recipient.unsubscribe_url%")
-        context.setdefault("preferences_url", external_url("unsubscribe.preferences"))
-    subject, text, html = render_email(template, **context)
+    if not isinstance(recipients, Select):
+        recipients = list(recipients)  # read twice: for the language, then for the rows
+    language = i18n.supported(language) or _language_of(template, recipients, school_id)
+    stored = storable_context(context)
+    subject, text, html = render_in(language, template, category, context)
     message = MailMessage(
         school_id=school_id,
         category=category,
@@ -54,6 +53,8 @@ def queue_email(
         html_body=html,
         sensitive=sensitive,
         created_by_id=created_by_id,
+        language=language,
+        render_context=stored,
     )
     db.session.add(message)
     db.session.flush()
@@ -65,6 +66,18 @@ def queue_email(
 
     jobs.enqueue(send_message, message.id, queue="mail")
     return message
+
+
+def _language_of(template: str, recipients: list[User] | Select, school_id: int | None) -> str:
+    """The message's own language: an announcement's is its author's (the page being used);
+    other mail's is its one recipient's, else the school's default, else English."""
+    if template == ANNOUNCEMENT:
+        return i18n.current_locale()
+    school = db.session.get(School, school_id) if school_id is not None else None
+    school_language = school.default_language if school is not None else None
+    if isinstance(recipients, list) and len(recipients) == 1:
+        return i18n.mail_locale(recipients[0].language, school_language)
+    return i18n.mail_locale(None, school_language)
 
 
 def _insert_deliveries(message: MailMessage, recipients: Iterable[User], to_email: str | None) -> None:

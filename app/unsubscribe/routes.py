@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, make_response, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from app.extensions import db
@@ -26,7 +27,10 @@ def _read_or_400(token: str):
 @bp.route("/unsubscribe/<token>", methods=["GET"])
 @public
 def confirm(token: str):
-    """Say what the link would stop and ask; a GET changes nothing (mail scanners follow links)."""
+    """Say what the link would stop and ask; a GET changes nothing (mail scanners follow links).
+
+    The link carries the email's ``?lang=``, and the page's form keeps it for the answer.
+    """
     user, category = _read_or_400(token)
     return render_template("unsubscribe/confirm.html", token=token, category=category, all=tokens.ALL)
 
@@ -40,7 +44,7 @@ def apply(token: str):
     if request.form.get("List-Unsubscribe") == "One-Click":
         preferences.unsubscribe(user, None if category == tokens.ALL else category)
         db.session.commit()
-        return make_response("Unsubscribed.\n", 200, {"Content-Type": "text/plain; charset=utf-8"})
+        return make_response(_("Unsubscribed.") + "\n", 200, {"Content-Type": "text/plain; charset=utf-8"})
     scope = request.form.get("scope")
     if scope not in ("category", "all") or (scope == "category" and category == tokens.ALL):
         abort(400)
@@ -82,12 +86,12 @@ def set_preference(category: str):
     except ValueError as error:  # unknown category or mode, or PreferenceError
         db.session.rollback()
         message = (
-            str(error) if isinstance(error, preferences.PreferenceError) else "Choose one of the options."
+            str(error) if isinstance(error, preferences.PreferenceError) else _("Choose one of the options.")
         )
         known = or_404(category if category in Category._value2member_map_ else None)
         return _settings_page(400, (Category(known), message), block="rows", target="email-settings")
     db.session.commit()
-    flash(f"{chosen_category.label}: saved.", "success")
+    flash(_("%(category)s: saved.", category=chosen_category.label), "success")
     if wants_fragment("email-settings"):
         return _settings_page(block="rows", target="email-settings")
     return redirect_after_post(url_for("unsubscribe.preferences"))

@@ -56,11 +56,16 @@ def read(token: str) -> tuple[User, Category | str] | None:
     return (user, _BY_CODE[parts[1]]) if user is not None else None
 
 
-def link(user: User, category: Category | str) -> str:
-    """The absolute unsubscribe URL to put in an email."""
-    return external_url("unsubscribe.confirm", token=make(user, category))
+def link(user: User, category: Category | str, lang: str | None = None) -> str:
+    """The absolute unsubscribe URL to put in an email (``lang``: the page opens in the email's language)."""
+    return external_url("unsubscribe.confirm", token=make(user, category), **_language(lang))
 
 
-def link_template(placeholder: str) -> str:
+def link_template(placeholder: str, lang: str | None = None) -> str:
     """The unsubscribe URL with ``placeholder`` where the token goes (built once per batch)."""
-    return external_url("unsubscribe.confirm", token=placeholder)
+    return external_url("unsubscribe.confirm", token=placeholder, **_language(lang))
+
+
+def _language(lang: str | None) -> dict[str, str]:
+    """``?lang=`` for a link, when a language is given."""
+    return {"lang": lang} if lang else {}
