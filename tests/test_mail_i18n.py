@@ -8,8 +8,6 @@ temporary folder proves that a real Spanish string comes out under the forced lo
 from __future__ import annotations
 
 import json
-import sys
-import types
 from datetime import timedelta
 
 import pytest
@@ -408,14 +406,9 @@ def translations(monkeypatch):
             body_text="Trae un sombrero.",
         )
 
-    try:
-        import app.translate.service as service  # type: ignore[import-not-found,unused-ignore]
+    import app.translate.service as service
 
-        monkeypatch.setattr(service, "machine_translation", machine_translation)
-    except ModuleNotFoundError:  # the translation package is written on another branch
-        module = types.ModuleType("app.translate.service")
-        module.machine_translation = machine_translation  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "app.translate.service", module)
+    monkeypatch.setattr(service, "machine_translation", machine_translation)
     return asked
 
 
@@ -474,7 +467,8 @@ def test_with_the_translation_service_the_announcement_is_translated_once_per_la
     app, families, sent_mail
 ):
     """End to end with the fake LibreTranslate (tests/fakes/libretranslate.py, package C's client)."""
-    fakes = pytest.importorskip("tests.fakes.libretranslate", reason="the translation package is not merged")
+    from tests.fakes import libretranslate as fakes
+
     school, people = families
     with fakes.FakeLibreTranslate() as service:
         app.config.update({**service.config(), "TRANSLATE_TIMEOUT": 2.0})

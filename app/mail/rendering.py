@@ -176,16 +176,9 @@ def _render(message: MailMessage, locale: str) -> MailRendering:
 
 
 def _machine_translation(message: MailMessage, locale: str):
-    """The translation service's answer for this announcement and language, or None.
+    """The translation service's answer for this announcement and language, or None."""
+    from app.translate.service import machine_translation  # only announcements need it
 
-    Imported here: the service is optional, and it is only wanted for announcements.
-    """
-    try:
-        from app.translate.service import machine_translation  # type: ignore[import-not-found,unused-ignore]
-    except ModuleNotFoundError as missing:
-        if missing.name not in ("app.translate", "app.translate.service"):
-            raise
-        return None  # a build without the translation package sends the original
     found = machine_translation(message, locale)
     return found if found is not None and found.status == "ok" else None
 

@@ -306,6 +306,7 @@ def send(
         school_name=g.school.name,
         sender_name=current_user.name,
         audience_label=audience.label,
+        language=language,  # the compose form's "Written in": what a translation starts from
     )
     message.audience_label = audience.label
     message.class_id = audience.school_class.id if audience.school_class is not None else None
@@ -314,8 +315,6 @@ def send(
     message.audience_size = people
     message.fanout_after = None if inline else 0
     message.submission_key = submission
-    if language is not None:  # the compose form's "Written in": what a translation starts from
-        message.language = language
     return Sent(message=message, people=people)
 
 
