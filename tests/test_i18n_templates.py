@@ -25,8 +25,6 @@ from jinja2 import nodes
 
 GETTEXT = frozenset({"_", "gettext", "ngettext", "pgettext", "npgettext", "lazy_gettext"})
 SKIPPED_DIRS = {
-    # Rendered per recipient by the mail package, whose helper lints them with the mail tests.
-    "email": "email templates are checked by the mail i18n work",
     # Pages for developers on a development server only; never shown to a school.
     "dev": "developer-only pages (dev mailbox), English on purpose",
 }
