@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField
 from wtforms.validators import DataRequired
@@ -14,10 +15,10 @@ class AcknowledgeForm(FlaskForm):
 class CloseAccountForm(FlaskForm):
     """Closing one's own account: the password again, and a tick that says they mean it."""
 
-    password = PasswordField("Your password", validators=[DataRequired("Enter your password.")])
+    password = PasswordField(_l("Your password"), validators=[DataRequired(_l("Enter your password."))])
     confirm = BooleanField(
-        "I understand I will no longer be able to sign in",
-        validators=[DataRequired("Tick the box to confirm.")],
+        _l("I understand I will no longer be able to sign in"),
+        validators=[DataRequired(_l("Tick the box to confirm."))],
     )
 
 

@@ -16,6 +16,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import gettext as _
 
 from app import tenancy
 from app.directory import export, services
@@ -112,7 +113,7 @@ def my_details():
         for field in ("email", "phone", "address"):
             setattr(membership, f"{field}_visibility", Visibility(getattr(form, f"{field}_visibility").data))
         db.session.commit()
-        flash("Your directory details are saved.", "success")
+        flash(_("Your directory details are saved."), "success")
         return redirect_after_post(url_for("directory.my_details"))
     return render_template("directory/me.html", form=form), 400 if form.errors else 200
 

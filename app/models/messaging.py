@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 from datetime import datetime
 
+from flask_babel import lazy_gettext as _l
 from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -24,11 +25,11 @@ class Category(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return CATEGORY_TEXT[self][0]
+        return str(CATEGORY_TEXT[self][0])
 
     @property
     def description(self) -> str:
-        return CATEGORY_TEXT[self][1]
+        return str(CATEGORY_TEXT[self][1])
 
     @property
     def optional(self) -> bool:
@@ -41,19 +42,22 @@ class Category(enum.StrEnum):
         return self in (Category.SCHOOL_ANNOUNCEMENTS, Category.CLASS_ANNOUNCEMENTS, Category.NEWSLETTERS)
 
 
+# Lazy: translated when shown; ``Category.label`` / ``.description`` give the current language's str.
 CATEGORY_TEXT = {
     Category.ADMINISTRATIVE: (
-        "Account and policy notices",
-        "Sign-in, security, approvals and changes to the privacy policy. These reach every active "
-        "account, because you need them to keep using the service safely.",
+        _l("Account and policy notices"),
+        _l(
+            "Sign-in, security, approvals and changes to the privacy policy. These reach every active "
+            "account, because you need them to keep using the service safely."
+        ),
     ),
-    Category.SCHOOL_ANNOUNCEMENTS: ("School announcements", "News from your school to every family."),
+    Category.SCHOOL_ANNOUNCEMENTS: (_l("School announcements"), _l("News from your school to every family.")),
     Category.CLASS_ANNOUNCEMENTS: (
-        "Class announcements",
-        "Messages from teachers and room parents of your classes.",
+        _l("Class announcements"),
+        _l("Messages from teachers and room parents of your classes."),
     ),
-    Category.NEWSLETTERS: ("Newsletters", "Regular newsletters from your school."),
-    Category.PROMOTIONAL: ("News about Join Our Class", "Occasional news about the service itself."),
+    Category.NEWSLETTERS: (_l("Newsletters"), _l("Regular newsletters from your school.")),
+    Category.PROMOTIONAL: (_l("News about Join Our Class"), _l("Occasional news about the service itself.")),
 }
 
 
