@@ -69,6 +69,7 @@ FIXED_TARGETS: dict[tuple[str, str], Any] = {
     ("settings.changed", "Joining rules"): _l("Joining rules"),
     ("invite_code.rotated", "Invitation code"): _l("Invitation code"),
     ("invite_code.switched_off", "Invitation code"): _l("Invitation code"),
+    ("import.applied", "CSV file"): _l("CSV file"),
 }
 _GRANT_HOURS = re.compile(r"([0-9]+) hours")
 _GRANT_UNTIL = re.compile(r"Grant until (.+) UTC")

@@ -124,7 +124,7 @@ def sign_in():
             services.sign_in(user)
             db.session.commit()  # the sign-in's audit entry
             return redirect_after_post(safe_next(request.args.get("next")) or url_for("main.home"))
-        form.password.errors.append("That email and password don't match an account.")
+        form.password.errors.append(_("That email and password don't match an account."))
     demo = current_app.config["SHOW_DEMO_ACCOUNTS"] and _demo_accounts()
     status = 400 if form.errors else 200
     return render(
@@ -227,7 +227,7 @@ def change_password():
     form = forms.ChangePasswordForm(prefix="pw")
     if form.validate_on_submit():
         if not passwords.verify_password(current_user.password_hash, form.current_password.data):
-            form.current_password.errors.append("That is not your current password.")
+            form.current_password.errors.append(_("That is not your current password."))
         elif problems := passwords.problems(
             form.password.data, email=current_user.email, name=current_user.name
         ):
@@ -248,9 +248,9 @@ def change_email():
     form = forms.ChangeEmailForm(prefix="em")
     if form.validate_on_submit():
         if not passwords.verify_password(current_user.password_hash, form.current_password.data):
-            form.current_password.errors.append("That is not your current password.")
+            form.current_password.errors.append(_("That is not your current password."))
         elif services.email_taken(form.new_email.data, by_other_than=current_user):
-            form.new_email.errors.append("Use a different address for this account.")
+            form.new_email.errors.append(_("Use a different address for this account."))
         else:
             services.start_email_change(current_user, form.new_email.data)
             db.session.commit()
@@ -308,7 +308,7 @@ def join_another_school():
     if form.validate_on_submit():
         school = services.school_by_code(form.invite_code.data)
         if school is None:
-            form.invite_code.errors.append("We don't recognise this code. Check it with your school.")
+            form.invite_code.errors.append(_("We don't recognise this code. Check it with your school."))
         else:
             outcome = lifecycle.add_membership(current_user, school)
             if outcome.user is not None:

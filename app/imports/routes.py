@@ -26,7 +26,10 @@ ERROR_ROWS_SHOWN = 500
 
 
 def _too_big_message() -> str:
-    return f"The file is larger than {services.max_bytes() // (1024 * 1024)} MB. Split it into smaller files."
+    return _(
+        "The file is larger than %(size)s MB. Split it into smaller files.",
+        size=services.max_bytes() // (1024 * 1024),
+    )
 
 
 @bp.errorhandler(413)
