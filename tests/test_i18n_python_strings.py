@@ -183,3 +183,50 @@ def test_the_check_catches_what_it_should():
     finally:
         sample.unlink()
     assert lines == [1, 2, 3, 4, 5, 5, 6, 7, 8, 9]
+
+
+# --- stored English, shown through a display helper -------------------------------------------
+# With no catalogue (or English chosen) the helpers give back exactly what was stored; unknown
+# text (names people typed, a provider's words) always comes back as stored.
+
+
+def test_audience_labels_display_as_stored_in_english():
+    from app.models.messaging import MailMessage, audience_text
+
+    assert audience_text("Everyone at Hillside") == "Everyone at Hillside"
+    assert (
+        audience_text("Families, teachers and room parents of 3B")
+        == "Families, teachers and room parents of 3B"
+    )
+    assert audience_text("Something else") == "Something else"
+    assert audience_text(None) == ""
+    assert MailMessage(audience_label="Everyone at Hillside").display_audience == "Everyone at Hillside"
+
+
+def test_skip_reasons_display_as_stored_in_english():
+    from app.models.messaging import MailDelivery, delivery_reason_text
+
+    assert delivery_reason_text("account deactivated") == "account deactivated"
+    assert delivery_reason_text("address suppressed (bounce)") == "address suppressed (bounce)"
+    assert delivery_reason_text("Mailgun rate limit reached (429)") == "Mailgun rate limit reached (429)"
+    assert MailDelivery(last_error=None).display_error == ""
+
+
+def test_audit_targets_display_as_stored_in_english():
+    from app.audit import target_text
+    from app.models.audit import AuditEntry
+
+    assert target_text("settings.changed", "School profile") == "School profile"
+    assert target_text("support.granted", "1 hours") == "1 hour"  # an ngettext now, not "1 hours"
+    assert target_text("support.granted", "24 hours") == "24 hours"
+    assert target_text("support.revoked", "Grant until 04 May 09:30 UTC") == "Grant until 04 May 09:30 UTC"
+    assert target_text("member.approved", "School profile") == "School profile"  # a person's name
+    assert AuditEntry(action="member.approved", target=None).display_target == ""
+
+
+def test_import_failures_display_as_stored_in_english():
+    from app.models.imports import STOPPED, ImportRun
+
+    assert ImportRun(failure=STOPPED).display_failure == STOPPED
+    assert ImportRun(failure="The file is empty.").display_failure == "The file is empty."
+    assert ImportRun(failure=None).display_failure == ""

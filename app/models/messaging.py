@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
+import re
 from datetime import datetime
 
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy import false as sa_false
@@ -112,6 +114,12 @@ class MailMessage(SchoolOrPlatform, Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Announcements written in the app: who they went to, what was typed, and when they go.
     audience_label: Mapped[str | None] = mapped_column(String(200))
+
+    @property
+    def display_audience(self) -> str:
+        """``audience_label`` (stored in English) in the reader's language: 'Everyone at X'."""
+        return audience_text(self.audience_label)
+
     class_id: Mapped[int | None] = mapped_column(ForeignKey("school_class.id", ondelete="SET NULL"))
     source_markdown: Mapped[str | None] = mapped_column(Text)
     # Not sent before this time; the sweeper enqueues the send job once it has passed.
@@ -186,6 +194,12 @@ class MailDelivery(Model):
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(String(500))
+
+    @property
+    def display_error(self) -> str:
+        """``last_error`` in the reader's language where it is one of the app's own skip reasons."""
+        return delivery_reason_text(self.last_error)
+
     provider_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -303,3 +317,46 @@ class SuppressionLift(Model):
 
 # A webhook finds the deliveries of the provider's message id (one id per batch of up to 1,000).
 Index("ix_mail_delivery_provider_id", MailDelivery.provider_id)
+
+
+# --- stored English, shown in the reader's language -----------------------------------------
+# An audience's label and a delivery's skip reason are written once, in English (a worker may
+# write them, outside anyone's request); pages translate the known shapes when they show them.
+# Anything else (a provider's own words) is shown as stored.
+EVERYONE_AT = "Everyone at "
+CLASS_COMMUNITY = "Families, teachers and room parents of "
+
+
+def audience_text(label: str | None) -> str:
+    """A stored audience label in the reader's language ('Everyone at Hillside')."""
+    if not label:
+        return ""
+    if label.startswith(EVERYONE_AT):
+        return _("Everyone at %(school)s", school=label.removeprefix(EVERYONE_AT))
+    if label.startswith(CLASS_COMMUNITY):
+        return _(
+            "Families, teachers and room parents of %(class_name)s",
+            class_name=label.removeprefix(CLASS_COMMUNITY),
+        )
+    return label
+
+
+SKIP_REASONS = {
+    "cancelled before it was sent": _l("cancelled before it was sent"),
+    "account deactivated": _l("account deactivated"),
+    "no longer a member of this school": _l("no longer a member of this school"),
+    "unsubscribed from this category": _l("unsubscribed from this category"),
+}
+_SUPPRESSED = re.compile(r"address suppressed \((.*)\)")
+
+
+def delivery_reason_text(reason: str | None) -> str:
+    """A stored skip or delay reason in the reader's language (a provider's words as stored)."""
+    if not reason:
+        return ""
+    known = SKIP_REASONS.get(reason)
+    if known is not None:
+        return str(known)
+    if suppressed := _SUPPRESSED.fullmatch(reason):
+        return _("address suppressed (%(reason)s)", reason=suppressed.group(1))
+    return reason

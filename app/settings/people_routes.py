@@ -75,6 +75,7 @@ def _person(target, status: int = 200, error: str | None = None, role_form=None)
         role_form=role_form,
         confirm_form=forms.ConfirmForm(formdata=None),
         rows=people.permission_rows(actor_permissions, target),
+        module_labels=permissions.MODULE_LABELS,  # rows are keyed by the plain module name
         defaults=people.role_defaults(target),
         error=error,
         is_self=target.id == g.membership.id,
