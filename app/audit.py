@@ -11,12 +11,12 @@ from typing import Any
 
 from flask import g, has_request_context
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
 from flask_login import current_user
 
 from app import tenancy
 from app.extensions import db
+from app.lazytext import lazy_gettext as _l
 from app.models.audit import AuditEntry
 
 # Every action the log knows, with the words the settings page shows for it (lazy: translated

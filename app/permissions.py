@@ -13,9 +13,9 @@ from enum import StrEnum
 from typing import Any, TypeVar
 
 from flask import abort, current_app, g, redirect, request, url_for
-from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
+from app.lazytext import lazy_gettext as _l
 from app.models import PlatformRole, Role
 
 # A view function; the access decorators hand it back with its own type.

@@ -4,7 +4,9 @@ A static check (no app, no catalogue): every ``app/**/*.py`` file is parsed and 
 ``flash``, ``ValidationError``, WTForms fields (label and ``description=``) and validators
 (``message=``) must be handed a gettext-family call, not a string literal or an f-string. A
 gettext result must not be %-formatted or concatenated either: placeholders go in the msgid
-(``_("Saved %(name)s.", name=x)``) so a translator can move them.
+(``_("Saved %(name)s.", name=x)``) so a translator can move them. A gettext call's message is a
+literal (pybabel extracts nothing else), and lazy strings come from ``app.lazytext``, whose
+strings are escaped when printed (Flask-Babel's are taken as markup).
 """
 
 from __future__ import annotations
@@ -101,6 +103,15 @@ def _is_gettext(node: ast.AST) -> bool:
     return isinstance(node, ast.Call) and _callee(node) in GETTEXT_NAMES
 
 
+def _is_msgid(call: ast.Call) -> bool:
+    """The call's message(s) are plain string literals, as extraction needs."""
+    count = 2 if _callee(call) in {"ngettext", "lazy_ngettext"} else 1
+    messages = call.args[:count]
+    return len(messages) == count and all(
+        isinstance(m, ast.Constant) and isinstance(m.value, str) for m in messages
+    )
+
+
 def _is_literal_text(node: ast.AST | None) -> bool:
     """A plain string literal or an f-string: text no catalogue can reach."""
     if isinstance(node, ast.JoinedStr):
@@ -118,6 +129,13 @@ def _problems(path: Path) -> list[str]:
         found.append(f"{where}:{getattr(node, 'lineno', '?')}: {why}")
 
     for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module == "flask_babel":
+            for alias in node.names:
+                if alias.name in {"lazy_gettext", "lazy_ngettext"}:
+                    # Its LazyString is printed unescaped by Jinja and WTForms (app/lazytext.py).
+                    report(node, f"{alias.name} comes from app.lazytext, not flask_babel")
+        if _is_gettext(node) and not _is_msgid(node):
+            report(node, "a gettext call's message is not a string literal (pybabel cannot extract it)")
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mod | ast.Add):
             if _is_gettext(node.left) or (isinstance(node.op, ast.Add) and _is_gettext(node.right)):
                 report(node, "a gettext result is %-formatted or concatenated")
@@ -175,6 +193,9 @@ def test_the_check_catches_what_it_should():
             "flash(_('Saved ') + x)",
             "flash(_('Saved %(x)s.', x=x))",
             "StringField(_l('Name'), description=_l('Help'))",
+            "_(name)",
+            "from flask_babel import lazy_gettext as _l",
+            "ngettext('%(num)d row', '%(num)d rows', n)",
         ]
     )
     sample.write_text(source, encoding="utf-8")
@@ -182,7 +203,7 @@ def test_the_check_catches_what_it_should():
         lines = sorted(int(problem.split(":")[1]) for problem in _problems(sample))
     finally:
         sample.unlink()
-    assert lines == [1, 2, 3, 4, 5, 5, 6, 7, 8, 9]
+    assert lines == [1, 2, 3, 4, 5, 5, 6, 7, 8, 9, 12, 13]
 
 
 # --- stored English, shown through a display helper -------------------------------------------

@@ -17,8 +17,9 @@ import unicodedata
 from functools import cache
 from pathlib import Path
 
-from flask_babel import lazy_gettext as _l
 from werkzeug.security import check_password_hash, generate_password_hash
+
+from app.lazytext import lazy_gettext as _l
 
 MIN_LENGTH = 15
 MAX_LENGTH = 256

@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import DateTimeLocalField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, Optional
+
+from app.lazytext import lazy_gettext as _l
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M"
 # A school's events fall within these years. Far enough from datetime's limits (years 1 and

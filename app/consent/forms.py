@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField
 from wtforms.validators import DataRequired
+
+from app.lazytext import lazy_gettext as _l
 
 
 class AcknowledgeForm(FlaskForm):

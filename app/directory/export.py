@@ -5,9 +5,8 @@ from __future__ import annotations
 import csv
 import io
 
-from flask_babel import lazy_gettext as _l
-
 from app.directory.services import FamilyCard
+from app.lazytext import lazy_gettext as _l
 
 # A spreadsheet runs a cell that starts with one of these as a formula.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")

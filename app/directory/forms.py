@@ -1,11 +1,11 @@
 """The guardian's own directory details and who may see each."""
 
-from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional, Regexp
 
+from app.lazytext import lazy_gettext as _l
 from app.models import Visibility
 from app.models.people import VISIBILITY_LABELS
 

@@ -17,7 +17,6 @@ from flask import (
     url_for,
 )
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 
 from app import tenancy
 from app.directory import export, services
@@ -26,6 +25,7 @@ from app.directory.services import DirectoryQuery
 from app.directory.visibility import Viewer, classes_of, current_viewer
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
+from app.lazytext import lazy_gettext as _l
 from app.models import Visibility
 from app.permissions import requires
 

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
+
+from app.lazytext import lazy_gettext as _l
 
 MAX_BYTES = 10 * 1024 * 1024
 

@@ -1,9 +1,10 @@
 """Forms for deciding on people who asked to join."""
 
-from flask_babel import lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import TextAreaField
 from wtforms.validators import DataRequired, Length
+
+from app.lazytext import lazy_gettext as _l
 
 
 class ApproveForm(FlaskForm):

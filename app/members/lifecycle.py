@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from flask import g
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
@@ -28,6 +27,7 @@ from app.auth.services import LIVE_STATUSES, find_user, normalise_email, school_
 from app.classes import families
 from app.consent import ledger, policy
 from app.extensions import db
+from app.lazytext import lazy_gettext as _l
 from app.mail import queue_email
 from app.members import rules
 from app.models import (

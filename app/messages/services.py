@@ -19,7 +19,6 @@ import markdown
 import nh3
 from flask import current_app, g
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import Select, and_, case, func, or_, select, update
@@ -28,6 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app import audit, clock
 from app.extensions import db
+from app.lazytext import lazy_gettext as _l
 from app.mail import queue_email
 from app.models import (
     Category,

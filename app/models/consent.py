@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 from datetime import datetime, timedelta
 
-from flask_babel import lazy_gettext as _l
 from sqlalchemy import (
     Boolean,
     Enum,
@@ -21,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from app.extensions import Model
+from app.lazytext import lazy_gettext as _l
 from app.models.base import SchoolScoped, UTCDateTime, utcnow
 
 # A material change reaches existing users this long after they were told (P13).

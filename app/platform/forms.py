@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from flask_babel import ngettext
-from flask_babel.speaklater import LazyString
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, TextAreaField
 from wtforms.validators import DataRequired, Length, ValidationError
 
 from app.i18n.formatting import number
+from app.lazytext import EscapedLazyString
+from app.lazytext import lazy_gettext as _l
 
 BODY_MAX = 100_000
 
@@ -23,7 +23,7 @@ def _at_most(limit: int) -> str:
 
 
 # Lazy, and built when shown: the number is formatted in the reader's locale, not at import.
-BODY_TOO_LONG = LazyString(_at_most, BODY_MAX)
+BODY_TOO_LONG = EscapedLazyString(_at_most, BODY_MAX)
 
 
 def _unix_newlines(value: str | None) -> str | None:

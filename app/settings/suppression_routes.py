@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from flask import Blueprint, flash, get_template_attribute, make_response, render_template, request, url_for
 from flask_babel import gettext as _
-from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 
 from app import audit, clock
 from app.extensions import db
 from app.htmx import redirect_after_post, wants_fragment
+from app.lazytext import lazy_gettext as _l
 from app.mail import suppressions
 from app.parsing import optional_id
 from app.permissions import requires

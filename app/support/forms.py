@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from flask_babel import lazy_gettext as _l
-from flask_babel import lazy_ngettext
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
 from app.auth.forms import EMAIL_CHECKS
+from app.lazytext import lazy_gettext as _l
+from app.lazytext import lazy_ngettext
 
 NAME_CHECKS = [
     DataRequired(_l("Enter your name.")),
