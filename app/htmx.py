@@ -68,6 +68,7 @@ def main_fragment(template_name: str, status: int, **context):
     cookies refused): swapping a whole page into a form would nest one page inside another.
     """
     title = render_block(template_name, "title", **context).strip()
+    # The title comes translated from its template; the brand after it is a name, never translated.
     body = f"<title>{escape(title)} · Join Our Class</title>" + render_block(
         template_name, "content", **context
     )

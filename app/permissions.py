@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from flask import abort, current_app, g, redirect, request, url_for
 from flask_login import current_user
 
+from app.lazytext import lazy_gettext as _l
 from app.models import PlatformRole, Role
 
 # A view function; the access decorators hand it back with its own type.
@@ -26,54 +27,70 @@ class Permission:
     """One thing a member may be allowed to do."""
 
     key: str
-    label: str
+    label: Any  # a lazy gettext string: translated wherever it is shown
     module: str
 
 
-def _module(name: str, *entries: tuple[str, str]) -> list[Permission]:
+def _module(name: str, *entries: tuple[str, Any]) -> list[Permission]:
     return [Permission(key, label, name) for key, label in entries]
+
+
+# The modules' names stay plain (pages and tests group by them); this is how a page shows one.
+MODULE_LABELS: dict[str, Any] = {
+    "Directory": _l("Directory"),
+    "Members": _l("Members"),
+    "Classes": _l("Classes"),
+    "Events": _l("Events"),
+    "Messages": _l("Messages"),
+    "Settings": _l("Settings"),
+}
+
+
+def module_label(name: str) -> str:
+    """A permission module's name in the reader's language ('Directory' stays the key)."""
+    return str(MODULE_LABELS.get(name, name))
 
 
 CATALOGUE: list[Permission] = [
     *_module(
         "Directory",
-        ("directory.view", "View the school directory"),
-        ("directory.view_all_contacts", "See every family's contact details"),
-        ("directory.export", "Print and export the directory"),
+        ("directory.view", _l("View the school directory")),
+        ("directory.view_all_contacts", _l("See every family's contact details")),
+        ("directory.export", _l("Print and export the directory")),
     ),
     *_module(
         "Members",
-        ("members.approve", "Approve people who ask to join"),
-        ("members.manage", "Change roles and deactivate people"),
-        ("members.permissions", "Grant and revoke single permissions"),
+        ("members.approve", _l("Approve people who ask to join")),
+        ("members.manage", _l("Change roles and deactivate people")),
+        ("members.permissions", _l("Grant and revoke single permissions")),
     ),
     *_module(
         "Classes",
-        ("classes.manage", "Create and edit classes and the staff directory"),
-        ("families.manage", "Add and edit any family"),
-        ("import.run", "Import families from a spreadsheet"),
+        ("classes.manage", _l("Create and edit classes and the staff directory")),
+        ("families.manage", _l("Add and edit any family")),
+        ("import.run", _l("Import families from a spreadsheet")),
     ),
     *_module(
         "Events",
-        ("events.create", "Create Event"),
-        ("events.edit_own", "Edit Own Event"),
-        ("events.delete_own", "Delete Own Event"),
-        ("events.edit_any", "Edit Any Event"),
-        ("events.delete_any", "Delete Any Event"),
+        ("events.create", _l("Create Event")),
+        ("events.edit_own", _l("Edit Own Event")),
+        ("events.delete_own", _l("Delete Own Event")),
+        ("events.edit_any", _l("Edit Any Event")),
+        ("events.delete_any", _l("Delete Any Event")),
     ),
     *_module(
         "Messages",
-        ("messages.class", "Email the families of their classes"),
-        ("messages.school", "Email the whole school"),
-        ("messages.newsletter", "Send newsletters"),
+        ("messages.class", _l("Email the families of their classes")),
+        ("messages.school", _l("Email the whole school")),
+        ("messages.newsletter", _l("Send newsletters")),
     ),
     *_module(
         "Settings",
-        ("settings.view", "See the school's settings"),
-        ("settings.edit", "Change the school's settings"),
-        ("audit.view", "Read the audit log"),
-        ("support.grant", "Let platform support see the school's data"),
-        ("data.export", "Export the school's data"),
+        ("settings.view", _l("See the school's settings")),
+        ("settings.edit", _l("Change the school's settings")),
+        ("audit.view", _l("Read the audit log")),
+        ("support.grant", _l("Let platform support see the school's data")),
+        ("data.export", _l("Export the school's data")),
     ),
 ]
 

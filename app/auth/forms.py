@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
@@ -17,14 +18,15 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, EqualTo, InputRequired, Length, Optional
 
 from app.auth import passwords
+from app.lazytext import lazy_gettext as _l
 from app.parsing import optional_id
 
 CHILD_SLOTS = 4
 
 EMAIL_CHECKS = [
-    DataRequired("Enter your email address."),
-    Email("Enter an email address like name@example.com."),
-    Length(max=254, message="An email address has at most 254 characters."),
+    DataRequired(_l("Enter your email address.")),
+    Email(_l("Enter an email address like name@example.com.")),
+    Length(max=254, message=_l("An email address has at most 254 characters.")),
 ]
 
 
@@ -32,12 +34,12 @@ class ChildForm(Form):
     """One child at the school and their class (a row is optional, but complete if started)."""
 
     first_name = StringField(
-        "First name", validators=[Optional(), Length(max=80, message="Use at most 80 characters.")]
+        _l("First name"), validators=[Optional(), Length(max=80, message=_l("Use at most 80 characters."))]
     )
     last_name = StringField(
-        "Last name", validators=[Optional(), Length(max=80, message="Use at most 80 characters.")]
+        _l("Last name"), validators=[Optional(), Length(max=80, message=_l("Use at most 80 characters."))]
     )
-    class_id = SelectField("Class", coerce=str, validate_choice=False)
+    class_id = SelectField(_l("Class"), coerce=str, validate_choice=False)
 
     def filled(self) -> bool:
         """Did the person start this row?"""
@@ -49,16 +51,16 @@ class ChildForm(Form):
         if not self.filled():
             return valid
         for part, message in (
-            (self.first_name, "Enter the child's first name."),
-            (self.last_name, "Enter the child's last name."),
-            (self.class_id, "Choose the child's class."),
+            (self.first_name, _("Enter the child's first name.")),
+            (self.last_name, _("Enter the child's last name.")),
+            (self.class_id, _("Choose the child's class.")),
         ):
             if not (part.data or "").strip():
                 part.errors = [*part.errors, message]
                 valid = False
         # The menu only offers ids; anything else was typed by hand (or is "²", which int() refuses).
         if (self.class_id.data or "").strip() and self.chosen_class_id() is None:
-            self.class_id.errors = [*self.class_id.errors, "Choose the child's class from the list."]
+            self.class_id.errors = [*self.class_id.errors, _("Choose the child's class from the list.")]
             valid = False
         return valid
 
@@ -71,54 +73,57 @@ class JoinForm(FlaskForm):
     """Sign up with the school's invitation code."""
 
     invite_code = StringField(
-        "Invitation code",
-        validators=[DataRequired("Enter the code your school gave you."), Length(max=40)],
-        description="Your school's office or class teacher gives you this code.",
+        _l("Invitation code"),
+        validators=[DataRequired(_l("Enter the code your school gave you.")), Length(max=40)],
+        description=_l("Your school's office or class teacher gives you this code."),
     )
     family_code = StringField(
-        "Family code (only to join a family already at the school)",
+        _l("Family code (only to join a family already at the school)"),
         validators=[Optional(), Length(max=40)],
-        description="A second parent or carer: the family's guardian finds it on their family page.",
+        description=_l("A second parent or carer: the family's guardian finds it on their family page."),
     )
     name = StringField(
-        "Your name",
-        validators=[DataRequired("Enter your name."), Length(max=120, message="Use at most 120 characters.")],
+        _l("Your name"),
+        validators=[
+            DataRequired(_l("Enter your name.")),
+            Length(max=120, message=_l("Use at most 120 characters.")),
+        ],
     )
-    email = EmailField("Email address", validators=EMAIL_CHECKS)
+    email = EmailField(_l("Email address"), validators=EMAIL_CHECKS)
     password = PasswordField(
-        "Choose a password",
-        validators=[InputRequired("Choose a password.")],
+        _l("Choose a password"),
+        validators=[InputRequired(_l("Choose a password."))],
         description=passwords.GUIDANCE,
     )
     children = FieldList(FormField(ChildForm), min_entries=CHILD_SLOTS, max_entries=CHILD_SLOTS)
     accept_policy = BooleanField(
-        "I have read the privacy policy and agree to it",
-        validators=[DataRequired("Please read and accept the privacy policy to join.")],
+        _l("I have read the privacy policy and agree to it"),
+        validators=[DataRequired(_l("Please read and accept the privacy policy to join."))],
     )
 
 
 class SignInForm(FlaskForm):
     """Email and password."""
 
-    email = EmailField("Email address", validators=EMAIL_CHECKS)
-    password = PasswordField("Password", validators=[InputRequired("Enter your password.")])
+    email = EmailField(_l("Email address"), validators=EMAIL_CHECKS)
+    password = PasswordField(_l("Password"), validators=[InputRequired(_l("Enter your password."))])
 
 
 class ForgotPasswordForm(FlaskForm):
     """Ask for a reset link."""
 
-    email = EmailField("Email address", validators=EMAIL_CHECKS)
+    email = EmailField(_l("Email address"), validators=EMAIL_CHECKS)
 
 
 class NewPasswordForm(FlaskForm):
     """Choose a new password after following a reset link."""
 
-    password = PasswordField("New password", validators=[InputRequired("Choose a new password.")])
+    password = PasswordField(_l("New password"), validators=[InputRequired(_l("Choose a new password."))])
     confirm = PasswordField(
-        "Type it again",
+        _l("Type it again"),
         validators=[
-            InputRequired("Type the new password again."),
-            EqualTo("password", "The two passwords differ."),
+            InputRequired(_l("Type the new password again.")),
+            EqualTo("password", _l("The two passwords differ.")),
         ],
     )
 
@@ -127,8 +132,10 @@ class FirstPasswordForm(NewPasswordForm):
     """A person the school invited (an import) chooses their first password and accepts the policy."""
 
     accept_policy = BooleanField(
-        "I have read the privacy policy and agree to it",
-        validators=[DataRequired("Please read and accept the privacy policy to start using your account.")],
+        _l("I have read the privacy policy and agree to it"),
+        validators=[
+            DataRequired(_l("Please read and accept the privacy policy to start using your account."))
+        ],
     )
 
 
@@ -136,16 +143,16 @@ class ChangePasswordForm(NewPasswordForm):
     """Change the password; the current one is asked again."""
 
     current_password = PasswordField(
-        "Current password", validators=[InputRequired("Enter your current password.")]
+        _l("Current password"), validators=[InputRequired(_l("Enter your current password."))]
     )
 
 
 class ChangeEmailForm(FlaskForm):
     """Change the email address; the current password is asked again."""
 
-    new_email = EmailField("New email address", validators=EMAIL_CHECKS)
+    new_email = EmailField(_l("New email address"), validators=EMAIL_CHECKS)
     current_password = PasswordField(
-        "Current password", validators=[InputRequired("Enter your current password.")]
+        _l("Current password"), validators=[InputRequired(_l("Enter your current password."))]
     )
 
 
@@ -153,8 +160,8 @@ class JoinAnotherSchoolForm(FlaskForm):
     """A signed-in person joins one more school."""
 
     invite_code = StringField(
-        "Invitation code",
-        validators=[DataRequired("Enter the code the other school gave you."), Length(max=40)],
+        _l("Invitation code"),
+        validators=[DataRequired(_l("Enter the code the other school gave you.")), Length(max=40)],
     )
 
 
@@ -164,7 +171,7 @@ class ConfirmForm(FlaskForm):
 
 def offer_classes(form: JoinForm, classes) -> None:
     """Fill every child's class menu with this school's classes (none until the code is known)."""
-    choices = [SelectChoice("", "Choose a class")] + [
+    choices = [SelectChoice("", _("Choose a class"))] + [
         SelectChoice(str(c.id), f"{c.name} ({c.grade})") for c in classes
     ]
     for child in form.children:

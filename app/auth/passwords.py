@@ -19,9 +19,14 @@ from pathlib import Path
 
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from app.lazytext import lazy_gettext as _l
+
 MIN_LENGTH = 15
 MAX_LENGTH = 256
-GUIDANCE = f"At least {MIN_LENGTH} characters. A few unrelated words work well; spaces are fine."
+# Lazy: shown in the reader's language (a form field's description, and form errors).
+GUIDANCE = _l(
+    "At least %(min)s characters. A few unrelated words work well; spaces are fine.", min=MIN_LENGTH
+)
 # scrypt at a cost on OWASP's Password Storage Cheat Sheet list (N=2^17, r=8, p=1, or the equal
 # N=2^15, r=8, p=3): the latter holds memory at 32 MiB a hash, which a small web dyno can afford
 # for concurrent sign-ins. Werkzeug's default (p=1) is below every row of that list.
@@ -30,10 +35,10 @@ HASH_METHOD = "scrypt:32768:8:3"
 _DUMMY_HASH = generate_password_hash("not-a-real-password-4f9c2a", method=HASH_METHOD)
 _SERVICE_WORDS = ("joinourclass", "ourclass")
 _RUNS = ("abcdefghijklmnopqrstuvwxyz", "0123456789", "qwertyuiopasdfghjklzxcvbnm", "1qaz2wsx3edc4rfv5tgb")
-TOO_SHORT = f"Use at least {MIN_LENGTH} characters. A few unrelated words work well."
-TOO_LONG = f"Use at most {MAX_LENGTH} characters."
-TOO_COMMON = "This password is too easy to guess (it is common or has leaked). Try a few unrelated words."
-TOO_PERSONAL = "Don't build your password from your name or email address (or this site's name)."
+TOO_SHORT = _l("Use at least %(min)s characters. A few unrelated words work well.", min=MIN_LENGTH)
+TOO_LONG = _l("Use at most %(max)s characters.", max=MAX_LENGTH)
+TOO_COMMON = _l("This password is too easy to guess (it is common or has leaked). Try a few unrelated words.")
+TOO_PERSONAL = _l("Don't build your password from your name or email address (or this site's name).")
 
 
 def normalise(password: str) -> str:
@@ -77,20 +82,20 @@ def problems(password: str, *, email: str = "", name: str = "") -> list[str]:
     password = normalise(password)
     squeezed = _squeezed(password)
     if squeezed in _common_passwords():
-        return [TOO_COMMON]  # said first: a longer version of it would be no better
+        return [str(TOO_COMMON)]  # said first: a longer version of it would be no better
     if len(password) < MIN_LENGTH:
-        return [TOO_SHORT]
+        return [str(TOO_SHORT)]
     if len(password) > MAX_LENGTH:
-        return [TOO_LONG]
+        return [str(TOO_LONG)]
     if _is_repetitive(squeezed) or _is_keyboard_run(squeezed):
-        return [TOO_COMMON]
+        return [str(TOO_COMMON)]
     personal = _personal_words(email, name)
     # What is left once the person's own words are taken out must still be a password.
     rest = squeezed
     for word in sorted(personal, key=len, reverse=True):
         rest = rest.replace(word, "")
     if personal and len(rest) < len(squeezed) and len(rest) < MIN_LENGTH // 2:
-        return [TOO_PERSONAL]
+        return [str(TOO_PERSONAL)]
     return []
 
 

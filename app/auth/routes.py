@@ -6,6 +6,7 @@ import hashlib
 import hmac
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from flask_wtf import FlaskForm
 
@@ -123,7 +124,7 @@ def sign_in():
             services.sign_in(user)
             db.session.commit()  # the sign-in's audit entry
             return redirect_after_post(safe_next(request.args.get("next")) or url_for("main.home"))
-        form.password.errors.append("That email and password don't match an account.")
+        form.password.errors.append(_("That email and password don't match an account."))
     demo = current_app.config["SHOW_DEMO_ACCOUNTS"] and _demo_accounts()
     status = 400 if form.errors else 200
     return render(
@@ -142,7 +143,7 @@ def _demo_accounts():
 def sign_out():
     """End the session (POST only, so a link or image cannot sign anyone out)."""
     services.sign_out()
-    flash("You are signed out.", "info")
+    flash(_("You are signed out."), "info")
     return redirect_after_post(url_for("auth.sign_in"))
 
 
@@ -195,7 +196,7 @@ def reset_password():
                 ledger.record_acceptance(owner)
             db.session.commit()
             session.pop("reset_token", None)
-            flash("Your password is changed. Sign in with the new one.", "success")
+            flash(_("Your password is changed. Sign in with the new one."), "success")
             return redirect_after_post(url_for("auth.sign_in"))
     return render_template("auth/reset.html", form=form, first_time=first_time), 400 if form.errors else 200
 
@@ -226,7 +227,7 @@ def change_password():
     form = forms.ChangePasswordForm(prefix="pw")
     if form.validate_on_submit():
         if not passwords.verify_password(current_user.password_hash, form.current_password.data):
-            form.current_password.errors.append("That is not your current password.")
+            form.current_password.errors.append(_("That is not your current password."))
         elif problems := passwords.problems(
             form.password.data, email=current_user.email, name=current_user.name
         ):
@@ -234,7 +235,7 @@ def change_password():
         else:
             services.change_password(current_user, form.password.data)
             db.session.commit()
-            flash("Password changed. You were signed out everywhere else.", "success")
+            flash(_("Password changed. You were signed out everywhere else."), "success")
             return redirect_after_post(url_for("auth.account"))
     return _account_page(block="password_form", target="password-section", status=400, password_form=form)
 
@@ -247,14 +248,14 @@ def change_email():
     form = forms.ChangeEmailForm(prefix="em")
     if form.validate_on_submit():
         if not passwords.verify_password(current_user.password_hash, form.current_password.data):
-            form.current_password.errors.append("That is not your current password.")
+            form.current_password.errors.append(_("That is not your current password."))
         elif services.email_taken(form.new_email.data, by_other_than=current_user):
-            form.new_email.errors.append("Use a different address for this account.")
+            form.new_email.errors.append(_("Use a different address for this account."))
         else:
             services.start_email_change(current_user, form.new_email.data)
             db.session.commit()
             flash(
-                "We sent a confirmation link to your new address. Your old one stays until you use it.",
+                _("We sent a confirmation link to your new address. Your old one stays until you use it."),
                 "success",
             )
             return redirect_after_post(url_for("auth.account"))
@@ -279,7 +280,7 @@ def confirm_email():
         if user is None:
             return render_template("auth/email_invalid.html"), 400
         db.session.commit()
-        flash("Your email address is changed.", "success")
+        flash(_("Your email address is changed."), "success")
         return redirect_after_post(
             url_for("auth.account") if current_user.is_authenticated else url_for("auth.sign_in")
         )
@@ -294,7 +295,7 @@ def switch_school():
     """Make another of the person's schools the current one."""
     school_id = optional_id(request.form.get("school_id"))
     if school_id is None or not services.switch_school(school_id):
-        flash("You are not a member of that school.", "error")
+        flash(_("You are not a member of that school."), "error")
     return redirect_after_post(url_for("main.home"))
 
 
@@ -307,13 +308,13 @@ def join_another_school():
     if form.validate_on_submit():
         school = services.school_by_code(form.invite_code.data)
         if school is None:
-            form.invite_code.errors.append("We don't recognise this code. Check it with your school.")
+            form.invite_code.errors.append(_("We don't recognise this code. Check it with your school."))
         else:
             outcome = lifecycle.add_membership(current_user, school)
             if outcome.user is not None:
                 db.session.commit()
                 session["school_id"] = school.id
-                flash("Your request to join is with the school.", "success")
+                flash(_("Your request to join is with the school."), "success")
                 return redirect_after_post(url_for("main.home"))
             form.invite_code.errors.append(outcome.error)
     return _account_page(block="join_form", target="join-school-section", status=400, join_form=form)

@@ -6,6 +6,7 @@ import hashlib
 from datetime import datetime, time
 
 from flask import Blueprint, Response, abort, flash, g, request, url_for
+from flask_babel import gettext as _
 
 from app import clock
 from app.calendar import forms, ical, services
@@ -63,8 +64,8 @@ def _event_form(audience, event=None) -> forms.EventForm:
         form.ends_at.data = services.to_local(event.ends_at, zone).replace(tzinfo=None)
         form.class_id.data = str(event.class_id or "")
     classes = services.class_choices(audience, also=event.class_id if event else None)
-    form.class_id.choices = [("", "The whole school")] + [(str(c.id), c.name) for c in classes]
-    hint = f"On the school's clock ({zone.key})."
+    form.class_id.choices = [("", _("The whole school"))] + [(str(c.id), c.name) for c in classes]
+    hint = _("On the school's clock (%(zone)s).", zone=zone.key)
     form.starts_at.description = form.ends_at.description = hint
     return form
 
@@ -83,7 +84,7 @@ def _save(form: forms.EventForm, event=None):
             class_id=optional_id(form.class_id.data),  # "" is the whole school
         )
         db.session.commit()
-        flash(f"{saved.title} is saved.", "success")
+        flash(_("%(title)s is saved.", title=saved.title), "success")
         return redirect_after_post(url_for("calendar.index"))
     return render(
         "calendar/edit.html",
@@ -127,7 +128,7 @@ def delete(event_id: int):
     title = event.title
     services.delete_event(event)
     db.session.commit()
-    flash(f"{title} is deleted.", "success")
+    flash(_("%(title)s is deleted.", title=title), "success")
     return redirect_after_post(url_for("calendar.index"))
 
 
@@ -150,7 +151,7 @@ def revoke_feed():
         abort(400)
     services.revoke_feed(g.membership.id)
     db.session.commit()
-    flash("Your calendar feed address is switched off.", "success")
+    flash(_("Your calendar feed address is switched off."), "success")
     return redirect_after_post(url_for("calendar.index"))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from flask import Blueprint, abort, flash, g, render_template, request, url_for
+from flask_babel import gettext as _
 
 from app import audit
 from app.classes import families, forms
@@ -96,11 +97,14 @@ def _save_student(family, *, own: bool, back: str):
         db.session.commit()
         if saved.requested:
             flash(
-                f"{saved.student.first_name} is saved. The class change waits for the school's approval.",
+                _(
+                    "%(name)s is saved. The class change waits for the school's approval.",
+                    name=saved.student.first_name,
+                ),
                 "success",
             )
         else:
-            flash(f"{saved.student.first_name} is saved.", "success")
+            flash(_("%(name)s is saved.", name=saved.student.first_name), "success")
         return redirect_after_post(back)
     return _family_page(family, own=own, status=400, submitted=form)
 
@@ -149,7 +153,7 @@ def _remove_student(family, *, back: str):
     name = student.first_name
     families.remove_student(family, student)
     db.session.commit()
-    flash(f"{name} is no longer listed in the family.", "success")
+    flash(_("%(name)s is no longer listed in the family.", name=name), "success")
     return redirect_after_post(back)
 
 
@@ -172,7 +176,7 @@ def rotate_my_code():
         abort(400)
     families.rotate_code(family)
     db.session.commit()
-    flash("Your family has a new invitation code. The old one no longer works.", "success")
+    flash(_("Your family has a new invitation code. The old one no longer works."), "success")
     return redirect_after_post(url_for("classes.families.mine"))
 
 
@@ -188,7 +192,7 @@ def decide_guardian(decision: str):
     if waiting is None:
         abort(404)
     if decision == "approve" and not waiting.user.active:
-        flash(lifecycle.CLOSED_ACCOUNT, "error")  # a page opened before they closed their account
+        flash(str(lifecycle.CLOSED_ACCOUNT), "error")  # a page opened before they closed their account
         return redirect_after_post(url_for("classes.families.mine"))
     if decision == "approve":
         done = lifecycle.approve(waiting)
@@ -199,7 +203,10 @@ def decide_guardian(decision: str):
     outcome = "approved" if decision == "approve" else "rejected"
     audit.record(f"guardian.{outcome}", target=family.name)
     db.session.commit()
-    flash(f"{waiting.user.name}: {outcome}. They have been told by email.", "success")
+    if outcome == "approved":
+        flash(_("%(name)s: approved. They have been told by email.", name=waiting.user.name), "success")
+    else:
+        flash(_("%(name)s: rejected. They have been told by email.", name=waiting.user.name), "success")
     return redirect_after_post(url_for("classes.families.mine"))
 
 
@@ -254,7 +261,7 @@ def rename(family_id: int):
     if form.validate_on_submit():
         families.rename_family(family, form.name.data)
         db.session.commit()
-        flash("The family's name is saved.", "success")
+        flash(_("The family's name is saved."), "success")
         return redirect_after_post(url_for("classes.families.edit", family_id=family.id))
     return _family_page(family, own=False, status=400, name_form=form)
 
@@ -276,5 +283,5 @@ def decide_change(decision: str):
     outcome = "approved" if decision == "approve" else "rejected"
     if wants_fragment(f"change-{change.id}"):
         return render_template("classes/partials/_change_decided.html", change=change, outcome=outcome)
-    flash(f"Class change {outcome}.", "success")
+    flash(_("Class change approved.") if outcome == "approved" else _("Class change rejected."), "success")
     return redirect_after_post(url_for("members.pending"))

@@ -7,41 +7,45 @@ from wtforms import SelectField, SelectMultipleField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, Regexp
 
+from app.lazytext import lazy_gettext as _l
 from app.models import SchoolClass
 
-TEXT = Length(max=120, message="Use at most 120 characters.")
+TEXT = Length(max=120, message=_l("Use at most 120 characters."))
 
 
 class ClassForm(FlaskForm):
     """A class: its name, grade, school year, teachers and room parents."""
 
-    name = StringField("Class name", validators=[DataRequired("Enter the class's name."), TEXT])
+    name = StringField(_l("Class name"), validators=[DataRequired(_l("Enter the class's name.")), TEXT])
     grade = StringField(
-        "Grade",
-        validators=[DataRequired("Enter the grade."), Length(max=20, message="Use at most 20 characters.")],
-    )
-    school_year = StringField(
-        "School year",
-        description="For example 2026-27.",
+        _l("Grade"),
         validators=[
-            DataRequired("Enter the school year."),
-            Regexp(r"^[0-9]{4}(-[0-9]{2,4})?$", message="Write the year like 2026-27."),
+            DataRequired(_l("Enter the grade.")),
+            Length(max=20, message=_l("Use at most 20 characters.")),
         ],
     )
-    teachers = SelectMultipleField("Teachers", coerce=int)
-    room_parents = SelectMultipleField("Room parents", coerce=int)
+    school_year = StringField(
+        _l("School year"),
+        description=_l("For example 2026-27."),
+        validators=[
+            DataRequired(_l("Enter the school year.")),
+            Regexp(r"^[0-9]{4}(-[0-9]{2,4})?$", message=_l("Write the year like 2026-27.")),
+        ],
+    )
+    teachers = SelectMultipleField(_l("Teachers"), coerce=int)
+    room_parents = SelectMultipleField(_l("Room parents"), coerce=int)
 
 
 class StaffEntryForm(FlaskForm):
     """One person in the staff directory: their title and the classes they teach."""
 
-    member = SelectField("Person", coerce=str, validators=[DataRequired("Choose a person.")])
+    member = SelectField(_l("Person"), coerce=str, validators=[DataRequired(_l("Choose a person."))])
     title = StringField(
-        "Title",
-        description="For example Year 3 teacher, or School nurse.",
-        validators=[Optional(), Length(max=100, message="Use at most 100 characters.")],
+        _l("Title"),
+        description=_l("For example Year 3 teacher, or School nurse."),
+        validators=[Optional(), Length(max=100, message=_l("Use at most 100 characters."))],
     )
-    classes = SelectMultipleField("Classes taught", coerce=int)
+    classes = SelectMultipleField(_l("Classes taught"), coerce=int)
 
 
 class RemoveStaffForm(FlaskForm):
@@ -59,26 +63,26 @@ class StudentForm(FlaskForm):
 
     student_id = StringField(validators=[Optional(), Regexp(r"^[0-9]{1,12}$")])
     first_name = StringField(
-        "First name",
+        _l("First name"),
         validators=[
-            DataRequired("Enter the child's first name."),
-            Length(max=80, message="Use at most 80 characters."),
+            DataRequired(_l("Enter the child's first name.")),
+            Length(max=80, message=_l("Use at most 80 characters.")),
         ],
     )
     last_name = StringField(
-        "Last name",
+        _l("Last name"),
         validators=[
-            DataRequired("Enter the child's last name."),
-            Length(max=80, message="Use at most 80 characters."),
+            DataRequired(_l("Enter the child's last name.")),
+            Length(max=80, message=_l("Use at most 80 characters.")),
         ],
     )
-    classes = SelectMultipleField("Classes", coerce=int)
+    classes = SelectMultipleField(_l("Classes"), coerce=int)
 
 
 class FamilyNameForm(FlaskForm):
     """The family's name as the directory shows it."""
 
-    name = StringField("Family name", validators=[DataRequired("Enter the family's name."), TEXT])
+    name = StringField(_l("Family name"), validators=[DataRequired(_l("Enter the family's name.")), TEXT])
 
 
 class DecideForm(FlaskForm):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from flask import Blueprint, abort, flash, g, render_template, request, url_for
+from flask_babel import gettext as _
 
 from app.classes import forms, services
 from app.classes.family_routes import bp as families_bp
@@ -61,7 +62,7 @@ def _save(form: forms.ClassForm, school_class=None):
     other_than = school_class.id if school_class is not None else None
     submitted_name = form.is_submitted() and form.name.data and form.school_year.data
     if submitted_name and services.name_taken(form.name.data, form.school_year.data, other_than=other_than):
-        form.name.errors = [*form.name.errors, "There is already a class of this name in that year."]
+        form.name.errors = [*form.name.errors, _("There is already a class of this name in that year.")]
         valid = False
     if valid:
         saved = services.save_class(
@@ -73,7 +74,7 @@ def _save(form: forms.ClassForm, school_class=None):
             room_parents=form.room_parents.data or [],
         )
         db.session.commit()
-        flash(f"{saved.name} is saved.", "success")
+        flash(_("%(name)s is saved.", name=saved.name), "success")
         return redirect_after_post(url_for("classes.show", class_id=saved.id))
     status = 400 if form.errors else 200
     return render(
@@ -112,7 +113,7 @@ def delete(class_id: int):
     name = school_class.name
     services.delete_class(school_class)
     db.session.commit()
-    flash(f"{name} is deleted.", "success")
+    flash(_("%(name)s is deleted.", name=name), "success")
     return redirect_after_post(url_for("classes.index"))
 
 
@@ -137,7 +138,7 @@ def _staff_page(status: int = 200, submitted: forms.StaffEntryForm | None = None
         else:
             add_form = submitted
     for form in [add_form, *row_forms.values()]:
-        form.member.choices = [("", "Choose a person"), *forms.member_choices(members)]
+        form.member.choices = [("", _("Choose a person")), *forms.member_choices(members)]
         form.classes.choices = forms.class_choices(classes)
     return render(
         "classes/staff.html",
@@ -172,11 +173,11 @@ def save_staff():
         member_id = optional_id(form.member.data)
         membership = services.approved_member(member_id) if member_id is not None else None
         if membership is None:
-            form.member.errors.append("Choose a person from the list.")
+            form.member.errors.append(_("Choose a person from the list."))
         else:
             services.save_staff_entry(membership, form.title.data, form.classes.data or [])
             db.session.commit()
-            flash(f"{membership.user.name} is saved in the staff directory.", "success")
+            flash(_("%(name)s is saved in the staff directory.", name=membership.user.name), "success")
             return redirect_after_post(url_for("classes.staff"))
     return _staff_page(400, form)
 
@@ -192,5 +193,5 @@ def remove_staff():
     membership = or_404(services.approved_member(member_id))
     services.save_staff_entry(membership, None, [])
     db.session.commit()
-    flash(f"{membership.user.name}'s title and classes are cleared.", "success")
+    flash(_("%(name)s's title and classes are cleared.", name=membership.user.name), "success")
     return redirect_after_post(url_for("classes.staff"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, render_template
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from app.auth import passwords
@@ -35,7 +36,7 @@ def close():
     objecting = ledger.objections_due(current_user)
     if form.validate_on_submit():
         if not passwords.verify_password(current_user.password_hash, form.password.data):
-            form.password.errors.append("That is not your password.")
+            form.password.errors.append(_("That is not your password."))
         else:
             user = current_user._get_current_object()
             objected = lifecycle.close_account(user)

@@ -6,6 +6,8 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField
 from wtforms.validators import DataRequired
 
+from app.lazytext import lazy_gettext as _l
+
 
 class AcknowledgeForm(FlaskForm):
     """'I have read it' on the notice banner."""
@@ -14,10 +16,10 @@ class AcknowledgeForm(FlaskForm):
 class CloseAccountForm(FlaskForm):
     """Closing one's own account: the password again, and a tick that says they mean it."""
 
-    password = PasswordField("Your password", validators=[DataRequired("Enter your password.")])
+    password = PasswordField(_l("Your password"), validators=[DataRequired(_l("Enter your password."))])
     confirm = BooleanField(
-        "I understand I will no longer be able to sign in",
-        validators=[DataRequired("Tick the box to confirm.")],
+        _l("I understand I will no longer be able to sign in"),
+        validators=[DataRequired(_l("Tick the box to confirm."))],
     )
 
 

@@ -9,6 +9,7 @@ import difflib
 from dataclasses import dataclass
 from datetime import datetime
 
+from flask_babel import gettext as _
 from markupsafe import Markup
 from sqlalchemy import func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -16,6 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.extensions import db
+from app.lazytext import lazy_gettext as _l
 from app.mail import queue_email
 from app.messages.services import render_markdown
 from app.models import Category, DeliveryStatus, MailDelivery, MailMessage, User
@@ -121,7 +123,7 @@ def update_draft(
     match no row, and the edit is refused rather than rewriting what was posted and emailed.
     """
     if version.is_posted:
-        raise PublishRefused(POSTED_IS_FIXED)
+        raise PublishRefused(str(POSTED_IS_FIXED))
     result = db.session.execute(
         update(PolicyVersion)
         .where(PolicyVersion.id == version.id, PolicyVersion.posted_at.is_(None))
@@ -135,14 +137,14 @@ def update_draft(
         .execution_options(synchronize_session=False)
     )
     if rowcount(result) != 1:
-        raise PublishRefused(POSTED_IS_FIXED)
+        raise PublishRefused(str(POSTED_IS_FIXED))
 
 
 class PublishRefused(ValueError):
     """The draft cannot be posted yet; the message says why, in words for the administrator."""
 
 
-POSTED_IS_FIXED = "A posted version cannot change. Write a new version instead."
+POSTED_IS_FIXED = _l("A posted version cannot change. Write a new version instead.")
 
 
 def publish(version: PolicyVersion) -> PolicyVersion:
@@ -151,15 +153,18 @@ def publish(version: PolicyVersion) -> PolicyVersion:
     A version posted while the previous one is still to come takes effect no earlier than it.
     """
     if version.is_posted:
-        raise PublishRefused(f"Version {version.number} is already posted.")
+        raise PublishRefused(_("Version %(number)s is already posted.", number=version.number))
     now = utcnow()
     previous = newest_posted()
     if previous is not None:
         refresh_dispatch(previous)
         if previous.effective_at is None:
             raise PublishRefused(
-                f"Version {previous.number}'s email is still going out, so its date is not known yet. "
-                "Publish once it has gone out."
+                _(
+                    "Version %(number)s's email is still going out, so its date is not known yet. "
+                    "Publish once it has gone out.",
+                    number=previous.number,
+                )
             )
         if previous.effective_at > now:
             version.not_before = previous.effective_at
@@ -185,7 +190,7 @@ def _claim_for_posting(version: PolicyVersion, now: datetime) -> None:
         .execution_options(synchronize_session=False)
     )
     if rowcount(result) != 1:
-        raise PublishRefused(f"Version {version.number} is already posted.")
+        raise PublishRefused(_("Version %(number)s is already posted.", number=version.number))
     set_committed_value(version, "posted_at", now)
 
 
@@ -328,8 +333,8 @@ def diff(old: PolicyVersion, new: PolicyVersion) -> list[DiffLine]:
     lines = difflib.unified_diff(
         old.body_markdown.splitlines(),
         new.body_markdown.splitlines(),
-        fromfile=f"Version {old.number}",
-        tofile=f"Version {new.number}",
+        fromfile=_("Version %(number)s", number=old.number),
+        tofile=_("Version %(number)s", number=new.number),
         lineterm="",
         n=3,
     )

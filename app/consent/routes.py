@@ -17,6 +17,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from app.consent import analytics, forms, ledger, policy, services
@@ -97,7 +98,7 @@ def acknowledge(number: int):
     db.session.commit()
     if wants_fragment("consent-banner"):
         return render_template("consent/partials/_banner_done.html")
-    flash("Thank you. The notice stays under 'Policy changes' at the bottom of every page.", "success")
+    flash(_("Thank you. The notice stays under 'Policy changes' at the bottom of every page."), "success")
     return redirect_after_post(safe_next(request.form.get("next")) or url_for("main.home"))
 
 
@@ -134,16 +135,16 @@ def third_party_services() -> list[dict]:
         found.append(
             {
                 "name": "Mailgun",
-                "purpose": "Delivers the emails the service sends.",
-                "data": "Each recipient's email address, and the message itself.",
+                "purpose": _("Delivers the emails the service sends."),
+                "data": _("Each recipient's email address, and the message itself."),
             }
         )
     if analytics.enabled():
         found.append(
             {
                 "name": "Google Analytics",
-                "purpose": "Counts which kinds of page are visited, so we can improve them.",
-                "data": (
+                "purpose": _("Counts which kinds of page are visited, so we can improve them."),
+                "data": _(
                     "The page's pattern (never its real address, ids or names), your browser's "
                     "type, screen size and language, and a random visitor number in a cookie. "
                     "No account id; Google signals and ad personalisation are off; nothing is "
@@ -155,8 +156,8 @@ def third_party_services() -> list[dict]:
         found.append(
             {
                 "name": "Zendesk",
-                "purpose": "Handles support and contact requests.",
-                "data": "Your name, your email address and what you wrote in the request.",
+                "purpose": _("Handles support and contact requests."),
+                "data": _("Your name, your email address and what you wrote in the request."),
             }
         )
     return found

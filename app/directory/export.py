@@ -6,6 +6,7 @@ import csv
 import io
 
 from app.directory.services import FamilyCard
+from app.lazytext import lazy_gettext as _l
 
 # A spreadsheet runs a cell that starts with one of these as a formula.
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -16,7 +17,8 @@ def neutralise(value: str) -> str:
     return "'" + value if value.startswith(_FORMULA_STARTS) else value
 
 
-HEADER = ["Family", "Guardian", "Email", "Phone", "Address", "Children"]
+# Lazy: the header is written in the language of the person exporting (English by default).
+HEADER = [_l("Family"), _l("Guardian"), _l("Email"), _l("Phone"), _l("Address"), _l("Children")]
 
 
 def to_csv(cards: list[FamilyCard]) -> str:
@@ -26,7 +28,7 @@ def to_csv(cards: list[FamilyCard]) -> str:
 
 def header() -> str:
     """The CSV's first line."""
-    return _written([HEADER])
+    return _written([[str(title) for title in HEADER]])
 
 
 def rows(cards: list[FamilyCard]) -> str:

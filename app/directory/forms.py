@@ -5,25 +5,27 @@ from wtforms import SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional, Regexp
 
+from app.lazytext import lazy_gettext as _l
 from app.models import Visibility
+from app.models.people import VISIBILITY_LABELS
 
-CHOICES = [SelectChoice(v.value, v.label) for v in Visibility]
+CHOICES = [SelectChoice(v.value, VISIBILITY_LABELS[v]) for v in Visibility]
 
 
 class MyDetailsForm(FlaskForm):
     """Phone, address and a visibility for each contact field."""
 
     phone = StringField(
-        "Phone",
+        _l("Phone"),
         validators=[
             Optional(),
-            Length(max=40, message="Use at most 40 characters."),
-            Regexp(r"^[0-9+().\s-]*$", message="Use digits, spaces and + ( ) - only."),
+            Length(max=40, message=_l("Use at most 40 characters.")),
+            Regexp(r"^[0-9+().\s-]*$", message=_l("Use digits, spaces and + ( ) - only.")),
         ],
     )
     address = TextAreaField(
-        "Address", validators=[Optional(), Length(max=300, message="Use at most 300 characters.")]
+        _l("Address"), validators=[Optional(), Length(max=300, message=_l("Use at most 300 characters."))]
     )
-    email_visibility = SelectField("Who sees your email address", choices=CHOICES)
-    phone_visibility = SelectField("Who sees your phone number", choices=CHOICES)
-    address_visibility = SelectField("Who sees your address", choices=CHOICES)
+    email_visibility = SelectField(_l("Who sees your email address"), choices=CHOICES)
+    phone_visibility = SelectField(_l("Who sees your phone number"), choices=CHOICES)
+    address_visibility = SelectField(_l("Who sees your address"), choices=CHOICES)

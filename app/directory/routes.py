@@ -16,6 +16,7 @@ from flask import (
     request,
     url_for,
 )
+from flask_babel import gettext as _
 
 from app import tenancy
 from app.directory import export, services
@@ -24,6 +25,7 @@ from app.directory.services import DirectoryQuery
 from app.directory.visibility import Viewer, classes_of, current_viewer
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
+from app.lazytext import lazy_gettext as _l
 from app.models import Visibility
 from app.permissions import requires
 
@@ -68,18 +70,21 @@ def export_csv():
     query = DirectoryQuery.from_args(request.args)
     viewer = current_viewer(g.membership)
     return Response(
-        _streamed_csv(current_app._get_current_object(), tenancy.current_school_id(), query, viewer),
+        _streamed_csv(
+            current_app._get_current_object(), tenancy.current_school_id(), query, viewer, export.header()
+        ),
         mimetype="text/csv",
         headers={"Content-Disposition": 'attachment; filename="directory.csv"'},
     )
 
 
-def _streamed_csv(app, school_id, query: DirectoryQuery, viewer: Viewer) -> Iterator[str]:
+def _streamed_csv(app, school_id, query: DirectoryQuery, viewer: Viewer, header: str) -> Iterator[str]:
     """The CSV's pieces: the header, then the rows of ``EXPORT_BATCH`` families at a time.
 
     The server reads the body after the request's context is gone, so each piece is made in an
     app context of its own, bound to the request's school, pushed and popped within the piece
     (a context held across a ``yield`` may be popped from another contextvars context).
+    The header is made during the request, in the reader's language.
     """
 
     def within(work: Callable[[], T]) -> T:
@@ -87,7 +92,7 @@ def _streamed_csv(app, school_id, query: DirectoryQuery, viewer: Viewer) -> Iter
             return work()
 
     ids, names = within(lambda: (services.export_ids(query), services.class_names()))
-    yield export.header()
+    yield header
     for start in range(0, len(ids), services.EXPORT_BATCH):
         batch = ids[start : start + services.EXPORT_BATCH]
         yield within(lambda: export.rows(services.cards_of(batch, viewer, names=names)))  # noqa: B023
@@ -112,15 +117,15 @@ def my_details():
         for field in ("email", "phone", "address"):
             setattr(membership, f"{field}_visibility", Visibility(getattr(form, f"{field}_visibility").data))
         db.session.commit()
-        flash("Your directory details are saved.", "success")
+        flash(_("Your directory details are saved."), "success")
         return redirect_after_post(url_for("directory.my_details"))
     return render_template("directory/me.html", form=form), 400 if form.errors else 200
 
 
 PREVIEWS = {
-    "classmate": "a parent in your child's class",
-    "schoolmate": "a parent elsewhere in the school",
-    "staff": "school staff",
+    "classmate": _l("a parent in your child's class"),
+    "schoolmate": _l("a parent elsewhere in the school"),
+    "staff": _l("school staff"),
 }
 
 

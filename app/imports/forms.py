@@ -5,14 +5,18 @@ from __future__ import annotations
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 
+from app.lazytext import lazy_gettext as _l
+
 
 class UploadForm(FlaskForm):
     """A CSV file of families to check."""
 
     file = FileField(
-        "CSV file",
-        validators=[FileRequired("Choose a CSV file to upload.")],
-        description="UTF-8 CSV, at most 10 MB, with the columns below. Nothing is saved until you apply it.",
+        _l("CSV file"),
+        validators=[FileRequired(_l("Choose a CSV file to upload."))],
+        description=_l(
+            "UTF-8 CSV, at most 10 MB, with the columns below. Nothing is saved until you apply it."
+        ),
     )
 
 

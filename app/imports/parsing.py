@@ -11,22 +11,28 @@ import csv
 import io
 import re
 from dataclasses import dataclass, field
+from typing import Any
+
+from flask_babel import gettext as _
+from flask_babel import ngettext
+
+from app.lazytext import lazy_gettext as _l
 
 MAX_BYTES = 10 * 1024 * 1024
 
 # column: (required, what it holds) -- the upload page documents them from this table.
-COLUMNS: dict[str, tuple[bool, str]] = {
-    "family_key": (True, "Your reference for the household, the same on each of its rows (e.g. F-0042)."),
-    "guardian_name": (True, "The parent's or carer's full name."),
-    "guardian_email": (True, "Their email address: the invitation to set a password goes there."),
-    "guardian_phone": (False, "Optional phone number."),
-    "student_first_name": (True, "The child's first name."),
-    "student_last_name": (True, "The child's last name."),
-    "class_name": (True, "The class exactly as it is named here (e.g. Grade 2 B)."),
-    "grade": (False, "Optional; needed only when two classes share a name."),
-    "family_name": (False, "Optional; how the family is listed (default: “<last name> family”)."),
+COLUMNS: dict[str, tuple[bool, Any]] = {
+    "family_key": (True, _l("Your reference for the household, the same on each of its rows (e.g. F-0042).")),
+    "guardian_name": (True, _l("The parent's or carer's full name.")),
+    "guardian_email": (True, _l("Their email address: the invitation to set a password goes there.")),
+    "guardian_phone": (False, _l("Optional phone number.")),
+    "student_first_name": (True, _l("The child's first name.")),
+    "student_last_name": (True, _l("The child's last name.")),
+    "class_name": (True, _l("The class exactly as it is named here (e.g. Grade 2 B).")),
+    "grade": (False, _l("Optional; needed only when two classes share a name.")),
+    "family_name": (False, _l("Optional; how the family is listed (default: “<last name> family”).")),
 }
-REQUIRED = [name for name, (required, _) in COLUMNS.items() if required]
+REQUIRED = [name for name, (required, _what) in COLUMNS.items() if required]
 LIMITS = {
     "family_key": 80,
     "guardian_name": 120,
@@ -39,23 +45,23 @@ LIMITS = {
     "family_name": 120,
 }
 LABELS = {
-    "family_key": "family key",
-    "guardian_name": "guardian's name",
-    "guardian_email": "guardian's email",
-    "guardian_phone": "guardian's phone",
-    "student_first_name": "child's first name",
-    "student_last_name": "child's last name",
-    "class_name": "class",
-    "grade": "grade",
-    "family_name": "family name",
+    "family_key": _l("family key"),
+    "guardian_name": _l("guardian's name"),
+    "guardian_email": _l("guardian's email"),
+    "guardian_phone": _l("guardian's phone"),
+    "student_first_name": _l("child's first name"),
+    "student_last_name": _l("child's last name"),
+    "class_name": _l("class"),
+    "grade": _l("grade"),
+    "family_name": _l("family name"),
 }
 _EMAIL = re.compile(r"^[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>]+$")
 _BINARY_SIGNATURES = {
-    b"PK\x03\x04": "an Excel or other zipped file",
-    b"\xd0\xcf\x11\xe0": "an old Excel (.xls) file",
-    b"%PDF": "a PDF",
+    b"PK\x03\x04": _l("an Excel or other zipped file"),
+    b"\xd0\xcf\x11\xe0": _l("an old Excel (.xls) file"),
+    b"%PDF": _l("a PDF"),
 }
-SAVE_AS = "In your spreadsheet, choose Save As (or Download) → “CSV UTF-8”, then upload that file."
+SAVE_AS = _l("In your spreadsheet, choose Save As (or Download) → “CSV UTF-8”, then upload that file.")
 
 
 class FileProblem(ValueError):
@@ -95,20 +101,26 @@ class ParsedFile:
 def decode(raw: bytes) -> str:
     """The file's text: UTF-8 with or without a byte-order mark, or a clear refusal (never a guess)."""
     if not raw.strip():
-        raise FileProblem("The file is empty.")
+        raise FileProblem(_("The file is empty."))
     for signature, what in _BINARY_SIGNATURES.items():
         if raw.startswith(signature):
-            raise FileProblem(f"This is {what}, not a CSV file. {SAVE_AS}")
+            raise FileProblem(_("This is %(what)s, not a CSV file. %(save_as)s", what=what, save_as=SAVE_AS))
     if b"\x00" in raw:
-        raise FileProblem(f"This is not a text file (it contains binary data). {SAVE_AS}")
+        raise FileProblem(
+            _("This is not a text file (it contains binary data). %(save_as)s", save_as=SAVE_AS)
+        )
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise FileProblem(
-            f"The file is not UTF-8 text (the first unreadable character is on line {line}); "
-            f"it was probably saved in an older encoding. We don't guess encodings, because a "
-            f"wrong guess would misspell names. {SAVE_AS}"
+            _(
+                "The file is not UTF-8 text (the first unreadable character is on line %(line)s); "
+                "it was probably saved in an older encoding. We don't guess encodings, because a "
+                "wrong guess would misspell names. %(save_as)s",
+                line=line,
+                save_as=SAVE_AS,
+            )
         ) from None
 
 
@@ -122,13 +134,20 @@ def parse(text: str) -> ParsedFile:
     try:
         header = _header(next(reader, []))
         if not any(header):
-            raise FileProblem("The first line must name the columns. Download the template to see them.")
+            raise FileProblem(_("The first line must name the columns. Download the template to see them."))
         missing = [name for name in REQUIRED if name not in header]
         if missing:
-            hint = " (the file seems to use semicolons; use commas)" if ";" in ",".join(header) else ""
+            hint = _(" (the file seems to use semicolons; use commas)") if ";" in ",".join(header) else ""
             raise FileProblem(
-                f"Missing column{'s' if len(missing) > 1 else ''}: {', '.join(missing)}{hint}. "
-                "The first line must name the columns as in the template."
+                ngettext(
+                    "Missing column: %(names)s%(hint)s. "
+                    "The first line must name the columns as in the template.",
+                    "Missing columns: %(names)s%(hint)s. "
+                    "The first line must name the columns as in the template.",
+                    len(missing),
+                    names=", ".join(missing),
+                    hint=hint,
+                )
             )
         rows = []
         for cells in reader:
@@ -136,9 +155,11 @@ def parse(text: str) -> ParsedFile:
                 continue  # blank lines are common at the end of exported sheets
             rows.append(_row(reader.line_num, header, cells))
     except csv.Error as error:
-        raise FileProblem(f"The file is not valid CSV near line {reader.line_num}: {error}.") from None
+        raise FileProblem(
+            _("The file is not valid CSV near line %(line)s: %(error)s.", line=reader.line_num, error=error)
+        ) from None
     if not rows:
-        raise FileProblem("The file has a header but no rows.")
+        raise FileProblem(_("The file has a header but no rows."))
     ignored = [name for name in header if name and name not in COLUMNS]
     return ParsedFile(rows, ignored)
 
@@ -150,16 +171,24 @@ def _row(line: int, header: list[str], cells: list[str]) -> Row:
             values[name] = cell.strip()
     row = Row(line, values)
     if len(cells) > len(header):
-        row.errors.append(f"This row has {len(cells)} cells but the header has {len(header)} columns.")
+        row.errors.append(
+            _(
+                "This row has %(cells)s cells but the header has %(columns)s columns.",
+                cells=len(cells),
+                columns=len(header),
+            )
+        )
     for name in REQUIRED:
         if not values[name]:
-            row.errors.append(f"The {LABELS[name]} is missing.")
+            row.errors.append(_("The %(column)s is missing.", column=LABELS[name]))
     for name, limit in LIMITS.items():
         if len(values[name]) > limit:
-            row.errors.append(f"The {LABELS[name]} is longer than {limit} characters.")
+            row.errors.append(
+                _("The %(column)s is longer than %(limit)s characters.", column=LABELS[name], limit=limit)
+            )
     email = values["guardian_email"]
     if email and not _EMAIL.match(email):
-        row.errors.append(f"“{email[:60]}” is not an email address.")
+        row.errors.append(_("“%(email)s” is not an email address.", email=email[:60]))
     values["guardian_email"] = email.lower()
     return row
 
@@ -180,7 +209,9 @@ def check_against_school(parsed: ParsedFile, classes: list[tuple[int, str, str]]
             found[row.line] = resolved
         if all(row.key):
             if row.key in seen:
-                row.errors.append(f"Duplicate of line {seen[row.key]} (same family, guardian and child).")
+                row.errors.append(
+                    _("Duplicate of line %(line)s (same family, guardian and child).", line=seen[row.key])
+                )
             else:
                 seen[row.key] = row.line
     return found
@@ -195,14 +226,23 @@ def _resolve_class(row: Row, by_name: dict[str, list[tuple[int, str]]]) -> int |
         matching = [c for c in candidates if c[1].strip().lower() == grade.lower()]
         if candidates and not matching:
             grades = ", ".join(sorted({c[1] for c in candidates}))
-            row.errors.append(f"The class “{name}” is in {grades}, not {grade}.")
+            row.errors.append(
+                _(
+                    "The class “%(name)s” is in %(grades)s, not %(grade)s.",
+                    name=name,
+                    grades=grades,
+                    grade=grade,
+                )
+            )
             return None
         candidates = matching
     if not candidates:
-        row.errors.append(f"There is no class named “{name}”. Create it first, or check the spelling.")
+        row.errors.append(
+            _("There is no class named “%(name)s”. Create it first, or check the spelling.", name=name)
+        )
         return None
     if len(candidates) > 1:
-        row.errors.append(f"Several classes are named “{name}”: add the grade to choose one.")
+        row.errors.append(_("Several classes are named “%(name)s”: add the grade to choose one.", name=name))
         return None
     return candidates[0][0]
 

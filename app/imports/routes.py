@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import PurePath
 
 from flask import Blueprint, Response, abort, flash, render_template, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -25,7 +26,10 @@ ERROR_ROWS_SHOWN = 500
 
 
 def _too_big_message() -> str:
-    return f"The file is larger than {services.max_bytes() // (1024 * 1024)} MB. Split it into smaller files."
+    return _(
+        "The file is larger than %(size)s MB. Split it into smaller files.",
+        size=services.max_bytes() // (1024 * 1024),
+    )
 
 
 @bp.errorhandler(413)
@@ -130,15 +134,15 @@ def apply(run_id: int):
     if not ApplyForm().validate_on_submit():
         abort(400)
     if not services.start(run):
-        flash("This file is already being imported.", "info")
+        flash(_("This file is already being imported."), "info")
         return redirect_after_post(url_for("imports.show", run_id=run.id))
     queued = services.apply_or_enqueue(run)
     if queued:
-        flash("The import has started. You can leave this page: it carries on.", "info")
+        flash(_("The import has started. You can leave this page: it carries on."), "info")
     elif run.status is ImportStatus.DONE:
-        flash("The import is done.", "success")
+        flash(_("The import is done."), "success")
     else:
-        flash("The import did not go through; nothing was changed.", "error")
+        flash(_("The import did not go through; nothing was changed."), "error")
     return redirect_after_post(url_for("imports.show", run_id=run.id))
 
 
@@ -150,7 +154,7 @@ def start_again(run_id: int):
     if not ApplyForm().validate_on_submit():
         abort(400)
     if services.start_again(run):
-        flash("The import is queued again.", "info")
+        flash(_("The import is queued again."), "info")
     return redirect_after_post(url_for("imports.show", run_id=run.id))
 
 

@@ -38,7 +38,7 @@ from app.models import (
     listings,
 )
 from app.models.base import rowcount, utcnow
-from app.models.imports import ImportedFamily, ImportRun, ImportStatus
+from app.models.imports import STALE_FILE, STOPPED, ImportedFamily, ImportRun, ImportStatus
 from app.urls import external_url
 
 log = logging.getLogger(__name__)
@@ -339,7 +339,7 @@ def run_import(run: ImportRun) -> None:
     try:
         checked = check(run.content or "")
         if not checked.ok:
-            raise FileProblem("The file no longer checks out (a class may have changed): upload it again.")
+            raise FileProblem(STALE_FILE)  # stored in English; shown via ImportRun.display_failure
         counts = apply(checked, school, progress=lambda done: _report_progress(run_id, done))
         run = db.session.get_one(ImportRun, run_id)
         run.status, run.summary, run.processed_rows = ImportStatus.DONE, counts, run.total_rows
@@ -356,11 +356,7 @@ def run_import(run: ImportRun) -> None:
             log.exception("import run %s failed", run_id)
         run = db.session.get_one(ImportRun, run_id)
         run.status, run.finished_at = ImportStatus.FAILED, utcnow()
-        run.failure = (
-            str(error)[:500]
-            if isinstance(error, FileProblem)
-            else "The import stopped on an error; nothing was written. Please try again."
-        )
+        run.failure = str(error)[:500] if isinstance(error, FileProblem) else STOPPED
         db.session.commit()
 
 

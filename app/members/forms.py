@@ -4,6 +4,8 @@ from flask_wtf import FlaskForm
 from wtforms import TextAreaField
 from wtforms.validators import DataRequired, Length
 
+from app.lazytext import lazy_gettext as _l
+
 
 class ApproveForm(FlaskForm):
     """Approve: nothing to fill in but the CSRF token."""
@@ -13,9 +15,9 @@ class RejectForm(FlaskForm):
     """Reject with a reason the person will read."""
 
     reason = TextAreaField(
-        "Reason (sent to the person)",
+        _l("Reason (sent to the person)"),
         validators=[
-            DataRequired("Say briefly why, so the person knows what to do next."),
-            Length(max=500, message="Use at most 500 characters."),
+            DataRequired(_l("Say briefly why, so the person knows what to do next.")),
+            Length(max=500, message=_l("Use at most 500 characters.")),
         ],
     )

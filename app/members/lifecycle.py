@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import g
+from flask_babel import gettext as _
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
@@ -27,6 +28,7 @@ from app.classes import families
 from app.consent import ledger, policy
 from app.extensions import db
 from app.i18n import visitors_language
+from app.lazytext import lazy_gettext as _l
 from app.mail import queue_email
 from app.members import rules
 from app.models import (
@@ -48,7 +50,7 @@ from app.permissions import effective_permissions
 from app.urls import external_url
 
 # No name in it: the person is gone, and the page that posted it is out of date anyway.
-CLOSED_ACCOUNT = "This person closed their account, so their request can no longer be approved."
+CLOSED_ACCOUNT = _l("This person closed their account, so their request can no longer be approved.")
 
 
 # -- joining ---------------------------------------------------------------------------------
@@ -82,7 +84,7 @@ def join_school(
     # A wrong family code gets the very answer a wrong school code gets: nothing to enumerate.
     if school is None or (family_code.strip() and family is None):
         return JoinOutcome(
-            field="invite_code", error="We don't recognise this code. Check it with your school."
+            field="invite_code", error=_("We don't recognise this code. Check it with your school.")
         )
     # Everything that can be refused is checked before the address is looked up, and an address
     # that already has an account gets the answer a new one gets: joining reveals no account.
@@ -91,7 +93,7 @@ def join_school(
         return JoinOutcome(field="password", error=problems[0])
     with tenancy.bound(school.id):
         if not _classes_exist({child.class_id for child in children}):
-            return JoinOutcome(field="children", error="Choose each child's class from the list.")
+            return JoinOutcome(field="children", error=_("Choose each child's class from the list."))
     user = find_user(email)
     if user is not None:
         passwords.hash_password(password)  # the work a new account costs, so the same time
@@ -165,12 +167,12 @@ def add_membership(user: User, school: School, children=(), family=None) -> Join
     """Ask to join ``school``; an earlier refusal or deactivation cannot be undone from here."""
     with tenancy.bound(school.id):
         if not _classes_exist({child.class_id for child in children}):
-            return JoinOutcome(field="children", error="Choose each child's class from the list.")
+            return JoinOutcome(field="children", error=_("Choose each child's class from the list."))
         existing = db.session.scalar(select(Membership).where(Membership.user_id == user.id))
         if existing is not None and existing.status not in LIVE_STATUSES:
             return JoinOutcome(
                 field="invite_code",
-                error="This school has closed your earlier request. Please contact the school office.",
+                error=_("This school has closed your earlier request. Please contact the school office."),
             )
         if existing is None:
             membership = Membership(school_id=school.id, user_id=user.id, role=Role.PARENT)
@@ -316,7 +318,7 @@ def change_role(actor: Membership, target: Membership, role: Role) -> bool:
     role = Role(role)
     rules.check_may_change(actor, target)
     if role not in rules.assignable_roles(actor):
-        raise rules.Refused("You can give a role only up to your own.")
+        raise rules.Refused(_("You can give a role only up to your own."))
     if role is target.role:
         return False
     if target.role is Role.SUPERADMIN:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, render_template, request, url_for
+from flask_babel import gettext as _
 
 from app.classes.families import waiting_changes_page
 from app.extensions import db
@@ -82,7 +83,7 @@ def _account_closed(membership):
         return render_template(
             "members/partials/_closed.html", membership=membership, message=lifecycle.CLOSED_ACCOUNT
         )
-    flash(lifecycle.CLOSED_ACCOUNT, "error")
+    flash(str(lifecycle.CLOSED_ACCOUNT), "error")
     return redirect_after_post(url_for("members.pending"))
 
 
@@ -90,5 +91,5 @@ def _decided(membership, outcome: str):
     """The decided row for htmx, or back to the queue for a plain form."""
     if wants_fragment(f"pending-{membership.id}"):
         return render_template("members/partials/_decided.html", membership=membership, outcome=outcome)
-    flash(f"Request {outcome}.", "success")
+    flash(_("Request approved.") if outcome == "approved" else _("Request rejected."), "success")
     return redirect_after_post(url_for("members.pending"))

@@ -7,6 +7,7 @@ A broken rule raises ``Refused``; the caller rolls back and shows its message.
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
 from sqlalchemy import select
 
 from app import permissions
@@ -41,7 +42,7 @@ def assignable_roles(actor: Membership) -> list[Role]:
 def check_may_change(actor: Membership, target: Membership) -> None:
     """Refuse a change to someone whose role is above the actor's."""
     if permissions.role_rank(target.role) > permissions.role_rank(actor.role):
-        raise Refused("You cannot change someone whose role is above yours.")
+        raise Refused(_("You cannot change someone whose role is above yours."))
 
 
 def _superadmins_left() -> int:
@@ -63,7 +64,7 @@ def check_not_last_superadmin(target: Membership) -> None:
     """Refuse to take away the last SuperAdmin who can still sign in (a closed one does not count)."""
     counted = target.role is Role.SUPERADMIN and target.is_approved and target.user.active
     if counted and _superadmins_left() <= 1:
-        raise Refused("The school needs at least one SuperAdmin. Make someone else SuperAdmin first.", 422)
+        raise Refused(_("The school needs at least one SuperAdmin. Make someone else SuperAdmin first."), 422)
 
 
 def check_gives_only_what_actor_holds(actor: Membership, target: Membership, role: Role) -> None:
@@ -75,5 +76,7 @@ def check_gives_only_what_actor_holds(actor: Membership, target: Membership, rol
     after = permissions.permissions_with_role(target, role)
     beyond = (after - before) - permissions.effective_permissions(actor)
     if beyond:
-        labels = ", ".join(permissions.BY_KEY[key].label for key in sorted(beyond))
-        raise Refused(f"That role would give permissions you do not have yourself ({labels}).")
+        labels = ", ".join(str(permissions.BY_KEY[key].label) for key in sorted(beyond))
+        raise Refused(
+            _("That role would give permissions you do not have yourself (%(labels)s).", labels=labels)
+        )

@@ -7,6 +7,8 @@ views declare ``@member`` and check the kind's permission themselves, before any
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, render_template, request, url_for
+from flask_babel import gettext as _
+from flask_babel import ngettext
 from sqlalchemy.exc import IntegrityError
 
 from app import clock
@@ -130,7 +132,7 @@ def compose():
                 note, message_id = _commit_once(sent, submission)
                 flash(note, "success")
                 return redirect_after_post(url_for("messages.show", message_id=message_id))
-            context["problem"] = "Nobody would receive this message yet, so it was not sent."
+            context["problem"] = _("Nobody would receive this message yet, so it was not sent.")
         context["preview"] = services.preview(audience, form.subject.data, form.body.data)
     return render("messages/compose.html", block="preview", target="preview", **context)
 
@@ -167,10 +169,15 @@ def _invalid(context: dict):
 
 
 def _sent_note(sent: services.Sent) -> str:
-    who = f"{sent.people} {'person' if sent.people == 1 else 'people'}"
+    """What the sender is told: when the message goes, and to how many people."""
     if sent.message.scheduled_for is not None:
-        return f"Scheduled for {services.local_time(sent.message.scheduled_for)} to {who}."
-    return f"Sending to {who}."
+        return ngettext(
+            "Scheduled for %(time)s to %(num)d person.",
+            "Scheduled for %(time)s to %(num)d people.",
+            sent.people,
+            time=services.local_time(sent.message.scheduled_for),
+        )
+    return ngettext("Sending to %(num)d person.", "Sending to %(num)d people.", sent.people)
 
 
 def _followed_message_or_abort(message_id: int) -> services.Listed:
@@ -223,6 +230,12 @@ def cancel(message_id: int):
         flash(str(refusal), "error")
         return redirect_after_post(url_for("messages.show", message_id=message_id))
     db.session.commit()
-    called_off = f"{skipped} {'delivery' if skipped == 1 else 'deliveries'}"
-    flash(f"Cancelled: nobody will receive it ({called_off} called off).", "success")
+    flash(
+        ngettext(
+            "Cancelled: nobody will receive it (%(num)d delivery called off).",
+            "Cancelled: nobody will receive it (%(num)d deliveries called off).",
+            skipped,
+        ),
+        "success",
+    )
     return redirect_after_post(url_for("messages.show", message_id=message_id))

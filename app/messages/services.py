@@ -12,11 +12,13 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import markdown
 import nh3
 from flask import current_app, g
+from flask_babel import gettext as _
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import Select, and_, case, func, or_, select, update
@@ -25,6 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app import audit, clock
 from app.extensions import db
+from app.lazytext import lazy_gettext as _l
 from app.mail import queue_email
 from app.models import (
     Category,
@@ -42,6 +45,7 @@ from app.models import (
 )
 from app.models.base import rowcount, utcnow
 from app.models.counts import SettledCounts
+from app.models.messaging import CLASS_COMMUNITY, EVERYONE_AT, audience_text, delivery_reason_text
 from app.permissions import can
 
 TEMPLATE = "announcement"
@@ -54,7 +58,7 @@ class Kind:
     """What a message is: its email category and the permission that sends it."""
 
     key: str
-    label: str
+    label: Any  # lazy gettext: translated where it is shown
     category: Category
     permission: str
 
@@ -62,9 +66,9 @@ class Kind:
 KINDS: dict[str, Kind] = {
     kind.key: kind
     for kind in (
-        Kind("school", "School announcement", Category.SCHOOL_ANNOUNCEMENTS, "messages.school"),
-        Kind("newsletter", "Newsletter", Category.NEWSLETTERS, "messages.newsletter"),
-        Kind("class", "Class announcement", Category.CLASS_ANNOUNCEMENTS, "messages.class"),
+        Kind("school", _l("School announcement"), Category.SCHOOL_ANNOUNCEMENTS, "messages.school"),
+        Kind("newsletter", _l("Newsletter"), Category.NEWSLETTERS, "messages.newsletter"),
+        Kind("class", _l("Class announcement"), Category.CLASS_ANNOUNCEMENTS, "messages.class"),
     )
 }
 KIND_OF_CATEGORY: dict[Category, Kind] = {kind.category: kind for kind in KINDS.values()}
@@ -125,8 +129,13 @@ class Audience:
     """The people a message goes to: the whole school, or one class's community."""
 
     kind: Kind
-    label: str
+    label: str  # stored in English with the message (MailMessage.audience_label)
     school_class: SchoolClass | None = None
+
+    @property
+    def display_label(self) -> str:
+        """The label in the reader's language ('Everyone at X')."""
+        return audience_text(self.label)
 
     def memberships(self) -> Select:
         """Approved memberships of open accounts reached, each once (joined to their User).
@@ -155,9 +164,9 @@ def audience_for(kind: Kind, school_class: SchoolClass | None = None) -> Audienc
     if kind.key == "class":
         if school_class is None:
             raise ValueError("a class announcement needs a class")
-        label = f"Families, teachers and room parents of {school_class.name}"
+        label = CLASS_COMMUNITY + school_class.name  # stored in English; see audience_text
     else:
-        label = f"Everyone at {g.school.name}"
+        label = EVERYONE_AT + g.school.name
         school_class = None
     return Audience(kind=kind, label=label[:200], school_class=school_class)
 
@@ -233,14 +242,17 @@ def schedule_time(local: datetime, zone: ZoneInfo) -> tuple[datetime | None, str
     try:
         moment = aware.astimezone(UTC)
     except OverflowError:  # year 9999 west of UTC
-        return None, "Choose a time at most 90 days ahead."
+        return None, _("Choose a time at most 90 days ahead.")
     if moment.astimezone(zone).replace(tzinfo=None) != local.replace(tzinfo=None):
-        return None, f"That time does not exist in {zone.key} (the clocks go forward). Choose another time."
+        return None, _(
+            "That time does not exist in %(zone)s (the clocks go forward). Choose another time.",
+            zone=zone.key,
+        )
     now = utcnow()
     if moment <= now:
-        return None, "Choose a time in the future, or leave this empty to send now."
+        return None, _("Choose a time in the future, or leave this empty to send now.")
     if moment > now + MAX_AHEAD:
-        return None, "Choose a time at most 90 days ahead."
+        return None, _("Choose a time at most 90 days ahead.")
     return moment, None
 
 
@@ -442,7 +454,7 @@ class CancelRefused(Exception):
     """The message cannot be called off (it has gone out, or is going out)."""
 
 
-GONE_OUT = "This message has already gone out, so it can no longer be cancelled."
+GONE_OUT = _l("This message has already gone out, so it can no longer be cancelled.")
 
 
 def cancel(message: MailMessage) -> int:
@@ -454,7 +466,7 @@ def cancel(message: MailMessage) -> int:
     the caller is refused and rolls back: the message goes out rather than being half cancelled.
     """
     if not is_waiting_for_its_time(message):
-        raise CancelRefused(GONE_OUT)
+        raise CancelRefused(str(GONE_OUT))
     now = utcnow()
     claimed = rowcount(
         db.session.execute(
@@ -469,7 +481,7 @@ def cancel(message: MailMessage) -> int:
         )
     )
     if claimed != 1:
-        raise CancelRefused("This message has already been cancelled, or has gone out.")
+        raise CancelRefused(_("This message has already been cancelled, or has gone out."))
     skipped = rowcount(
         db.session.execute(
             update(MailDelivery)
@@ -479,7 +491,7 @@ def cancel(message: MailMessage) -> int:
         )
     )
     if _any_going_out(message.id):
-        raise CancelRefused(GONE_OUT)
+        raise CancelRefused(str(GONE_OUT))
     audit.record("message.cancelled", target=message.subject, deliveries=skipped)
     return skipped
 
@@ -610,6 +622,11 @@ class Delay:
 
     reason: str
     next_attempt_at: datetime | None
+
+    @property
+    def display_reason(self) -> str:
+        """The reason in the reader's language where it is one of the app's own."""
+        return delivery_reason_text(self.reason)
 
 
 def delay_of(message_id: int) -> Delay | None:

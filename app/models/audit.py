@@ -30,6 +30,13 @@ class AuditEntry(SchoolScoped, Model):
 
     actor: Mapped[User | None] = relationship()
 
+    @property
+    def display_target(self) -> str:
+        """The target as the reader's language says it (the app's own English words translated)."""
+        from app.audit import target_text  # app.audit imports this module
+
+        return target_text(self.action, self.target)
+
 
 class AuditLogIsAppendOnly(RuntimeError):
     """Someone tried to change or delete an audit entry."""

@@ -20,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from app.extensions import Model
+from app.lazytext import lazy_gettext as _l
 from app.models.base import SchoolScoped, UTCDateTime, utcnow
 
 # A material change reaches existing users this long after they were told (P13).
@@ -97,15 +98,20 @@ class ConsentKind(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return {
-            "accepted": "Accepted at sign-up",
-            "notified_email": "Told by email",
-            "notice_shown": "Shown the notice on the site",
-            "acknowledged": "Acknowledged the notice",
-            "continued_use": "Kept using the service after it took effect",
-            "objected": "Objected to it",
-            "deactivated": "Closed the account",
-        }[self.value]
+        """What happened, in the reader's language."""
+        return str(CONSENT_KIND_LABELS[self])
+
+
+# Lazy: translated when shown (``ConsentKind.label`` is the plain str in the current language).
+CONSENT_KIND_LABELS = {
+    ConsentKind.ACCEPTED: _l("Accepted at sign-up"),
+    ConsentKind.NOTIFIED_EMAIL: _l("Told by email"),
+    ConsentKind.NOTICE_SHOWN: _l("Shown the notice on the site"),
+    ConsentKind.ACKNOWLEDGED: _l("Acknowledged the notice"),
+    ConsentKind.CONTINUED_USE: _l("Kept using the service after it took effect"),
+    ConsentKind.OBJECTED: _l("Objected to it"),
+    ConsentKind.DEACTIVATED: _l("Closed the account"),
+}
 
 
 class ConsentEvent(Model):

@@ -9,6 +9,7 @@ from sqlalchemy import JSON, Enum, ForeignKey, Integer, String, Text, UniqueCons
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import Model
+from app.lazytext import lazy_gettext as _l
 from app.models.base import SchoolScoped, UTCDateTime, utcnow
 
 
@@ -49,6 +50,14 @@ class ImportRun(SchoolScoped, Model):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property
+    def display_failure(self) -> str:
+        """The stored failure in the reader's language (the worker writes it in English)."""
+        if self.failure is None:
+            return ""
+        known = FAILURE_TEXT.get(self.failure)
+        return str(known) if known is not None else self.failure
+
+    @property
     def percent(self) -> int:
         return 100 if not self.total_rows else min(100, round(100 * self.processed_rows / self.total_rows))
 
@@ -61,3 +70,13 @@ class ImportedFamily(SchoolScoped, Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     family_key: Mapped[str] = mapped_column(String(80))
     family_id: Mapped[int] = mapped_column(ForeignKey("family.id", ondelete="CASCADE"), index=True)
+
+
+# The failures the worker stores, in English whatever the language of the person who started
+# the run (it may run outside their request); a page shows them through ``display_failure``.
+STALE_FILE = "The file no longer checks out (a class may have changed): upload it again."
+STOPPED = "The import stopped on an error; nothing was written. Please try again."
+FAILURE_TEXT = {
+    STALE_FILE: _l("The file no longer checks out (a class may have changed): upload it again."),
+    STOPPED: _l("The import stopped on an error; nothing was written. Please try again."),
+}

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import enum
+import re
 from datetime import datetime
 
+from flask_babel import gettext as _
 from sqlalchemy import JSON, Boolean, Enum, ForeignKey, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import Model
+from app.lazytext import lazy_gettext as _l
 from app.models.base import SchoolOrPlatform, UTCDateTime, utcnow
 
 
@@ -24,11 +27,11 @@ class Category(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return CATEGORY_TEXT[self][0]
+        return str(CATEGORY_TEXT[self][0])
 
     @property
     def description(self) -> str:
-        return CATEGORY_TEXT[self][1]
+        return str(CATEGORY_TEXT[self][1])
 
     @property
     def optional(self) -> bool:
@@ -41,19 +44,22 @@ class Category(enum.StrEnum):
         return self in (Category.SCHOOL_ANNOUNCEMENTS, Category.CLASS_ANNOUNCEMENTS, Category.NEWSLETTERS)
 
 
+# Lazy: translated when shown; ``Category.label`` / ``.description`` give the current language's str.
 CATEGORY_TEXT = {
     Category.ADMINISTRATIVE: (
-        "Account and policy notices",
-        "Sign-in, security, approvals and changes to the privacy policy. These reach every active "
-        "account, because you need them to keep using the service safely.",
+        _l("Account and policy notices"),
+        _l(
+            "Sign-in, security, approvals and changes to the privacy policy. These reach every active "
+            "account, because you need them to keep using the service safely."
+        ),
     ),
-    Category.SCHOOL_ANNOUNCEMENTS: ("School announcements", "News from your school to every family."),
+    Category.SCHOOL_ANNOUNCEMENTS: (_l("School announcements"), _l("News from your school to every family.")),
     Category.CLASS_ANNOUNCEMENTS: (
-        "Class announcements",
-        "Messages from teachers and room parents of your classes.",
+        _l("Class announcements"),
+        _l("Messages from teachers and room parents of your classes."),
     ),
-    Category.NEWSLETTERS: ("Newsletters", "Regular newsletters from your school."),
-    Category.PROMOTIONAL: ("News about Join Our Class", "Occasional news about the service itself."),
+    Category.NEWSLETTERS: (_l("Newsletters"), _l("Regular newsletters from your school.")),
+    Category.PROMOTIONAL: (_l("News about Join Our Class"), _l("Occasional news about the service itself.")),
 }
 
 
@@ -108,6 +114,12 @@ class MailMessage(SchoolOrPlatform, Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # Announcements written in the app: who they went to, what was typed, and when they go.
     audience_label: Mapped[str | None] = mapped_column(String(200))
+
+    @property
+    def display_audience(self) -> str:
+        """``audience_label`` (stored in English) in the reader's language: 'Everyone at X'."""
+        return audience_text(self.audience_label)
+
     class_id: Mapped[int | None] = mapped_column(ForeignKey("school_class.id", ondelete="SET NULL"))
     source_markdown: Mapped[str | None] = mapped_column(Text)
     # Not sent before this time; the sweeper enqueues the send job once it has passed.
@@ -182,6 +194,12 @@ class MailDelivery(Model):
     )
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(String(500))
+
+    @property
+    def display_error(self) -> str:
+        """``last_error`` in the reader's language where it is one of the app's own skip reasons."""
+        return delivery_reason_text(self.last_error)
+
     provider_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -299,3 +317,46 @@ class SuppressionLift(Model):
 
 # A webhook finds the deliveries of the provider's message id (one id per batch of up to 1,000).
 Index("ix_mail_delivery_provider_id", MailDelivery.provider_id)
+
+
+# --- stored English, shown in the reader's language -----------------------------------------
+# An audience's label and a delivery's skip reason are written once, in English (a worker may
+# write them, outside anyone's request); pages translate the known shapes when they show them.
+# Anything else (a provider's own words) is shown as stored.
+EVERYONE_AT = "Everyone at "
+CLASS_COMMUNITY = "Families, teachers and room parents of "
+
+
+def audience_text(label: str | None) -> str:
+    """A stored audience label in the reader's language ('Everyone at Hillside')."""
+    if not label:
+        return ""
+    if label.startswith(EVERYONE_AT):
+        return _("Everyone at %(school)s", school=label.removeprefix(EVERYONE_AT))
+    if label.startswith(CLASS_COMMUNITY):
+        return _(
+            "Families, teachers and room parents of %(class_name)s",
+            class_name=label.removeprefix(CLASS_COMMUNITY),
+        )
+    return label
+
+
+SKIP_REASONS = {
+    "cancelled before it was sent": _l("cancelled before it was sent"),
+    "account deactivated": _l("account deactivated"),
+    "no longer a member of this school": _l("no longer a member of this school"),
+    "unsubscribed from this category": _l("unsubscribed from this category"),
+}
+_SUPPRESSED = re.compile(r"address suppressed \((.*)\)")
+
+
+def delivery_reason_text(reason: str | None) -> str:
+    """A stored skip or delay reason in the reader's language (a provider's words as stored)."""
+    if not reason:
+        return ""
+    known = SKIP_REASONS.get(reason)
+    if known is not None:
+        return str(known)
+    if suppressed := _SUPPRESSED.fullmatch(reason):
+        return _("address suppressed (%(reason)s)", reason=suppressed.group(1))
+    return reason

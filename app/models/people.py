@@ -12,6 +12,7 @@ from sqlalchemy import false as sa_false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import Model
+from app.lazytext import lazy_gettext as _l
 from app.models.base import SchoolScoped, UTCDateTime, utcnow
 
 
@@ -26,7 +27,8 @@ class Role(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return self.value.replace("_", " ").title()
+        """The role's name in the reader's language ('Room Parent')."""
+        return str(ROLE_LABELS[self])
 
 
 class MembershipStatus(enum.StrEnum):
@@ -47,11 +49,8 @@ class Visibility(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return {
-            "staff": "Only school staff",
-            "classes": "Families in my children's classes",
-            "school": "Everyone at the school",
-        }[self.value]
+        """Who sees the detail, in the reader's language."""
+        return str(VISIBILITY_LABELS[self])
 
 
 def _enum_column(cls, **kwargs):
@@ -68,7 +67,28 @@ class PlatformRole(enum.StrEnum):
 
     @property
     def label(self) -> str:
-        return {"support": "Platform support", "admin": "Platform administrator"}[self.value]
+        """The platform role's name in the reader's language."""
+        return str(PLATFORM_ROLE_LABELS[self])
+
+
+# Lazy: translated when shown. Forms built at import take these; code that compares or formats
+# takes ``.label`` (a plain str in the current language).
+ROLE_LABELS = {
+    Role.PARENT: _l("Parent"),
+    Role.ROOM_PARENT: _l("Room Parent"),
+    Role.STAFF: _l("Staff"),
+    Role.ADMIN: _l("Admin"),
+    Role.SUPERADMIN: _l("Superadmin"),
+}
+VISIBILITY_LABELS = {
+    Visibility.STAFF: _l("Only school staff"),
+    Visibility.CLASSES: _l("Families in my children's classes"),
+    Visibility.SCHOOL: _l("Everyone at the school"),
+}
+PLATFORM_ROLE_LABELS = {
+    PlatformRole.SUPPORT: _l("Platform support"),
+    PlatformRole.ADMIN: _l("Platform administrator"),
+}
 
 
 class School(Model):

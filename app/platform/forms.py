@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
+from flask_babel import ngettext
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, TextAreaField
 from wtforms.validators import DataRequired, Length, ValidationError
 
+from app.i18n.formatting import number
+from app.lazytext import EscapedLazyString
+from app.lazytext import lazy_gettext as _l
+
 BODY_MAX = 100_000
+
+
+def _at_most(limit: int) -> str:
+    """'Use at most 100,000 characters.', the number written as the reader's language writes it."""
+    return ngettext(
+        "Use at most %(num)s character.", "Use at most %(num)s characters.", limit, num=number(limit)
+    )
+
+
+# Lazy, and built when shown: the number is formatted in the reader's locale, not at import.
+BODY_TOO_LONG = EscapedLazyString(_at_most, BODY_MAX)
 
 
 def _unix_newlines(value: str | None) -> str | None:
@@ -18,36 +35,38 @@ class PolicyVersionForm(FlaskForm):
     """A draft version: its text, what changed, and how people are told of a material change."""
 
     body = TextAreaField(
-        "Policy text",
+        _l("Policy text"),
         filters=[_unix_newlines],
-        description="Markdown: ## headings, lists starting with -, **bold**, [links](https://example.org).",
+        description=_l(
+            "Markdown: ## headings, lists starting with -, **bold**, [links](https://example.org)."
+        ),
         validators=[
-            DataRequired("Write the policy."),
-            Length(max=BODY_MAX, message=f"Use at most {BODY_MAX:,} characters."),
+            DataRequired(_l("Write the policy.")),
+            Length(max=BODY_MAX, message=BODY_TOO_LONG),
         ],
         render_kw={"rows": 20},
     )
     summary = TextAreaField(
-        "Summary of changes",
+        _l("Summary of changes"),
         filters=[_unix_newlines],
-        description="Shown in the notice, the email and the history.",
+        description=_l("Shown in the notice, the email and the history."),
         validators=[
-            DataRequired("Say what changed."),
-            Length(max=2000, message="Use at most 2,000 characters."),
+            DataRequired(_l("Say what changed.")),
+            Length(max=2000, message=_l("Use at most 2,000 characters.")),
         ],
         render_kw={"rows": 4},
     )
     material = BooleanField(
-        "This is a material change",
-        description="Existing users get 30 days' notice; otherwise it applies as soon as it is posted.",
+        _l("This is a material change"),
+        description=_l("Existing users get 30 days' notice; otherwise it applies as soon as it is posted."),
     )
-    notify_by_email = BooleanField("Email every active account (an account notice)")
-    notify_by_notice = BooleanField("Show a notice on the site")
+    notify_by_email = BooleanField(_l("Email every active account (an account notice)"))
+    notify_by_notice = BooleanField(_l("Show a notice on the site"))
 
     def validate_material(self, field) -> None:
         """A material change must reach people somehow, or it could never take effect."""
         if field.data and not (self.notify_by_email.data or self.notify_by_notice.data):
-            raise ValidationError("Choose email, a site notice, or both, for a material change.")
+            raise ValidationError(_("Choose email, a site notice, or both, for a material change."))
 
 
 class PublishForm(FlaskForm):

@@ -7,6 +7,7 @@ public side (the policy, its history and notice) is the consent blueprint's.
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from app.consent import policy
@@ -48,7 +49,9 @@ def new_version():
             by=current_user,
         )
         db.session.commit()
-        flash(f"Draft version {version.number} saved. Check it, then publish it.", "success")
+        flash(
+            _("Draft version %(number)s saved. Check it, then publish it.", number=version.number), "success"
+        )
         return redirect_after_post(url_for(".versions"))
     return render_template(EDIT, form=form, version=None), 400 if form.errors else 200
 
@@ -59,7 +62,7 @@ def edit_version(number: int):
     """Change a draft; posted versions are fixed."""
     version = or_404(policy.get_version(number))
     if version.is_posted:
-        flash(policy.POSTED_IS_FIXED, "error")
+        flash(str(policy.POSTED_IS_FIXED), "error")
         return redirect_after_post(url_for(".versions"))
     form = forms.PolicyVersionForm(obj=version)
     if form.validate_on_submit():
@@ -78,7 +81,7 @@ def edit_version(number: int):
             flash(str(refusal), "error")
             return render_template(EDIT, form=form, version=version), 409
         db.session.commit()
-        flash(f"Draft version {version.number} saved.", "success")
+        flash(_("Draft version %(number)s saved.", number=version.number), "success")
         return redirect_after_post(url_for(".versions"))
     return render_template(EDIT, form=form, version=version), 400 if form.errors else 200
 
@@ -97,5 +100,5 @@ def publish_version(number: int):
         flash(str(refusal), "error")
         return redirect_after_post(url_for(".versions"))
     db.session.commit()
-    flash(f"Version {number} is posted.", "success")
+    flash(_("Version %(number)s is posted.", number=number), "success")
     return redirect_after_post(url_for(".versions"))

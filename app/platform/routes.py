@@ -7,6 +7,7 @@ policy_routes.py and suppression_routes.py.
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, g, render_template, request, session, url_for
+from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 
 from app import audit, tenancy
@@ -69,7 +70,7 @@ def leave():
     if not ButtonForm().validate_on_submit():
         abort(400)
     access.leave()
-    flash("You left the school's data.", "info")
+    flash(_("You left the school's data."), "info")
     return redirect_after_post(url_for("platform.console"))
 
 
@@ -83,9 +84,12 @@ def mark_deletion(request_id: int):
     if services.mark_deletion(support_request):
         db.session.commit()
         flash(
-            f"{support_request.reference} is marked; the school's admin confirms it in their settings.",
+            _(
+                "%(reference)s is marked; the school's admin confirms it in their settings.",
+                reference=support_request.reference,
+            ),
             "success",
         )
     else:
-        flash("That request cannot be marked (not a deletion request, or marked already).", "error")
+        flash(_("That request cannot be marked (not a deletion request, or marked already)."), "error")
     return redirect_after_post(url_for("platform.console"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
@@ -88,6 +89,6 @@ def sign_ins_per_day(audit_filter: AuditFilter) -> list[tuple[str, int]]:
     return [(str(d), n) for d, n in db.session.execute(query)]
 
 
-def actions() -> dict[str, str]:
+def actions() -> dict[str, Any]:
     """Every action the log knows, with its words."""
     return dict(audit.ACTIONS)

@@ -6,6 +6,7 @@ Nested in the settings blueprint (``settings.audit.*``).
 from __future__ import annotations
 
 from flask import Blueprint, request, url_for
+from flask_babel import gettext as _
 
 from app import clock
 from app.htmx import render
@@ -21,7 +22,7 @@ bp = Blueprint("audit", __name__, url_prefix="/audit")
 def index():
     """Who did what and when, newest first; filter by action and by day; sign-ins as counts."""
     form = forms.AuditFilterForm(request.args)
-    form.action.choices = [("", "Every action"), *audit_log.actions().items()]
+    form.action.choices = [("", _("Every action")), *audit_log.actions().items()]
     valid = form.validate()
     before = request.args.get("before", "")
     audit_filter = audit_log.AuditFilter(

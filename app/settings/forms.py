@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, DateField, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
+from app.lazytext import lazy_gettext as _l
 from app.models import Role, Visibility
+from app.models.people import VISIBILITY_LABELS
 from app.settings import school, support_access
 
-VISIBILITY_CHOICES = [SelectChoice(v.value, v.label) for v in Visibility]
+VISIBILITY_CHOICES = [SelectChoice(v.value, VISIBILITY_LABELS[v]) for v in Visibility]
 APPROVAL_CHOICES = [
-    SelectChoice(Role.STAFF.value, "Staff, admins and SuperAdmins"),
-    SelectChoice(Role.ADMIN.value, "Admins and SuperAdmins"),
-    SelectChoice(Role.SUPERADMIN.value, "SuperAdmins only"),
+    SelectChoice(Role.STAFF.value, _l("Staff, admins and SuperAdmins")),
+    SelectChoice(Role.ADMIN.value, _l("Admins and SuperAdmins")),
+    SelectChoice(Role.SUPERADMIN.value, _l("SuperAdmins only")),
 ]
 
 
@@ -22,23 +25,25 @@ class ProfileForm(FlaskForm):
     """The school's name and time zone."""
 
     name = StringField(
-        "School name",
+        _l("School name"),
         validators=[
-            DataRequired("Enter the school's name."),
-            Length(max=200, message="Use at most 200 characters."),
+            DataRequired(_l("Enter the school's name.")),
+            Length(max=200, message=_l("Use at most 200 characters.")),
         ],
     )
     timezone = StringField(
-        "Time zone",
-        validators=[DataRequired("Choose a time zone, e.g. Europe/London.")],
-        description="A name such as Europe/London or America/New_York; dates and reminders use it.",
+        _l("Time zone"),
+        validators=[DataRequired(_l("Choose a time zone, e.g. Europe/London."))],
+        description=_l("A name such as Europe/London or America/New_York; dates and reminders use it."),
         render_kw={"list": "time-zones"},
     )
 
     def validate_timezone(self, field) -> None:
         field.data = (field.data or "").strip()
         if not school.is_time_zone(field.data):
-            raise ValidationError("We don't know this time zone. Pick one from the list, e.g. Europe/London.")
+            raise ValidationError(
+                _("We don't know this time zone. Pick one from the list, e.g. Europe/London.")
+            )
 
 
 class InviteCodeForm(FlaskForm):
@@ -48,11 +53,11 @@ class InviteCodeForm(FlaskForm):
 class JoiningForm(FlaskForm):
     """How families join and what they may do once in."""
 
-    families_edit_own = BooleanField("Families may add and edit their own family's members")
+    families_edit_own = BooleanField(_l("Families may add and edit their own family's members"))
     default_visibility = SelectField(
-        "Who sees a new guardian's contact details until they choose", choices=VISIBILITY_CHOICES
+        _l("Who sees a new guardian's contact details until they choose"), choices=VISIBILITY_CHOICES
     )
-    approval_role = SelectField("Who approves people who ask to join", choices=APPROVAL_CHOICES)
+    approval_role = SelectField(_l("Who approves people who ask to join"), choices=APPROVAL_CHOICES)
 
 
 class PeopleSearchForm(FlaskForm):
@@ -61,13 +66,13 @@ class PeopleSearchForm(FlaskForm):
     class Meta:
         csrf = False
 
-    q = StringField("Search people", validators=[Optional(), Length(max=100)])
+    q = StringField(_l("Search people"), validators=[Optional(), Length(max=100)])
 
 
 class RoleForm(FlaskForm):
     """A person's role; the choices stop at the actor's own role."""
 
-    role = SelectField("Role", choices=[])
+    role = SelectField(_l("Role"), choices=[])
 
 
 class ConfirmForm(FlaskForm):
@@ -78,17 +83,17 @@ class GrantForm(FlaskForm):
     """Let platform support read the school's data for a number of hours."""
 
     hours = IntegerField(
-        "For how many hours",
+        _l("For how many hours"),
         default=72,
         validators=[
-            DataRequired("Enter a number of hours between 1 and 168."),
+            DataRequired(_l("Enter a number of hours between 1 and 168.")),
             NumberRange(
                 min=support_access.MIN_GRANT_HOURS,
                 max=support_access.MAX_GRANT_HOURS,
-                message="Enter a number of hours between 1 and 168.",
+                message=_l("Enter a number of hours between 1 and 168."),
             ),
         ],
-        description="Between 1 hour and 7 days (168 hours). You can revoke it at any time.",
+        description=_l("Between 1 hour and 7 days (168 hours). You can revoke it at any time."),
     )
 
 
@@ -101,9 +106,9 @@ class AuditFilterForm(FlaskForm):
     class Meta:
         csrf = False
 
-    action = SelectField("Action", choices=[], validators=[Optional()])
-    since = DateField("From", validators=[Optional()])
-    until = DateField("Until", validators=[Optional()])
+    action = SelectField(_l("Action"), choices=[], validators=[Optional()])
+    since = DateField(_l("From"), validators=[Optional()])
+    until = DateField(_l("Until"), validators=[Optional()])
 
     def validate_since(self, field) -> None:
         _check_audit_day(field.data)
@@ -111,10 +116,12 @@ class AuditFilterForm(FlaskForm):
     def validate_until(self, field) -> None:
         _check_audit_day(field.data)
         if field.data and self.since.data and field.data < self.since.data:
-            raise ValidationError("Choose a day on or after the first day.")
+            raise ValidationError(_("Choose a day on or after the first day."))
 
 
 def _check_audit_day(day) -> None:
     """Days the log can hold (and that the day after can be computed for)."""
     if day is not None and not (AUDIT_FIRST_YEAR <= day.year <= AUDIT_LAST_YEAR):
-        raise ValidationError(f"Choose a day between {AUDIT_FIRST_YEAR} and {AUDIT_LAST_YEAR}.")
+        raise ValidationError(
+            _("Choose a day between %(first)s and %(last)s.", first=AUDIT_FIRST_YEAR, last=AUDIT_LAST_YEAR)
+        )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload, selectinload
 
@@ -108,12 +109,14 @@ def set_permissions(actor: Membership, target: Membership, wanted: set[str]) -> 
     actor_permissions = permissions.effective_permissions(actor)
     wanted = wanted & set(permissions.BY_KEY)
     if target.role is Role.SUPERADMIN and not wanted >= rules.KEPT_BY_SUPERADMINS:
-        raise rules.Refused("A SuperAdmin always keeps managing people and their permissions.", 422)
+        raise rules.Refused(_("A SuperAdmin always keeps managing people and their permissions."), 422)
     current = permissions.permissions_with_role(target)
     raising = (wanted - current) - actor_permissions
     if raising:
-        labels = ", ".join(permissions.BY_KEY[key].label for key in sorted(raising))
-        raise rules.Refused(f"You can only give permissions you have yourself (not: {labels}).")
+        labels = ", ".join(str(permissions.BY_KEY[key].label) for key in sorted(raising))
+        raise rules.Refused(
+            _("You can only give permissions you have yourself (not: %(labels)s).", labels=labels)
+        )
     defaults = role_defaults(target)
     existing = {c.permission: c for c in target.permission_changes}
     changed = []

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from flask import Blueprint, abort, flash, g, request, url_for
+from flask_babel import gettext as _
+from flask_babel import ngettext
 
 from app import permissions
 from app.extensions import db
@@ -73,6 +75,7 @@ def _person(target, status: int = 200, error: str | None = None, role_form=None)
         role_form=role_form,
         confirm_form=forms.ConfirmForm(formdata=None),
         rows=people.permission_rows(actor_permissions, target),
+        module_labels=permissions.MODULE_LABELS,  # rows are keyed by the plain module name
         defaults=people.role_defaults(target),
         error=error,
         is_self=target.id == g.membership.id,
@@ -105,7 +108,9 @@ def change_role(membership_id: int):
     return _commit_unless_refused(
         target,
         lambda: lifecycle.change_role(g.membership, target, Role(form.role.data)),
-        lambda changed: f"Role changed to {target.role.label}." if changed else "Nothing to change.",
+        lambda changed: (
+            _("Role changed to %(role)s.", role=target.role.label) if changed else _("Nothing to change.")
+        ),
     )
 
 
@@ -120,7 +125,11 @@ def change_permissions(membership_id: int):
     return _commit_unless_refused(
         target,
         lambda: people.set_permissions(g.membership, target, wanted),
-        lambda changed: f"{len(changed)} permission(s) changed." if changed else "Nothing to change.",
+        lambda changed: (
+            ngettext("%(num)d permission changed.", "%(num)d permissions changed.", len(changed))
+            if changed
+            else _("Nothing to change.")
+        ),
     )
 
 
@@ -140,14 +149,14 @@ def _commit_unless_refused(target: Membership, change: Callable[[], T], said: Ca
 @requires("members.manage")
 def deactivate(membership_id: int):
     """Switch a person's membership of this school off; they lose access on their next request."""
-    return _status_change(membership_id, lifecycle.deactivate, "Membership deactivated.")
+    return _status_change(membership_id, lifecycle.deactivate, _("Membership deactivated."))
 
 
 @bp.route("/<int:membership_id>/reactivate", methods=["POST"])
 @requires("members.manage")
 def reactivate(membership_id: int):
     """Let a deactivated person back into the school."""
-    return _status_change(membership_id, lifecycle.reactivate, "Membership reactivated.")
+    return _status_change(membership_id, lifecycle.reactivate, _("Membership reactivated."))
 
 
 def _status_change(membership_id: int, change, message: str):
@@ -160,4 +169,4 @@ def _status_change(membership_id: int, change, message: str):
         db.session.rollback()
         return _person(people.person(membership_id), refusal.status, error=str(refusal))
     db.session.commit()
-    return _changed_person(target, message if changed else "Nothing to change.")
+    return _changed_person(target, message if changed else _("Nothing to change."))

@@ -9,6 +9,8 @@ the audit log audit.view, the data data.export.
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, g, render_template, url_for
+from flask_babel import gettext as _
+from flask_babel import ngettext
 
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
@@ -88,7 +90,7 @@ def profile():
         return _section("profile", 400, profile_form=form)
     changed = school_settings.update_profile(g.school, name=form.name.data, timezone=form.timezone.data)
     db.session.commit()
-    return _saved("profile", "School profile saved." if changed else "Nothing to change.", "success")
+    return _saved("profile", _("School profile saved.") if changed else _("Nothing to change."), "success")
 
 
 @bp.route("/invite-code/rotate", methods=["POST"])
@@ -99,7 +101,7 @@ def rotate_code():
         abort(400)
     school_settings.rotate_invite_code(g.school)
     db.session.commit()
-    return _saved("invite", "New invitation code made. The old one no longer works.")
+    return _saved("invite", _("New invitation code made. The old one no longer works."))
 
 
 @bp.route("/invite-code/off", methods=["POST"])
@@ -110,7 +112,7 @@ def code_off():
         abort(400)
     school_settings.switch_off_invite_code(g.school)
     db.session.commit()
-    return _saved("invite", "Invitation code switched off.")
+    return _saved("invite", _("Invitation code switched off."))
 
 
 @bp.route("/joining", methods=["POST"])
@@ -127,7 +129,7 @@ def joining():
         approval_role=form.approval_role.data,
     )
     db.session.commit()
-    return _saved("joining", "Joining rules saved." if changed else "Nothing to change.")
+    return _saved("joining", _("Joining rules saved.") if changed else _("Nothing to change."))
 
 
 @bp.route("/support/grant", methods=["POST"])
@@ -139,7 +141,14 @@ def grant_support():
         return _section("support", 400, grant_form=form)
     support_access.grant_support(form.hours.data)
     db.session.commit()
-    return _saved("support", f"Support may read the school's data for {form.hours.data} hours.")
+    return _saved(
+        "support",
+        ngettext(
+            "Support may read the school's data for %(num)s hour.",
+            "Support may read the school's data for %(num)s hours.",
+            form.hours.data,
+        ),
+    )
 
 
 @bp.route("/support/<int:grant_id>/revoke", methods=["POST"])
@@ -151,7 +160,7 @@ def revoke_support(grant_id: int):
         abort(400)
     revoked = support_access.revoke_grant(grant)
     db.session.commit()
-    return _saved("support", "Support access revoked." if revoked else "That access had already ended.")
+    return _saved("support", _("Support access revoked.") if revoked else _("That access had already ended."))
 
 
 @bp.route("/deletions/<int:request_id>/confirm", methods=["POST"])
@@ -167,4 +176,6 @@ def confirm_deletion(request_id: int):
         db.session.rollback()
         return _saved("deletions", str(refusal), "error")
     db.session.commit()
-    return _saved("deletions", "Deletion carried out." if done else "Nothing to confirm for this request.")
+    return _saved(
+        "deletions", _("Deletion carried out.") if done else _("Nothing to confirm for this request.")
+    )

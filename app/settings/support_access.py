@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from flask import g
+from flask_babel import gettext as _
 from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
@@ -38,7 +39,9 @@ def grants() -> tuple[list[SupportGrant], list[SupportGrant]]:
 def grant_support(hours: int, *, support_request: SupportRequest | None = None) -> SupportGrant:
     """Let platform support read this school's data for ``hours`` (1 to 168), from now."""
     if not MIN_GRANT_HOURS <= hours <= MAX_GRANT_HOURS:
-        raise rules.Refused(f"Choose between {MIN_GRANT_HOURS} and {MAX_GRANT_HOURS} hours.")
+        raise rules.Refused(
+            _("Choose between %(low)s and %(high)s hours.", low=MIN_GRANT_HOURS, high=MAX_GRANT_HOURS)
+        )
     now = utcnow()
     grant = SupportGrant(
         granted_by_id=g.membership.user_id,

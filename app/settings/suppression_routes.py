@@ -7,18 +7,20 @@ place for htmx, or a 303 back to the list with a flash for a plain form.
 from __future__ import annotations
 
 from flask import Blueprint, flash, get_template_attribute, make_response, render_template, request, url_for
+from flask_babel import gettext as _
 from flask_login import current_user
 
 from app import audit, clock
 from app.extensions import db
 from app.htmx import redirect_after_post, wants_fragment
+from app.lazytext import lazy_gettext as _l
 from app.mail import suppressions
 from app.parsing import optional_id
 from app.permissions import requires
 
 bp = Blueprint("suppressions", __name__, url_prefix="/suppressions")
 
-GONE = "That address is not on the list (any more): nothing was lifted."
+GONE = _l("That address is not on the list (any more): nothing was lifted.")
 
 
 @bp.route("")
@@ -77,6 +79,8 @@ def lifted_answer(email: str, suppression_id: int, back: str):
         response.vary.update(["HX-Request", "HX-Target"])
         return response
     # The address stays out of the flash: the session keeps no personal data (P8), even server-side.
-    lifted = "Suppression lifted: email goes to that address again, and Mailgun's own list is updated next."
+    lifted = _(
+        "Suppression lifted: email goes to that address again, and Mailgun's own list is updated next."
+    )
     flash(lifted, "success")
     return redirect_after_post(back)

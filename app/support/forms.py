@@ -7,14 +7,16 @@ from wtforms import BooleanField, EmailField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
 from app.auth.forms import EMAIL_CHECKS
+from app.lazytext import lazy_gettext as _l
+from app.lazytext import lazy_ngettext
 
 NAME_CHECKS = [
-    DataRequired("Enter your name."),
-    Length(max=120, message="Use at most 120 characters."),
+    DataRequired(_l("Enter your name.")),
+    Length(max=120, message=_l("Use at most 120 characters.")),
 ]
 MESSAGE_CHECKS = [
-    DataRequired("Tell us how we can help."),
-    Length(max=10_000, message="Use at most 10,000 characters."),
+    DataRequired(_l("Tell us how we can help.")),
+    Length(max=10_000, message=_l("Use at most 10,000 characters.")),
 ]
 GRANT_HOURS = 72
 
@@ -22,36 +24,40 @@ GRANT_HOURS = 72
 class HelpForm(FlaskForm):
     """A signed-in person asks the platform's support team for help."""
 
-    name = StringField("Your name", validators=NAME_CHECKS)
+    name = StringField(_l("Your name"), validators=NAME_CHECKS)
     email = EmailField(
-        "Email address",
+        _l("Email address"),
         validators=EMAIL_CHECKS,
-        description="Our support team answers here.",
+        description=_l("Our support team answers here."),
     )
     subject = StringField(
-        "Subject",
+        _l("Subject"),
         validators=[
-            DataRequired("Give your question a short subject."),
-            Length(max=150, message="Use at most 150 characters."),
+            DataRequired(_l("Give your question a short subject.")),
+            Length(max=150, message=_l("Use at most 150 characters.")),
         ],
     )
-    message = TextAreaField("How can we help?", validators=MESSAGE_CHECKS)
+    message = TextAreaField(_l("How can we help?"), validators=MESSAGE_CHECKS)
     # Shown, and honoured, only for people with support.grant in their current school.
     grant_access = BooleanField(
-        f"Allow support to view my school's data for {GRANT_HOURS} hours to resolve this",
-        description="Read-only, and only to resolve this request.",
+        lazy_ngettext(
+            "Allow support to view my school's data for %(num)s hour to resolve this",
+            "Allow support to view my school's data for %(num)s hours to resolve this",
+            GRANT_HOURS,
+        ),
+        description=_l("Read-only, and only to resolve this request."),
     )
     # Shown to approved members: the request becomes a deletion request for their current school.
     deletion = BooleanField(
-        "I ask for my data at this school to be deleted",
-        description="Support checks it; the school's administrator confirms before anything is deleted.",
+        _l("I ask for my data at this school to be deleted"),
+        description=_l("Support checks it; the school's administrator confirms before anything is deleted."),
     )
 
 
 class ContactForm(FlaskForm):
     """Anyone writes to us; ``website`` is a honeypot that people never see or fill in."""
 
-    name = StringField("Your name", validators=NAME_CHECKS)
-    email = EmailField("Email address", validators=EMAIL_CHECKS)
-    message = TextAreaField("Your message", validators=MESSAGE_CHECKS)
-    website = StringField("Leave this field empty")
+    name = StringField(_l("Your name"), validators=NAME_CHECKS)
+    email = EmailField(_l("Email address"), validators=EMAIL_CHECKS)
+    message = TextAreaField(_l("Your message"), validators=MESSAGE_CHECKS)
+    website = StringField(_l("Leave this field empty"))

@@ -97,7 +97,7 @@ def test_admin_edits_a_persons_permissions_and_the_person_sees_the_change(
     expect(admin.get_by_role("heading", level=1)).to_have_text(parent_name)
     admin.get_by_label("Approve people who ask to join").check()
     admin.get_by_role("button", name="Save permissions").click()
-    expect(admin.locator("#flashes")).to_contain_text("1 permission(s) changed.")
+    expect(admin.locator("#flashes")).to_contain_text("1 permission changed.")
     expect(admin.get_by_label("Approve people who ask to join")).to_be_checked()
 
     person.reload()
