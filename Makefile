@@ -53,7 +53,7 @@ format: $(VENV)/.installed
 TRANSLATIONS := app/translations
 CATALOGUES := $(wildcard $(TRANSLATIONS)/*/LC_MESSAGES/messages.po)
 i18n-extract: $(VENV)/.installed
-	$(BIN)/pybabel extract -F babel.cfg -k lazy_gettext -k lazy_ngettext:1,2 \
+	$(BIN)/pybabel extract -F babel.cfg -k _l -k lazy_gettext -k lazy_ngettext:1,2 \
 		--add-location=file --sort-output --no-wrap --project "Join Our Class" \
 		-o $(TRANSLATIONS)/messages.pot app
 i18n-update: i18n-extract

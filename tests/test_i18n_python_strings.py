@@ -19,12 +19,7 @@ APP = ROOT / "app"
 
 # TEMPORARY: these areas are being translated by other owners of issue 14 in parallel. Empty
 # this tuple once their branches land; the check then covers the whole package.
-NOT_YET_CHECKED: tuple[str, ...] = (
-    "app/mail/",
-    "app/unsubscribe/",
-    "app/translate/",
-    "app/messages/forms.py",
-)
+NOT_YET_CHECKED: tuple[str, ...] = ()
 
 GETTEXT_NAMES = frozenset(
     {"_", "_l", "gettext", "ngettext", "lazy_gettext", "lazy_ngettext", "pgettext", "npgettext"}

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from app.extensions import db
 from app.i18n import direction
 from app.models import Category, MailMessage, MailRendering
+from app.models.messaging import audience_text
 from app.urls import external_url
 
 ANNOUNCEMENT = "announcement"
@@ -97,6 +98,8 @@ def render_in(
         values.setdefault("unsubscribe_url", UNSUBSCRIBE_PLACEHOLDER)
         values.setdefault("preferences_url", external_url("unsubscribe.preferences", lang=locale))
     with force_locale(locale):
+        if values.get("audience_label"):  # stored in English ("Everyone at ..."), read in theirs
+            values["audience_label"] = audience_text(values["audience_label"])
         return render_email(template, **values)
 
 

@@ -7,7 +7,7 @@ import secrets
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from flask_babel import LazyString, gettext, lazy_gettext
+from flask_babel import LazyString, gettext
 from flask_wtf import FlaskForm
 from wtforms import DateTimeLocalField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
@@ -15,6 +15,7 @@ from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from app.i18n import LANGUAGES, current_locale
 from app.i18n.formatting import number
+from app.lazytext import lazy_gettext
 from app.messages.services import schedule_time
 
 SUBJECT_MAX = 200

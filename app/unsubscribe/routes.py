@@ -44,7 +44,8 @@ def apply(token: str):
     if request.form.get("List-Unsubscribe") == "One-Click":
         preferences.unsubscribe(user, None if category == tokens.ALL else category)
         db.session.commit()
-        return make_response(_("Unsubscribed.") + "\n", 200, {"Content-Type": "text/plain; charset=utf-8"})
+        answer = "%s\n" % _("Unsubscribed.")  # noqa: UP031 - a line of plain text, the text translated
+        return make_response(answer, 200, {"Content-Type": "text/plain; charset=utf-8"})
     scope = request.form.get("scope")
     if scope not in ("category", "all") or (scope == "category" and category == tokens.ALL):
         abort(400)
