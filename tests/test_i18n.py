@@ -223,3 +223,69 @@ def test_signing_in_does_not_overwrite_a_language_the_account_has(client, make_s
     sign_in(client, member.user.email)
     db.session.rollback()
     assert db.session.get(User, member.user_id).language == "ar"
+
+
+# -- the account's language and the school's default --------------------------------------------
+
+
+def test_a_member_sets_their_language_on_the_account_page(client, make_school, make_member):
+    member = make_member(make_school())
+    sign_in(client, member.user.email)
+    page = client.get("/account").get_data(as_text=True)
+    assert 'id="language-section"' in page and "The school&#39;s default (English)" in page
+
+    response = client.form("/account/language", {"lg-language": "ar"})
+    assert response.status_code == 303 and response.headers["Location"] == "/account"
+    db.session.rollback()
+    assert db.session.get(User, member.user_id).language == "ar"
+    assert page_language(client.get("/account", headers={"Accept-Language": "es"})) == ("ar", "rtl")
+
+    # Back to the school's default: no language of their own, and no leftover in the session.
+    client.form("/account/language", {"lg-language": ""})
+    db.session.rollback()
+    assert db.session.get(User, member.user_id).language is None
+    assert page_language(client.get("/account")) == ("en", "ltr")
+
+
+def test_an_unknown_language_is_refused_next_to_the_field(client, make_school, make_member):
+    member = make_member(make_school())
+    member.user.language = "es"
+    db.session.commit()
+    sign_in(client, member.user.email)
+    response = client.htmx("/account/language", {"lg-language": "xx"}, target="language-section")
+    assert response.status_code == 400
+    body = response.get_data(as_text=True)
+    assert "<html" not in body and 'aria-invalid="true"' in body
+    db.session.rollback()
+    assert db.session.get(User, member.user_id).language == "es"  # nothing changed
+
+
+def test_an_admin_sets_the_schools_default_language_audited(client, make_school, make_member):
+    from app import tenancy
+    from app.models import Role, School
+    from app.models.audit import AuditEntry
+
+    school = make_school()
+    admin = make_member(school, role=Role.ADMIN)
+    parent = make_member(school)
+    sign_in(client, admin.user.email)
+    response = client.form(
+        "/settings/profile", {"name": school.name, "timezone": "UTC", "default_language": "es"}
+    )
+    assert response.status_code == 303
+    db.session.rollback()
+    assert db.session.get(School, school.id).default_language == "es"
+    with tenancy.bound(school.id):
+        entry = db.session.scalars(select(AuditEntry).order_by(AuditEntry.id.desc())).first()
+    assert entry.action == "settings.changed" and entry.detail["changes"]["default_language"] == ["en", "es"]
+
+    other = client.application.test_client()
+    sign_in(other, parent.user.email)
+    assert page_language(other.get("/")) == ("es", "ltr")
+
+    # A profile form posted without the field (an old page) keeps the school's language.
+    client.form("/settings/profile", {"name": "Renamed", "timezone": "UTC"})
+    db.session.rollback()
+    assert db.session.get(School, school.id).default_language == "es"
+    bad = client.form("/settings/profile", {"name": "Renamed", "timezone": "UTC", "default_language": "zz"})
+    assert bad.status_code == 400

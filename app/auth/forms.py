@@ -18,6 +18,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, EqualTo, InputRequired, Length, Optional
 
 from app.auth import passwords
+from app.i18n import LANGUAGES
 from app.lazytext import lazy_gettext as _l
 from app.parsing import optional_id
 
@@ -163,6 +164,21 @@ class JoinAnotherSchoolForm(FlaskForm):
         _l("Invitation code"),
         validators=[DataRequired(_l("Enter the code the other school gave you.")), Length(max=40)],
     )
+
+
+class LanguageForm(FlaskForm):
+    """The language of one's pages and email; empty: the school's default."""
+
+    language = SelectField(_l("Language for pages and email"), validate_choice=True)
+
+    def __init__(self, *args, school_default: str, **kwargs):
+        """Offer every language under its own name, and the school's default first."""
+        super().__init__(*args, **kwargs)
+        default_name = LANGUAGES.get(school_default, LANGUAGES["en"])
+        self.language.choices = [
+            SelectChoice("", _("The school's default (%(language)s)", language=default_name)),
+            *(SelectChoice(code, name, render_kw={"lang": code}) for code, name in LANGUAGES.items()),
+        ]
 
 
 class ConfirmForm(FlaskForm):

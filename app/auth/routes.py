@@ -7,6 +7,7 @@ import hmac
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 from flask_babel import gettext as _
+from flask_babel import refresh
 from flask_login import current_user
 from flask_wtf import FlaskForm
 
@@ -14,6 +15,7 @@ from app.auth import forms, passwords, services
 from app.consent import ledger
 from app.extensions import db, limiter
 from app.htmx import redirect_after_post, render
+from app.i18n import SESSION_KEY
 from app.members import lifecycle
 from app.parsing import optional_id
 from app.permissions import public, signed_in
@@ -207,9 +209,17 @@ def _account_page(*, block: str = "content", target: str = "main", status: int =
         "password_form": forms.ChangePasswordForm(prefix="pw"),
         "email_form": forms.ChangeEmailForm(prefix="em"),
         "join_form": forms.JoinAnotherSchoolForm(prefix="js"),
+        "language_form": _language_form(data={"language": current_user.language or ""}),
     }
     account_forms.update(submitted)
     return render("auth/account.html", block=block, target=target, status=status, **account_forms)
+
+
+def _language_form(**kwargs) -> forms.LanguageForm:
+    """The account's language form, offering the current school's default first."""
+    school = g.get("school")
+    default = school.default_language if school is not None else "en"
+    return forms.LanguageForm(prefix="lg", school_default=default, **kwargs)
 
 
 @bp.route("/account")
@@ -238,6 +248,25 @@ def change_password():
             flash(_("Password changed. You were signed out everywhere else."), "success")
             return redirect_after_post(url_for("auth.account"))
     return _account_page(block="password_form", target="password-section", status=400, password_form=form)
+
+
+@bp.route("/account/language", methods=["POST"])
+@signed_in
+def change_language():
+    """Keep the language of the person's pages and email (none: their school's default)."""
+    form = _language_form()
+    if not form.validate_on_submit():
+        return _account_page(block="language_form", target="language-section", status=400, language_form=form)
+    chosen = form.language.data or None
+    current_user.language = chosen
+    if chosen:
+        session[SESSION_KEY] = chosen
+    else:
+        session.pop(SESSION_KEY, None)
+    db.session.commit()
+    refresh()  # this answer is already in the new language
+    flash(_("Language saved."), "success")
+    return redirect_after_post(url_for("auth.account"))
 
 
 @bp.route("/account/email", methods=["POST"])

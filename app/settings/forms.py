@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from flask import g
 from flask_babel import gettext as _
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, DateField, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
+from app.i18n import LANGUAGES
 from app.lazytext import lazy_gettext as _l
 from app.models import Role, Visibility
 from app.models.people import VISIBILITY_LABELS
@@ -22,7 +24,7 @@ APPROVAL_CHOICES = [
 
 
 class ProfileForm(FlaskForm):
-    """The school's name and time zone."""
+    """The school's name, time zone and default language."""
 
     name = StringField(
         _l("School name"),
@@ -36,6 +38,12 @@ class ProfileForm(FlaskForm):
         validators=[DataRequired(_l("Choose a time zone, e.g. Europe/London."))],
         description=_l("A name such as Europe/London or America/New_York; dates and reminders use it."),
         render_kw={"list": "time-zones"},
+    )
+    default_language = SelectField(
+        _l("Language"),
+        choices=[SelectChoice(code, name, render_kw={"lang": code}) for code, name in LANGUAGES.items()],
+        description=_l("Pages and email for everyone who has not chosen a language of their own."),
+        default=lambda: g.school.default_language,  # a form posted without it keeps the school's
     )
 
     def validate_timezone(self, field) -> None:

@@ -84,11 +84,16 @@ def index():
 @bp.route("/profile", methods=["POST"])
 @requires("settings.edit")
 def profile():
-    """Rename the school or change its time zone."""
+    """Rename the school, or change its time zone or default language."""
     form = forms.ProfileForm()
     if not form.validate_on_submit():
         return _section("profile", 400, profile_form=form)
-    changed = school_settings.update_profile(g.school, name=form.name.data, timezone=form.timezone.data)
+    changed = school_settings.update_profile(
+        g.school,
+        name=form.name.data,
+        timezone=form.timezone.data,
+        default_language=form.default_language.data,
+    )
     db.session.commit()
     return _saved("profile", _("School profile saved.") if changed else _("Nothing to change."), "success")
 

@@ -48,9 +48,12 @@ def _changed(school: School, **values) -> dict:
     return changes
 
 
-def update_profile(school: School, *, name: str, timezone: str) -> bool:
-    """Rename the school and set its time zone; audited when anything changed."""
-    changes = _changed(school, name=name.strip(), timezone=timezone)
+def update_profile(school: School, *, name: str, timezone: str, default_language: str | None = None) -> bool:
+    """Rename the school, set its time zone and default language; audited when anything changed."""
+    values: dict[str, str] = {"name": name.strip(), "timezone": timezone}
+    if default_language is not None:
+        values["default_language"] = default_language
+    changes = _changed(school, **values)
     if changes:
         audit.record("settings.changed", target="School profile", changes=changes)
     return bool(changes)
