@@ -1,7 +1,7 @@
 """Which language a page is in, how a visitor or a member changes it, and how it is kept.
 
 The order (app/i18n): ?lang= on one request, the account's choice, the visitor's choice in the
-server-side session, the school's default, Accept-Language, English. The choice is never kept
+server-side session, Accept-Language, the school's default, English. The choice is never kept
 in a cookie of its own: the session id stays the only cookie.
 """
 
@@ -129,17 +129,20 @@ def test_a_member_switching_keeps_it_on_the_account(client, app, make_school, ma
     assert page_language(other.get("/privacy", headers={"Accept-Language": "es"})) == ("ar", "rtl")
 
 
-def test_the_schools_default_applies_to_members_who_chose_none(client, make_school, make_member):
+def test_the_schools_default_applies_when_the_browser_names_none_of_ours(client, make_school, make_member):
     school = make_school()
     school.default_language = "es"
     db.session.commit()
     member = make_member(school)
     sign_in(client, member.user.email)
-    assert page_language(client.get("/", headers={"Accept-Language": "ar"})) == ("es", "ltr")
+    assert page_language(client.get("/", headers={"Accept-Language": "de, fr;q=0.8"})) == ("es", "ltr")
+    assert page_language(client.get("/")) == ("es", "ltr")
+    # The browser's language, where we have it, comes before the school's.
+    assert page_language(client.get("/", headers={"Accept-Language": "ar"})) == ("ar", "rtl")
 
-    member.user.language = "ar"
+    member.user.language = "en"  # and the person's own choice before both
     db.session.commit()
-    assert page_language(client.get("/", headers={"Accept-Language": "es"})) == ("ar", "rtl")
+    assert page_language(client.get("/", headers={"Accept-Language": "ar"})) == ("en", "ltr")
 
 
 def test_select_locale_outside_a_request_is_english(app):

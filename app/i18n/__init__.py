@@ -2,7 +2,8 @@
 
 A page's language is, in order: ``?lang=`` on that request (an email's links carry it; never
 stored), the signed-in person's choice, the visitor's choice kept in the server-side session,
-the school's default, the best match of the browser's Accept-Language, English. Mail is
+the best match of the browser's Accept-Language, the school's default, English. Mail has no
+browser: there the school's default comes right after the person's own choice. Mail is
 rendered in its recipient's language (``mail_locale``), never the requester's.
 """
 
@@ -34,8 +35,8 @@ def select_locale() -> str:
         supported(request.args.get("lang"))
         or _account_language()
         or supported(session.get(SESSION_KEY))
-        or _school_language()
         or request.accept_languages.best_match(LANGUAGES.keys())
+        or _school_language()
         or DEFAULT
     )
 
