@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
 from flask import Blueprint, request, session, url_for
 from flask_babel import refresh
 from flask_login import current_user
@@ -15,11 +17,18 @@ from app.urls import safe_next
 bp = Blueprint("i18n", __name__)
 
 
+def _without_lang(path: str) -> str:
+    """The page to go back to, minus any ``lang=`` (it would outrank the choice just made)."""
+    parts = urlsplit(path)
+    query = [(key, value) for key, value in parse_qsl(parts.query, keep_blank_values=True) if key != "lang"]
+    return urlunsplit(("", "", parts.path, urlencode(query), parts.fragment))
+
+
 @bp.post("/language")
 @public
 def set_language():
     """Keep the chosen language (the account's, or the visitor's server-side session) and go back."""
-    back = safe_next(request.form.get("next")) or url_for("main.home")
+    back = _without_lang(safe_next(request.form.get("next")) or url_for("main.home"))
     code = supported(request.form.get("lang"))
     if code is None:  # a tampered form: nothing to keep, and nothing to complain about either
         return redirect_after_post(back)
