@@ -2,6 +2,8 @@
 
 - Complete: every message of the Spanish and Arabic catalogues is translated (every plural form),
   nothing is fuzzy, and every ``%(name)s`` of the English is kept (Babel's own checkers).
+- Safe: templates print translations as markup (Jinja's gettext), so a translation has exactly
+  the English's tags and no quote or ``&`` of its own that could change the page.
 - Current: extracting the messages from the code now gives exactly the catalogue's messages, so
   no string was added or changed without its translation (``make i18n-update`` fixes it).
 - Compiled: each committed ``.mo`` is byte for byte what ``pybabel compile`` makes of its ``.po``
@@ -10,6 +12,8 @@
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from io import BytesIO
 from pathlib import Path
 
@@ -45,6 +49,25 @@ def extracted_ids() -> set[str | tuple[str, ...]]:
     return found
 
 
+TAG = re.compile(r"</?[a-zA-Z][^>]*>")
+BARE_AMPERSAND = re.compile(r"&(?![a-zA-Z]+;|#\d+;)")
+
+
+def markup_problems(msgid: str | tuple[str, ...], strings: tuple[str, ...]) -> list[str]:
+    """Translations are printed as markup, so they may use only the English's tags, quotes and &."""
+    english = msgid if isinstance(msgid, str) else msgid[-1]
+    allowed_tags = Counter(TAG.findall(english))
+    problems = []
+    for text in strings:
+        if Counter(TAG.findall(text)) != allowed_tags:
+            problems.append(f"{msgid!r}: its tags differ from the English's")
+        if '"' in text and '"' not in english:
+            problems.append(f"{msgid!r}: an ASCII quote, which would end an HTML attribute")
+        if BARE_AMPERSAND.search(text) and not BARE_AMPERSAND.search(english):
+            problems.append(f"{msgid!r}: a bare &")
+    return problems
+
+
 @pytest.mark.parametrize("locale", LOCALES)
 def test_every_message_is_translated_and_keeps_its_placeholders(locale):
     po = catalogue(locale)
@@ -60,6 +83,7 @@ def test_every_message_is_translated_and_keeps_its_placeholders(locale):
         if not all(s.strip() for s in strings):
             problems.append(f"untranslated: {message.id!r}")
         problems += [f"{message.id!r}: {error}" for error in message.check(po)]
+        problems += markup_problems(message.id, strings)
     assert problems == [], "\n".join(problems)
 
 
