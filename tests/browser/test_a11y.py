@@ -24,6 +24,7 @@ from tests.hostile_world import ROLES, build_world
 pytestmark = pytest.mark.browser
 
 MAX_PAGES_PER_ROLE = 40
+LOCALES = ("en", "es", "ar")
 BLOCKING = {"serious", "critical"}
 # Sign-out, files (a download is not a page), exports and links that spend a token.
 SKIP = re.compile(r"(sign-out|/static/|\.\w{2,4}$|/export|/print|/unsubscribe/|/feed|/reset/|/confirm/)")
@@ -116,17 +117,19 @@ def crawl_and_check(page: Page, axe_source: str, base: str, starts: list[str]) -
     return checked, problems
 
 
+@pytest.mark.parametrize("locale", LOCALES)
 @pytest.mark.parametrize("role", ROLES)
 def test_no_serious_accessibility_violations_on_any_page_a_role_reaches(
-    context, live_server, axe_source, make_school, make_member, role
+    new_context, live_server, axe_source, make_school, make_member, role, locale
 ):
     world = build_world(make_school, make_member)
     _suppress_a_member(world)
-    page = context.new_page()
+    # The browser's language picks the page's: each role's pages in English, Spanish and Arabic.
+    page = new_context(locale=locale).new_page()
     if role == "pending":
         _sign_in_pending(page, world.mine.actors[role].user.email)
     elif role != "anonymous":
-        sign_in(page, world.mine.actors[role].user.email)
+        _sign_in_in_english(page, world.mine.actors[role].user.email)
     starts = ["/"] if role != "anonymous" else ["/", "/sign-in", "/join", "/password/forgot", "/contact"]
     checked, problems = crawl_and_check(page, axe_source, live_server, starts)
     assert len(checked) >= 2, checked
@@ -147,11 +150,23 @@ def _sign_in_pending(page: Page, email: str) -> None:
     from tests.browser.helpers import path_is
     from tests.conftest import PASSWORD
 
-    page.goto("/sign-in")
+    page.goto("/sign-in?lang=en")  # the form's labels as written here, whatever the browser's language
     page.get_by_label("Email address").fill(email)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     page.wait_for_url(path_is("/pending"))
+
+
+def _sign_in_in_english(page: Page, email: str) -> None:
+    """Sign in through the English form (?lang= is for that page only) and wait for the home page."""
+    from tests.browser.helpers import path_is
+    from tests.conftest import PASSWORD
+
+    page.goto("/sign-in?lang=en")
+    page.get_by_label("Email address").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(path_is("/"))
 
 
 @pytest.mark.parametrize("platform_role", [PlatformRole.SUPPORT, PlatformRole.ADMIN])
