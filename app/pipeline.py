@@ -127,4 +127,5 @@ def template_globals() -> dict:
         "current_locale": i18n.current_locale(),
         "text_direction": i18n.text_direction(),
         "languages": i18n.LANGUAGES,
+        "direction": i18n.direction,
     }

@@ -316,3 +316,59 @@ def test_the_switch_on_a_page_answering_a_post_goes_home_not_to_the_post_address
     form = re.search(r'<form class="language-switch".*?</form>', page, re.S)
     assert form and 'name="next"' not in form.group(0)
     assert client.form("/language", {"lang": "es"}).headers["Location"] == "/"
+
+
+# -- the privacy policy: ours translated, the operator's as written ------------------------------
+
+
+def test_our_placeholder_policy_is_shown_in_the_readers_language(client, app):
+    from app.consent import policy
+
+    with app.test_request_context("/"):
+        policy.ensure_placeholder()  # stored in English, whoever stores it
+        db.session.commit()
+    page = client.get("/privacy", headers={"Accept-Language": "es"}).get_data(as_text=True)
+    assert "Acerca de este texto provisional" in page and "About this placeholder" not in page
+    assert '<div lang="es" dir="ltr">' in page
+    arabic = client.get("/privacy/versions/1", headers={"Accept-Language": "ar"}).get_data(as_text=True)
+    assert 'lang="ar" dir="rtl"' in arabic and "عن هذا النص المؤقت" in arabic
+    assert "نص مؤقت مرفق بالبرنامج." in arabic  # its summary too
+
+
+def test_an_operators_policy_is_shown_as_written_marked_with_its_language(client, app):
+    from app.consent import policy
+
+    with app.test_request_context("/"):
+        policy.ensure_placeholder()
+        draft = policy.create_draft(
+            body="## Privacidad\n\nTexto del operador.",
+            summary="Nueva versión.",
+            material=False,
+            email=False,
+            notice=False,
+            by=None,
+            language="es",
+        )
+        policy.publish(draft)
+        db.session.commit()
+    page = client.get("/privacy", headers={"Accept-Language": "ar"}).get_data(as_text=True)
+    assert 'dir="rtl"' in page  # the page around it is Arabic
+    assert '<div lang="es" dir="ltr"><h2>Privacidad</h2>' in page  # the text as written, in Spanish
+
+
+def test_the_policy_editor_records_the_language_a_version_is_written_in(client, make_school, make_member):
+    from app.models import PlatformRole
+    from app.models.consent import PolicyVersion
+
+    member = make_member(make_school())
+    member.user.platform_role = PlatformRole.ADMIN
+    db.session.commit()
+    sign_in(client, member.user.email)
+    response = client.form(
+        "/platform/policy/new",
+        {"body": "## Política\n\nTexto.", "summary": "Primera versión.", "language": "es"},
+    )
+    assert response.status_code == 303, response.get_data(as_text=True)
+    db.session.rollback()
+    version = db.session.scalars(select(PolicyVersion).order_by(PolicyVersion.number.desc())).first()
+    assert (version.body_markdown, version.language) == ("## Política\n\nTexto.", "es")

@@ -180,7 +180,7 @@ def _notice_to_show(versions, seen, now: datetime) -> Notice | None:
             return Notice(
                 version.id,
                 version.number,
-                version.summary,
+                version.display_summary,
                 effective,
                 effective is not None and effective <= now,
             )

@@ -9,6 +9,7 @@ import difflib
 from dataclasses import dataclass
 from datetime import datetime
 
+from flask_babel import force_locale
 from flask_babel import gettext as _
 from markupsafe import Markup
 from sqlalchemy import func, literal, select, update
@@ -17,6 +18,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.extensions import db
+from app.i18n import current_locale
 from app.lazytext import lazy_gettext as _l
 from app.mail import queue_email
 from app.messages.services import render_markdown
@@ -25,8 +27,13 @@ from app.models.base import rowcount, utcnow
 from app.models.consent import ConsentEvent, ConsentKind, PolicyVersion
 from app.urls import external_url
 
+
 # Our own words, shipped so the page is never empty; the operator publishes their policy over it.
-PLACEHOLDER_BODY = """\
+# Being ours, they are translated (an operator's policy is shown as written, in its language).
+def placeholder_body() -> str:
+    """The placeholder policy's Markdown in the reader's language."""
+    return _(
+        """\
 ## About this placeholder
 
 The organisation that runs this site has not published its privacy policy here yet.
@@ -49,13 +56,41 @@ Until it does, this short text describes what the software itself does with info
 You can download your own and your family's information, change who sees your contact
 details, stop optional email, and close your account from your account page.
 """
-PLACEHOLDER_SUMMARY = "Placeholder text shipped with the software."
+    )
+
+
+def placeholder_summary() -> str:
+    """The placeholder version's summary in the reader's language."""
+    return _("Placeholder text shipped with the software.")
+
+
+def english_placeholder() -> tuple[str, str]:
+    """(body, summary) of the placeholder as stored: in English, whoever's request stores it."""
+    with force_locale("en"):
+        return placeholder_body(), placeholder_summary()
+
+
 CHANGE_TEMPLATE = "policy_change"  # the email telling every account of a new version
 
 
 def render_body(version: PolicyVersion) -> Markup:
-    """The version's Markdown as sanitised HTML (the same rules as announcements)."""
+    """The version's Markdown as sanitised HTML (the same rules as announcements).
+
+    Our placeholder is shown in the reader's language; an operator's text as they wrote it.
+    """
+    if is_placeholder(version):
+        return render_markdown(placeholder_body())
     return render_markdown(version.body_markdown)
+
+
+def is_placeholder(version: PolicyVersion) -> bool:
+    """Is this version our shipped placeholder, word for word?"""
+    return version.body_markdown == english_placeholder()[0]
+
+
+def body_language(version: PolicyVersion) -> str:
+    """The language its text is shown in: the reader's for our placeholder, else the operator's."""
+    return current_locale() if is_placeholder(version) else version.language
 
 
 def posted_versions() -> list[PolicyVersion]:
@@ -85,9 +120,8 @@ def ensure_placeholder() -> PolicyVersion:
     version = newest_posted()
     if version is not None:
         return version
-    version = PolicyVersion(
-        number=_next_number(), body_markdown=PLACEHOLDER_BODY, summary=PLACEHOLDER_SUMMARY, material=False
-    )
+    body, summary = english_placeholder()
+    version = PolicyVersion(number=_next_number(), body_markdown=body, summary=summary, material=False)
     db.session.add(version)
     version.posted_at = utcnow()
     db.session.flush()
@@ -98,11 +132,21 @@ def _next_number() -> int:
     return (db.session.scalar(select(func.max(PolicyVersion.number))) or 0) + 1
 
 
-def create_draft(*, body: str, summary: str, material: bool, email: bool, notice: bool, by: User | None):
+def create_draft(
+    *,
+    body: str,
+    summary: str,
+    material: bool,
+    email: bool,
+    notice: bool,
+    by: User | None,
+    language: str = "en",
+):
     """A new draft, numbered after the last version."""
     version = PolicyVersion(
         number=_next_number(),
         body_markdown=body,
+        language=language,
         summary=summary,
         material=material,
         notify_by_email=material and email,
@@ -115,7 +159,14 @@ def create_draft(*, body: str, summary: str, material: bool, email: bool, notice
 
 
 def update_draft(
-    version: PolicyVersion, *, body: str, summary: str, material: bool, email: bool, notice: bool
+    version: PolicyVersion,
+    *,
+    body: str,
+    summary: str,
+    material: bool,
+    email: bool,
+    notice: bool,
+    language: str | None = None,
 ):
     """Change a draft; a posted version is never changed (people agreed to its words).
 
@@ -129,6 +180,7 @@ def update_draft(
         .where(PolicyVersion.id == version.id, PolicyVersion.posted_at.is_(None))
         .values(
             body_markdown=body,
+            language=language or version.language,
             summary=summary,
             material=material,
             notify_by_email=material and email,

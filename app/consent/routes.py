@@ -42,7 +42,8 @@ def policy_page():
         "consent/policy.html",
         state=state,
         body=policy.render_body(state.in_force) if state.in_force else None,
-        placeholder=policy.render_markdown(policy.PLACEHOLDER_BODY) if not state.history else None,
+        body_language=policy.body_language(state.in_force) if state.in_force else None,
+        placeholder=policy.render_markdown(policy.placeholder_body()) if not state.history else None,
         now=utcnow(),
     )
 
@@ -54,7 +55,12 @@ def show_version(number: int):
     version = policy.get_version(number)
     if version is None or not version.is_posted:
         abort(404)
-    return render_template("consent/version.html", version=version, body=policy.render_body(version))
+    return render_template(
+        "consent/version.html",
+        version=version,
+        body=policy.render_body(version),
+        body_language=policy.body_language(version),
+    )
 
 
 @bp.route("/privacy/changes")

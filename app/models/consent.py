@@ -55,6 +55,13 @@ class PolicyVersion(Model):
     not_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     @property
+    def display_summary(self) -> str:
+        """The summary as shown: our placeholder's in the reader's language, anyone else's as written."""
+        from app.consent.policy import english_placeholder, placeholder_summary
+
+        return placeholder_summary() if self.summary == english_placeholder()[1] else self.summary
+
+    @property
     def is_posted(self) -> bool:
         return self.posted_at is not None
 

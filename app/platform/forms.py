@@ -5,9 +5,11 @@ from __future__ import annotations
 from flask_babel import gettext as _
 from flask_babel import ngettext
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, TextAreaField
+from wtforms import BooleanField, SelectField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, ValidationError
 
+from app.i18n import LANGUAGES, current_locale
 from app.i18n.formatting import number
 from app.lazytext import EscapedLazyString
 from app.lazytext import lazy_gettext as _l
@@ -55,6 +57,12 @@ class PolicyVersionForm(FlaskForm):
             Length(max=2000, message=_l("Use at most 2,000 characters.")),
         ],
         render_kw={"rows": 4},
+    )
+    language = SelectField(
+        _l("Written in"),
+        choices=[SelectChoice(code, name, render_kw={"lang": code}) for code, name in LANGUAGES.items()],
+        default=current_locale,
+        description=_l("Shown as written, marked with its language, on the pages of every language."),
     )
     material = BooleanField(
         _l("This is a material change"),

@@ -38,7 +38,7 @@ def new_version():
     form = forms.PolicyVersionForm()
     if request.method == "GET":
         newest = policy.newest_posted()
-        form.body.data = newest.body_markdown if newest else policy.PLACEHOLDER_BODY
+        form.body.data = newest.body_markdown if newest else policy.placeholder_body()
     if form.validate_on_submit():
         version = policy.create_draft(
             body=form.body.data,
@@ -47,6 +47,7 @@ def new_version():
             email=form.notify_by_email.data,
             notice=form.notify_by_notice.data,
             by=current_user,
+            language=form.language.data,
         )
         db.session.commit()
         flash(
@@ -74,6 +75,7 @@ def edit_version(number: int):
                 material=form.material.data,
                 email=form.notify_by_email.data,
                 notice=form.notify_by_notice.data,
+                language=form.language.data,
             )
         except policy.PublishRefused as refusal:
             # Posted meanwhile: keep what was typed on the page, to start a new version from it.
