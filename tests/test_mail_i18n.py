@@ -494,7 +494,7 @@ def test_with_the_translation_service_the_announcement_is_translated_once_per_la
 
 def _open_write_elsewhere() -> str | None:
     """What another writer meets now: None if it may write, else why not (SQLite: locked; PostgreSQL:
-    a connection idle in a transaction, holding what it wrote)."""
+    a connection idle in a transaction that has written, holding its rows)."""
     with db.engine.connect() as other:
         if other.dialect.name == "sqlite":
             other.exec_driver_sql("PRAGMA busy_timeout = 100")
@@ -507,8 +507,9 @@ def _open_write_elsewhere() -> str | None:
         idle = other.exec_driver_sql(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
             " AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%%'"
+            " AND backend_xid IS NOT NULL"  # it has written: its rows stay locked until it ends
         ).scalar()
-        return f"{idle} connection(s) idle in a transaction" if idle else None
+        return f"{idle} connection(s) idle in a transaction with writes" if idle else None
 
 
 def test_no_write_is_left_open_while_the_translation_service_is_asked(app, families, sent_mail, monkeypatch):
