@@ -15,6 +15,7 @@ from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from markupsafe import Markup
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from app import jobs, tenancy
 from app.extensions import babel, db
@@ -423,7 +424,7 @@ def test_a_machine_translated_announcement_carries_the_label_and_the_original(
     spanish = by_to["es@example.org"]
     assert spanish.subject == "Excursión el viernes"
     html = spanish.html
-    label = "Automatic translation from inglés. The original message is below."
+    label = "Traducción automática (idioma original: inglés). El mensaje original está abajo."
     assert f'<a href="#original" style="color:#1d4ed8;">{label}</a>' in html
     original = html.index('<div id="original" lang="en" dir="ltr">')
     translated = html.index("Trae un <strong>sombrero</strong>.")
@@ -448,7 +449,9 @@ def test_the_claim_outlasts_the_translation_service(app, families, monkeypatch, 
         """Reads the claim from another connection while the service is being asked."""
         with db.engine.connect() as other:
             leases = other.execute(
-                select(MailDelivery.lease_until).where(MailDelivery.message_id == message.id)
+                select(MailDelivery.lease_until).where(
+                    MailDelivery.message_id == message.id, MailDelivery.status == DeliveryStatus.SENDING
+                )
             ).scalars()
             seen.extend(lease - clock.now() for lease in leases)
         asked.append(locale)
@@ -477,10 +480,209 @@ def test_with_the_translation_service_the_announcement_is_translated_once_per_la
         assert fake_stats(service.base_url)["requests"] == 2  # es and ar, never en
     by_to = {m.to: m for m in sent_mail}
     assert by_to["es@example.org"].subject == "[es] Trip on Friday"
-    assert "Automatic translation from inglés." in by_to["es@example.org"].html
+    assert "Traducción automática (idioma original: inglés)." in by_to["es@example.org"].html
     assert "[ar] Bring a" in by_to["ar@example.org"].html
     assert 'id="original" lang="en" dir="ltr"' in by_to["ar@example.org"].html
     assert 'id="original"' not in by_to["en@example.org"].html
     renderings = _renderings(message.id)
     assert renderings["es"].machine_translated and renderings["ar"].machine_translated
     assert not renderings["en"].machine_translated
+
+
+# -- review fixes: no open write across a translation call, one language's fault, outages -------
+
+
+def _open_write_elsewhere() -> str | None:
+    """What another writer meets now: None if it may write, else why not (SQLite: locked; PostgreSQL:
+    a connection idle in a transaction that has written, holding its rows)."""
+    with db.engine.connect() as other:
+        if other.dialect.name == "sqlite":
+            other.exec_driver_sql("PRAGMA busy_timeout = 100")
+            try:
+                other.exec_driver_sql("BEGIN IMMEDIATE")
+            except OperationalError as error:
+                return str(error.orig)
+            other.exec_driver_sql("ROLLBACK")
+            return None
+        idle = other.exec_driver_sql(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%%'"
+            " AND backend_xid IS NOT NULL"  # it has written: its rows stay locked until it ends
+        ).scalar()
+        return f"{idle} connection(s) idle in a transaction with writes" if idle else None
+
+
+def test_no_write_is_left_open_while_the_translation_service_is_asked(app, families, sent_mail, monkeypatch):
+    from app.translate.client import TranslateClient
+    from tests.fakes import libretranslate as fakes
+
+    school, people = families
+    real = TranslateClient.translate
+    seen = []
+
+    def watched(self, texts, **options):
+        """Look at the database from elsewhere while the call is being made."""
+        seen.append((options["target"], db.session().in_transaction(), _open_write_elsewhere()))
+        return real(self, texts, **options)
+
+    monkeypatch.setattr(TranslateClient, "translate", watched)
+    with fakes.FakeLibreTranslate() as service:
+        app.config.update({**service.config(), "TRANSLATE_TIMEOUT": 2.0})
+        message = _announce(school, list(people.values()))
+        jobs.run_ready_jobs()
+    assert sorted(target for target, _, _ in seen) == ["ar", "es"]
+    assert [(in_transaction, blocked) for _, in_transaction, blocked in seen] == [(False, None)] * 2
+    assert len(sent_mail) == 3
+    assert all(r.machine_translated for code, r in _renderings(message.id).items() if code != "en")
+    assert _open_write_elsewhere() is None  # each rendering and translation was committed
+
+
+def test_the_digest_takes_no_write_before_asking_the_translation_service(
+    app, families, sent_mail, monkeypatch
+):
+    from app.translate.client import TranslateClient
+    from tests.fakes import libretranslate as fakes
+
+    school, people = families
+    for code in ("es", "ar"):
+        db.session.add(
+            MailPreference(
+                user_id=people[code].id, category=Category.SCHOOL_ANNOUNCEMENTS, mode=DeliveryMode.DIGEST
+            )
+        )
+    db.session.commit()
+    _announce(school, [people["es"], people["ar"]])
+    jobs.run_ready_jobs()  # both held for the digest, nothing translated yet
+    real = TranslateClient.translate
+    seen = []
+
+    def watched(self, texts, **options):
+        """Look at the database from elsewhere while the call is being made."""
+        seen.append(_open_write_elsewhere())
+        return real(self, texts, **options)
+
+    monkeypatch.setattr(TranslateClient, "translate", watched)
+    with fakes.FakeLibreTranslate() as service:
+        app.config.update({**service.config(), "TRANSLATE_TIMEOUT": 2.0})
+        assert send_digests() == {"digests": 2, "items": 2}
+    assert seen == [None, None]
+    digests = db.session.scalars(select(MailMessage).where(MailMessage.template == "digest")).all()
+    subjects = {d.language: d.render_context["items"][0]["subject"] for d in digests}
+    assert subjects == {"es": "[es] Trip on Friday", "ar": "[ar] Trip on Friday"}
+
+
+def _catalogue_app(build_app, tmp_path, entries: dict[str, str]):
+    """An app whose Spanish catalogue holds only ``entries`` (app/translations is not touched)."""
+    catalog = Catalog(locale="es")
+    for msgid, msgstr in entries.items():
+        catalog.add(msgid, msgstr)
+    folder = tmp_path / "es" / "LC_MESSAGES"
+    folder.mkdir(parents=True)
+    with open(folder / "messages.mo", "wb") as mo:
+        write_mo(mo, catalog)
+    return build_app(BABEL_TRANSLATION_DIRECTORIES=str(tmp_path))
+
+
+@pytest.fixture
+def broken_spanish_app(build_app, tmp_path, app):
+    """Spanish whose greeting names a placeholder the template does not pass (a renamed %(name)s)."""
+    cache = babel.domain_instance.cache
+    cache.clear()
+    yield _catalogue_app(build_app, tmp_path, {"Hello %(name)s,": "Hola %(nombre)s,"})
+    cache.clear()
+
+
+def test_one_languages_rendering_failure_sends_that_group_in_the_messages_language(
+    broken_spanish_app, make_school, make_member, caplog
+):
+    with broken_spanish_app.app_context():
+        school = make_school()
+        people = []
+        for code in ("es", "ar", "en"):
+            user = make_member(school, email=f"{code}@example.org", name=f"Secret {code}").user
+            user.language = code
+            people.append(user)
+        db.session.commit()
+        with tenancy.bound(school.id):
+            message = queue_email(
+                "email_change_notice", people, category=Category.SCHOOL_ANNOUNCEMENTS, name="Secret Ana"
+            )
+            db.session.commit()
+        jobs.run_ready_jobs()
+        sent = {e.to: e for e in broken_spanish_app.extensions["mail_backend"].sent}
+        assert sorted(sent) == ["ar@example.org", "en@example.org", "es@example.org"]  # each once
+        assert '<html lang="en" dir="ltr">' in sent["es@example.org"].html  # the message's own language
+        assert '<html lang="ar" dir="rtl">' in sent["ar@example.org"].html
+        statuses = db.session.scalars(
+            select(MailDelivery.status).where(MailDelivery.message_id == message.id)
+        )
+        assert set(statuses) == {DeliveryStatus.SENT}
+        assert set(_renderings(message.id)) == {"en", "ar"}  # no Spanish one was kept
+    failures = [r for r in caplog.records if r.name == "app.mail.rendering"]
+    assert len(failures) == 1 and "KeyError" in failures[0].getMessage()
+    assert "Secret" not in caplog.text and "example.org" not in caplog.text  # no personal data
+
+
+def test_a_rendering_error_of_any_kind_falls_back_and_the_mail_goes_once(
+    app, families, sent_mail, monkeypatch
+):
+    school, people = families
+    real = rendering._render
+
+    def failing(message, locale):
+        """The translation client (or anything under it) raises what nobody foresaw."""
+        if locale == "ar":
+            raise RuntimeError("unexpected answer for parent ar@example.org")
+        return real(message, locale)
+
+    monkeypatch.setattr(rendering, "_render", failing)
+    message = _announce(school, list(people.values()))
+    jobs.run_ready_jobs()
+    assert sorted(m.to for m in sent_mail) == ["ar@example.org", "en@example.org", "es@example.org"]
+    by_to = {m.to: m for m in sent_mail}
+    assert '<html lang="en" dir="ltr">' in by_to["ar@example.org"].html
+    statuses = db.session.scalars(select(MailDelivery.status).where(MailDelivery.message_id == message.id))
+    assert set(statuses) == {DeliveryStatus.SENT}
+
+
+def test_a_temporary_translation_failure_is_asked_again_by_a_later_batch(app, families, sent_mail, clock):
+    from tests.fakes import libretranslate as fakes
+
+    school, people = families
+    with fakes.FakeLibreTranslate() as service:
+        app.config.update({**service.config(), "TRANSLATE_TIMEOUT": 2.0})
+        service.queue_responses([(503, {"error": "Service Unavailable"})])
+        message = _announce(school, [people["es"]])
+        jobs.run_ready_jobs()
+        (envelope,) = sent_mail
+        assert envelope.subject == "Trip on Friday"  # the original went out at once
+        assert "es" not in _renderings(message.id)  # not kept untranslated
+        assert rendering_for(message, "es").machine_translated is False  # soon after: not asked again
+        assert service.attempts == 1
+        clock.shift(minutes=11)
+        later = rendering_for(db.session.get(MailMessage, message.id), "es")
+        assert later.machine_translated and later.subject == "[es] Trip on Friday"
+        assert service.attempts == 2
+    assert _renderings(message.id)["es"].machine_translated
+
+
+def test_an_outage_costs_one_provider_call_and_one_retry_job_for_every_language(
+    app, fake, mailgun, families, monkeypatch, clock
+):
+    school, people = families
+    retries = []
+    monkeypatch.setattr(jobs, "enqueue_in", lambda seconds, func, *args, **kw: retries.append((func, args)))
+    fake.queue_responses([(429, {"message": "Too Many Requests"}, {"Retry-After": "30"})])
+    message = _announce(school, list(people.values()))
+    jobs.run_ready_jobs()
+    assert fake.attempts == 1  # the first language's call failed: the others were not tried
+    assert retries == [(send_message, (message.id,))]
+    db.session.expire_all()
+    rows = db.session.scalars(select(MailDelivery).where(MailDelivery.message_id == message.id)).all()
+    assert {(d.status, d.batch_id, d.claimed_by is None or d.lease_until is None) for d in rows} == {
+        (DeliveryStatus.PENDING, None, True)
+    }
+    assert {d.next_attempt_at for d in rows} == {clock.now() + timedelta(seconds=30)}  # due together
+    clock.shift(seconds=31)
+    assert send_message(message.id)["sent"] == 3  # the one retry sends every language
+    assert fake.stats()["requests"] == 3

@@ -1,7 +1,8 @@
 """Machine translation of announcements against a fake LibreTranslate (a real HTTP server on loopback).
 
-Asked once per message and language and kept; a failure (500, 429, a timeout, a refused key)
-is kept too, so later batches neither wait nor ask again, and the caller sends the original.
+Asked once per message and language and kept; a refusal (400, a refused key) is kept for good,
+any other failure (500, 429, a timeout) for a while (its Retry-After, else ten minutes), so later
+batches neither wait nor ask again meanwhile, and the caller sends the original.
 What comes back is sanitised as our own Markdown is. Nothing here may reach a real service.
 """
 
@@ -172,30 +173,95 @@ def test_another_workers_row_wins_the_race(app, fake):
     assert len(_rows(message.id)) == 1 and fake.attempts == 1
 
 
-# --- failures: kept, never retried in the same send, never raised -------------------------------
+# --- failures: kept (for good, or for a while), never retried in the same send, never raised ------
+
+
+@pytest.mark.parametrize(
+    ("script", "reason"),
+    [
+        ((400, {"error": "es is not supported"}), "refused the request (400): es is not supported"),
+        ((403, {"error": "Invalid API key"}), "refused the API key (403)"),
+    ],
+)
+def test_a_refusal_is_kept_for_good(app, fake, clock, script, reason):
+    _configure(app, fake)
+    message = _message()
+    fake.queue_responses([script])
+
+    assert machine_translation(message, "es") is None
+    clock.shift(days=3)
+    assert machine_translation(message, "es") is None  # any later batch: no second call
+    assert fake.attempts == 1
+    [row] = _rows(message.id)
+    assert row.status == "failed" and reason in row.error
+    assert row.subject is None and row.body_html is None
 
 
 @pytest.mark.parametrize(
     ("script", "reason"),
     [
         ((500, {"error": "Internal Server Error"}), "error (500)"),
-        ((429, {"error": "Too many request limits violations"}, {"Retry-After": "30"}), "rate limit"),
-        ((400, {"error": "es is not supported"}), "refused the request (400): es is not supported"),
+        ((503, {"error": "Service Unavailable"}), "error (503)"),
         ((200, {"translatedText": ["only one"]}), "without the translated texts"),
         ((200, "not json at all"), "without the translated texts"),
     ],
 )
-def test_a_failure_is_kept_and_not_asked_again(app, fake, script, reason):
+def test_a_temporary_failure_is_kept_for_ten_minutes_then_asked_again(app, fake, clock, script, reason):
     _configure(app, fake)
     message = _message()
     fake.queue_responses([script])
 
     assert machine_translation(message, "es") is None
     assert machine_translation(message, "es") is None  # the next batch: no second call
-    assert fake.attempts == 1
     [row] = _rows(message.id)
-    assert row.status == "failed" and reason in row.error
+    assert row.status == "retry" and reason in row.error
     assert row.subject is None and row.body_html is None
+    clock.shift(minutes=9)
+    assert machine_translation(message, "es") is None
+    assert fake.attempts == 1
+    clock.shift(minutes=2)  # a later batch asks again, and the answer replaces the failure
+    again = machine_translation(message, "es")
+    assert again is not None and again.subject == "[es] Coats & boots on Friday"
+    assert fake.attempts == 2
+    assert [(r.locale, r.status) for r in _rows(message.id)] == [("es", "ok")]
+
+
+def test_a_rate_limit_is_kept_until_its_retry_after(app, fake, clock):
+    _configure(app, fake)
+    message = _message()
+    limited = (429, {"error": "Too many request limits violations"}, {"Retry-After": "30"})
+    fake.queue_responses([limited, limited])
+
+    assert machine_translation(message, "es") is None
+    clock.shift(seconds=29)
+    assert machine_translation(message, "es") is None and fake.attempts == 1
+    clock.shift(seconds=2)
+    assert machine_translation(message, "es") is None and fake.attempts == 2  # asked, limited again
+    [row] = _rows(message.id)  # the new failure took the lapsed one's place
+    assert row.status == "retry" and "rate limit" in row.error
+    clock.shift(seconds=31)
+    assert machine_translation(message, "es") is not None and fake.attempts == 3
+
+
+def test_a_translation_call_has_no_write_of_the_caller_open(app, fake, monkeypatch):
+    """The caller's pending writes are committed before the call, the answer right after it."""
+    _configure(app, fake)
+    message = _message()
+    real = TranslateClient.translate
+    during = []
+
+    def watched(self, texts, **options):
+        during.append(db.session().in_transaction())
+        return real(self, texts, **options)
+
+    monkeypatch.setattr(TranslateClient, "translate", watched)
+    message.subject = "Coats on Friday"  # a pending write of the caller's
+    db.session.flush()
+    assert machine_translation(message, "es").subject == "[es] Coats on Friday"
+    assert during == [False]
+    db.session.rollback()  # nothing is lost: both were committed
+    assert [(r.locale, r.status) for r in _rows(message.id)] == [("es", "ok")]
+    assert db.session.get(MailMessage, message.id).subject == "Coats on Friday"
 
 
 def test_a_slow_service_costs_one_timeout_then_nothing(app, fake):
@@ -210,16 +276,16 @@ def test_a_slow_service_costs_one_timeout_then_nothing(app, fake):
     assert machine_translation(message, "es") is None
     assert time.monotonic() - started < 0.5
     [row] = _rows(message.id)
-    assert row.status == "failed" and row.error.endswith("timed out")
+    assert row.status == "retry" and row.error.endswith("timed out")
     assert fake.attempts == 1
 
 
-def test_an_unreachable_service_is_a_kept_failure(app):
+def test_an_unreachable_service_is_a_failure_kept_for_a_while(app):
     app.config.update(TRANSLATE_URL="http://127.0.0.1:1", TRANSLATE_TIMEOUT=2.0)  # nothing listens
     message = _message()
     assert machine_translation(message, "es") is None
     [row] = _rows(message.id)
-    assert row.status == "failed" and "could not be reached: connection refused" in row.error
+    assert row.status == "retry" and "could not be reached: connection refused" in row.error
 
 
 def test_a_wrong_setting_turns_translation_off_without_raising(app, caplog):

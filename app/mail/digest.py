@@ -17,7 +17,7 @@ from app import i18n, jobs, tenancy
 from app.extensions import db
 from app.mail.jobs import NOT_A_MEMBER, approved_memberships
 from app.mail.outbox import queue_email
-from app.mail.rendering import rendering_for
+from app.mail.rendering import rendering_or_fallback
 from app.models import DeliveryStatus, MailDelivery, MailMessage, School, User
 from app.models.base import utcnow
 
@@ -38,17 +38,19 @@ def send_digests() -> dict:
 
 
 def _gather_digests() -> dict:
-    """One digest per person and category from the held deliveries; settle what went in."""
-    held = db.session.execute(
-        select(MailDelivery, MailMessage)
-        .join(MailMessage, MailMessage.id == MailDelivery.message_id)
-        .where(MailDelivery.status == DeliveryStatus.DIGEST, MailDelivery.user_id.is_not(None))
-        .order_by(MailDelivery.user_id, MailMessage.category, MailMessage.created_at)
-    ).all()
+    """One digest per person and category from the held deliveries; settle what went in.
+
+    Every item is rendered in its reader's language first, with nothing written yet: a rendering
+    may wait on the translation service, and no write may stay open meanwhile. The writes then
+    go in one transaction, over the items read again (only those rendered, still held).
+    """
+    held = _held()
+    planned = {delivery.id for delivery, _ in held}
+    locales, renderings = _render_items(held)
+    held = [row for row in _held() if row[0].id in planned]  # fresh rows, none added meanwhile
     # The query keeps only deliveries with an account; the test says so to the type checker too.
     users = _users({delivery.user_id for delivery, _ in held if delivery.user_id is not None})
     members = _members(held)
-    school_languages = _school_languages(held)
     digests = 0
     for (user_id, category), group in groupby(held, key=lambda row: (row[0].user_id, row[1].category)):
         items = list(group)
@@ -59,9 +61,9 @@ def _gather_digests() -> dict:
         items = _drop_left_schools(items, members)
         if not items:
             continue
-        # Platform mail: the reader's language, else their (first held item's) school's default.
-        locale = i18n.mail_locale(user.language, school_languages.get(items[0][1].school_id))
-        renderings = [rendering_for(m, locale) for _, m in items]
+        locale = locales.get((user_id, category))
+        if locale is None:
+            continue  # reactivated meanwhile: not rendered for, left for the next run
         with force_locale(locale):
             label = str(category.label)
         digest = queue_email(
@@ -71,13 +73,47 @@ def _gather_digests() -> dict:
             language=locale,
             name=user.name,
             category_label=label,
-            items=[{"subject": r.subject, "text": r.text_body or ""} for r in renderings],
+            items=[renderings[(m.id, locale)] for _, m in items if (m.id, locale) in renderings],
         )
         _settle(items, DeliveryStatus.DIGESTED, f"in digest {digest.id}")
         digests += 1
     db.session.commit()
     log.info("digests queued: %d (from %d held deliveries)", digests, len(held))
     return {"digests": digests, "items": len(held)}
+
+
+def _held() -> list[Held]:
+    """Every held delivery with an account, with its message, by person, category and age."""
+    query = (
+        select(MailDelivery, MailMessage)
+        .join(MailMessage, MailMessage.id == MailDelivery.message_id)
+        .where(MailDelivery.status == DeliveryStatus.DIGEST, MailDelivery.user_id.is_not(None))
+        .order_by(MailDelivery.user_id, MailMessage.category, MailMessage.created_at)
+    )
+    return list(db.session.execute(query).all())
+
+
+def _render_items(held: list[Held]) -> tuple[dict[tuple, str], dict[tuple[int, str], dict[str, str]]]:
+    """Each digest's language (by person and category), and each item as the digest quotes it in
+    that language (by message id and language), rendered (and committed) once each."""
+    users = _users({delivery.user_id for delivery, _ in held if delivery.user_id is not None})
+    school_languages = _school_languages(held)
+    locales: dict[tuple, str] = {}
+    needed: dict[tuple[int, str], MailMessage] = {}
+    for key, group in groupby(held, key=lambda row: (row[0].user_id, row[1].category)):
+        items = list(group)
+        user = users.get(key[0])
+        if user is None or not user.active:
+            continue  # skipped below, in whatever language
+        # Platform mail: the reader's language, else their (first held item's) school's default.
+        locale = locales[key] = i18n.mail_locale(user.language, school_languages.get(items[0][1].school_id))
+        for _delivery, message in items:
+            needed.setdefault((message.id, locale), message)
+    renderings: dict[tuple[int, str], dict[str, str]] = {}
+    for (message_id, locale), message in needed.items():
+        rendered = rendering_or_fallback(message, locale)
+        renderings[(message_id, locale)] = {"subject": rendered.subject, "text": rendered.text_body or ""}
+    return locales, renderings
 
 
 def _members(held) -> set[tuple[int, int]]:

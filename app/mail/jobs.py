@@ -27,7 +27,7 @@ from app.mail import claims, rendering
 from app.mail.backends import Batch, OutcomeUnknown, PermanentFailure, Recipient, TemporaryFailure, backend
 from app.mail.claims import Run
 from app.mail.preferences import modes_for, suppressed
-from app.mail.rendering import rendering_for
+from app.mail.rendering import rendering_or_fallback
 from app.models import (
     DeliveryMode,
     DeliveryStatus,
@@ -154,11 +154,22 @@ def _send_batch(message: MailMessage, claimed: list[MailDelivery], run: Run) -> 
     translating = rendering.translating(message, groups)
     if translating or len(groups) > 1:
         groups = _hold_for_every_language(message, groups, run, translating)
-    renderings = {locale: rendering_for(message, locale) for locale in groups}
-    # Each language is its own batch, with its own id, handed over and settled on its own: a
-    # crash between two of them leaves the later ones merely claimed (sent by the next run).
-    for locale, group in groups.items():
-        counts.update(_send(message, group, users, run, renderings[locale]))
+    # Nothing stays pending while a language is rendered: its translation call may wait up to
+    # TRANSLATE_TIMEOUT, and an open write would lock SQLite or hold rows on PostgreSQL. The
+    # claims are committed rows under a lease: committing keeps them.
+    db.session.commit()
+    # Each language is its own batch, with its own id, rendered, handed over and settled on its
+    # own: a crash between two of them leaves the later ones merely claimed (sent by the next
+    # run), and one language failing to render falls back on the message's own.
+    pending = list(groups.items())
+    for index, (locale, group) in enumerate(pending):
+        rendered = rendering_or_fallback(message, locale)
+        untried = [d.id for _, later in pending[index + 1 :] for d in later]
+        result, stopped = _send(message, group, users, run, rendered, untried)
+        counts.update(result)
+        if stopped:
+            break  # the provider is down: the later languages went back with this one
+        db.session.commit()  # this language's outcome, before the next may wait on a translation
     return counts
 
 
@@ -282,26 +293,31 @@ def _send(
     users: dict[int, User],
     run: Run,
     rendered: MailRendering,
-) -> dict:
-    """One provider call for the batch, its id committed first; every delivery records what came of it."""
+    untried: list[int],
+) -> tuple[dict, bool]:
+    """One provider call for the batch, its id committed first; every delivery records what came of it.
+
+    Also whether to stop: after a temporary failure the ``untried`` rows (the later languages of
+    the claim) go back with these in one step, under one retry job, without a call of their own.
+    """
     message_id = message.id
     batch = _batch(message, deliveries, users, rendered)
     attempts = max(d.attempts for d in deliveries)
     held = claims.hand_over(batch, deliveries, run)  # commits: from here the rows may have gone
     if not held:
-        return {}
+        return {}, False
     try:
         provider_ids = backend().send_batch(batch)
     except OutcomeUnknown as failure:
         # Asked about before it goes again, once the provider can no longer be taking it (the
         # call's deadline): what it took is marked sent then, the rest waits for the lag.
         failure.retry_after = max(failure.retry_after or 0, claims.call_lease().total_seconds())
-        return _retry_later(message_id, held, run, failure, attempts, keep_batch=True)
+        return _retry_later(message_id, held, run, failure, attempts, keep_batch=True, untried=untried), True
     except TemporaryFailure as failure:
-        return _retry_later(message_id, held, run, failure, attempts, keep_batch=False)
+        return _retry_later(message_id, held, run, failure, attempts, keep_batch=False, untried=untried), True
     except PermanentFailure as failure:
-        return {"failed": claims.record_failed(held, run, failure.reason)}
-    return {"sent": claims.record_sent(held, provider_ids, run)}
+        return {"failed": claims.record_failed(held, run, failure.reason)}, False
+    return {"sent": claims.record_sent(held, provider_ids, run)}, False
 
 
 def _batch(
@@ -364,14 +380,25 @@ def _unsubscribe_link_maker(message: MailMessage, locale: str):
 
 
 def _retry_later(
-    message_id: int, ids: list[int], run: Run, failure: TemporaryFailure, attempts: int, *, keep_batch: bool
+    message_id: int,
+    ids: list[int],
+    run: Run,
+    failure: TemporaryFailure,
+    attempts: int,
+    *,
+    keep_batch: bool,
+    untried: Iterable[int] = (),
 ) -> dict[str, int]:
     """Put the rows back with a capped backoff (or the provider's Retry-After) and schedule the retry;
-    failed only once MAIL_GIVE_UP_AFTER has passed since their first attempt."""
+    failed only once MAIL_GIVE_UP_AFTER has passed since their first attempt. ``untried`` rows were
+    never handed over in this run: they go back with them, no batch left to ask about."""
     config = current_app.config
     backoff = min(config["MAIL_RETRY_BASE_SECONDS"] * 2 ** (attempts - 1), config["MAIL_RETRY_MAX_SECONDS"])
     delay = max(failure.retry_after or 0, backoff)
     counts = claims.put_back(ids, run, failure.reason, delay, keep_batch=keep_batch)
+    if untried := list(untried):
+        more = claims.put_back(untried, run, failure.reason, delay, keep_batch=False)
+        counts = {name: counts[name] + more[name] for name in counts}
     if counts["retry"]:
         jobs.enqueue_in(delay, send_message, message_id, queue="mail")
         log.warning(

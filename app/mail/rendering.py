@@ -3,12 +3,16 @@
 ``queue_email`` keeps what the templates were given (``MailMessage.render_context``) and the
 language the message was written in. The send job asks ``rendering_for(message, locale)`` for
 each language among a batch's recipients: the first ask renders the templates under that
-language and stores the result (``MailRendering``), later batches and the digest reuse it.
-Messages written before renderings existed have no context and send their stored bodies.
+language and stores the result (``MailRendering``, committed), later batches and the digest
+reuse it. Messages written before renderings existed have no context and send their stored
+bodies. An announcement whose translation failed for now is rendered without it and not
+stored, so a later batch may still get the translation.
 """
 
 from __future__ import annotations
 
+import logging
+import traceback
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,13 +21,16 @@ from flask import current_app, render_template
 from flask_babel import force_locale, gettext
 from markupsafe import Markup
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.extensions import db
 from app.i18n import direction
 from app.models import Category, MailMessage, MailRendering
 from app.models.messaging import audience_text
 from app.urls import external_url
+
+log = logging.getLogger(__name__)
 
 ANNOUNCEMENT = "announcement"
 # Filled per recipient at send time (Mailgun recipient variables).
@@ -104,31 +111,94 @@ def render_in(
 
 
 def rendering_for(message: MailMessage, locale: str) -> MailRendering:
-    """The message in ``locale``: the stored rendering, else rendered now and stored (flushed)."""
+    """The message in ``locale``: the stored rendering, else rendered now and stored (committed).
+
+    Commits: call it with nothing of your own pending (a translation call may come first).
+    """
     if message.render_context is None:
-        # Written before renderings existed (or erased): the bodies as stored, unsaved.
-        return MailRendering(
-            message_id=message.id,
-            locale=message.language,
-            subject=message.subject,
-            text_body=message.text_body,
-            html_body=message.html_body,
-        )
+        return stored_bodies(message)  # written before renderings existed (or erased)
     found = _stored(message.id, locale)
     if found is not None:
         return found
     rendering = _render(message, locale)
+    if not rendering.machine_translated and may_translate(message, locale) and _asks_again(message, locale):
+        return rendering  # the translation failed for now: a later batch renders it again
+    _keep(rendering)
+    db.session.commit()
+    # Two workers may render the same language at once (a retry beside a sweeper's run): the
+    # insert let the first row stand, and both send that one.
+    found = _stored(rendering.message_id, locale)
+    if found is None:
+        raise RuntimeError("the rendering just stored cannot be read back")
+    return found
+
+
+def rendering_or_fallback(message: MailMessage, locale: str) -> MailRendering:
+    """The message in ``locale``; should that rendering fail (a catalogue entry with a renamed
+    placeholder, a service answering in an unforeseen way), in the message's own language, else
+    its stored bodies: one language's fault must not hold back its readers' mail."""
     try:
-        # Two workers may render the same language at once (a retry beside a sweeper's run):
-        # the loser reads the winner's row; the savepoint keeps the rest of its transaction.
-        with db.session.begin_nested():
-            db.session.add(rendering)
-    except IntegrityError:
-        found = _stored(message.id, locale)
-        if found is None:
-            raise
-        return found
-    return rendering
+        return rendering_for(message, locale)
+    except Exception as error:  # noqa: BLE001 - any failure of this language falls back
+        db.session.rollback()  # nothing of the caller's is pending (see rendering_for): usable again
+        _log_failure(message.id, locale, error)
+    if locale != message.language and message.render_context is not None:
+        try:
+            return rendering_for(message, message.language)
+        except Exception as error:  # noqa: BLE001 - the stored bodies are the last resort
+            db.session.rollback()
+            _log_failure(message.id, message.language, error)
+    return stored_bodies(message)
+
+
+def _log_failure(message_id: int, locale: str, error: Exception) -> None:
+    """Log where rendering failed, without the error's text (it may quote a recipient's data)."""
+    frame = traceback.extract_tb(error.__traceback__)[-1:] if error.__traceback__ else []
+    where = f"{frame[0].filename}:{frame[0].lineno}" if frame else "?"
+    log.error(
+        "message %s: rendering in %s failed (%s at %s); sent in its own language instead",
+        message_id,
+        locale,
+        type(error).__name__,
+        where,
+    )
+
+
+def stored_bodies(message: MailMessage) -> MailRendering:
+    """The bodies stored on the message, in the language it was written in (unsaved)."""
+    return MailRendering(
+        message_id=message.id,
+        locale=message.language,
+        subject=message.subject,
+        text_body=message.text_body,
+        html_body=message.html_body,
+    )
+
+
+def _keep(rendering: MailRendering) -> None:
+    """Insert the rendering unless another worker stored this language first (its row wins).
+
+    INSERT ... ON CONFLICT DO NOTHING rather than a savepoint: pysqlite commits a savepoint's
+    RELEASE on its own (app/members/lifecycle.py), which would commit the caller's writes too.
+    """
+    dialect = db.session.get_bind().dialect.name
+    insert_ = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = insert_(MailRendering).values(
+        message_id=rendering.message_id,
+        locale=rendering.locale,
+        subject=rendering.subject,
+        text_body=rendering.text_body,
+        html_body=rendering.html_body,
+        machine_translated=rendering.machine_translated,
+    )
+    db.session.execute(statement.on_conflict_do_nothing(index_elements=["message_id", "locale"]))
+
+
+def _asks_again(message: MailMessage, locale: str) -> bool:
+    """Did the translation service fail for now on this announcement and language?"""
+    from app.translate.service import will_ask_again  # only announcements need it
+
+    return will_ask_again(message.id, locale)
 
 
 def may_translate(message: MailMessage, locale: str) -> bool:

@@ -3,9 +3,16 @@
 ``machine_translation(message, locale)`` is what the mail layer calls in the worker, once per
 message and language: the first call asks the service (one HTTP call: the subject and the
 HTML body as a list, ``format: "html"``) and keeps the answer in ``MessageTranslation``; every
-later call (the next batch, another worker) reads the kept row. A failure is kept too (status
-"failed" with its reason), so a service that is down costs one timeout per message and
-language, not one per batch, and the original goes out in the meantime.
+later call (the next batch, another worker) reads the kept row. A refusal for good (400, 403)
+is kept too (status "failed" with its reason). Any other failure (429, 5xx, a timeout, an
+unreadable answer) is kept as "retry" until it lapses (the service's Retry-After, else
+RETRY_SECONDS; for these rows ``created_at`` holds that moment, there being no column of its
+own): a service that is down costs one timeout per message and language for a while, not one
+per batch, a later batch asks again, and the original goes out in the meantime.
+
+The caller's transaction is committed before the call and the answer right after it: nothing
+written stays uncommitted (locks on SQLite, an idle transaction on PostgreSQL) while the
+service is waited on for up to TRANSLATE_TIMEOUT.
 
 What the service returns is re-sanitised with the allowlist of ``render_markdown``: a
 translation service is another party, and must not be able to put markup into our mail.
@@ -15,22 +22,27 @@ from __future__ import annotations
 
 import html
 import logging
+from datetime import timedelta
 from html.parser import HTMLParser
 
 import nh3
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.extensions import db
 from app.models import MailMessage, MessageTranslation
+from app.models.base import utcnow
 from app.translate.client import TranslateClient, TranslateFailure
 
 log = logging.getLogger(__name__)
 
 OK = "ok"
-FAILED = "failed"
+FAILED = "failed"  # refused for good: never asked again
+RETRY = "retry"  # failed for now: asked again once its created_at has passed
+PERMANENT = frozenset({400, 403})  # a bad request, a refused key: asking again changes nothing
+RETRY_SECONDS = 600.0  # how long a temporary failure is kept when the service names no Retry-After
 SUBJECT_MAX = 250  # MessageTranslation.subject
 ERROR_MAX = 500  # MessageTranslation.error
 
@@ -39,14 +51,15 @@ def machine_translation(message: MailMessage, locale: str) -> MessageTranslation
     """The kept or new translation of ``message`` into ``locale`` (status "ok"), or None.
 
     None when TRANSLATE_URL is not set, when ``locale`` is the message's own language, when the
-    message has nothing to translate, or when the service failed (now or on an earlier batch).
-    Never raises for the service's failures; the caller sends the original then.
+    message has nothing to translate, or when the service failed (now, for good on an earlier
+    batch, or for now on a batch not long ago). Never raises for the service's failures; the
+    caller sends the original then. Commits the caller's transaction before the call.
     """
     source = message.language or "en"
     if locale == source or not current_app.config.get("TRANSLATE_URL"):
         return None
     kept = _kept(message.id, locale)
-    if kept is not None:
+    if kept is not None and not _lapsed(kept):
         return kept if kept.status == OK else None
     body_html = _body_html(message)
     if body_html is None:
@@ -58,24 +71,52 @@ def machine_translation(message: MailMessage, locale: str) -> MessageTranslation
         return None
     if client is None:
         return None
+    message_id, original_subject = message.id, message.subject
+    texts = [html.escape(original_subject, quote=False), body_html]
+    # No write may stay open while the service is waited on: another writer would find SQLite
+    # locked, and PostgreSQL would hold the rows for as long as the call takes.
+    db.session.commit()
     try:
-        texts = [html.escape(message.subject, quote=False), body_html]
         subject, translated_html = client.translate(texts, source=source, target=locale, format="html")
     except TranslateFailure as failure:
-        log.warning("message %s not translated to %s: %s", message.id, locale, failure.reason)
-        _keep(message.id, locale, status=FAILED, error=failure.reason[:ERROR_MAX])
+        log.warning("message %s not translated to %s: %s", message_id, locale, failure.reason)
+        _keep(message_id, locale, **_failed(failure))
+        db.session.commit()
         return None
     safe_html = sanitised(translated_html)
     _keep(
-        message.id,
+        message_id,
         locale,
         status=OK,
-        subject=_plain(subject)[:SUBJECT_MAX] or message.subject,
+        subject=_plain(subject)[:SUBJECT_MAX] or original_subject,
         body_html=safe_html,
         body_text=html_to_text(safe_html),
     )
-    row = _kept(message.id, locale)
+    db.session.commit()
+    row = _kept(message_id, locale)
     return row if row is not None and row.status == OK else None
+
+
+def will_ask_again(message_id: int, locale: str) -> bool:
+    """Did the service fail for now on this message and language (a later batch may ask again)?"""
+    if not current_app.config.get("TRANSLATE_URL"):
+        return False
+    kept = _kept(message_id, locale)
+    return kept is not None and kept.status == RETRY
+
+
+def _failed(failure: TranslateFailure) -> dict:
+    """The row kept for a failure: for good when the service refused the request, else for a while."""
+    error = failure.reason[:ERROR_MAX]
+    if failure.status in PERMANENT:
+        return {"status": FAILED, "error": error}
+    wait = failure.retry_after if failure.retry_after is not None else RETRY_SECONDS
+    return {"status": RETRY, "error": error, "created_at": utcnow() + timedelta(seconds=wait)}
+
+
+def _lapsed(kept: MessageTranslation) -> bool:
+    """A temporary failure whose time has passed: the service may be asked again."""
+    return kept.status == RETRY and kept.created_at <= utcnow()
 
 
 def sanitised(fragment: str) -> str:
@@ -116,8 +157,16 @@ def _keep(message_id: int, locale: str, **values) -> None:
     """Insert the answer unless another worker kept one first (its row wins; no savepoint needed).
 
     INSERT ... ON CONFLICT DO NOTHING on the (message_id, locale) key, as the delivery counts
-    are kept: a savepoint's RELEASE would commit on its own under pysqlite.
+    are kept: a savepoint's RELEASE would commit on its own under pysqlite. A lapsed temporary
+    failure gives way to the new answer (only while it is still the lapsed one).
     """
+    lapsed = delete(MessageTranslation).where(
+        MessageTranslation.message_id == message_id,
+        MessageTranslation.locale == locale,
+        MessageTranslation.status == RETRY,
+        MessageTranslation.created_at <= utcnow(),
+    )
+    db.session.execute(lapsed.execution_options(synchronize_session=False))
     dialect = db.session.get_bind().dialect.name
     insert_ = postgresql_insert if dialect == "postgresql" else sqlite_insert
     statement = insert_(MessageTranslation).values(message_id=message_id, locale=locale, **values)
