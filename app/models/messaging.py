@@ -171,7 +171,9 @@ class MessageTranslation(Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     message_id: Mapped[int] = mapped_column(ForeignKey("mail_message.id", ondelete="CASCADE"))
     locale: Mapped[str] = mapped_column(String(8))
-    status: Mapped[str] = mapped_column(String(16))  # "ok" or "failed"
+    status: Mapped[str] = mapped_column(String(16))  # "ok", "failed" (for good) or "retry"
+    # A "retry" row (the service was down) stands until then; a later batch asks again after it.
+    retry_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
     subject: Mapped[str | None] = mapped_column(String(250))
     body_html: Mapped[str | None] = mapped_column(Text)
     body_text: Mapped[str | None] = mapped_column(Text)

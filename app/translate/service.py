@@ -6,9 +6,9 @@ HTML body as a list, ``format: "html"``) and keeps the answer in ``MessageTransl
 later call (the next batch, another worker) reads the kept row. A refusal for good (400, 403)
 is kept too (status "failed" with its reason). Any other failure (429, 5xx, a timeout, an
 unreadable answer) is kept as "retry" until it lapses (the service's Retry-After, else
-RETRY_SECONDS; for these rows ``created_at`` holds that moment, there being no column of its
-own): a service that is down costs one timeout per message and language for a while, not one
-per batch, a later batch asks again, and the original goes out in the meantime.
+RETRY_SECONDS, kept in ``retry_after``): a service that is down costs one timeout per message
+and language for a while, not one per batch, a later batch asks again, and the original goes
+out in the meantime.
 
 The caller's transaction is committed before the call and the answer right after it: nothing
 written stays uncommitted (locks on SQLite, an idle transaction on PostgreSQL) while the
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 OK = "ok"
 FAILED = "failed"  # refused for good: never asked again
-RETRY = "retry"  # failed for now: asked again once its created_at has passed
+RETRY = "retry"  # failed for now: asked again once its retry_after has passed
 PERMANENT = frozenset({400, 403})  # a bad request, a refused key: asking again changes nothing
 RETRY_SECONDS = 600.0  # how long a temporary failure is kept when the service names no Retry-After
 SUBJECT_MAX = 250  # MessageTranslation.subject
@@ -111,12 +111,12 @@ def _failed(failure: TranslateFailure) -> dict:
     if failure.status in PERMANENT:
         return {"status": FAILED, "error": error}
     wait = failure.retry_after if failure.retry_after is not None else RETRY_SECONDS
-    return {"status": RETRY, "error": error, "created_at": utcnow() + timedelta(seconds=wait)}
+    return {"status": RETRY, "error": error, "retry_after": utcnow() + timedelta(seconds=wait)}
 
 
 def _lapsed(kept: MessageTranslation) -> bool:
     """A temporary failure whose time has passed: the service may be asked again."""
-    return kept.status == RETRY and kept.created_at <= utcnow()
+    return kept.status == RETRY and kept.retry_after is not None and kept.retry_after <= utcnow()
 
 
 def sanitised(fragment: str) -> str:
@@ -164,7 +164,7 @@ def _keep(message_id: int, locale: str, **values) -> None:
         MessageTranslation.message_id == message_id,
         MessageTranslation.locale == locale,
         MessageTranslation.status == RETRY,
-        MessageTranslation.created_at <= utcnow(),
+        MessageTranslation.retry_after <= utcnow(),
     )
     db.session.execute(lapsed.execution_options(synchronize_session=False))
     dialect = db.session.get_bind().dialect.name

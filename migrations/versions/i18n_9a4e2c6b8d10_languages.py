@@ -54,6 +54,7 @@ def upgrade():
         sa.Column("body_html", sa.Text(), nullable=True),
         sa.Column("body_text", sa.Text(), nullable=True),
         sa.Column("error", sa.String(length=500), nullable=True),
+        sa.Column("retry_after", app.models.base.UTCDateTime(timezone=True), nullable=True),
         sa.Column("created_at", app.models.base.UTCDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
             ["message_id"],
