@@ -8,7 +8,7 @@ Machine formats (datetime-local values, iCalendar, file names) do not come throu
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from babel import dates, numbers
@@ -16,6 +16,8 @@ from flask import g
 
 from app import clock
 from app.i18n import current_locale
+
+UTC_ZONE = ZoneInfo("UTC")
 
 
 def _zone(zone: ZoneInfo | str | None) -> ZoneInfo:
@@ -36,61 +38,53 @@ def _joined(day_text: str, time_text: str, locale: str) -> str:
     return pattern.replace("{1}", day_text).replace("{0}", time_text)
 
 
-def moment(value: datetime | None, zone: ZoneInfo | str | None = None) -> str:
-    """A stored time with its weekday, on that clock: 'Mon, May 4, 2026, 9:30 AM'."""
+def _date_and_time(value: datetime | None, zone: ZoneInfo | str | None, skeleton: str) -> str:
+    """The date (a CLDR skeleton) and the short time of a stored time, on that clock."""
     if value is None:
         return ""
     locale = current_locale()
     local = _local(value, zone)
     return _joined(
-        dates.format_skeleton("yMMMEd", local, locale=locale),
+        dates.format_skeleton(skeleton, local, locale=locale),
         dates.format_time(local, "short", locale=locale),
         locale,
     )
+
+
+def moment(value: datetime | None, zone: ZoneInfo | str | None = None) -> str:
+    """A stored time with its weekday, on that clock: 'Mon, May 4, 2026, 9:30 AM'."""
+    return _date_and_time(value, zone, "yMMMEd")
 
 
 def short_moment(value: datetime | None, zone: ZoneInfo | str | None = None) -> str:
     """A stored time without its weekday, for tables: 'May 4, 2026, 9:30 AM'."""
-    if value is None:
-        return ""
-    locale = current_locale()
-    local = _local(value, zone)
-    return _joined(
-        dates.format_skeleton("yMMMd", local, locale=locale),
-        dates.format_time(local, "short", locale=locale),
-        locale,
-    )
+    return _date_and_time(value, zone, "yMMMd")
 
 
 def utc_moment(value: datetime | None) -> str:
     """A stored time on the UTC clock, saying so: 'May 4, 2026, 9:30 AM UTC'."""
     if value is None:
         return ""
-    locale = current_locale()
-    local = value.astimezone(UTC)
-    return _joined(
-        dates.format_skeleton("yMMMd", local, locale=locale),
-        dates.format_time(local, "short", locale=locale) + " UTC",
-        locale,
-    )
+    return f"{_date_and_time(value, UTC_ZONE, 'yMMMd')} UTC"
+
+
+def _date_only(value: datetime | date | None, zone: ZoneInfo | str | None, skeleton: str) -> str:
+    """A date by a CLDR skeleton; a stored time becomes its date on that clock."""
+    if value is None:
+        return ""
+    if isinstance(value, datetime):
+        value = _local(value, zone).date()
+    return dates.format_skeleton(skeleton, value, locale=current_locale())
 
 
 def day(value: datetime | date | None, zone: ZoneInfo | str | None = None) -> str:
     """A date ('May 4, 2026'); a stored time becomes its date on that clock."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        value = _local(value, zone).date()
-    return dates.format_skeleton("yMMMd", value, locale=current_locale())
+    return _date_only(value, zone, "yMMMd")
 
 
 def long_day(value: datetime | date | None, zone: ZoneInfo | str | None = None) -> str:
     """A date with its weekday ('Mon, May 4, 2026')."""
-    if value is None:
-        return ""
-    if isinstance(value, datetime):
-        value = _local(value, zone).date()
-    return dates.format_skeleton("yMMMEd", value, locale=current_locale())
+    return _date_only(value, zone, "yMMMEd")
 
 
 def clock_time(value: datetime | None, zone: ZoneInfo | str | None = None) -> str:
