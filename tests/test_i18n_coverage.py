@@ -219,3 +219,37 @@ def test_every_email_is_translated(app, locale):
                     problems += problems_of(lines, f"email/{name}.{part}", english, locale, whole_page=False)
     assert len(EMAIL_TEMPLATES) >= 13
     assert problems == [], "\n".join(sorted(set(problems)))
+
+
+@pytest.mark.parametrize("locale", sorted(LANGUAGES))
+@pytest.mark.parametrize("platform_role", ["support", "admin"])
+def test_every_platform_page_is_translated(app, make_school, make_member, platform_role, locale):
+    """The operator's own people: the console, support and policy pages their role reaches."""
+    from app.extensions import db
+    from app.models import PlatformRole
+    from app.permissions import Access
+    from tests.hostile_world import declared_access
+
+    english = english_messages(locale)
+    world = build_world(make_school, make_member)
+    operator = world.mine.actors["parent"].user
+    operator.platform_role = PlatformRole(platform_role)
+    db.session.commit()
+    client = signed_in_client(app, world.mine, "parent")
+    problems: list[str] = []
+    checked = 0
+    for rule in interesting_rules(app, "GET"):
+        access, roles = declared_access(app, rule.endpoint)
+        if access is not Access.PLATFORM or (roles and platform_role not in roles):
+            continue
+        if NOT_PAGES.search(rule.endpoint):
+            continue
+        path = fill_rule(rule, world.mine.ids)
+        response = client.get(path, headers={"Accept-Language": locale})
+        if response.status_code != 200 or response.mimetype != "text/html":
+            continue
+        checked += 1
+        html = response.get_data(as_text=True)
+        problems += problems_of(html, path, english, locale, whole_page="<html" in html)
+    assert checked >= (1 if platform_role == "support" else 4), f"{platform_role}: {checked} pages"
+    assert problems == [], "\n".join(sorted(set(problems)))
