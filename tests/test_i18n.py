@@ -372,3 +372,28 @@ def test_the_policy_editor_records_the_language_a_version_is_written_in(client, 
     db.session.rollback()
     version = db.session.scalars(select(PolicyVersion).order_by(PolicyVersion.number.desc())).first()
     assert (version.body_markdown, version.language) == ("## Política\n\nTexto.", "es")
+
+
+def test_a_new_draft_starts_in_the_language_of_the_text_it_starts_from(client, app, make_school, make_member):
+    from app.consent import policy
+    from app.models import PlatformRole
+
+    member = make_member(make_school())
+    member.user.platform_role = PlatformRole.ADMIN
+    db.session.commit()
+    with app.test_request_context("/"):
+        policy.ensure_placeholder()
+        draft = policy.create_draft(
+            body="## Privacidad",
+            summary="Nueva.",
+            material=False,
+            email=False,
+            notice=False,
+            by=None,
+            language="es",
+        )
+        policy.publish(draft)
+        db.session.commit()
+    sign_in(client, member.user.email)
+    page = client.get("/platform/policy/new").get_data(as_text=True)  # the admin reads English
+    assert '<option lang="es" selected value="es">Español</option>' in page  # the text's, not the page's

@@ -14,7 +14,7 @@ import pytest
 from babel.messages.catalog import Catalog
 from babel.messages.mofile import write_mo
 from markupsafe import Markup
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from app import jobs, tenancy
@@ -686,3 +686,42 @@ def test_an_outage_costs_one_provider_call_and_one_retry_job_for_every_language(
     clock.shift(seconds=31)
     assert send_message(message.id)["sent"] == 3  # the one retry sends every language
     assert fake.stats()["requests"] == 3
+
+
+@pytest.mark.parametrize("languages", [("en",), ("en", "es", "ar")])
+def test_sending_costs_the_same_queries_for_5_or_40_recipients(app, make_school, make_member, languages):
+    """Committing between renderings and languages must not reload each row one query at a time."""
+    from app.mail.jobs import send_message
+    from tests.conftest import count_queries
+
+    def statements_for(size: int) -> int:
+        school = make_school()
+        users = []
+        for n in range(size):
+            user = make_member(school).user
+            user.language = languages[n % len(languages)]
+            users.append(user)
+        db.session.commit()
+        message = _announce(school, users)
+        message_id = message.id
+        db.session.expire_all()
+        with count_queries() as statements:
+            send_message(message_id)
+        assert (
+            db.session.scalar(
+                select(func.count())
+                .select_from(MailDelivery)
+                .where(MailDelivery.message_id == message_id, MailDelivery.status == DeliveryStatus.SENT)
+            )
+            == size
+        )
+        import collections
+        import os
+
+        if os.environ.get("QDUMP"):
+            for stmt, n in collections.Counter(" ".join(x.split())[:150] for x in statements).most_common(8):
+                print(n, stmt)
+        return len(statements)
+
+    statements_for(3)  # warm-up: the first send fills caches (catalogues, templates)
+    assert statements_for(40) == statements_for(5)

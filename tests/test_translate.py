@@ -229,18 +229,30 @@ def test_a_temporary_failure_is_kept_for_ten_minutes_then_asked_again(app, fake,
 def test_a_rate_limit_is_kept_until_its_retry_after(app, fake, clock):
     _configure(app, fake)
     message = _message()
-    limited = (429, {"error": "Too many request limits violations"}, {"Retry-After": "30"})
+    limited = (429, {"error": "Too many request limits violations"}, {"Retry-After": "90"})
     fake.queue_responses([limited, limited])
 
     assert machine_translation(message, "es") is None
-    clock.shift(seconds=29)
+    clock.shift(seconds=89)
     assert machine_translation(message, "es") is None and fake.attempts == 1
     clock.shift(seconds=2)
     assert machine_translation(message, "es") is None and fake.attempts == 2  # asked, limited again
     [row] = _rows(message.id)  # the new failure took the lapsed one's place
     assert row.status == "retry" and "rate limit" in row.error
-    clock.shift(seconds=31)
+    clock.shift(seconds=91)
     assert machine_translation(message, "es") is not None and fake.attempts == 3
+
+
+@pytest.mark.parametrize(("retry_after", "kept_for"), [("0", 60), ("5", 60), ("99999999", 3600)])
+def test_a_retry_after_is_taken_within_a_minute_and_an_hour(app, fake, clock, retry_after, kept_for):
+    _configure(app, fake)
+    message = _message()
+    fake.queue_responses([(429, {"error": "slow down"}, {"Retry-After": retry_after})])
+    assert machine_translation(message, "es") is None
+    clock.shift(seconds=kept_for - 1)
+    assert machine_translation(message, "es") is None and fake.attempts == 1  # not every batch
+    clock.shift(seconds=2)
+    assert machine_translation(message, "es") is not None and fake.attempts == 2  # not never
 
 
 def test_a_translation_call_has_no_write_of_the_caller_open(app, fake, monkeypatch):

@@ -64,6 +64,11 @@ def _gather_digests() -> dict:
         locale = locales.get((user_id, category))
         if locale is None:
             continue  # reactivated meanwhile: not rendered for, left for the next run
+        # Only what was rendered for this language goes in, and only that is settled; the
+        # rest stays held for the next run.
+        items = [row for row in items if (row[1].id, locale) in renderings]
+        if not items:
+            continue
         with force_locale(locale):
             label = str(category.label)
         digest = queue_email(
@@ -73,7 +78,7 @@ def _gather_digests() -> dict:
             language=locale,
             name=user.name,
             category_label=label,
-            items=[renderings[(m.id, locale)] for _, m in items if (m.id, locale) in renderings],
+            items=[renderings[(m.id, locale)] for _, m in items],
         )
         _settle(items, DeliveryStatus.DIGESTED, f"in digest {digest.id}")
         digests += 1

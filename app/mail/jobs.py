@@ -19,7 +19,7 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from flask import current_app
-from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy import and_, delete, inspect, or_, select, update
 
 from app import i18n, jobs, sessions, tenancy
 from app.extensions import db
@@ -163,14 +163,35 @@ def _send_batch(message: MailMessage, claimed: list[MailDelivery], run: Run) -> 
     # run), and one language failing to render falls back on the message's own.
     pending = list(groups.items())
     for index, (locale, group) in enumerate(pending):
-        rendered = rendering_or_fallback(message, locale)
-        untried = [d.id for _, later in pending[index + 1 :] for d in later]
+        rendered = rendering_or_fallback(message, locale)  # may commit (a rendering kept)
+        _reload(group)  # commits expired them: two queries, not two per recipient
+        untried = [_id_of(d) for _, later in pending[index + 1 :] for d in later]
         result, stopped = _send(message, group, users, run, rendered, untried)
         counts.update(result)
         if stopped:
             break  # the provider is down: the later languages went back with this one
         db.session.commit()  # this language's outcome, before the next may wait on a translation
     return counts
+
+
+def _id_of(delivery: MailDelivery) -> int:
+    """A loaded row's id without loading it again (reading ``.id`` of an expired row does)."""
+    identity = inspect(delivery).identity
+    assert identity is not None, "a delivery of a claim is a persisted row"
+    return identity[0]
+
+
+def _reload(group: list[MailDelivery]) -> None:
+    """Load one language's deliveries and their accounts again after a commit, in one query each.
+
+    A commit expires every loaded row, and reading an expired row (even its id) loads it alone:
+    a batch of 1,000 would cost 2,000 queries. The ids come from the identity map, unloaded.
+    """
+    ids = [_id_of(d) for d in group]
+    db.session.scalars(select(MailDelivery).where(MailDelivery.id.in_(ids))).all()
+    user_ids = {d.user_id for d in group if d.user_id is not None}
+    if user_ids:
+        db.session.scalars(select(User).where(User.id.in_(user_ids))).all()
 
 
 def _hold_for_every_language(
@@ -183,7 +204,7 @@ def _hold_for_every_language(
     seconds = claims.lease_seconds() + waits * float(current_app.config.get("TRANSLATE_TIMEOUT", 0))
     lease = timedelta(seconds=seconds) + (len(groups) - 1) * claims.call_lease()
     held = set(claims.renew([d.id for g in groups.values() for d in g], run, lease))
-    kept = {locale: [d for d in group if d.id in held] for locale, group in groups.items()}
+    kept = {locale: [d for d in group if _id_of(d) in held] for locale, group in groups.items()}
     return {locale: group for locale, group in kept.items() if group}
 
 

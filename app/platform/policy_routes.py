@@ -13,6 +13,7 @@ from flask_login import current_user
 from app.consent import policy
 from app.extensions import db
 from app.htmx import redirect_after_post
+from app.i18n import current_locale
 from app.lookup import or_404
 from app.models import PlatformRole
 from app.permissions import platform
@@ -39,6 +40,9 @@ def new_version():
     if request.method == "GET":
         newest = policy.newest_posted()
         form.body.data = newest.body_markdown if newest else policy.placeholder_body()
+        # The text it starts from keeps its language (ours is in the reader's).
+        form.language.data = newest.language if newest and not policy.is_placeholder(newest) else None
+        form.language.data = form.language.data or current_locale()
     if form.validate_on_submit():
         version = policy.create_draft(
             body=form.body.data,

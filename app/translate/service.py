@@ -41,8 +41,10 @@ log = logging.getLogger(__name__)
 OK = "ok"
 FAILED = "failed"  # refused for good: never asked again
 RETRY = "retry"  # failed for now: asked again once its retry_after has passed
-PERMANENT = frozenset({400, 403})  # a bad request, a refused key: asking again changes nothing
+# A bad request, a refused key, no such endpoint, a text too long: asking again changes nothing.
+PERMANENT = frozenset({400, 403, 404, 413})
 RETRY_SECONDS = 600.0  # how long a temporary failure is kept when the service names no Retry-After
+MIN_RETRY_SECONDS, MAX_RETRY_SECONDS = 60.0, 3600.0
 SUBJECT_MAX = 250  # MessageTranslation.subject
 ERROR_MAX = 500  # MessageTranslation.error
 
@@ -111,6 +113,8 @@ def _failed(failure: TranslateFailure) -> dict:
     if failure.status in PERMANENT:
         return {"status": FAILED, "error": error}
     wait = failure.retry_after if failure.retry_after is not None else RETRY_SECONDS
+    # A service's Retry-After is its word, within reason: not every batch, not never again.
+    wait = min(max(wait, MIN_RETRY_SECONDS), MAX_RETRY_SECONDS)
     return {"status": RETRY, "error": error, "retry_after": utcnow() + timedelta(seconds=wait)}
 
 
