@@ -30,8 +30,9 @@ def test_optional_mail_carries_a_personal_unsubscribe_link_and_one_click_headers
     app, make_school, make_member, sent_mail, send_email
 ):
     school = make_school()
-    a = make_member(school, email="ann@example.org")
-    b = make_member(school, email="bob@example.org")
+    # Long local parts: three letters ("bob") turn up by chance in a random signature.
+    a = make_member(school, email="annabelle@example.org")
+    b = make_member(school, email="bartholomew@example.org")
     send_email([a.user, b.user])
     by_to = {m.to: m for m in sent_mail}
     for person, envelope in by_to.items():
@@ -41,7 +42,7 @@ def test_optional_mail_carries_a_personal_unsubscribe_link_and_one_click_headers
         token = path.rsplit("/", 1)[1]
         assert person.split("@")[0] not in token.lower()  # nothing personal in the link
         assert str(a.user_id) not in token.split(".")[1:]
-    assert _unsubscribe_path(by_to["ann@example.org"]) != _unsubscribe_path(by_to["bob@example.org"])
+    assert _unsubscribe_path(by_to[a.user.email]) != _unsubscribe_path(by_to[b.user.email])
 
 
 def test_administrative_mail_has_no_unsubscribe(app, make_school, make_member, sent_mail, send_email):
