@@ -288,7 +288,10 @@ class _FormParser(HTMLParser):
         return FormTarget(method=method.upper(), path=full, fields=dict(fields), htmx_target=hx_target)
 
     def handle_starttag(self, tag, attrs_list):
-        attrs = {k: (v or "") for k, v in attrs_list}
+        # htmx reads data-hx-* (valid HTML) as it reads hx-*: one name for both here.
+        attrs = {
+            (k.removeprefix("data-") if k.startswith("data-hx-") else k): (v or "") for k, v in attrs_list
+        }
         for verb in ("post", "put", "patch", "delete", "get"):
             if f"hx-{verb}" in attrs and tag != "form":
                 named = {attrs["name"]: attrs.get("value", "")} if attrs.get("name") else {}

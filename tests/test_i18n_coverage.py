@@ -88,7 +88,11 @@ class _Texts(HTMLParser):
         self._skip = 0
 
     def handle_starttag(self, tag, attrs):
-        values = dict(attrs)
+        # htmx reads data-hx-* (valid HTML) as it reads hx-*: one name for both here.
+        values = {
+            name.removeprefix("data-") if name.startswith("data-hx-") else name: value
+            for name, value in attrs
+        }
         if tag == "html":
             self.html_attrs = values
         if tag in ("script", "style", "code"):  # code: names a file or a program must use, as is

@@ -36,9 +36,10 @@ RUN_AXE = """async () => {
   }));
 }"""
 LINKS = """() => Array.from(document.querySelectorAll("a[href]"), a => a.getAttribute("href"))"""
-HX_GETS = """() => Array.from(document.querySelectorAll("[hx-get]"), e => [
-  e.getAttribute("hx-get"),
-  (e.getAttribute("hx-target") || (e.id ? "#" + e.id : "")).replace(/^#/, "")
+HX_GETS = """() => Array.from(document.querySelectorAll("[hx-get], [data-hx-get]"), e => [
+  e.getAttribute("hx-get") || e.getAttribute("data-hx-get"),
+  (e.getAttribute("hx-target") || e.getAttribute("data-hx-target")
+    || (e.id ? "#" + e.id : "")).replace(/^#/, "")
 ])"""
 
 
