@@ -50,4 +50,67 @@
   document.addEventListener("htmx:sendError", function () {
     showProblem(message("msgSendError"));
   });
+
+  // A field's error goes as soon as the person changes what was refused (the server checks it
+  // again on submit; without JavaScript the next answer simply has no error for it).
+  function renderedValue(input) {
+    if (input.type === "checkbox" || input.type === "radio") { return String(input.defaultChecked); }
+    if (input.tagName === "SELECT") {
+      var chosen = Array.prototype.find.call(input.options, function (o) { return o.defaultSelected; });
+      return chosen ? chosen.value : (input.options[0] ? input.options[0].value : "");
+    }
+    return input.defaultValue;
+  }
+  function currentValue(input) {
+    if (input.type === "checkbox" || input.type === "radio") { return String(input.checked); }
+    return input.value;
+  }
+  function clearError(event) {
+    var input = event.target;
+    if (!input || !input.getAttribute || input.getAttribute("aria-invalid") !== "true") { return; }
+    var now = currentValue(input);
+    var before = renderedValue(input);
+    // Emptying a field that was refused empty is no fix; any other change is worth a fresh check.
+    if (now === before || (now.trim() === "" && before.trim() === "")) { return; }
+    var box = input.closest(".field");
+    var error = document.getElementById(input.id + "-error");
+    if (error) { error.remove(); }
+    input.removeAttribute("aria-invalid");
+    var described = (input.getAttribute("aria-describedby") || "").split(" ").filter(function (id) {
+      return id && id !== input.id + "-error";
+    });
+    if (described.length) {
+      input.setAttribute("aria-describedby", described.join(" "));
+    } else {
+      input.removeAttribute("aria-describedby");
+    }
+    if (box && !box.querySelector("[aria-invalid='true']")) { box.classList.remove("has-error"); }
+    var form = input.form;
+    if (form && !form.querySelector("[aria-invalid='true']")) {
+      var summary = form.querySelector(".error-summary");
+      if (summary) { summary.remove(); }
+    }
+  }
+  document.addEventListener("input", clearError);
+  document.addEventListener("change", clearError);
+
+  // A menu swapped in out of band (the join form's class menus after the code check) keeps the
+  // choice made meanwhile, by value, whenever the new menu offers it.
+  document.addEventListener("htmx:oobBeforeSwap", function (event) {
+    var old = event.detail.target;
+    var fresh = event.detail.fragment;
+    if (!old || !fresh || !old.querySelectorAll) { return; }
+    old.querySelectorAll("select[name]").forEach(function (menu) {
+      if (!menu.value) { return; }
+      fresh.querySelectorAll("select").forEach(function (next) {
+        if (next.name !== menu.name) { return; }
+        Array.prototype.forEach.call(next.options, function (option) {
+          if (option.value === menu.value) {
+            next.querySelectorAll("option").forEach(function (o) { o.removeAttribute("selected"); });
+            option.setAttribute("selected", "");
+          }
+        });
+      });
+    });
+  });
 })();
