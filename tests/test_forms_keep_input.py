@@ -338,3 +338,35 @@ def test_the_policy_edit_form_keeps_everything(client, world):
     _kept_text(page, "Kept summary of changes")
     _kept_choice(page, "language", "es")
     _kept_ticked(page, "material")
+
+
+def test_closing_the_account_keeps_the_tick_when_the_password_is_missing(client, world):
+    sign_in(client, world.parent.user.email)
+    page = _refused(client.form("/account/close", {"password": "", "confirm": "y"}))
+    _error_beside(page, "password")
+    _kept_ticked(page, "confirm")
+
+
+def test_the_joining_rules_keep_the_other_choices(client, world):
+    sign_in(client, world.admin.user.email)
+    data = {"families_edit_own": "y", "default_visibility": "no-such-choice", "approval_role": "superadmin"}
+    page = _refused(client.form("/settings/joining", data))
+    _error_beside(page, "default_visibility")
+    _kept_ticked(page, "families_edit_own")
+    _kept_choice(page, "approval_role", "superadmin")
+
+
+def test_the_code_check_keeps_each_class_picked_that_the_school_offers(
+    client, world, make_school, make_class
+):
+    """The menus the code check sends back keep a picked class by value; another school's is dropped."""
+    elsewhere = make_class(make_school(code="ELM-1"), "Elm")
+    query = (
+        f"/join/classes?invite_code=oak1234&children-0-class_id={world.juniper.id}"
+        f"&children-1-class_id={elsewhere.id}"
+    )
+    page = client.get(query, headers={"HX-Request": "true"}).get_data(as_text=True)
+    _kept_choice(page, "children-0-class_id", str(world.juniper.id))
+    assert f'value="{elsewhere.id}"' not in page
+    menu = re.search(r'<select[^>]*name="children-1-class_id"[^>]*>(.*?)</select>', page, re.S).group(1)
+    assert "selected" not in menu.split("</option>", 1)[1]
