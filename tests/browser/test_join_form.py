@@ -149,3 +149,31 @@ def test_without_javascript_a_refused_submit_offers_the_classes_and_keeps_everyt
     page.get_by_role("button", name="Ask to join").click()
     page.wait_for_url(path_is("/join/sent"))
     assert _children(school_id) == ([("Mirabel", "Keptchild", hazel_id)], 1)
+
+
+def test_what_is_typed_while_a_refused_submit_is_on_its_way_stays(
+    new_context, make_school, make_class, monkeypatch
+):
+    """htmx swaps the answer in with what was sent; a field edited meanwhile keeps the new text."""
+    _school(make_school, make_class)
+    real = auth_services.classes_for_code
+
+    def slow(code):
+        time.sleep(1.0)
+        return real(code)
+
+    page = new_context().new_page()
+    page.goto("/join")
+    page.get_by_label("Invitation code").fill("ROWAN-2026")
+    page.get_by_label("Your name").fill("Nadia")
+    page.get_by_label("Email address").fill("nadia-at-nowhere")
+    page.locator("#children-0-first_name").fill("Mirabel")
+    monkeypatch.setattr(auth_services, "classes_for_code", slow)
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url.endswith("/join")):
+        page.get_by_role("button", name="Ask to join").click()
+        page.get_by_label("Your name").fill("Nadia Newparent")
+        page.locator("#children-0-last_name").fill("Keptchild")
+    expect(page.locator("#email-error")).to_be_visible()
+    expect(page.get_by_label("Your name")).to_have_value("Nadia Newparent")
+    expect(page.locator("#children-0-last_name")).to_have_value("Keptchild")
+    expect(page.locator("#children-0-first_name")).to_have_value("Mirabel")

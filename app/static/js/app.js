@@ -113,4 +113,52 @@
       });
     });
   });
+
+  // A form sent with htmx comes back re-rendered with what was sent. Anything typed while the
+  // answer was on its way (a slow server) is put back into the new form, so no keystroke is lost.
+  function typedFields(root) {
+    return Array.prototype.filter.call(root.querySelectorAll("input[name], textarea[name], select[name]"),
+      function (input) {
+        return ["hidden", "password", "file", "submit", "button"].indexOf(input.type) === -1;
+      });
+  }
+  function valueOf(input) {
+    return input.type === "checkbox" || input.type === "radio" ? String(input.checked) : input.value;
+  }
+  var sentValues = new WeakMap();
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var form = event.detail.elt;
+    if (!form || form.tagName !== "FORM") { return; }
+    var sent = {};
+    typedFields(form).forEach(function (input) { sent[input.id || input.name] = valueOf(input); });
+    sentValues.set(form, sent);
+  });
+  var typedMeanwhile = null;
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var form = event.detail.requestConfig && event.detail.requestConfig.elt;
+    var sent = form && sentValues.get(form);
+    typedMeanwhile = null;
+    if (!sent) { return; }
+    typedFields(form).forEach(function (input) {
+      var key = input.id || input.name;
+      if (key in sent && sent[key] !== valueOf(input)) {
+        typedMeanwhile = typedMeanwhile || {};
+        typedMeanwhile[key] = input;
+      }
+    });
+  });
+  document.addEventListener("htmx:afterSettle", function () {
+    if (!typedMeanwhile) { return; }
+    Object.keys(typedMeanwhile).forEach(function (key) {
+      var old = typedMeanwhile[key];
+      var fresh = document.getElementById(key) || document.querySelector('[name="' + key + '"]');
+      if (!fresh || fresh === old || fresh.tagName !== old.tagName) { return; }
+      if (old.type === "checkbox" || old.type === "radio") {
+        fresh.checked = old.checked;
+      } else {
+        fresh.value = old.value;
+      }
+    });
+    typedMeanwhile = null;
+  });
 })();
