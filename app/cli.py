@@ -11,6 +11,7 @@ from sqlalchemy import select
 from app import jobs, tenancy
 from app.auth import passwords
 from app.auth.services import count_users, find_user, normalise_code, normalise_email
+from app.codes import code_key
 from app.extensions import db
 from app.imports.cli import reference_data_command
 from app.models import Membership, MembershipStatus, PlatformRole, Role, School, User
@@ -36,7 +37,7 @@ def create_school(name, code, admin_email, admin_name, admin_password):
     problems = passwords.problems(admin_password, email=admin_email, name=admin_name)
     if problems:
         raise click.BadParameter(problems[0], param_hint="--admin-password")
-    if db.session.scalar(select(School).where(School.invite_code == normalise_code(code))):
+    if db.session.scalar(select(School).where(School.invite_code_key == code_key(code))):
         raise click.BadParameter("another school already uses this code", param_hint="--code")
     if find_user(admin_email):
         raise click.BadParameter("an account with this email exists", param_hint="--admin-email")

@@ -30,11 +30,14 @@ def test_class_menus_appear_once_the_code_is_known(client, make_school, make_cla
     hazel, _ = make_class(school, "Hazel"), make_class(school, "Juniper")
     other = make_class(make_school(code="ELM-1"), "Secret Elm Class")
     blank = client.get("/join").get_data(as_text=True)
-    assert "Enter your school's invitation code above" in blank and "Hazel" not in blank
-    partial = client.get("/join/classes?invite_code=oak-1", headers={"HX-Request": "true"}).get_data(
+    assert "once your invitation code is checked" in blank and "Hazel" not in blank
+    partial = client.get("/join/classes?invite_code=oak 1", headers={"HX-Request": "true"}).get_data(
         as_text=True
     )
-    assert partial.lstrip().startswith('<fieldset class="children-fieldset" id="children">')
+    # Only the hint and the class menus (out of band) come back: never the children's names.
+    assert partial.lstrip().startswith('<p class="hint" id="children-hint">')
+    assert "first_name" not in partial and "last_name" not in partial
+    assert partial.count('hx-swap-oob="outerHTML"') == 4
     assert f'value="{hazel.id}"' in partial and "Juniper" in partial
     assert other.name not in partial
     assert "Hazel" not in client.get("/join/classes?invite_code=WRONG").get_data(as_text=True)

@@ -32,7 +32,11 @@ EMAIL_CHECKS = [
 
 
 class ChildForm(Form):
-    """One child at the school and their class (a row is optional, but complete if started)."""
+    """One child at the school and their class (a row is optional, but both names if started).
+
+    The class may stay empty: without JavaScript the menus list the school's classes only once
+    the code is known, and a parent who knows the code still joins in one submit (the school
+    places the child when it approves them)."""
 
     first_name = StringField(
         _l("First name"), validators=[Optional(), Length(max=80, message=_l("Use at most 80 characters."))]
@@ -47,14 +51,13 @@ class ChildForm(Form):
         return any((part.data or "").strip() for part in (self.first_name, self.last_name, self.class_id))
 
     def validate(self, extra_validators=None) -> bool:
-        """A started row needs both names and a class picked from the menu."""
+        """A started row needs both names; a class, if picked, must be one from the menu."""
         valid = super().validate(extra_validators)
         if not self.filled():
             return valid
         for part, message in (
             (self.first_name, _("Enter the child's first name.")),
             (self.last_name, _("Enter the child's last name.")),
-            (self.class_id, _("Choose the child's class.")),
         ):
             if not (part.data or "").strip():
                 part.errors = [*part.errors, message]
@@ -66,7 +69,7 @@ class ChildForm(Form):
         return valid
 
     def chosen_class_id(self) -> int | None:
-        """The picked class's id, or None if the menu's value is not a plain id."""
+        """The picked class's id, or None if none is picked (or the menu's value is not a plain id)."""
         return optional_id(self.class_id.data)
 
 
@@ -187,8 +190,7 @@ class ConfirmForm(FlaskForm):
 
 def offer_classes(form: JoinForm, classes) -> None:
     """Fill every child's class menu with this school's classes (none until the code is known)."""
-    choices = [SelectChoice("", _("Choose a class"))] + [
-        SelectChoice(str(c.id), f"{c.name} ({c.grade})") for c in classes
-    ]
+    empty = _("Choose a class") if classes else _("No class yet (enter the code first)")
+    choices = [SelectChoice("", empty)] + [SelectChoice(str(c.id), f"{c.name} ({c.grade})") for c in classes]
     for child in form.children:
         child.class_id.choices = choices

@@ -70,11 +70,11 @@ def join():
 
 
 def _children_of(form: forms.JoinForm) -> list[lifecycle.NewChild]:
-    """The started child rows of a validated form (each has a plain class id by then)."""
+    """The started child rows of a validated form (a class is a plain id by then, or none)."""
     return [
         lifecycle.NewChild(child.first_name.data, child.last_name.data, child.chosen_class_id())
         for child in form.children
-        if child.filled() and child.chosen_class_id() is not None
+        if child.filled()
     ]
 
 
@@ -95,11 +95,18 @@ def join_sent():
 @public
 @limiter.limit(_sign_in_limit)
 def join_classes():
-    """htmx: once the code is typed, the children's class menus list that school's classes."""
+    """htmx: once the code is typed, the children's class menus list that school's classes.
+
+    Only the hint and the menus come back (never the names typed, which stay in the page); each
+    menu keeps the class it had if the school offers it."""
     form = forms.JoinForm(formdata=None)
     form.invite_code.data = request.args.get("invite_code", "")[:40]
     forms.offer_classes(form, services.classes_for_code(form.invite_code.data))
-    return render_template("auth/partials/_children.html", form=form)
+    for child in form.children:
+        picked = request.args.get(child.class_id.name, "")
+        if picked and any(choice.value == picked for choice in child.class_id.choices):
+            child.class_id.data = picked
+    return render_template("auth/partials/_class_menus.html", form=form)
 
 
 @bp.route("/pending")

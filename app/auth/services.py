@@ -15,6 +15,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app import clock, jobs, sessions, tenancy
 from app.auth import passwords, tokens
+from app.codes import code_key
 from app.extensions import db
 from app.mail import queue_email
 from app.models import (
@@ -37,7 +38,7 @@ def normalise_email(email: str) -> str:
 
 
 def normalise_code(code: str) -> str:
-    """Invitation codes are typed by hand: ignore case and surrounding spaces."""
+    """A code as a school keeps it: surrounding spaces gone, in capitals (its groups kept)."""
     return code.strip().upper()
 
 
@@ -48,9 +49,10 @@ def find_user(email: str) -> User | None:
 
 def school_by_code(code: str) -> School | None:
     """The school whose invitation code this is (None if unknown or switched off)."""
-    if not code.strip():
+    key = code_key(code)
+    if not key:
         return None
-    return db.session.scalar(select(School).where(School.invite_code == normalise_code(code)))
+    return db.session.scalar(select(School).where(School.invite_code_key == key))
 
 
 def load_request_membership() -> None:

@@ -15,6 +15,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import joinedload
 
 from app import audit, paging
+from app.codes import code_key
 from app.directory import services as directory
 from app.extensions import db
 from app.mail import queue_email
@@ -140,8 +141,8 @@ def _new_code() -> str:
 
 
 def normalise_family_code(code: str) -> str:
-    """Typed by hand: ignore case, spaces and dashes."""
-    return "".join(ch for ch in (code or "").upper() if ch.isalnum())
+    """Typed by hand: ignore case, spaces and dashes (of any kind)."""
+    return code_key(code)
 
 
 def family_by_code(code: str) -> Family | None:

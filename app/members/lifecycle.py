@@ -67,11 +67,11 @@ class JoinOutcome:
 
 @dataclass(frozen=True)
 class NewChild:
-    """A child named at sign-up, with the class the parent picked."""
+    """A child named at sign-up, with the class the parent picked (None: the school places them)."""
 
     first_name: str
     last_name: str
-    class_id: int
+    class_id: int | None
 
 
 def join_school(
@@ -92,7 +92,7 @@ def join_school(
     if problems:
         return JoinOutcome(field="password", error=problems[0])
     with tenancy.bound(school.id):
-        if not _classes_exist({child.class_id for child in children}):
+        if not _classes_exist({child.class_id for child in children if child.class_id is not None}):
             return JoinOutcome(field="children", error=_("Choose each child's class from the list."))
     user = find_user(email)
     if user is not None:
@@ -166,7 +166,7 @@ def _family_for_code(school: School | None, family_code: str):
 def add_membership(user: User, school: School, children=(), family=None) -> JoinOutcome:
     """Ask to join ``school``; an earlier refusal or deactivation cannot be undone from here."""
     with tenancy.bound(school.id):
-        if not _classes_exist({child.class_id for child in children}):
+        if not _classes_exist({child.class_id for child in children if child.class_id is not None}):
             return JoinOutcome(field="children", error=_("Choose each child's class from the list."))
         existing = db.session.scalar(select(Membership).where(Membership.user_id == user.id))
         if existing is not None and existing.status not in LIVE_STATUSES:
@@ -208,7 +208,8 @@ def _add_family(membership: Membership, user: User, children) -> None:
         )
         db.session.add(student)
         db.session.flush()
-        db.session.add(Enrollment(student_id=student.id, class_id=child.class_id))
+        if child.class_id is not None:
+            db.session.add(Enrollment(student_id=student.id, class_id=child.class_id))
     db.session.flush()
 
 

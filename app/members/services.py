@@ -47,19 +47,20 @@ def pending_memberships(after: int | None = None) -> QueuePage:
     return QueuePage(page.rows, page.waiting, page.more_waiting, page.next_after)
 
 
-def children_named(memberships: list[Membership]) -> dict[int, list[tuple[str, str]]]:
+def children_named(memberships: list[Membership]) -> dict[int, list[tuple[str, str | None]]]:
     """The children each newcomer named at sign-up, with their classes, in one query."""
     if not memberships:
         return {}
     rows = db.session.execute(
         select(Guardian.membership_id, Student.first_name, Student.last_name, SchoolClass.name)
         .join(Student, Student.family_id == Guardian.family_id)
-        .join(Enrollment, Enrollment.student_id == Student.id)
-        .join(SchoolClass, SchoolClass.id == Enrollment.class_id)
+        # A child named without a class (the parent joined before the menus listed any) is shown too.
+        .outerjoin(Enrollment, Enrollment.student_id == Student.id)
+        .outerjoin(SchoolClass, SchoolClass.id == Enrollment.class_id)
         .where(Guardian.membership_id.in_([m.id for m in memberships]))
         .order_by(Student.first_name)
     ).all()
-    named: dict[int, list[tuple[str, str]]] = {}
+    named: dict[int, list[tuple[str, str | None]]] = {}
     for membership_id, first, last, class_name in rows:
         named.setdefault(membership_id, []).append((f"{first} {last}", class_name))
     return named

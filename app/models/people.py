@@ -9,8 +9,9 @@ from datetime import datetime
 from flask_login import UserMixin
 from sqlalchemy import Boolean, ColumnElement, Enum, ForeignKey, String, Text, UniqueConstraint, and_
 from sqlalchemy import false as sa_false
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, validates
 
+from app.codes import code_key
 from app.extensions import Model
 from app.lazytext import lazy_gettext as _l
 from app.models.base import SchoolScoped, UTCDateTime, utcnow
@@ -98,6 +99,9 @@ class School(Model):
     name: Mapped[str] = mapped_column(String(200))
     slug: Mapped[str] = mapped_column(String(80), unique=True)
     invite_code: Mapped[str | None] = mapped_column(String(40), unique=True)
+    # The code as it is compared (app.codes.code_key: no case, spaces or dashes), kept with every
+    # change of invite_code; its unique index serves the join form's lookup.
+    invite_code_key: Mapped[str | None] = mapped_column(String(40), unique=True)
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # What a new guardian's contact details default to, until they choose.
@@ -110,6 +114,12 @@ class School(Model):
     approval_role: Mapped[Role] = _enum_column(Role, default=Role.STAFF, server_default=Role.STAFF.value)
     # The language of its pages and mail for anyone who has not chosen one (a code of app.i18n.LANGUAGES).
     default_language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
+
+    @validates("invite_code")
+    def _keep_code_key(self, _key: str, code: str | None) -> str | None:
+        """Every new code (or switching it off) sets the form it is looked up by."""
+        self.invite_code_key = code_key(code) or None
+        return code
 
 
 class User(UserMixin, Model):

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, available_timezones
 from sqlalchemy import select
 
 from app import audit
+from app.codes import code_key
 from app.extensions import db
 from app.models import (
     Role,
@@ -78,7 +79,7 @@ def new_invite_code() -> str:
     """A fresh code such as ``K7QM-2XPD`` that no school has (typed by hand: no 0/O or 1/I)."""
     while True:
         code = "-".join("".join(secrets.choice(CODE_ALPHABET) for _ in range(4)) for _ in range(2))
-        if db.session.scalar(select(School.id).where(School.invite_code == code)) is None:
+        if db.session.scalar(select(School.id).where(School.invite_code_key == code_key(code))) is None:
             return code
 
 
