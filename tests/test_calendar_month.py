@@ -214,8 +214,9 @@ def test_previous_and_next_months_are_plain_links(client, world):
     assert "month=2201-01" not in last and 'href="/calendar/month?month=2200-11"' in last
 
 
-def test_htmx_gets_only_the_month(client, world):
+def test_htmx_gets_only_the_month(client, world, make_event):
     school, hazel, juniper, parent, staff = world
+    event = make_event(school, "Book fair", start=datetime(2026, 2, 10, 15, tzinfo=UTC))
     sign_in(client, parent.user.email)
     response = client.get(
         "/calendar/month?month=2026-02", headers={"HX-Request": "true", "HX-Target": "calendar-month"}
@@ -223,6 +224,8 @@ def test_htmx_gets_only_the_month(client, world):
     body = response.get_data(as_text=True)
     assert response.status_code == 200 and body.lstrip().startswith('<section id="calendar-month"')
     assert "<h1>" not in body and Grid(body).caption.strip() == "February 2026"
+    assert Grid(body).day("2026-02-10")["events"] == ["10:00 AM Book fair"]
+    assert f'id="event-{event.id}"' in body and "Add to my calendar" in body
 
 
 @pytest.mark.parametrize(
