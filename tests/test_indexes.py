@@ -51,6 +51,7 @@ PAGE_ACCESS_PATHS = {
     ("mail_message", ("school_id", "created_at")): "the messages list, newest first",
     ("enrollment_change", ("school_id", "status", "created_at", "id")): "class changes, paged",
     ("data_export_chunk", ("school_id", "export_id", "seq")): "an export's download, a piece at a time",
+    ("event", ("school_id", "ends_at", "starts_at")): "the calendar's month and upcoming list",
 }
 
 
@@ -83,6 +84,9 @@ PAGES = (
     ("admin", "/settings/audit", {}),
     ("admin", "/messages", {}),
     ("admin", "/directory/export.csv", {}),
+    ("parent", "/calendar/", {}),
+    ("parent", "/calendar/month", {}),
+    ("admin", "/calendar/month?month=2026-03", {}),
 )
 SCANS = {"Seq Scan", "Index Scan", "Index Only Scan", "Bitmap Index Scan"}
 
@@ -121,6 +125,25 @@ def _statements_of(client, path: str, headers: dict) -> list[tuple[str, object]]
     return seen
 
 
+def _add_events(school_id: int, count: int) -> None:
+    """A school's calendar over two years around 2026 (whole-school events, a few hours each)."""
+    from datetime import UTC, datetime, timedelta
+
+    from app.models.calendar import Event
+
+    start = datetime(2025, 3, 1, 15, tzinfo=UTC)
+    with tenancy.bound(school_id):
+        db.session.add_all(
+            Event(
+                title=f"Event {i}",
+                starts_at=start + timedelta(days=12 * i),
+                ends_at=start + timedelta(days=12 * i, hours=2),
+            )
+            for i in range(count)
+        )
+        db.session.flush()
+
+
 @pytest.mark.postgres
 def test_every_query_of_the_pages_is_served_by_an_index(app):
     """EXPLAIN every SELECT the main pages run, with sequential scans and sorts priced out:
@@ -134,6 +157,7 @@ def test_every_query_of_the_pages_is_served_by_an_index(app):
     ours = generate(families=40, classes=4, students=60)
     for school_id in [ours.school_id, *clone_school(ours.school_id, 19)]:
         add_history(school_id, 40)
+        _add_events(school_id, 60)
     db.session.commit()
     clients = {"parent": app.test_client(), "admin": app.test_client()}
     assert sign_in(clients["parent"], ours.parent_email, PASSWORD).status_code in (302, 303)

@@ -1,4 +1,4 @@
-"""Calendar blueprint: upcoming events, adding and changing them, and the personal iCalendar feed."""
+"""Calendar blueprint: upcoming events and the month, adding and changing them, and iCalendar."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from flask import Blueprint, Response, abort, flash, g, request, url_for
 from flask_babel import gettext as _
 
 from app import clock
-from app.calendar import forms, ical, services
+from app.calendar import forms, ical, links, services
+from app.calendar import month as grid
 from app.extensions import db, limiter
 from app.htmx import redirect_after_post, render
+from app.i18n import current_locale
 from app.lookup import or_404
 from app.models.base import utcnow
 from app.parsing import optional_id
@@ -40,8 +42,10 @@ def _page(*, status: int = 200, feed_url: str | None = None):
             for event in events
         ],
         zone=zone,
+        add_links=links.add_links,
         has_feed=services.has_feed(g.membership.id),
         feed_url=feed_url,
+        webcal_url=links.webcal(feed_url) if feed_url else None,
         confirm_form=forms.ConfirmForm(),
         may_edit=services.may_edit,
         may_delete=services.may_delete,
@@ -53,6 +57,60 @@ def _page(*, status: int = 200, feed_url: str | None = None):
 def index():
     """Upcoming school events and those of my classes, in the school's time zone."""
     return _page()
+
+
+@bp.route("/month")
+@member
+def month():
+    """The events of one month (?month=YYYY-MM, this month by default) as a grid of weeks."""
+    zone = _zone()
+    today = services.to_local(utcnow(), zone).date()
+    first = grid.parse_month(request.args.get("month"), today)
+    if first is None:
+        abort(400)
+    locale = current_locale()
+    weeks = grid.weeks(first, grid.first_weekday(locale))
+    start, end = grid.span_utc(weeks, zone)
+    events = services.between(services.current_audience(), start, end)
+    previous, following = grid.shift_month(first, -1), grid.shift_month(first, 1)
+    return render(
+        "calendar/month.html",
+        block="month",
+        target="calendar-month",
+        first=first,
+        weeks=weeks,
+        by_day=grid.place(events, weeks, zone),
+        events=[
+            (event, services.to_local(event.starts_at, zone), services.to_local(event.ends_at, zone))
+            for event in events
+        ],
+        weekdays=grid.weekdays(locale),
+        caption=grid.caption(first, locale),
+        day_number=lambda day: grid.day_number(day, locale),
+        today=today,
+        zone=zone,
+        month_param=grid.month_param,
+        previous=previous,
+        following=following,
+        this_month=today.replace(day=1),
+        add_links=links.add_links,
+        all_day=links.all_day,
+        may_edit=services.may_edit,
+        truncated=len(events) >= services.MONTH_LIMIT,
+    )
+
+
+@bp.route("/<int:event_id>.ics")
+@member
+def event_ics(event_id: int):
+    """One event as an iCalendar file, to open in Apple Calendar or any other calendar app."""
+    event = or_404(services.visible_event(event_id, services.current_audience()))
+    body = ical.calendar(g.school.name, [links.ics_event(event)])
+    response = Response(body, mimetype="text/calendar")
+    response.headers["Content-Type"] = "text/calendar; charset=utf-8"
+    response.headers["Content-Disposition"] = f'attachment; filename="event-{event.id}.ics"'
+    response.headers["Cache-Control"] = "private, no-store"
+    return response
 
 
 def _event_form(audience, event=None) -> forms.EventForm:
@@ -167,21 +225,7 @@ def _feed_key() -> str:
 def feed(token: str):
     """A person's events as iCalendar, for calendar apps (no cookie: the secret address is the key)."""
     found = or_404(services.feed_for_token(token))
-    body = ical.calendar(
-        found.school_name,
-        (
-            {
-                "uid": f"event-{event.id}@joinourclass",
-                "stamp": event.updated_at,
-                "start": event.starts_at,
-                "end": event.ends_at,
-                "summary": event.title,
-                "location": event.location,
-                "description": event.description,
-            }
-            for event in found.events
-        ),
-    )
+    body = ical.calendar(found.school_name, (links.ics_event(event) for event in found.events))
     response = Response(body, mimetype="text/calendar")
     response.headers["Content-Type"] = "text/calendar; charset=utf-8"
     response.headers["Cache-Control"] = "private, no-store"

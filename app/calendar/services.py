@@ -28,6 +28,7 @@ from app.permissions import can, effective_permissions
 # Whoever may edit or delete any event, or manages classes, sees every class's events.
 EVERY_CLASS = frozenset({"events.edit_any", "events.delete_any", "classes.manage"})
 PAGE_LIMIT = 200
+MONTH_LIMIT = 500  # events drawn in one month grid (a school has far fewer)
 FEED_PAST_DAYS = 90
 
 
@@ -75,6 +76,22 @@ def upcoming(audience: Audience, since: datetime, limit: int = PAGE_LIMIT) -> li
         select(Event)
         .options(joinedload(Event.school_class))
         .where(_visible(audience), Event.ends_at >= since)
+        .order_by(Event.starts_at, Event.id)
+        .limit(limit)
+    )
+    return list(db.session.scalars(query))
+
+
+def between(audience: Audience, start: datetime, end: datetime, limit: int = MONTH_LIMIT) -> list[Event]:
+    """Events this audience may see that overlap [start, end), soonest first, in one bounded query.
+
+    Served by ix_event_school_ends_starts (school_id, ends_at, starts_at): the school's events
+    ending after ``start``, their start checked in the index; never the school's whole history.
+    """
+    query = (
+        select(Event)
+        .options(joinedload(Event.school_class))
+        .where(_visible(audience), Event.ends_at > start, Event.starts_at < end)
         .order_by(Event.starts_at, Event.id)
         .limit(limit)
     )

@@ -20,7 +20,8 @@ class Event(SchoolScoped, Model):
         ForeignKey("school_class.id", ondelete="CASCADE"), index=True
     )
     title: Mapped[str] = mapped_column(String(200))
-    starts_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    # Found by school and time through ix_event_school_ends_starts (app/models/indexes.py).
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
     ends_at: Mapped[datetime] = mapped_column(UTCDateTime)
     location: Mapped[str | None] = mapped_column(String(200))
     description: Mapped[str | None] = mapped_column(Text)

@@ -47,6 +47,11 @@ Index("ix_family_school_listed_name_id", Family.school_id, Family.listed, Family
 Index("ix_membership_school_sort_name_id", Membership.school_id, Membership.sort_name, Membership.id)
 # The messages list: a school's messages, newest first (also the foreign key to school).
 Index("ix_mail_message_school_created", MailMessage.school_id, MailMessage.created_at)
+# The calendar's month view and upcoming list: a school's events ending after a moment, their
+# start read from the index too (the month's other bound), soonest first after a small sort.
+# (It replaced an index on starts_at alone: every school's events in one order, walked from
+# the host's first event to find one school's next ones.)
+Index("ix_event_school_ends_starts", Event.school_id, Event.ends_at, Event.starts_at)
 
 # -- foreign keys that are filtered on, or that a deletion cascades or nulls through -----------
 
