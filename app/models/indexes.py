@@ -47,6 +47,15 @@ Index("ix_family_school_listed_name_id", Family.school_id, Family.listed, Family
 Index("ix_membership_school_sort_name_id", Membership.school_id, Membership.sort_name, Membership.id)
 # The messages list: a school's messages, newest first (also the foreign key to school).
 Index("ix_mail_message_school_created", MailMessage.school_id, MailMessage.created_at)
+# A member's home feed: the school's announcements to everyone, and those of their classes
+# (class_id IS NULL, or one of a few ids), newest first, a page at a time.
+Index(
+    "ix_mail_message_school_class_created",
+    MailMessage.school_id,
+    MailMessage.class_id,
+    MailMessage.created_at,
+    MailMessage.id,
+)
 
 # -- foreign keys that are filtered on, or that a deletion cascades or nulls through -----------
 
