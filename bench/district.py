@@ -272,7 +272,8 @@ def add_history(school_id: int, families: int) -> dict[str, int]:
 
     Per 2,000 families: 100 pending requests (each with a family and a child in a class), 3,000
     audit entries and 12,000 sign-ins spread over 365 days (ids in time order), 120 messages (4
-    to the whole school, the rest to about 1% of it) with a delivery per recipient.
+    to the whole school, the rest to about 1% of it) with a delivery per recipient, half of them
+    read in the app (read marks).
     """
     from sqlalchemy import text
 
@@ -388,6 +389,17 @@ def add_history(school_id: int, families: int) -> dict[str, int]:
         JOIN "user" u ON u.id = m.user_id
         WHERE mm.school_id = :school
           AND (mm.category = 'school_announcements' OR m.id % 100 = mm.id % 100)
+        """
+    )
+    # Half of what reached people was opened in the app (the home feed's read marks).
+    run(
+        """
+        INSERT INTO message_read (school_id, membership_id, message_id, read_at)
+        SELECT mm.school_id, m.id, mm.id, mm.created_at
+        FROM mail_delivery d
+        JOIN mail_message mm ON mm.id = d.message_id
+        JOIN membership m ON m.school_id = mm.school_id AND m.user_id = d.user_id
+        WHERE mm.school_id = :school AND d.id % 2 = 0
         """
     )
     scalar = lambda sql: db.session.scalar(text(sql), params)  # noqa: E731

@@ -91,7 +91,7 @@ def _escape_like(text: str) -> str:
 def _read_mark(reader: Reader):
     """The outer join condition to this reader's mark of a message."""
     return and_(
-        MessageRead.school_id == MailMessage.school_id,
+        MessageRead.school_id == g.school.id,
         MessageRead.membership_id == reader.membership_id,
         MessageRead.message_id == MailMessage.id,
     )

@@ -57,6 +57,10 @@ Index(
     MailMessage.id,
 )
 
+# The next events (the home page, the calendar): one school's events in (starts_at, id) order, the
+# query's own, so a page stops after its rows (the global starts_at index walked every school's).
+Index("ix_event_school_starts_id", Event.school_id, Event.starts_at, Event.id)
+
 # -- foreign keys that are filtered on, or that a deletion cascades or nulls through -----------
 
 FOREIGN_KEYS = (

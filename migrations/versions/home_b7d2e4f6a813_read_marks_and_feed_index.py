@@ -1,4 +1,4 @@
-"""Read marks of announcements opened in the app, and the index the home feed walks.
+"""Read marks of announcements opened in the app, and the indexes the home page walks.
 
 Revision ID: b7d2e4f6a813
 Revises: 9a4e2c6b8d10
@@ -52,9 +52,11 @@ def upgrade():
         ["school_id", "class_id", "created_at", "id"],
         unique=False,
     )
+    op.create_index("ix_event_school_starts_id", "event", ["school_id", "starts_at", "id"], unique=False)
 
 
 def downgrade():
+    op.drop_index("ix_event_school_starts_id", table_name="event")
     op.drop_index("ix_mail_message_school_class_created", table_name="mail_message")
     op.drop_index(op.f("ix_message_read_school_id"), table_name="message_read")
     op.drop_index(op.f("ix_message_read_message_id"), table_name="message_read")
