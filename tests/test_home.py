@@ -287,6 +287,28 @@ def test_reader_view_needs_an_approved_member(client, community, make_member):
     assert client.get(f"/news/{message_id}").headers["Location"] == "/pending"
 
 
+def test_support_staff_under_a_grant_see_no_announcements(client, community, make_support_grant):
+    """A grant opens the directory, classes and settings, not messages (app/platform/access.py)."""
+    from app.models import PlatformRole
+    from tests.conftest import PASSWORD
+
+    message_id = _announce(community["a"], "Sports day news")
+    staff = User(email="helper@operator.example", name="Sam Support")
+    staff.password_hash = db.session.scalar(select(User.password_hash).limit(1))
+    staff.platform_role = PlatformRole.SUPPORT
+    db.session.add(staff)
+    db.session.commit()
+    make_support_grant(community["a"])
+    sign_in(client, staff.email, PASSWORD)
+    assert client.form(f"/platform/schools/{community['a'].id}/enter").status_code == 303
+    home = client.get("/")
+    assert home.status_code == 200 and "Sports day news" not in home.get_data(as_text=True)
+    assert "announcements, events and queues are not part of it" in home.get_data(as_text=True)
+    assert client.get(f"/news/{message_id}").status_code == 403
+    with tenancy.bound(community["a"].id):
+        assert db.session.scalars(select(MessageRead)).all() == []
+
+
 # --- events and things to do ------------------------------------------------------------------
 
 

@@ -45,6 +45,10 @@ def home():
         return redirect(url_for("platform.console"))  # the operator's staff belong to no school
     if g.membership is None or not g.membership.is_approved:
         return redirect(url_for("auth.pending"))
+    if g.get("support_grant"):
+        # Platform support under a grant: announcements, events and queues are not what a grant
+        # opens (app/platform/access.py), and this page is public, so it says so itself.
+        return render_template("main/home.html", support_view=True)
     my_classes = classes_of_member(g.membership)
     reader = feed.Reader(g.membership.id, frozenset(c.id for c in my_classes))
     news = feed.page(
