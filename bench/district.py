@@ -60,6 +60,7 @@ COMPOSE_SECONDS = 1.0  # and under this for the 20k school's ~33,000 recipients
 
 PARTIAL = {"HX-Request": "true", "HX-Target": "directory-results"}
 PEOPLE_PARTIAL = {"HX-Request": "true", "HX-Target": "people-results"}
+FEED_PARTIAL = {"HX-Request": "true", "HX-Target": "feed"}
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,10 @@ SURFACES = (
     Surface("settings people `q=an`", "/settings/people?q=an", "admin", True, PEOPLE_PARTIAL),
     Surface("audit log", "/settings/audit", "admin", True),
     Surface("messages list", "/messages", "admin", True),
+    Surface("home (parent)", "/", "parent", True),
+    Surface("home search `message`", "/?q=message", "parent", True, FEED_PARTIAL),
+    Surface("home (admin, with queues)", "/", "admin", True),
+    Surface("announcement reader", "/news/{school_message_id}", "parent", False),
     Surface("CSV export", "/directory/export.csv", "admin", False),
 )
 
@@ -140,6 +145,7 @@ class School:
     password: str
     first_class_id: int
     counts: dict
+    school_message_id: int = 0  # a school-wide announcement, for the reader view
 
 
 def build(database_url: str, redis_url: str, schools: int, families: int) -> tuple[list[School], float]:
@@ -172,6 +178,13 @@ def build(database_url: str, redis_url: str, schools: int, families: int) -> tup
         school_ids = [ref.school_id, *clone_school(ref.school_id, schools - 1)]
         history = [add_history(school_id, families) for school_id in school_ids]
         db.session.execute(text("SET session_replication_role = DEFAULT"))
+        school_message_id = db.session.scalar(
+            text(
+                "SELECT min(id) FROM mail_message WHERE school_id = :school"
+                " AND category = 'school_announcements'"
+            ),
+            {"school": ref.school_id},
+        )
         db.session.commit()
         with db.engine.connect() as conn:
             conn.execute(text("ANALYZE"))
@@ -185,6 +198,7 @@ def build(database_url: str, redis_url: str, schools: int, families: int) -> tup
         ref.password,
         ref.first_class_id,
         {**ref.counts, **history[0]},
+        school_message_id,
     )
     return [first] * len(school_ids), time.perf_counter() - started
 
@@ -272,7 +286,8 @@ def add_history(school_id: int, families: int) -> dict[str, int]:
 
     Per 2,000 families: 100 pending requests (each with a family and a child in a class), 3,000
     audit entries and 12,000 sign-ins spread over 365 days (ids in time order), 120 messages (4
-    to the whole school, the rest to about 1% of it) with a delivery per recipient.
+    to the whole school, the rest to about 1% of it) with a delivery per recipient, half of them
+    read in the app (read marks).
     """
     from sqlalchemy import text
 
@@ -390,6 +405,17 @@ def add_history(school_id: int, families: int) -> dict[str, int]:
           AND (mm.category = 'school_announcements' OR m.id % 100 = mm.id % 100)
         """
     )
+    # Half of what reached people was opened in the app (the home feed's read marks).
+    run(
+        """
+        INSERT INTO message_read (school_id, membership_id, message_id, read_at)
+        SELECT mm.school_id, m.id, mm.id, mm.created_at
+        FROM mail_delivery d
+        JOIN mail_message mm ON mm.id = d.message_id
+        JOIN membership m ON m.school_id = mm.school_id AND m.user_id = d.user_id
+        WHERE mm.school_id = :school AND d.id % 2 = 0
+        """
+    )
     scalar = lambda sql: db.session.scalar(text(sql), params)  # noqa: E731
     return {
         "pending": params["pending"],
@@ -488,7 +514,9 @@ class Site:
         return csrf_of(self.clients[who].get(path).get_data(as_text=True))
 
     def get(self, surface: Surface) -> int:
-        path = surface.path.format(first_class_id=self.school.first_class_id)
+        path = surface.path.format(
+            first_class_id=self.school.first_class_id, school_message_id=self.school.school_message_id
+        )
         response = self.clients[surface.who].get(path, headers=surface.headers)
         if response.status_code != 200:
             raise RuntimeError(f"{self.key}: {path} answered {response.status_code}")

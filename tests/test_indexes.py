@@ -49,6 +49,9 @@ PAGE_ACCESS_PATHS = {
     ("membership", ("school_id", "status", "created_at")): "the approval queue, oldest first",
     ("family", ("school_id", "name", "id")): "the directory in name order, a page at a time",
     ("mail_message", ("school_id", "created_at")): "the messages list, newest first",
+    ("mail_message", ("school_id", "class_id", "created_at", "id")): "a member's home feed, newest first",
+    ("message_read", ("school_id", "membership_id", "message_id")): "the feed's unread marks",
+    ("event", ("school_id", "starts_at", "id")): "the next events, on the home page and the calendar",
     ("enrollment_change", ("school_id", "status", "created_at", "id")): "class changes, paged",
     ("data_export_chunk", ("school_id", "export_id", "seq")): "an export's download, a piece at a time",
     ("event", ("school_id", "ends_at", "starts_at")): "the calendar's month and upcoming list",
@@ -83,6 +86,10 @@ PAGES = (
     ("admin", "/settings/people?q=an", {}),
     ("admin", "/settings/audit", {}),
     ("admin", "/messages", {}),
+    ("parent", "/", {}),
+    ("parent", "/?q=message", {"HX-Request": "true", "HX-Target": "feed"}),
+    ("parent", "/news/{school_message_id}", {}),
+    ("admin", "/", {}),
     ("admin", "/directory/export.csv", {}),
     ("parent", "/calendar/", {}),
     ("parent", "/calendar/month", {}),
@@ -162,6 +169,12 @@ def test_every_query_of_the_pages_is_served_by_an_index(app):
     clients = {"parent": app.test_client(), "admin": app.test_client()}
     assert sign_in(clients["parent"], ours.parent_email, PASSWORD).status_code in (302, 303)
     assert sign_in(clients["admin"], ours.admin_email, PASSWORD).status_code in (302, 303)
+    school_message_id = db.session.scalar(
+        text(
+            "SELECT min(id) FROM mail_message WHERE school_id = :school AND category = 'school_announcements'"
+        ),
+        {"school": ours.school_id},
+    )
     problems = []
     with db.engine.connect() as conn:
         conn.execute(text("ANALYZE"))
@@ -170,7 +183,7 @@ def test_every_query_of_the_pages_is_served_by_an_index(app):
             conn.execute(text(f"SET enable_{method} = off"))
         raw = conn.connection.driver_connection
         for who, path, headers in PAGES:
-            path = path.format(first_class_id=ours.first_class_id)
+            path = path.format(first_class_id=ours.first_class_id, school_message_id=school_message_id)
             for statement, parameters in _statements_of(clients[who], path, headers):
                 if "pg_catalog" in statement or "web_session" in statement:
                     continue  # the session store reads by its primary key

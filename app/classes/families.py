@@ -320,6 +320,49 @@ def waiting_changes_page(after=None) -> paging.OldestFirst:
     )
 
 
+def waiting_changes_count(cap: int) -> tuple[int, bool]:
+    """How many class changes wait for a decision, counting no further than ``cap``."""
+    return paging.capped_count(_pending_changes(), EnrollmentChange.id, cap)
+
+
+def my_waiting_requests(membership_id: int, limit: int) -> list[EnrollmentChange]:
+    """Class changes of this member's children still waiting for approval, oldest first (``limit``).
+
+    Found from the member's guardianships, so a co-guardian sees the change the other asked for.
+    """
+    children = (
+        select(Student.id)
+        .join(Guardian, Guardian.family_id == Student.family_id)
+        .where(Guardian.membership_id == membership_id)
+    )
+    query = (
+        _with_names(_pending_changes())
+        .where(EnrollmentChange.student_id.in_(children))
+        .order_by(EnrollmentChange.created_at, EnrollmentChange.id)
+        .limit(limit)
+    )
+    return list(db.session.scalars(query))
+
+
+def guardians_waiting_count(membership_id: int, cap: int) -> tuple[int, bool]:
+    """People with open accounts asking to join one of this member's families, up to ``cap``.
+
+    What a guardian decides on the family page (``waiting_guardians``), counted for the home page.
+    """
+    families = select(Guardian.family_id).where(Guardian.membership_id == membership_id)
+    waiting = (
+        select(Guardian)
+        .join(Membership, Membership.id == Guardian.membership_id)
+        .join(User, User.id == Membership.user_id)
+        .where(
+            Guardian.family_id.in_(families),
+            Membership.status == MembershipStatus.PENDING,
+            User.active.is_(True),
+        )
+    )
+    return paging.capped_count(waiting, Guardian.id, cap)
+
+
 def waiting_change(change_id) -> EnrollmentChange | None:
     """A waiting class change of the current school, by id as text or number (None for any other)."""
     change_id = optional_id(change_id)

@@ -47,6 +47,11 @@ def pending_memberships(after: int | None = None) -> QueuePage:
     return QueuePage(page.rows, page.waiting, page.more_waiting, page.next_after)
 
 
+def waiting_count(cap: int) -> tuple[int, bool]:
+    """How many wait in the queue, counting no further than ``cap`` (the home page's "20+")."""
+    return paging.capped_count(_waiting(), Membership.id, cap)
+
+
 def children_named(memberships: list[Membership]) -> dict[int, list[tuple[str, str | None]]]:
     """The children each newcomer named at sign-up, with their classes, in one query."""
     if not memberships:

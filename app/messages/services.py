@@ -25,7 +25,7 @@ from sqlalchemy import Select, and_, case, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from app import audit, clock
+from app import audit, clock, paging
 from app.extensions import db
 from app.lazytext import lazy_gettext as _l
 from app.mail import queue_email
@@ -420,6 +420,33 @@ def get_message(message_id: int) -> Listed | None:
     )
     row = db.session.execute(query).first()
     return Listed(*row) if row is not None else None
+
+
+def scheduled_count(cap: int) -> tuple[int, bool]:
+    """Messages this member may follow that wait for their time, counted no further than ``cap``."""
+    waiting = _visible().where(MailMessage.cancelled_at.is_(None), MailMessage.scheduled_for > utcnow())
+    return paging.capped_count(waiting, MailMessage.id, cap)
+
+
+def failed_among_latest(window: int) -> int:
+    """How many of the latest ``window`` messages this member follows ended with failed deliveries.
+
+    Read from the kept counts only (a message still sending has none yet, and is not recounted
+    here), so the home page reads ``window`` rows whatever the size of the audiences.
+    """
+    latest = (
+        _visible()
+        .with_only_columns(MailMessage.id)
+        .order_by(MailMessage.created_at.desc(), MailMessage.id.desc())
+        .limit(window)
+        .subquery()
+    )
+    failed = select(func.count()).select_from(
+        select(SettledCounts.message_id)
+        .where(SettledCounts.message_id.in_(select(latest.c.id)), SettledCounts.failed > 0)
+        .subquery()
+    )
+    return db.session.scalar(failed) or 0
 
 
 def kind_of(message: MailMessage) -> Kind | None:

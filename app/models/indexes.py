@@ -52,6 +52,19 @@ Index("ix_mail_message_school_created", MailMessage.school_id, MailMessage.creat
 # (It replaced an index on starts_at alone: every school's events in one order, walked from
 # the host's first event to find one school's next ones.)
 Index("ix_event_school_ends_starts", Event.school_id, Event.ends_at, Event.starts_at)
+# A member's home feed: the school's announcements to everyone, and those of their classes
+# (class_id IS NULL, or one of a few ids), newest first, a page at a time.
+Index(
+    "ix_mail_message_school_class_created",
+    MailMessage.school_id,
+    MailMessage.class_id,
+    MailMessage.created_at,
+    MailMessage.id,
+)
+
+# The next events (the home page, the calendar): one school's events in (starts_at, id) order, the
+# query's own, so a page stops after its rows (the global starts_at index walked every school's).
+Index("ix_event_school_starts_id", Event.school_id, Event.starts_at, Event.id)
 
 # -- foreign keys that are filtered on, or that a deletion cascades or nulls through -----------
 
