@@ -1,7 +1,7 @@
 """calendar: events found by school and end time (the month view and the upcoming list)
 
 Revision ID: 3c8e5a7f1b92
-Revises: 9a4e2c6b8d10
+Revises: 3f8b1d2c7e54
 Create Date: 2026-12-06 21:30:00
 
 The month view reads a school's events that overlap the weeks it shows; the upcoming list
@@ -13,7 +13,7 @@ host's first event to find one school's next ones, so it goes.
 from alembic import op
 
 revision = "3c8e5a7f1b92"
-down_revision = "9a4e2c6b8d10"
+down_revision = "3f8b1d2c7e54"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """Read marks of announcements opened in the app, and the indexes the home page walks.
 
 Revision ID: b7d2e4f6a813
-Revises: 9a4e2c6b8d10
+Revises: 3c8e5a7f1b92
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 import app.models.base
 
 revision = "b7d2e4f6a813"
-down_revision = "9a4e2c6b8d10"
+down_revision = "3c8e5a7f1b92"
 branch_labels = None
 depends_on = None
 
