@@ -59,6 +59,8 @@ ACTIONS: dict[str, Any] = {
     "account.closed": _l("Closed their own account"),
     "message.cancelled": _l("Cancelled a scheduled message"),
     "suppression.lifted": _l("Lifted an email suppression"),
+    "school.created": _l("Created the school"),
+    "member.invited": _l("Invited a member"),
 }
 
 

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import re
-
 import click
 from flask import Flask
-from sqlalchemy import select
 
 from app import jobs, tenancy
 from app.auth import passwords
-from app.auth.services import count_users, find_user, normalise_code, normalise_email
-from app.codes import code_key
+from app.auth.services import count_users, find_user
 from app.extensions import db
+from app.i18n import LANGUAGES
 from app.imports.cli import reference_data_command
-from app.models import Membership, MembershipStatus, PlatformRole, Role, School, User
+from app.models import PlatformRole
+from app.platform import schools
 
 
 def register(app: Flask) -> None:
@@ -31,37 +29,28 @@ def register(app: Flask) -> None:
 @click.option("--code", required=True, help="The invitation code parents will type.")
 @click.option("--admin-email", required=True)
 @click.option("--admin-name", required=True)
+@click.option("--timezone", default="UTC", show_default=True, help="e.g. Europe/London.")
+@click.option("--language", default="en", type=click.Choice(list(LANGUAGES)), show_default=True)
 @click.password_option("--admin-password", help="Asked for if not given.")
-def create_school(name, code, admin_email, admin_name, admin_password):
-    """Create a school and its first SuperAdmin."""
+def create_school(name, code, admin_email, admin_name, timezone, language, admin_password):
+    """Create a school and its first SuperAdmin (the platform console does the same, by email)."""
     problems = passwords.problems(admin_password, email=admin_email, name=admin_name)
     if problems:
         raise click.BadParameter(problems[0], param_hint="--admin-password")
-    if db.session.scalar(select(School).where(School.invite_code_key == code_key(code))):
-        raise click.BadParameter("another school already uses this code", param_hint="--code")
-    if find_user(admin_email):
-        raise click.BadParameter("an account with this email exists", param_hint="--admin-email")
-    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:80] or "school"
-    school = School(name=name, slug=_unique_slug(slug), invite_code=normalise_code(code))
-    user = User(
-        email=normalise_email(admin_email),
-        name=admin_name,
-        password_hash=passwords.hash_password(admin_password),
+    new = schools.NewSchool(
+        name=name,
+        code=code,
+        admin_email=admin_email,
+        admin_name=admin_name,
+        timezone=timezone,
+        default_language=language,
     )
-    db.session.add_all([school, user])
-    db.session.flush()
-    with tenancy.bound(school.id):
-        db.session.add(Membership(user_id=user.id, role=Role.SUPERADMIN, status=MembershipStatus.APPROVED))
-        db.session.commit()
-    click.echo(f"Created {name} (school #{school.id}); its first admin can sign in now.")
-
-
-def _unique_slug(slug: str) -> str:
-    candidate, n = slug, 1
-    while db.session.scalar(select(School.id).where(School.slug == candidate)):
-        n += 1
-        candidate = f"{slug}-{n}"
-    return candidate
+    try:
+        school = schools.create_school(new, admin_password=admin_password)
+    except schools.SchoolRefused as refusal:
+        raise click.BadParameter(refusal.message, param_hint=f"--{refusal.field.replace('_', '-')}") from None
+    db.session.commit()
+    click.echo(f"Created {school.name} (school #{school.id}); its first admin can sign in now.")
 
 
 @click.command("platform-role")

@@ -103,7 +103,7 @@ def test_drafts_are_invisible_until_published_and_posted_versions_never_change(c
 
 def test_the_page_shows_our_placeholder_until_the_operator_publishes(client, people):
     page = client.get("/privacy").get_data(as_text=True)
-    assert "has not published its privacy policy here yet" in page
+    assert "may publish its own policy in place of this one" in page
     assert db.session.scalar(select(PolicyVersion)) is None  # reading writes nothing
 
 

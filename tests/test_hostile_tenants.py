@@ -256,6 +256,7 @@ def test_platform_staff_get_no_other_schools_rows_on_any_route(app, world, actor
 # GET routes that a superadmin of the school does not open with its own ids, and why.
 NOT_OPENED_BY_OWN_IDS = {
     "dev.mail": "the development mailbox is off outside development",
+    "dev.mail_html": "the development mailbox is off outside development",
     "auth.email_link": "keeps the token in the session and redirects to the confirmation form",
     "auth.reset_link": "keeps the token in the session and redirects to the reset form",
     "platform.policy.edit_version": "policy authoring is the operator's: a school's superadmin is refused",

@@ -172,7 +172,7 @@ def test_under_a_grant_nothing_can_be_changed(client, staff_user, school_with_fa
     _enter(client, school.id)
     attempts = [
         ("/settings/profile", {"name": "Hacked", "timezone": "UTC"}),
-        ("/settings/invite-code/off", {}),
+        ("/settings/invite-code/off", {"confirmed": "yes"}),
         ("/settings/support/grant", {"hours": "100"}),
         (f"/settings/people/{admin.id}/role", {"role": "parent"}),
         ("/directory/me", {"phone": "123"}),

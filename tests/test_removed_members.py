@@ -86,7 +86,9 @@ def test_a_scheduled_announcement_skips_a_member_deactivated_before_its_time(cli
     )
     assert response.status_code == 303
     # Tuesday: the admin switches Pat's membership off.
-    assert client.form(f"/settings/people/{maple['pat'].id}/deactivate").status_code == 303
+    assert (
+        client.form(f"/settings/people/{maple['pat'].id}/deactivate", {"confirmed": "yes"}).status_code == 303
+    )
     with time_machine.travel(due + timedelta(minutes=1)):
         sweep()
         jobs.run_ready_jobs()

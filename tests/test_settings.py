@@ -82,7 +82,7 @@ def test_every_section_follows_the_role_defaults(client, make_school, make_membe
             response = client.get(url)
         else:
             data = {"name": "Renamed", "timezone": "Europe/Paris", "hours": "2"}
-            data |= {"default_visibility": "classes", "approval_role": "staff"}
+            data |= {"default_visibility": "classes", "approval_role": "staff", "confirmed": "yes"}
             data["permission"] = sorted(ROLE_DEFAULTS[role])
             response = client.form(url, data)
         expected = {200, 303} if role in allowed else {403}
@@ -155,14 +155,14 @@ def test_an_unknown_time_zone_is_refused_next_to_the_field_and_kept(client, make
 def test_the_invite_code_is_rotated_and_switched_off(client, make_school, make_member):
     school, _ = _as(client, make_school, make_member, Role.ADMIN, code="OLD-CODE")
     assert "OLD-CODE" in client.get("/settings/").get_data(as_text=True)
-    response = client.htmx("/settings/invite-code/rotate", target="section-invite")
+    response = client.htmx("/settings/invite-code/rotate", {"confirmed": "yes"}, target="section-invite")
     assert response.status_code == 200
     new_code = _school(school.id).invite_code
     assert new_code and new_code != "OLD-CODE" and new_code in response.get_data(as_text=True)
     # The old code no longer finds the school.
     assert school_by_code("OLD-CODE") is None
     assert school_by_code(new_code.lower()).id == school.id
-    assert client.form("/settings/invite-code/off").status_code == 303
+    assert client.form("/settings/invite-code/off", {"confirmed": "yes"}).status_code == 303
     assert _school(school.id).invite_code is None
     assert "switched off" in client.get("/settings/").get_data(as_text=True)
     assert _actions(school.id)[-2:] == ["invite_code.rotated", "invite_code.switched_off"]
@@ -280,7 +280,7 @@ def test_an_admin_cannot_change_a_superadmin(client, make_school, make_member):
     boss = make_member(school, role=Role.SUPERADMIN)
     make_member(school, role=Role.SUPERADMIN)
     assert client.form(f"/settings/people/{boss.id}/role", {"role": "parent"}).status_code == 403
-    assert client.form(f"/settings/people/{boss.id}/deactivate").status_code == 403
+    assert client.form(f"/settings/people/{boss.id}/deactivate", {"confirmed": "yes"}).status_code == 403
     assert _membership(boss.id, school.id).role is Role.SUPERADMIN
 
 
@@ -290,7 +290,7 @@ def test_the_last_superadmin_cannot_be_demoted_or_deactivated_even_by_themselves
     school, me = _as(client, make_school, make_member, Role.SUPERADMIN)
     for path, data in (
         (f"/settings/people/{me.id}/role", {"role": "admin"}),
-        (f"/settings/people/{me.id}/deactivate", {}),
+        (f"/settings/people/{me.id}/deactivate", {"confirmed": "yes"}),
     ):
         response = client.htmx(path, data, target="person")
         assert response.status_code == 422, path
@@ -363,7 +363,7 @@ def test_deactivating_first_does_not_get_round_the_role_check(client, make_schoo
         db.session.add(PermissionChange(membership_id=admin.id, permission="audit.view", granted=False))
         db.session.commit()
     staff = make_member(school, role=Role.STAFF)
-    assert client.form(f"/settings/people/{staff.id}/deactivate").status_code == 303
+    assert client.form(f"/settings/people/{staff.id}/deactivate", {"confirmed": "yes"}).status_code == 303
     response = client.form(f"/settings/people/{staff.id}/role", {"role": "admin"})
     assert response.status_code == 403
     assert _membership(staff.id, school.id).role is Role.STAFF
@@ -395,7 +395,7 @@ def test_saving_a_deactivated_persons_permissions_keeps_their_role_defaults(clie
     """The form shows what they would have back; saving one change must not revoke the rest."""
     school, me = _as(client, make_school, make_member, Role.SUPERADMIN)
     staff = make_member(school, role=Role.STAFF)
-    assert client.form(f"/settings/people/{staff.id}/deactivate").status_code == 303
+    assert client.form(f"/settings/people/{staff.id}/deactivate", {"confirmed": "yes"}).status_code == 303
     page = client.get(f"/settings/people/{staff.id}").get_data(as_text=True)
     ticked = re.findall(r'<input[^>]*name="permission"[^>]*value="([^"]+)"[^>]*checked', page)
     assert set(ticked) == set(ROLE_DEFAULTS[Role.STAFF])
@@ -513,7 +513,7 @@ def test_deactivation_ends_access_on_the_next_request_and_is_audited(client, mak
     parent_client = client.application.test_client()
     sign_in(parent_client, parent.user.email)
     assert parent_client.get("/classes/").status_code == 200
-    response = client.form(f"/settings/people/{parent.id}/deactivate")
+    response = client.form(f"/settings/people/{parent.id}/deactivate", {"confirmed": "yes"})
     assert response.status_code == 303
     assert parent_client.get("/classes/").status_code in (302, 403)
     assert parent_client.get("/classes/").headers.get("Location", "") in ("/pending", "")

@@ -6,9 +6,11 @@ Services flush and never commit; the route (or command) commits once.
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
+from flask import current_app, render_template
 from flask_babel import force_locale
 from flask_babel import gettext as _
 from markupsafe import Markup
@@ -17,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm.attributes import set_committed_value
 
+from app.consent import analytics, disclosures
 from app.extensions import db
 from app.i18n import current_locale
 from app.lazytext import lazy_gettext as _l
@@ -27,36 +30,34 @@ from app.models.base import rowcount, utcnow
 from app.models.consent import ConsentEvent, ConsentKind, PolicyVersion
 from app.urls import external_url
 
-
 # Our own words, shipped so the page is never empty; the operator publishes their policy over it.
 # Being ours, they are translated (an operator's policy is shown as written, in its language).
+# The text is rendered from this deployment's configuration (app/consent/disclosures.py): it
+# names the outside services that are configured, the cookies the app sets and the figures the
+# code keeps things for, so it says what this site really does.
+DEFAULT_POLICY_TEMPLATE = "consent/default_policy.txt"
+
+
 def placeholder_body() -> str:
-    """The placeholder policy's Markdown in the reader's language."""
-    return _(
-        """\
-## About this placeholder
-
-The organisation that runs this site has not published its privacy policy here yet.
-Until it does, this short text describes what the software itself does with information.
-
-## What the software keeps
-
-- Your account: your name, email address and a scrambled form of your password.
-- What your school keeps in its directory: families, children, classes and the contact
-  details you choose to share, shown only to the people you choose.
-- A record of the emails sent to you and of your answers to policy changes.
-
-## What it does not do
-
-- It does not sell, rent or trade your information, and it shows no advertising.
-- Its only cookie keeps you signed in; it holds a random number, not your details.
-
-## Your choices
-
-You can download your own and your family's information, change who sees your contact
-details, stop optional email, and close your account from your account page.
-"""
+    """The default policy's Markdown in the reader's language, for this configuration."""
+    cookie_names = disclosures.cookie_names()
+    text = render_template(
+        DEFAULT_POLICY_TEMPLATE,
+        product_name=current_app.config.get("PRODUCT_NAME", "Join Our Class"),
+        processors=disclosures.processors(),
+        retention=disclosures.retention(),
+        cookie_names=cookie_names,
+        analytics_cookies=", ".join(f"**{name}**" for name in cookie_names[1:]),
+        analytics=analytics.enabled(),
+        # Whole addresses: policy links must be http(s) (the announcements' rules), and
+        # external_url needs no request (the seed-policy command).
+        links={
+            "cookies": external_url("consent.cookies"),
+            "third_parties": external_url("consent.third_parties"),
+            "contact": external_url("support.contact"),
+        },
     )
+    return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"  # sections left out leave no gaps
 
 
 def placeholder_summary() -> str:

@@ -20,7 +20,7 @@ from flask import (
 from flask_babel import gettext as _
 from flask_login import current_user
 
-from app.consent import analytics, forms, ledger, policy, services
+from app.consent import analytics, disclosures, forms, ledger, policy, services
 from app.consent.account_routes import bp as account_bp
 from app.consent.school_routes import bp as school_bp
 from app.extensions import db
@@ -133,40 +133,9 @@ def cookies():
     )
 
 
-def third_party_services() -> list[dict]:
+def third_party_services() -> list[disclosures.Processor]:
     """The outside services this deployment uses, from its configuration."""
-    config = current_app.config
-    found = []
-    if config.get("MAIL_BACKEND") == "mailgun":
-        found.append(
-            {
-                "name": "Mailgun",
-                "purpose": _("Delivers the emails the service sends."),
-                "data": _("Each recipient's email address, and the message itself."),
-            }
-        )
-    if analytics.enabled():
-        found.append(
-            {
-                "name": "Google Analytics",
-                "purpose": _("Counts which kinds of page are visited, so we can improve them."),
-                "data": _(
-                    "The page's pattern (never its real address, ids or names), your browser's "
-                    "type, screen size and language, and a random visitor number in a cookie. "
-                    "No account id; Google signals and ad personalisation are off; nothing is "
-                    "sent if your browser asks not to be tracked."
-                ),
-            }
-        )
-    if all(config.get(name) for name in ("ZENDESK_SUBDOMAIN", "ZENDESK_EMAIL", "ZENDESK_API_TOKEN")):
-        found.append(
-            {
-                "name": "Zendesk",
-                "purpose": _("Handles support and contact requests."),
-                "data": _("Your name, your email address and what you wrote in the request."),
-            }
-        )
-    return found
+    return disclosures.processors()
 
 
 @bp.route("/third-parties")

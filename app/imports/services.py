@@ -24,6 +24,7 @@ from app.auth.passwords import hash_password
 from app.extensions import db
 from app.imports.parsing import FileProblem, ParsedFile, Row, check_against_school, decode, parse
 from app.mail import queue_email
+from app.members.lifecycle import INVITATION_HOURS  # one invitation link lifetime for every invitation
 from app.models import (
     Enrollment,
     Family,
@@ -44,7 +45,6 @@ from app.urls import external_url
 log = logging.getLogger(__name__)
 
 WORKER_THRESHOLD = 500  # rows; larger files are applied by the worker with a progress bar
-INVITATION_HOURS = 7 * 24
 STUCK_AFTER = timedelta(minutes=2)  # a queued run not started by then may be started again
 PREVIEW_DAYS = 7  # a checked file not applied within this is deleted
 CHUNK = 500  # ids per IN (...) list, well inside SQLite's parameter limit

@@ -158,7 +158,8 @@ class DevMailboxBackend(MailBackend):
                 subject=envelope.subject,
                 text_body=envelope.text,
                 html_body=envelope.html,
-                headers=envelope.headers,
+                # The envelope's sender and recipient too, so the mailbox shows what a provider gets.
+                headers={"From": envelope.sender, "To": envelope.to} | envelope.headers,
             )
             db.session.add(row)
             db.session.flush()

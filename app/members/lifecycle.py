@@ -1,6 +1,8 @@
 """The membership lifecycle: every change of a person's place in a school, in one service.
 
     join_school / add_membership  ask to join (a new account, or one that has an account)
+    invite                        the school (or the platform, for a new school's first admin)
+                                  lets someone in by email, with a role
     approve / reject              decide on a pending request (members/routes.py)
     change_role                   give another role (settings, people)
     deactivate / reactivate       switch a membership off and on (settings, people)
@@ -13,6 +15,7 @@ whom are in ``app.members.rules``; every decision writes the school's audit log.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 
 from flask import g
@@ -22,7 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload, selectinload
 
 from app import audit, sessions, tenancy
-from app.auth import passwords
+from app.auth import passwords, tokens
 from app.auth.services import LIVE_STATUSES, find_user, normalise_email, school_by_code
 from app.classes import families
 from app.consent import ledger, policy
@@ -111,6 +114,62 @@ def join_school(
         sign_in_link = external_url("auth.sign_in")
         queue_email("join_received", [user], name=user.name, school_name=school.name, link=sign_in_link)
     return outcome
+
+
+# How long an invitation's choose-a-password link works (as long as an import's).
+INVITATION_HOURS = 7 * 24
+
+
+def invite(school: School, *, email: str, name: str, role: Role, password: str | None = None) -> Membership:
+    """Let someone into ``school`` with ``role``, approved, and email them (administrative mail).
+
+    A new address gets an account nobody can sign in to yet and a link to choose its password
+    (they accept the privacy policy there); with ``password`` (the command line, typed by the
+    operator) the account can sign in at once and no link is sent. An address that has an
+    account gets the membership and a note to sign in. The caller checks the address is free of
+    this school (a new school always is).
+    """
+    user = find_user(email)
+    has_account = user is not None
+    if user is None:
+        user = User(
+            email=normalise_email(email),
+            name=name.strip(),
+            # Nobody knows this password unless the operator typed one: the link sets it.
+            password_hash=passwords.hash_password(password or secrets.token_urlsafe(32)),
+        )
+        db.session.add(user)
+        db.session.flush()
+    with tenancy.bound(school.id):
+        membership = Membership(
+            school_id=school.id,
+            user_id=user.id,
+            role=role,
+            status=MembershipStatus.APPROVED,  # the one who invites vouches for them
+            decided_at=utcnow(),
+            email_visibility=school.default_visibility,
+            phone_visibility=school.default_visibility,
+        )
+        db.session.add(membership)
+        db.session.flush()
+        if password is None:
+            if has_account:
+                link = external_url("auth.sign_in")
+            else:
+                raw = tokens.issue(user, "reset", hours=INVITATION_HOURS)  # the reset flow sets it
+                link = external_url("auth.reset_link", token=raw)
+            queue_email(
+                "admin_invitation",
+                [user],
+                school_id=school.id,
+                sensitive=not has_account,
+                name=user.name,
+                school_name=school.name,
+                link=link,
+                hours=INVITATION_HOURS,
+                has_account=has_account,
+            )
+    return membership
 
 
 def _insert_user(*, email: str, name: str, password: str) -> User | None:

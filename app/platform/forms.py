@@ -1,18 +1,21 @@
-"""Forms of the platform console: writing a policy version and publishing it."""
+"""Forms of the platform console: a new school, writing a policy version and publishing it."""
 
 from __future__ import annotations
 
 from flask_babel import gettext as _
 from flask_babel import ngettext
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, SelectField, TextAreaField
+from wtforms import BooleanField, EmailField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, ValidationError
 
+from app.auth.forms import EMAIL_CHECKS
 from app.i18n import LANGUAGES, current_locale
 from app.i18n.formatting import number
 from app.lazytext import EscapedLazyString
 from app.lazytext import lazy_gettext as _l
+from app.platform import schools
+from app.settings import school as school_settings
 
 BODY_MAX = 100_000
 
@@ -79,3 +82,58 @@ class PolicyVersionForm(FlaskForm):
 
 class PublishForm(FlaskForm):
     """Publishing is a button: the version's settings are on the draft."""
+
+
+class NewSchoolForm(FlaskForm):
+    """A new school and its first admin, who is invited by email."""
+
+    name = StringField(
+        _l("School name"),
+        validators=[
+            DataRequired(_l("Enter the school's name.")),
+            Length(max=200, message=_l("Use at most 200 characters.")),
+        ],
+    )
+    code = StringField(
+        _l("Invitation code"),
+        description=_l("Families type it to ask to join. A free one is suggested; you may change it."),
+        validators=[DataRequired(_l("Choose an invitation code."))],
+    )
+    timezone = StringField(
+        _l("Time zone"),
+        default="UTC",
+        validators=[DataRequired(_l("Choose a time zone, e.g. Europe/London."))],
+        description=_l("A name such as Europe/London or America/New_York; dates and reminders use it."),
+        render_kw={"list": "time-zones"},
+    )
+    default_language = SelectField(
+        _l("Language"),
+        choices=[SelectChoice(code, name, render_kw={"lang": code}) for code, name in LANGUAGES.items()],
+        default="en",
+        description=_l("Pages and email for everyone who has not chosen a language of their own."),
+    )
+    admin_name = StringField(
+        _l("First admin's name"),
+        validators=[
+            DataRequired(_l("Enter the admin's name.")),
+            Length(max=120, message=_l("Use at most 120 characters.")),
+        ],
+    )
+    admin_email = EmailField(
+        _l("First admin's email address"),
+        description=_l("They get an email with a link to choose their password."),
+        validators=[DataRequired(_l("Enter the admin's email address.")), *EMAIL_CHECKS[1:]],
+    )
+
+    def validate_code(self, field) -> None:
+        field.data = (field.data or "").strip().upper()
+        problem = schools.code_problem(field.data)
+        if problem:
+            raise ValidationError(problem)
+
+    def validate_timezone(self, field) -> None:
+        field.data = (field.data or "").strip()
+        if not school_settings.is_time_zone(field.data):
+            raise ValidationError(
+                _("We don't know this time zone. Pick one from the list, e.g. Europe/London.")
+            )

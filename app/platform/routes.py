@@ -16,9 +16,11 @@ from app.htmx import redirect_after_post
 from app.lookup import or_404
 from app.models import PlatformRole
 from app.permissions import platform
-from app.platform import access, services
+from app.platform import access, schools, services
+from app.platform.forms import NewSchoolForm
 from app.platform.policy_routes import bp as policy_bp
 from app.platform.suppression_routes import bp as suppressions_bp
+from app.settings import school as school_settings
 
 bp = Blueprint("platform", __name__, url_prefix="/platform")
 bp.register_blueprint(policy_bp)
@@ -44,6 +46,43 @@ def console():
         ended=bool(view) and g.get("support_grant") is None,
         form=ButtonForm(),
     )
+
+
+@bp.route("/schools/new", methods=["GET", "POST"])
+@platform(PlatformRole.ADMIN)
+def new_school():
+    """Create a school and invite its first admin by email."""
+    form = NewSchoolForm()
+    if request.method == "GET":
+        form.code.data = schools.suggest_code()
+    elif form.validate_on_submit():
+        new = schools.NewSchool(
+            name=form.name.data,
+            code=form.code.data,
+            admin_email=form.admin_email.data,
+            admin_name=form.admin_name.data,
+            timezone=form.timezone.data,
+            default_language=form.default_language.data,
+        )
+        try:
+            school = schools.create_school(new)
+        except schools.SchoolRefused as refusal:
+            db.session.rollback()
+            getattr(form, refusal.field).errors.append(refusal.message)
+        else:
+            db.session.commit()
+            flash(
+                _(
+                    "%(school)s is created. Its first admin has an email with a link to choose a password.",
+                    school=school.name,
+                ),
+                "success",
+            )
+            return redirect_after_post(url_for("platform.console"))
+    status = 400 if form.errors else 200
+    return render_template(
+        "platform/new_school.html", form=form, time_zones=school_settings.time_zones()
+    ), status
 
 
 @bp.route("/schools/<int:school_id>/enter", methods=["POST"])

@@ -21,7 +21,7 @@ from app.members import lifecycle, rules
 from app.models import Membership, Role
 from app.parsing import optional_id
 from app.permissions import requires
-from app.settings import forms, people
+from app.settings import confirmations, forms, people
 
 T = TypeVar("T")
 
@@ -74,6 +74,7 @@ def _person(target, status: int = 200, error: str | None = None, role_form=None)
         target_member=target,
         role_form=role_form,
         confirm_form=forms.ConfirmForm(formdata=None),
+        deactivate_confirmation=confirmations.deactivate(target),
         rows=people.permission_rows(actor_permissions, target),
         module_labels=permissions.MODULE_LABELS,  # rows are keyed by the plain module name
         defaults=people.role_defaults(target),
@@ -145,10 +146,12 @@ def _commit_unless_refused(target: Membership, change: Callable[[], T], said: Ca
     return _changed_person(target, said(changed))
 
 
-@bp.route("/<int:membership_id>/deactivate", methods=["POST"])
+@bp.route("/<int:membership_id>/deactivate", methods=["GET", "POST"])
 @requires("members.manage")
 def deactivate(membership_id: int):
-    """Switch a person's membership of this school off; they lose access on their next request."""
+    """Switch a person's membership of this school off, once confirmed; access ends on their next request."""
+    if not confirmations.confirmed():
+        return confirmations.ask(confirmations.deactivate(or_404(people.person(membership_id))))
     return _status_change(membership_id, lifecycle.deactivate, _("Membership deactivated."))
 
 

@@ -18,7 +18,7 @@ from app.lookup import or_404
 from app.members import rules
 from app.models import Role
 from app.permissions import can, requires
-from app.settings import forms, support_access
+from app.settings import confirmations, forms, support_access
 from app.settings import school as school_settings
 from app.settings.audit_routes import bp as audit_bp
 from app.settings.people_routes import bp as people_bp
@@ -42,6 +42,8 @@ def _page_context(**forms_given) -> dict:
         "school": school,
         "profile_form": forms.ProfileForm(formdata=None, obj=school),
         "invite_form": forms.InviteCodeForm(formdata=None),
+        "rotate_confirmation": confirmations.rotate_code(school),
+        "code_off_confirmation": confirmations.code_off(school),
         "joining_form": forms.JoiningForm(
             formdata=None,
             families_edit_own=school.families_edit_own,
@@ -98,23 +100,23 @@ def profile():
     return _saved("profile", _("School profile saved.") if changed else _("Nothing to change."), "success")
 
 
-@bp.route("/invite-code/rotate", methods=["POST"])
+@bp.route("/invite-code/rotate", methods=["GET", "POST"])
 @requires("settings.edit")
 def rotate_code():
-    """Make a new invitation code (or switch it back on); the old one stops working."""
-    if not forms.InviteCodeForm().validate_on_submit():
-        abort(400)
+    """Make a new invitation code (or switch it back on), once confirmed; the old one stops working."""
+    if not confirmations.confirmed():
+        return confirmations.ask(confirmations.rotate_code(g.school))
     school_settings.rotate_invite_code(g.school)
     db.session.commit()
     return _saved("invite", _("New invitation code made. The old one no longer works."))
 
 
-@bp.route("/invite-code/off", methods=["POST"])
+@bp.route("/invite-code/off", methods=["GET", "POST"])
 @requires("settings.edit")
 def code_off():
-    """Switch the invitation code off: nobody can ask to join until a new one is made."""
-    if not forms.InviteCodeForm().validate_on_submit():
-        abort(400)
+    """Switch the invitation code off, once confirmed: nobody can ask to join until a new one is made."""
+    if not confirmations.confirmed():
+        return confirmations.ask(confirmations.code_off(g.school))
     school_settings.switch_off_invite_code(g.school)
     db.session.commit()
     return _saved("invite", _("Invitation code switched off."))

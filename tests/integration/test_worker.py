@@ -84,7 +84,9 @@ def test_password_reset_asked_on_the_web_is_sent_by_the_worker(
     link = RESET_LINK.search(mail.text_body)
     assert link, mail.text_body
     # Administrative mail: a category header and tag, and no unsubscribe headers (P11).
-    assert mail.headers == {
+    # (The development mailbox also keeps the envelope's From and To, as a provider gets them.)
+    assert mail.headers["To"] == email
+    assert {k: v for k, v in mail.headers.items() if k not in ("From", "To")} == {
         "X-Category": Category.ADMINISTRATIVE.value,
         "X-Tag": Category.ADMINISTRATIVE.value,
     }

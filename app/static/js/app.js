@@ -161,4 +161,20 @@
     });
     typedMeanwhile = null;
   });
+
+  // Impactful buttons are links to a confirmation page (data-confirm names a <dialog> holding the
+  // same form): with JS the dialog opens instead, and its form posts what that page would.
+  document.addEventListener("click", function (event) {
+    var opener = event.target.closest ? event.target.closest("a[data-confirm]") : null;
+    if (!opener) { return; }
+    var dialog = document.getElementById(opener.dataset.confirm);
+    if (!dialog || typeof dialog.showModal !== "function") { return; }  // follow the link
+    event.preventDefault();
+    dialog.showModal();
+  });
+  // An htmx answer usually replaces the dialog with its section; an error answer leaves it open.
+  document.addEventListener("htmx:afterRequest", function (event) {
+    var dialog = event.target.closest ? event.target.closest("dialog[open]") : null;
+    if (dialog) { dialog.close(); }
+  });
 })();
