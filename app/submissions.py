@@ -12,8 +12,9 @@ other is a repeat and its view never runs:
 
 ``settle`` (the first after-request hook, before any job runs) writes the outcome on the row,
 or deletes the row when the view changed nothing: a form re-rendered with its errors (4xx), an
-error page (5xx), a preview that committed nothing. The corrected form can then be sent with the
-same key. ``release_unsettled`` (teardown) deletes a row whose request ended without a response.
+error page (5xx), a preview that committed nothing, a sign-in (its answer is the new session's
+cookie, which no repeat may be given). The corrected form can then be sent with the same key.
+``release_unsettled`` (teardown) deletes a row whose request ended without a response.
 
 The row is keyed by a keyed hash of the key and the sender (the signed-in person, else the
 session), so a key sent from another session is a fresh form there and replays nothing of
@@ -152,7 +153,11 @@ def settle(response):
     redirected = response.status_code in _REDIRECTS or any(
         name in response.headers for name in REPLAYED_HEADERS if name != "Location"
     )
-    if response.status_code >= 400 or not (found.committed or redirected):
+    # A response that hands out a new session (sign-in) cannot be replayed: its cookie is that
+    # session, and a repeat answered without it would leave the browser signed out. Released,
+    # a repeat signs in anew (which changes nothing twice).
+    rotated = getattr(session, "rotate", False)
+    if response.status_code >= 400 or rotated or not (found.committed or redirected):
         if not found.committed:
             db.session.rollback()  # nothing of the view is kept; and SQLite's write lock is free
         _release(found.submission_id)

@@ -32,7 +32,7 @@ from app.models import (
 )
 from app.models.calendar import Event
 from app.models.submissions import FormSubmission
-from tests.conftest import CLOCK_START, sign_in
+from tests.conftest import CLOCK_START, PASSWORD, sign_in
 
 KEYS = re.compile(r'name="submission_key" value="([^"]+)"')
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
@@ -223,6 +223,25 @@ def test_a_repeat_of_an_htmx_answer_says_already_sent_and_changes_nothing(
     # Without JavaScript the repeat is a page that says so, in words.
     plain = client.post(f"/members/{applicant.id}/approve", data=fields)
     assert plain.status_code == 409 and "Already sent" in plain.get_data(as_text=True)
+
+
+def test_a_repeated_sign_in_signs_in_again_rather_than_replaying_a_redirect_without_its_cookie(
+    app, school_with_families
+):
+    """The first answer's cookie is the new session: a repeat given the redirect alone (a double
+    click, whose first answer the browser dropped) would land signed out."""
+    _school, admin, _hazel = school_with_families
+    browser = app.test_client()
+    fields = _fields_of(browser, "/sign-in", "/sign-in")
+    name = app.config["SESSION_COOKIE_NAME"]
+    before = browser.get_cookie(name).value
+    data = {**fields, "email": admin.user.email, "password": PASSWORD}
+    assert browser.post("/sign-in", data=data).status_code == 303
+    assert _claims() == []  # released: nothing to replay
+    browser.set_cookie(name, before)  # the browser never read the first answer
+    again = browser.post("/sign-in", data=data)
+    assert again.status_code == 303 and browser.get_cookie(name).value != before
+    assert 'action="/sign-out"' in browser.get("/").get_data(as_text=True)
 
 
 def test_a_view_that_raises_releases_its_key(app, client, school_with_families, monkeypatch):
