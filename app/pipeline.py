@@ -21,20 +21,27 @@ Before the view, in order (a hook that answers ends the request; the rest do not
  10. load_notice           the consent banner, signed-in only, after 9 (no work for a refusal);
                            reads only: no GET writes a row
  11. record_use            state-changing requests only: continued use and the notice they saw
+ 12. claim (submissions)   last: a form's one-time submission key is claimed once all the
+                           refusals above have had their say; a repeat of the key is answered
+                           with the first result here, and its view never runs
 
 After the view, in the order they run (Flask runs after_request hooks last-registered first;
 ``install`` registers them reversed so this list reads in running order). The session is
 saved after all of them.
-  1. run_jobs_after_request  in-process jobs released by the request's commit (no Redis)
-  2. security_headers      CSP and friends on every response, errors included
-  3. (Flask-Login)         its remember-me cookie refresh (we set none; it stays a no-op)
-  4. (Flask-Limiter)       the X-RateLimit headers
-  5. log_request           last: the final status in the access line, the id in a header
+  1. settle (submissions)  first: the claimed key keeps the view's outcome, or is released if
+                           the view changed nothing; before 2, whose jobs commit on their own
+  2. run_jobs_after_request  in-process jobs released by the request's commit (no Redis)
+  3. security_headers      CSP and friends on every response, errors included
+  4. (Flask-Login)         its remember-me cookie refresh (we set none; it stays a no-op)
+  5. (Flask-Limiter)       the X-RateLimit headers
+  6. log_request           last: the final status in the access line, the id in a header
 
-Teardown: Flask-Limiter's context release (Flask-SQLAlchemy removes the database session at
-app-context teardown, which is not a request hook).
+Teardown: Flask-Limiter's context release, then release_unsettled (a claimed submission key
+whose request raised before it had a response). Flask-SQLAlchemy removes the database session
+at app-context teardown, which is not a request hook.
 Context processors: Flask-WTF's ``csrf_token``, then ``template_globals`` (ours, consent
-included). Flask-Login's own is not added: ``template_globals`` has ``current_user``.
+included, and ``form_guard`` for hand-written forms). Flask-Login's own is not added:
+``template_globals`` has ``current_user``.
 Blueprint-local: only the messages blueprint's ``local_time`` for its own templates.
 """
 
@@ -43,10 +50,11 @@ from __future__ import annotations
 from flask import Flask, current_app, g
 from flask_login import current_user
 
-from app import i18n, permissions
+from app import i18n, permissions, submissions
 from app.auth.services import load_request_membership
 from app.consent import analytics, ledger, policy
 from app.extensions import csrf, limiter, login_manager
+from app.forms import form_guard
 from app.imports.services import limit_upload_size
 from app.jobs import run_jobs_after_request
 from app.logging_setup import log_request, start_request_log
@@ -73,15 +81,17 @@ BEFORE = [
     "app.permissions.enforce_access",
     "app.consent.ledger.load_notice",
     "app.consent.ledger.record_use",
+    "app.submissions.claim",
 ]
 AFTER = [  # in running order
+    "app.submissions.settle",
     "app.jobs.run_jobs_after_request",
     "app.security.security_headers",
     "flask_login.login_manager.LoginManager._update_remember_cookie",
     "flask_limiter._extension.Limiter.__inject_headers",
     "app.logging_setup.log_request",
 ]
-TEARDOWN = ["flask_limiter._extension.Limiter.__release_context"]
+TEARDOWN = ["flask_limiter._extension.Limiter.__release_context", "app.submissions.release_unsettled"]
 CONTEXT = ["flask_wtf.csrf.CSRFProtect.init_app.<locals>.<lambda>", "app.pipeline.template_globals"]
 
 
@@ -103,9 +113,13 @@ def install(app: Flask) -> None:
     app.before_request(permissions.enforce_access)
     app.before_request(ledger.load_notice)
     app.before_request(ledger.record_use)
+    app.before_request(submissions.claim)
 
     app.after_request(security_headers)
-    app.after_request(run_jobs_after_request)  # registered last: runs first after the view
+    app.after_request(run_jobs_after_request)
+    app.after_request(submissions.settle)  # registered last: runs first after the view
+    app.teardown_request(submissions.release_unsettled)
+    submissions.listen_for_commits()
 
     app.context_processor(template_globals)
 
@@ -128,4 +142,5 @@ def template_globals() -> dict:
         "text_direction": i18n.text_direction(),
         "languages": i18n.LANGUAGES,
         "direction": i18n.direction,
+        "form_guard": form_guard,
     }

@@ -519,12 +519,13 @@ def send_email(app) -> Callable[..., MailMessage]:
 
 
 _CSRF_TOKENS = re.compile(
-    r'(<meta name="csrf-token" content="|<input[^>]*name="csrf_token"[^>]*value=")[^"]*"'
+    r'(<meta name="csrf-token" content="|<input[^>]*name="(?:csrf_token|submission_key)"[^>]*value=")[^"]*"'
 )
 
 
 def without_csrf_tokens(page: str) -> str:
-    """The page with every CSRF token (meta tag and form fields) masked: they carry a timestamp."""
+    """The page with every CSRF token (meta tag and form fields) and one-time submission key
+    masked: tokens carry a timestamp, keys are new at every rendering."""
     return _CSRF_TOKENS.sub(r'\1…"', page)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from flask_babel import gettext as _
-from flask_wtf import FlaskForm
 from wtforms import (
     BooleanField,
     EmailField,
@@ -18,6 +17,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, EqualTo, InputRequired, Length, Optional
 
 from app.auth import passwords
+from app.forms import GuardedForm
 from app.i18n import LANGUAGES
 from app.lazytext import lazy_gettext as _l
 from app.parsing import optional_id
@@ -73,7 +73,7 @@ class ChildForm(Form):
         return optional_id(self.class_id.data)
 
 
-class JoinForm(FlaskForm):
+class JoinForm(GuardedForm):
     """Sign up with the school's invitation code."""
 
     invite_code = StringField(
@@ -106,20 +106,20 @@ class JoinForm(FlaskForm):
     )
 
 
-class SignInForm(FlaskForm):
+class SignInForm(GuardedForm):
     """Email and password."""
 
     email = EmailField(_l("Email address"), validators=EMAIL_CHECKS)
     password = PasswordField(_l("Password"), validators=[InputRequired(_l("Enter your password."))])
 
 
-class ForgotPasswordForm(FlaskForm):
+class ForgotPasswordForm(GuardedForm):
     """Ask for a reset link."""
 
     email = EmailField(_l("Email address"), validators=EMAIL_CHECKS)
 
 
-class NewPasswordForm(FlaskForm):
+class NewPasswordForm(GuardedForm):
     """Choose a new password after following a reset link."""
 
     password = PasswordField(_l("New password"), validators=[InputRequired(_l("Choose a new password."))])
@@ -151,7 +151,7 @@ class ChangePasswordForm(NewPasswordForm):
     )
 
 
-class ChangeEmailForm(FlaskForm):
+class ChangeEmailForm(GuardedForm):
     """Change the email address; the current password is asked again."""
 
     new_email = EmailField(_l("New email address"), validators=EMAIL_CHECKS)
@@ -160,7 +160,7 @@ class ChangeEmailForm(FlaskForm):
     )
 
 
-class JoinAnotherSchoolForm(FlaskForm):
+class JoinAnotherSchoolForm(GuardedForm):
     """A signed-in person joins one more school."""
 
     invite_code = StringField(
@@ -169,7 +169,7 @@ class JoinAnotherSchoolForm(FlaskForm):
     )
 
 
-class LanguageForm(FlaskForm):
+class LanguageForm(GuardedForm):
     """The language of one's pages and email; empty: the school's default."""
 
     language = SelectField(_l("Language for pages and email"), validate_choice=True)
@@ -184,7 +184,7 @@ class LanguageForm(FlaskForm):
         ]
 
 
-class ConfirmForm(FlaskForm):
+class ConfirmForm(GuardedForm):
     """A form with only its CSRF token: sign out, confirm an email change."""
 
 

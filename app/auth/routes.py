@@ -9,11 +9,11 @@ from flask import Blueprint, current_app, flash, g, redirect, render_template, r
 from flask_babel import gettext as _
 from flask_babel import refresh
 from flask_login import current_user
-from flask_wtf import FlaskForm
 
 from app.auth import forms, passwords, services
 from app.consent import ledger
 from app.extensions import db, limiter
+from app.forms import GuardedForm
 from app.htmx import redirect_after_post, render
 from app.i18n import SESSION_KEY
 from app.members import lifecycle
@@ -212,7 +212,7 @@ def reset_password():
 
 def _account_page(*, block: str = "content", target: str = "main", status: int = 200, **submitted):
     """The account page with fresh forms, except the one just submitted (kept with its errors)."""
-    account_forms: dict[str, FlaskForm] = {
+    account_forms: dict[str, GuardedForm] = {
         "password_form": forms.ChangePasswordForm(prefix="pw"),
         "email_form": forms.ChangeEmailForm(prefix="em"),
         "join_form": forms.JoinAnotherSchoolForm(prefix="js"),

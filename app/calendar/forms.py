@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 
 from flask_babel import gettext as _
-from flask_wtf import FlaskForm
 from wtforms import DateTimeLocalField, SelectField, StringField, TextAreaField
 from wtforms.validators import DataRequired, InputRequired, Length, Optional
 
+from app.forms import GuardedForm
 from app.lazytext import lazy_gettext as _l
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M"
@@ -19,7 +19,7 @@ LATEST = datetime(2200, 12, 31, 23, 59)
 OUT_OF_RANGE = _l("Choose a date between 1900 and 2200.")
 
 
-class EventForm(FlaskForm):
+class EventForm(GuardedForm):
     """Title, start, end, place, description, and whether it is for the school or one class."""
 
     title = StringField(
@@ -63,5 +63,5 @@ class EventForm(FlaskForm):
         return valid
 
 
-class ConfirmForm(FlaskForm):
+class ConfirmForm(GuardedForm):
     """Only the CSRF token: delete, rotate, revoke."""

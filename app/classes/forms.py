@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import SelectField, SelectMultipleField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, Regexp
 
+from app.forms import GuardedForm
 from app.lazytext import lazy_gettext as _l
 from app.models import SchoolClass
 
 TEXT = Length(max=120, message=_l("Use at most 120 characters."))
 
 
-class ClassForm(FlaskForm):
+class ClassForm(GuardedForm):
     """A class: its name, grade, school year, teachers and room parents."""
 
     name = StringField(_l("Class name"), validators=[DataRequired(_l("Enter the class's name.")), TEXT])
@@ -36,7 +36,7 @@ class ClassForm(FlaskForm):
     room_parents = SelectMultipleField(_l("Room parents"), coerce=int)
 
 
-class StaffEntryForm(FlaskForm):
+class StaffEntryForm(GuardedForm):
     """One person in the staff directory: their title and the classes they teach."""
 
     member = SelectField(_l("Person"), coerce=str, validators=[DataRequired(_l("Choose a person."))])
@@ -48,17 +48,17 @@ class StaffEntryForm(FlaskForm):
     classes = SelectMultipleField(_l("Classes taught"), coerce=int)
 
 
-class RemoveStaffForm(FlaskForm):
+class RemoveStaffForm(GuardedForm):
     """Take someone out of the staff directory (title and classes taught)."""
 
     member = StringField(validators=[DataRequired()])
 
 
-class ConfirmForm(FlaskForm):
+class ConfirmForm(GuardedForm):
     """Only the CSRF token: delete, rotate, approve."""
 
 
-class StudentForm(FlaskForm):
+class StudentForm(GuardedForm):
     """A child of the family: name and classes."""
 
     student_id = StringField(validators=[Optional(), Regexp(r"^[0-9]{1,12}$")])
@@ -79,13 +79,13 @@ class StudentForm(FlaskForm):
     classes = SelectMultipleField(_l("Classes"), coerce=int)
 
 
-class FamilyNameForm(FlaskForm):
+class FamilyNameForm(GuardedForm):
     """The family's name as the directory shows it."""
 
     name = StringField(_l("Family name"), validators=[DataRequired(_l("Enter the family's name.")), TEXT])
 
 
-class DecideForm(FlaskForm):
+class DecideForm(GuardedForm):
     """Approve or reject something identified in the body (never in the URL)."""
 
     target = StringField(validators=[DataRequired(), Regexp(r"^[0-9]{1,12}$")])

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField
 from wtforms.validators import DataRequired
 
+from app.forms import GuardedForm
 from app.lazytext import lazy_gettext as _l
 
 
-class AcknowledgeForm(FlaskForm):
+class AcknowledgeForm(GuardedForm):
     """'I have read it' on the notice banner."""
 
 
-class CloseAccountForm(FlaskForm):
+class CloseAccountForm(GuardedForm):
     """Closing one's own account: the password again, and a tick that says they mean it."""
 
     password = PasswordField(_l("Your password"), validators=[DataRequired(_l("Enter your password."))])
@@ -23,5 +23,5 @@ class CloseAccountForm(FlaskForm):
     )
 
 
-class ExportForm(FlaskForm):
+class ExportForm(GuardedForm):
     """A school export is started with a button."""

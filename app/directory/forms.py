@@ -1,10 +1,10 @@
 """The guardian's own directory details and who may see each."""
 
-from flask_wtf import FlaskForm
 from wtforms import SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Length, Optional, Regexp
 
+from app.forms import GuardedForm
 from app.lazytext import lazy_gettext as _l
 from app.models import Visibility
 from app.models.people import VISIBILITY_LABELS
@@ -12,7 +12,7 @@ from app.models.people import VISIBILITY_LABELS
 CHOICES = [SelectChoice(v.value, VISIBILITY_LABELS[v]) for v in Visibility]
 
 
-class MyDetailsForm(FlaskForm):
+class MyDetailsForm(GuardedForm):
     """Phone, address and a visibility for each contact field."""
 
     phone = StringField(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 
+from app.forms import GuardedForm
 from app.lazytext import lazy_gettext as _l
 
 
-class UploadForm(FlaskForm):
+class UploadForm(GuardedForm):
     """A CSV file of families to check."""
 
     file = FileField(
@@ -20,5 +20,5 @@ class UploadForm(FlaskForm):
     )
 
 
-class ApplyForm(FlaskForm):
+class ApplyForm(GuardedForm):
     """Apply a checked file (CSRF only)."""

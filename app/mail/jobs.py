@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from flask import current_app
 from sqlalchemy import and_, delete, inspect, or_, select, update
 
-from app import i18n, jobs, sessions, tenancy
+from app import i18n, jobs, sessions, submissions, tenancy
 from app.extensions import db
 from app.mail import claims, rendering
 from app.mail.backends import Batch, OutcomeUnknown, PermanentFailure, Recipient, TemporaryFailure, backend
@@ -459,7 +459,8 @@ def sweep() -> dict:
         found = _lost_messages()
     # The session store has its own connection: prune after our transaction is closed.
     pruned = sessions.prune_expired()
-    return {"messages": found, "sessions_pruned": pruned}
+    # So do the claimed form keys (app/submissions.py): a day old, a key is a fresh form again.
+    return {"messages": found, "sessions_pruned": pruned, "submissions_pruned": submissions.prune_expired()}
 
 
 def _lost_messages() -> int:

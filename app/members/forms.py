@@ -1,17 +1,17 @@
 """Forms for deciding on people who asked to join."""
 
-from flask_wtf import FlaskForm
 from wtforms import TextAreaField
 from wtforms.validators import DataRequired, Length
 
+from app.forms import GuardedForm
 from app.lazytext import lazy_gettext as _l
 
 
-class ApproveForm(FlaskForm):
+class ApproveForm(GuardedForm):
     """Approve: nothing to fill in but the CSRF token."""
 
 
-class RejectForm(FlaskForm):
+class RejectForm(GuardedForm):
     """Reject with a reason the person will read."""
 
     reason = TextAreaField(

@@ -8,11 +8,11 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from flask_babel import LazyString, gettext
-from flask_wtf import FlaskForm
 from wtforms import DateTimeLocalField, HiddenField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
+from app.forms import GuardedForm
 from app.i18n import LANGUAGES, current_locale
 from app.i18n.formatting import number
 from app.lazytext import lazy_gettext
@@ -50,7 +50,7 @@ def _at_most(limit: int) -> LazyString:
     return lazy_gettext("Use at most %(num)s characters.", num=LazyString(number, limit))
 
 
-class ComposeForm(FlaskForm):
+class ComposeForm(GuardedForm):
     """Write an announcement or a newsletter; leave "Send at" empty to send now."""
 
     subject = StringField(

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from flask_babel import gettext as _
 from flask_babel import ngettext
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, ValidationError
 
 from app.auth.forms import EMAIL_CHECKS
+from app.forms import GuardedForm
 from app.i18n import LANGUAGES, current_locale
 from app.i18n.formatting import number
 from app.lazytext import EscapedLazyString
@@ -36,7 +36,7 @@ def _unix_newlines(value: str | None) -> str | None:
     return value.replace("\r\n", "\n").replace("\r", "\n") if value else value
 
 
-class PolicyVersionForm(FlaskForm):
+class PolicyVersionForm(GuardedForm):
     """A draft version: its text, what changed, and how people are told of a material change."""
 
     body = TextAreaField(
@@ -80,11 +80,11 @@ class PolicyVersionForm(FlaskForm):
             raise ValidationError(_("Choose email, a site notice, or both, for a material change."))
 
 
-class PublishForm(FlaskForm):
+class PublishForm(GuardedForm):
     """Publishing is a button: the version's settings are on the draft."""
 
 
-class NewSchoolForm(FlaskForm):
+class NewSchoolForm(GuardedForm):
     """A new school and its first admin, who is invited by email."""
 
     name = StringField(

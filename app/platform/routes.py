@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from flask import Blueprint, abort, flash, g, render_template, request, session, url_for
 from flask_babel import gettext as _
-from flask_wtf import FlaskForm
 
 from app import audit, tenancy
 from app.extensions import db
+from app.forms import GuardedForm
 from app.htmx import redirect_after_post
 from app.lookup import or_404
 from app.models import PlatformRole
@@ -28,7 +28,7 @@ bp.register_blueprint(suppressions_bp)
 STAFF = (PlatformRole.SUPPORT, PlatformRole.ADMIN)
 
 
-class ButtonForm(FlaskForm):
+class ButtonForm(GuardedForm):
     """A button that does one thing: only the CSRF token."""
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from flask import g
 from flask_babel import gettext as _
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, DateField, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
+from app.forms import GuardedForm
 from app.i18n import LANGUAGES
 from app.lazytext import lazy_gettext as _l
 from app.models import Role, Visibility
@@ -23,7 +23,7 @@ APPROVAL_CHOICES = [
 ]
 
 
-class ProfileForm(FlaskForm):
+class ProfileForm(GuardedForm):
     """The school's name, time zone and default language."""
 
     name = StringField(
@@ -54,11 +54,11 @@ class ProfileForm(FlaskForm):
             )
 
 
-class InviteCodeForm(FlaskForm):
+class InviteCodeForm(GuardedForm):
     """Rotate or switch off the invitation code: nothing to fill in."""
 
 
-class JoiningForm(FlaskForm):
+class JoiningForm(GuardedForm):
     """How families join and what they may do once in."""
 
     families_edit_own = BooleanField(_l("Families may add and edit their own family's members"))
@@ -68,7 +68,7 @@ class JoiningForm(FlaskForm):
     approval_role = SelectField(_l("Who approves people who ask to join"), choices=APPROVAL_CHOICES)
 
 
-class PeopleSearchForm(FlaskForm):
+class PeopleSearchForm(GuardedForm):
     """Find members by name or email (a GET form: no CSRF)."""
 
     class Meta:
@@ -77,17 +77,17 @@ class PeopleSearchForm(FlaskForm):
     q = StringField(_l("Search people"), validators=[Optional(), Length(max=100)])
 
 
-class RoleForm(FlaskForm):
+class RoleForm(GuardedForm):
     """A person's role; the choices stop at the actor's own role."""
 
     role = SelectField(_l("Role"), choices=[])
 
 
-class ConfirmForm(FlaskForm):
+class ConfirmForm(GuardedForm):
     """A button that changes one thing (deactivate, reactivate, revoke, confirm)."""
 
 
-class GrantForm(FlaskForm):
+class GrantForm(GuardedForm):
     """Let platform support read the school's data for a number of hours."""
 
     hours = IntegerField(
@@ -108,7 +108,7 @@ class GrantForm(FlaskForm):
 AUDIT_FIRST_YEAR, AUDIT_LAST_YEAR = 2000, 2999
 
 
-class AuditFilterForm(FlaskForm):
+class AuditFilterForm(GuardedForm):
     """Narrow the audit log (a GET form: no CSRF)."""
 
     class Meta:

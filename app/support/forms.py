@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, StringField, TextAreaField
 from wtforms.validators import DataRequired, Length
 
 from app.auth.forms import EMAIL_CHECKS
+from app.forms import GuardedForm
 from app.lazytext import lazy_gettext as _l
 from app.lazytext import lazy_ngettext
 
@@ -21,7 +21,7 @@ MESSAGE_CHECKS = [
 GRANT_HOURS = 72
 
 
-class HelpForm(FlaskForm):
+class HelpForm(GuardedForm):
     """A signed-in person asks the platform's support team for help."""
 
     name = StringField(_l("Your name"), validators=NAME_CHECKS)
@@ -54,7 +54,7 @@ class HelpForm(FlaskForm):
     )
 
 
-class ContactForm(FlaskForm):
+class ContactForm(GuardedForm):
     """Anyone writes to us; ``website`` is a honeypot that people never see or fill in."""
 
     name = StringField(_l("Your name"), validators=NAME_CHECKS)
