@@ -59,6 +59,8 @@ ACTIONS: dict[str, Any] = {
     "account.closed": _l("Closed their own account"),
     "message.cancelled": _l("Cancelled a scheduled message"),
     "suppression.lifted": _l("Lifted an email suppression"),
+    "crest.uploaded": _l("Uploaded the school's crest"),
+    "crest.removed": _l("Removed the school's crest"),
 }
 
 
@@ -67,6 +69,9 @@ ACTIONS: dict[str, Any] = {
 FIXED_TARGETS: dict[tuple[str, str], Any] = {
     ("settings.changed", "School profile"): _l("School profile"),
     ("settings.changed", "Joining rules"): _l("Joining rules"),
+    ("settings.changed", "Brand colour"): _l("Brand colour"),
+    ("crest.uploaded", "School crest"): _l("School crest"),
+    ("crest.removed", "School crest"): _l("School crest"),
     ("invite_code.rotated", "Invitation code"): _l("Invitation code"),
     ("invite_code.switched_off", "Invitation code"): _l("Invitation code"),
     ("import.applied", "CSV file"): _l("CSV file"),

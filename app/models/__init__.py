@@ -2,7 +2,7 @@
 
 # Feature modules register their tables by being imported; import their classes from them.
 # indexes declares the district-scale indexes on those tables (it imports the models it needs).
-from app.models import audit, calendar, consent, counts, imports, indexes, listings  # noqa: F401
+from app.models import audit, calendar, consent, counts, identity, imports, indexes, listings  # noqa: F401
 from app.models.accounts import AccountToken, PasswordResetRequest, WebSession
 from app.models.directory import (
     ClassHelper,
