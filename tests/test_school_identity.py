@@ -398,6 +398,14 @@ def test_signed_out_pages_keep_the_products_name(client):
     assert '<a class="brand" href="/">Join Our Class</a>' in page and "/school/brand/" not in page
 
 
+def test_public_pages_show_nothing_of_the_school_signed_in_to(admin):
+    """The privacy policy and links from email (perhaps someone else's) are the platform's pages."""
+    admin.form("/settings/brand-colour", {"brand_colour": "#0e7490"})
+    page = admin.get("/privacy").get_data(as_text=True)
+    assert '<a class="brand" href="/">Join Our Class</a>' in page
+    assert "Hawthorn Primary" not in page and "/school/brand/" not in page
+
+
 # -- email ----------------------------------------------------------------------------------------
 
 
