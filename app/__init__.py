@@ -124,6 +124,7 @@ def register_blueprints(app: Flask) -> None:
     from app.dev.routes import bp as dev_bp
     from app.directory.routes import bp as directory_bp
     from app.i18n.routes import bp as i18n_bp
+    from app.identity.routes import bp as identity_bp
     from app.imports.routes import bp as imports_bp
     from app.main.routes import bp as main_bp
     from app.members.routes import bp as members_bp
@@ -150,6 +151,7 @@ def register_blueprints(app: Flask) -> None:
     app.register_blueprint(platform_bp)
     app.register_blueprint(calendar_bp)
     app.register_blueprint(imports_bp)
+    app.register_blueprint(identity_bp)
     # Flask's own static route is public: it serves only files under app/static.
     permissions.public(app.view_functions["static"])
     # The few views that take no CSRF token are named in one list (app/security.py).

@@ -61,6 +61,8 @@ ACTIONS: dict[str, Any] = {
     "suppression.lifted": _l("Lifted an email suppression"),
     "school.created": _l("Created the school"),
     "member.invited": _l("Invited a member"),
+    "crest.uploaded": _l("Uploaded the school's crest"),
+    "crest.removed": _l("Removed the school's crest"),
 }
 
 
@@ -69,6 +71,9 @@ ACTIONS: dict[str, Any] = {
 FIXED_TARGETS: dict[tuple[str, str], Any] = {
     ("settings.changed", "School profile"): _l("School profile"),
     ("settings.changed", "Joining rules"): _l("Joining rules"),
+    ("settings.changed", "Brand colour"): _l("Brand colour"),
+    ("crest.uploaded", "School crest"): _l("School crest"),
+    ("crest.removed", "School crest"): _l("School crest"),
     ("invite_code.rotated", "Invitation code"): _l("Invitation code"),
     ("invite_code.switched_off", "Invitation code"): _l("Invitation code"),
     ("import.applied", "CSV file"): _l("CSV file"),

@@ -55,6 +55,7 @@ from app.auth.services import load_request_membership
 from app.consent import analytics, ledger, policy
 from app.extensions import csrf, limiter, login_manager
 from app.forms import form_guard
+from app.identity import brand
 from app.imports.services import limit_upload_size
 from app.jobs import run_jobs_after_request
 from app.logging_setup import log_request, start_request_log
@@ -129,6 +130,7 @@ def template_globals() -> dict:
     return {
         "can": permissions.can,
         "current_school": g.get("school"),
+        "school_brand": brand.school_brand(),  # the header's name, crest and brand stylesheet
         "current_membership": g.get("membership"),
         "my_memberships": g.get("memberships", []),
         "current_user": current_user,

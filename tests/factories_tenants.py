@@ -10,11 +10,13 @@ with a new kind of id is not tried with an id that exists nowhere.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from flask import Flask
+from PIL import Image
 from sqlalchemy import select
 from werkzeug.routing import IntegerConverter
 
@@ -23,6 +25,7 @@ from app.auth import tokens as account_tokens
 from app.calendar import services as calendar_services
 from app.consent.export import hash_token as export_hash
 from app.extensions import db
+from app.identity import services as identity_services
 from app.models import (
     DevMail,
     SupportKind,
@@ -42,8 +45,14 @@ NOT_IDS: dict[str, str] = {
     "category": "a mail category's name, the same words in every school",
     "decision": "'approve' or 'reject', a verb",
     "filename": "a file under app/static, served to everyone",
+    "version": "a hash of the brand stylesheet's text: the requester's own school's is served",
 }
-FILLERS: dict[str, str] = {"category": "newsletters", "decision": "approve", "filename": "css/app.css"}
+FILLERS: dict[str, str] = {
+    "category": "newsletters",
+    "decision": "approve",
+    "filename": "css/app.css",
+    "version": "0123456789abcdef",
+}
 
 # String arguments that carry a secret standing for a row, by endpoint.
 TOKEN_KINDS: dict[tuple[str, str], str] = {
@@ -54,6 +63,7 @@ TOKEN_KINDS: dict[tuple[str, str], str] = {
     ("auth.reset_link", "token"): "password reset token",
     ("unsubscribe.confirm", "token"): "unsubscribe token",
     ("unsubscribe.apply", "token"): "unsubscribe token",
+    ("identity.crest", "checksum"): "school crest",
 }
 # Int arguments whose name does not follow ``<table stem>_id``.
 INT_KINDS: dict[str, str] = {"number": "policy_version"}
@@ -155,6 +165,17 @@ def _support_grant(side: Side) -> int:
     return _school_row(
         side, SupportGrant(starts_at=_now() - timedelta(hours=3), expires_at=_now() - timedelta(hours=1))
     )
+
+
+def _school_crest(side: Side) -> str:
+    """The school's crest, a colour of its own (two schools' crests never share a checksum)."""
+    image = Image.new("RGB", (64, 64), (side.school.id % 256, 80, 160))
+    data = io.BytesIO()
+    image.save(data, "PNG")
+    with tenancy.bound(side.school.id):
+        crest = identity_services.save_crest(side.school, data.getvalue())
+        db.session.commit()
+        return crest.checksum
 
 
 def _calendar_feed(side: Side) -> str:
@@ -269,6 +290,7 @@ KINDS: dict[str, IdKind] = {
         IdKind("support_request", "support_request", True, _support_request),
         IdKind("support_grant", "support_grant", True, _support_grant),
         IdKind("calendar feed token", "calendar_feed", True, _calendar_feed, "token_hash", _feed_hash),
+        IdKind("school crest", "school_crest", True, _school_crest, "checksum"),
         IdKind("school export token", "data_export", True, _school_export, "token_hash", export_hash),
         IdKind(
             "email confirmation token",

@@ -13,6 +13,7 @@ from sqlalchemy import Select, false, insert, literal, select
 
 from app import i18n, jobs
 from app.extensions import db
+from app.identity import colours
 from app.mail.rendering import ANNOUNCEMENT, render_email, render_in, storable_context
 from app.models import Category, MailDelivery, MailMessage, School, User
 
@@ -42,6 +43,8 @@ def queue_email(
     if not isinstance(recipients, Select):
         recipients = list(recipients)  # read twice: for the language, then for the rows
     language = i18n.supported(language) or _language_of(template, recipients, school_id)
+    if school_id is not None and "brand" not in context:
+        context["brand"] = _brand_of(school_id)
     stored = storable_context(context)
     subject, text, html = render_in(language, template, category, context)
     message = MailMessage(
@@ -78,6 +81,15 @@ def _language_of(template: str, recipients: list[User] | Select, school_id: int 
     if isinstance(recipients, list) and len(recipients) == 1:
         return i18n.mail_locale(recipients[0].language, school_language)
     return i18n.mail_locale(None, school_language)
+
+
+def _brand_of(school_id: int) -> dict[str, str] | None:
+    """The school's name and colour for the email layout's heading (kept with the message, so
+    every language's rendering shows the brand it was sent under). No crest: see _layout.html."""
+    school = db.session.get(School, school_id)
+    if school is None:
+        return None
+    return {"name": school.name, "colour": school.brand_colour or colours.DEFAULT_BRAND}
 
 
 def _insert_deliveries(message: MailMessage, recipients: Iterable[User], to_email: str | None) -> None:

@@ -7,6 +7,7 @@ from app.models import (  # noqa: F401
     calendar,
     consent,
     counts,
+    identity,
     imports,
     indexes,
     listings,

@@ -114,6 +114,11 @@ class School(Model):
     approval_role: Mapped[Role] = _enum_column(Role, default=Role.STAFF, server_default=Role.STAFF.value)
     # The language of its pages and mail for anyone who has not chosen one (a code of app.i18n.LANGUAGES).
     default_language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
+    # Its brand colour ("#1d4ed8"), accepted only with AA contrast under white text; None: the
+    # app's own. The crest's checksum names its current image (app.models.identity) so pages link
+    # to it without reading the bytes; None: no crest.
+    brand_colour: Mapped[str | None] = mapped_column(String(7))
+    crest_checksum: Mapped[str | None] = mapped_column(String(64))
 
     @validates("invite_code")
     def _keep_code_key(self, _key: str, code: str | None) -> str | None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from flask import g
+from flask_babel import format_decimal
 from flask_babel import gettext as _
+from flask_wtf.file import FileField, FileRequired
 from wtforms import BooleanField, DateField, IntegerField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, NumberRange, Optional, ValidationError
 
 from app.forms import GuardedForm
 from app.i18n import LANGUAGES
+from app.identity import colours
 from app.lazytext import lazy_gettext as _l
 from app.models import Role, Visibility
 from app.models.people import VISIBILITY_LABELS
@@ -52,6 +55,54 @@ class ProfileForm(GuardedForm):
             raise ValidationError(
                 _("We don't know this time zone. Pick one from the list, e.g. Europe/London.")
             )
+
+
+class BrandColourForm(GuardedForm):
+    """The school's colour, behind white text in the header and in email (AA contrast or refused)."""
+
+    brand_colour = StringField(
+        _l("Brand colour"),
+        validators=[Optional(), Length(max=20, message=_l("Enter a colour such as #1d4ed8."))],
+        description=_l(
+            "A hex colour such as #1d4ed8. White text on it and links in it must be readable "
+            "(WCAG AA, 4.5:1), so light colours are refused. Leave it empty for the standard colour."
+        ),
+        render_kw={"spellcheck": "false", "inputmode": "text", "placeholder": "#1d4ed8"},
+    )
+
+    def validate_brand_colour(self, field) -> None:
+        colour = colours.parse_hex(field.data)
+        if colour is None:
+            raise ValidationError(_("Enter a colour as # and six hex digits, such as #1d4ed8."))
+        ratio = colours.lowest_contrast(colour)
+        if ratio < colours.AA_CONTRAST:
+            raise ValidationError(
+                _(
+                    "%(colour)s has a contrast of only %(ratio)s:1 with white text and the page's "
+                    "background; text needs at least 4.5:1 to be readable (WCAG AA). Choose a darker colour.",
+                    colour=colour,
+                    ratio=format_decimal(int(ratio * 100) / 100, format="0.00"),
+                )
+            )
+
+    @property
+    def colour(self) -> str | None:
+        """The checked colour as #rrggbb, or None when the field was left empty."""
+        return colours.parse_hex(self.brand_colour.data) if (self.brand_colour.data or "").strip() else None
+
+
+class CrestForm(GuardedForm):
+    """Upload the school's crest (checked by its content, not its name)."""
+
+    crest = FileField(
+        _l("Crest image"),
+        validators=[FileRequired(_l("Choose an image file for the crest."))],
+        description=_l(
+            "PNG, JPEG or WebP, at most 512 KB, each side between 64 and 2048 pixels. "
+            "Its hidden details (camera, place, dates) are removed before it is kept."
+        ),
+        render_kw={"accept": "image/png,image/jpeg,image/webp"},
+    )
 
 
 class InviteCodeForm(GuardedForm):

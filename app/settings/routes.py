@@ -14,6 +14,7 @@ from flask_babel import ngettext
 
 from app.extensions import db
 from app.htmx import redirect_after_post, render, wants_fragment
+from app.identity import services as identity
 from app.lookup import or_404
 from app.members import rules
 from app.models import Role
@@ -50,6 +51,8 @@ def _page_context(**forms_given) -> dict:
             default_visibility=school.default_visibility.value,
             approval_role=(school.approval_role or Role.STAFF).value,
         ),
+        "brand_form": forms.BrandColourForm(formdata=None, brand_colour=school.brand_colour),
+        "crest_form": forms.CrestForm(formdata=None),
         "grant_form": forms.GrantForm(formdata=None),
         "confirm_form": forms.ConfirmForm(formdata=None),
         "time_zones": school_settings.time_zones(),
@@ -98,6 +101,47 @@ def profile():
     )
     db.session.commit()
     return _saved("profile", _("School profile saved.") if changed else _("Nothing to change."), "success")
+
+
+@bp.route("/brand-colour", methods=["POST"])
+@requires("settings.edit")
+def brand_colour():
+    """Set the school's brand colour (refused unless white text on it meets WCAG AA), or clear it."""
+    form = forms.BrandColourForm()
+    if not form.validate_on_submit():
+        return _section("brand", 400, brand_form=form)
+    changed = identity.set_brand_colour(g.school, form.colour)
+    db.session.commit()
+    return _saved("brand", _("Brand colour saved.") if changed else _("Nothing to change."))
+
+
+@bp.route("/crest", methods=["POST"])
+@requires("settings.edit")
+def crest():
+    """Upload the school's crest: checked by its content, cleaned of metadata, kept in the database."""
+    form = forms.CrestForm()
+    if form.validate_on_submit():
+        data = form.crest.data.stream.read(identity.MAX_CREST_BYTES + 1)
+        try:
+            identity.save_crest(g.school, data)
+        except identity.Refused as refusal:
+            db.session.rollback()
+            form.crest.errors.append(str(refusal))
+        else:
+            db.session.commit()
+            return _saved("brand", _("Crest saved."))
+    return _section("brand", 400, crest_form=form)
+
+
+@bp.route("/crest/remove", methods=["POST"])
+@requires("settings.edit")
+def remove_crest():
+    """Remove the school's crest; the header shows the school's name alone."""
+    if not forms.ConfirmForm().validate_on_submit():
+        abort(400)
+    removed = identity.remove_crest(g.school)
+    db.session.commit()
+    return _saved("brand", _("Crest removed.") if removed else _("There was no crest to remove."))
 
 
 @bp.route("/invite-code/rotate", methods=["GET", "POST"])

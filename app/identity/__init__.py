@@ -1,0 +1,1 @@
+"""The school's identity: brand colour, crest, brand stylesheet, and initials avatars."""
