@@ -1,4 +1,4 @@
-"""Development mailbox: the mail the app would have sent, for admins in development mode only."""
+"""Development pages: the mail the app would have sent (admins), and the living style page."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import DevMail, Role
-from app.permissions import requires
+from app.permissions import public, requires
 
 bp = Blueprint("dev", __name__, url_prefix="/dev")
 
@@ -47,3 +47,12 @@ def mail(mail_id: int):
     if found is None:
         abort(404)
     return render_template("dev/mail.html", mail=found)
+
+
+@bp.route("/style")
+@public
+def style():
+    """The living style guide: every token and component with its markup (development only)."""
+    if current_app.config.get("ENV_NAME") != "development":
+        abort(404)
+    return render_template("dev/style.html")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import Blueprint, current_app, g, jsonify, redirect, render_template, url_for
 from flask_login import current_user
 from sqlalchemy import text
@@ -25,6 +27,17 @@ def home():
     if g.membership is None or not g.membership.is_approved:
         return redirect(url_for("auth.pending"))
     return render_template("main/home.html", my_classes=classes_of_member(g.membership))
+
+
+@bp.route("/favicon.ico")
+@public
+def favicon():
+    """The site icon, for browsers that ask for /favicon.ico before reading the page's <link>."""
+    icon = Path(current_app.static_folder or "static") / "favicon.svg"
+    response = current_app.response_class(icon.read_bytes(), mimetype="image/svg+xml")
+    response.cache_control.max_age = 86400
+    response.cache_control.public = True
+    return response
 
 
 @bp.route("/health")
