@@ -18,24 +18,28 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Page, expect
 
-from app import tenancy
+from app import create_app, tenancy
 from app.extensions import db
-from app.models import PlatformRole, SchoolClass
+from app.models import DevMail, MailMessage, PlatformRole, Role, SchoolClass, SupportKind, SupportRequest
+from app.models.calendar import Event
 from tests.browser.helpers import path_is, sign_in
+from tests.browser.serving import serve_on_loopback
 from tests.browser.test_a11y import _same_origin_paths, _shape, _suppress_a_member, _violations
+from tests.conftest import make_config, publish_material
 from tests.hostile_world import build_world
 
 pytestmark = pytest.mark.browser
 
 WIDTHS = (360, 1366)
 HEIGHT = 800
-MAX_PAGES_PER_ROLE = 40
+MAX_PAGES_PER_ROLE = 70
 ROLES = ("parent", "room_parent", "staff", "admin", "superadmin")
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "browser" / "artifacts"
@@ -94,9 +98,9 @@ def crawl_layout(page: Page, axe_source: str, base: str, starts: list[str]) -> t
     queue, seen, checked, problems = deque(starts), set(), [], []
     while queue and len(checked) < MAX_PAGES_PER_ROLE:
         path = queue.popleft()
-        if _shape(path) in seen:
+        if _kind(path) in seen:
             continue
-        seen.add(_shape(path))
+        seen.add(_kind(path))
         page.set_viewport_size({"width": WIDTHS[0], "height": HEIGHT})
         response = page.goto(path)
         if response is None or response.status >= 400:
@@ -109,19 +113,59 @@ def crawl_layout(page: Page, axe_source: str, base: str, starts: list[str]) -> t
             page.set_viewport_size({"width": width, "height": HEIGHT})  # media queries follow
             problems += _layout_problems(page, final, width)
             problems += _violations(page, axe_source, f"{final} @{width}px")
-        queue.extend(p for p in _same_origin_paths(page, base) if _shape(p) not in seen)
+        queue.extend(p for p in _same_origin_paths(page, base) if _kind(p) not in seen)
     return checked, problems
 
 
+def _kind(path: str) -> str:
+    """One page per template: ids are alike, and so are query strings (?class=1, ?view=...)."""
+    return _shape(urlsplit(path).path)
+
+
 def _lengthen_names(world) -> None:
-    """Long unbroken words wherever a name is shown: people, a family, a class, a subject."""
+    """Long unbroken words wherever a name is shown: people, addresses, a class, an event, a
+    support request (so "my requests" has a row), the message subject."""
     side = world.mine
     side.applicant.user.name = f"Sam {LONG_WORD}"
-    side.actors["parent"].user.name = f"Pat {LONG_WORD}"
+    side.applicant.user.email = f"sam.{LONG_WORD.lower()}@alder.example"
+    parent = side.actors["parent"].user
+    parent.name = f"Pat {LONG_WORD}"
+    # Chromium keeps the session cookie on the real clock, so the event is dated from the real now.
+    starts = datetime(datetime.now(UTC).year + 1, 7, 1, 9, tzinfo=UTC)
     with tenancy.bound(side.school.id):
         school_class = db.session.get(SchoolClass, side.ids["school_class"])
         school_class.name = f"Owls {LONG_WORD}"
+        message = db.session.get(MailMessage, side.ids["mail_message"])
+        message.subject = f"Trip {LONG_WORD}"
+        db.session.add(
+            Event(
+                title=f"Sports day {LONG_WORD}",
+                location=LONG_WORD,
+                starts_at=starts,
+                ends_at=starts + timedelta(hours=2),
+                description=LONG_WORD,
+            )
+        )
+        db.session.add(
+            SupportRequest(
+                kind=SupportKind.HELP,
+                user_id=parent.id,
+                school_id=side.school.id,
+                name=parent.name[:120],
+                email=parent.email,
+                subject=f"Help {LONG_WORD}"[:150],
+                message=LONG_WORD,
+            )
+        )
         db.session.commit()
+
+
+def _record(who: str, checked: list[str]) -> None:
+    """The pages a crawl checked, for people to read (tests/browser/artifacts/, git-ignored)."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    widths = " and ".join(f"{w}px" for w in WIDTHS)
+    lines = [f"{len(checked)} pages at {widths}", *checked]
+    (ARTIFACTS / f"crawl-{who}.txt").write_text("\n".join(lines) + "\n")
 
 
 @pytest.fixture
@@ -129,6 +173,8 @@ def world(make_school, make_member):
     built = build_world(make_school, make_member)
     _suppress_a_member(built)
     _lengthen_names(built)
+    # A posted version: the privacy page gets its history table and members the notice banner.
+    publish_material(email=False, summary=f"Sign-in records {LONG_WORD} are kept for 90 days.")
     return built
 
 
@@ -139,6 +185,7 @@ def test_no_page_scrolls_sideways_or_hides_a_control_at_phone_and_desktop_widths
     page = new_context(viewport={"width": WIDTHS[0], "height": HEIGHT}).new_page()
     sign_in(page, world.mine.actors[role].user.email)
     checked, problems = crawl_layout(page, axe_source, live_server, ["/"])
+    _record(role, checked)
     assert len(checked) >= 4, checked
     if role in ("admin", "superadmin"):
         assert "/members/pending" in checked, checked  # the long applicant's name is on it
@@ -153,6 +200,7 @@ def test_the_platform_pages_fit_a_phone_too(new_context, live_server, axe_source
     page = new_context(viewport={"width": WIDTHS[0], "height": HEIGHT}).new_page()
     sign_in(page, operator.email)
     checked, problems = crawl_layout(page, axe_source, live_server, ["/platform/", "/"])
+    _record(f"platform-{platform_role.value}", checked)
     assert any(p.startswith("/platform") for p in checked), checked
     assert problems == [], "\n".join(problems)
 
@@ -246,3 +294,25 @@ def test_the_favicon_is_served_and_linked(context, live_server):
     assert page.request.get(href).status == 200
     description = page.locator("meta[name=description]").get_attribute("content")
     assert description and len(description) > 40
+
+
+def test_the_development_pages_fit_a_phone_too(
+    browser, app, database_url, axe_source, make_school, make_member
+):
+    """The dev mailbox (a long address in it) and the style page, on a server in development mode."""
+    admin = make_member(make_school(), role=Role.SUPERADMIN)
+    address = f"{LONG_WORD.lower()}@example.org"
+    db.session.add(DevMail(to_email=address, subject=f"Hello {LONG_WORD}", text_body="Hi"))
+    db.session.commit()
+    config = make_config(database_url, SERVER_NAME=None, ENV_NAME="development", DEV_MAILBOX=True)
+    dev_app = create_app(config)
+    with serve_on_loopback(dev_app) as base_url:
+        context = browser.new_context(base_url=base_url, viewport={"width": WIDTHS[0], "height": HEIGHT})
+        try:
+            page = context.new_page()
+            sign_in(page, admin.user.email)
+            checked, problems = crawl_layout(page, axe_source, base_url, ["/dev/style", "/dev/mailbox"])
+        finally:
+            context.close()
+    assert checked[:2] == ["/dev/style", "/dev/mailbox"], checked
+    assert problems == [], "\n".join(problems)
