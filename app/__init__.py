@@ -53,6 +53,7 @@ def register_extensions(app: Flask) -> None:
     them, at the place their hooks take in the pipeline.
     """
     from app import i18n, jobs, tenancy
+    from app.avatars import initials
     from app.extensions import babel, db, login_manager, migrate
     from app.i18n.formatting import FILTERS
     from app.logging_setup import configure_logging
@@ -71,6 +72,7 @@ def register_extensions(app: Flask) -> None:
     # {% trans %} blocks collapse their whitespace, so a msgid does not depend on indentation.
     app.jinja_env.policies["ext.i18n.trimmed"] = True
     app.jinja_env.filters.update(FILTERS)
+    app.jinja_env.filters["initials"] = initials  # for the .avatar component
     tenancy.install()
     jobs.install()
     try:

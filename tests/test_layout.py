@@ -85,3 +85,15 @@ def test_every_page_has_a_meta_description_and_the_icon_link(client, make_school
     home = client.get("/").get_data(as_text=True)
     assert '<meta name="description"' in home
     assert '<details class="menu">' in home and "<summary>Menu</summary>" in home
+
+
+def test_initials_for_the_avatar_come_from_the_first_and_last_words():
+    from app.avatars import initials
+
+    assert initials("Ada King Lovelace") == "AL"
+    assert initials("ada") == "A"
+    assert initials("  'Zoë'  (Brontë) ") == "ZB"
+    assert initials("Ébène Ōtsuka") == "ÉŌ"
+    assert initials("e\u0301lodie durand") == "ÉD"  # a combining accent stays with its letter
+    assert initials("أحمد علي") == "أع"
+    assert initials("") == "?" and initials(None) == "?" and initials("-- !!") == "?"
