@@ -215,8 +215,12 @@ SCREENSHOTS = {
 }
 
 
-def test_screenshots_of_the_main_pages_at_both_widths(new_context, world):
-    """Saved for people to look at (git-ignored); UPDATE_SCREENSHOTS=1 refreshes docs/screenshots/."""
+def test_screenshots_of_the_main_pages_at_both_widths(new_context, make_school, make_member):
+    """Saved for people to look at (git-ignored); UPDATE_SCREENSHOTS=1 refreshes docs/screenshots/.
+
+    The plain world (ordinary names, no policy notice): these pictures show what a school sees.
+    """
+    world = build_world(make_school, make_member)
     page = new_context(viewport={"width": WIDTHS[1], "height": HEIGHT}).new_page()
     sign_in(page, world.mine.actors["admin"].user.email)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
