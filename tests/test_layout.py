@@ -85,6 +85,8 @@ def test_every_page_has_a_meta_description_and_the_icon_link(client, make_school
     home = client.get("/").get_data(as_text=True)
     assert '<meta name="description"' in home
     assert '<details class="menu">' in home and "<summary>Menu</summary>" in home
+    assert 'href="/" aria-current="page">Home</a>' in home  # the menu says where you are
+    assert 'aria-current="page">Home</a>' not in client.get("/calendar/").get_data(as_text=True)
 
 
 def test_initials_for_the_avatar_come_from_the_first_and_last_words():

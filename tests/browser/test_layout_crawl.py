@@ -31,7 +31,13 @@ from app.models import DevMail, MailMessage, PlatformRole, Role, SchoolClass, Su
 from app.models.calendar import Event
 from tests.browser.helpers import path_is, sign_in
 from tests.browser.serving import serve_on_loopback
-from tests.browser.test_a11y import _same_origin_paths, _shape, _suppress_a_member, _violations
+from tests.browser.test_a11y import (
+    _same_origin_paths,
+    _shape,
+    _sign_in_pending,
+    _suppress_a_member,
+    _violations,
+)
 from tests.conftest import make_config, publish_material
 from tests.hostile_world import build_world
 
@@ -40,7 +46,7 @@ pytestmark = pytest.mark.browser
 WIDTHS = (360, 1366)
 HEIGHT = 800
 MAX_PAGES_PER_ROLE = 70
-ROLES = ("parent", "room_parent", "staff", "admin", "superadmin")
+ROLES = ("anonymous", "pending", "parent", "room_parent", "staff", "admin", "superadmin")
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "browser" / "artifacts"
 DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
@@ -183,8 +189,15 @@ def test_no_page_scrolls_sideways_or_hides_a_control_at_phone_and_desktop_widths
     new_context, live_server, axe_source, world, role
 ):
     page = new_context(viewport={"width": WIDTHS[0], "height": HEIGHT}).new_page()
-    sign_in(page, world.mine.actors[role].user.email)
-    checked, problems = crawl_layout(page, axe_source, live_server, ["/"])
+    starts = ["/"]
+    if role == "anonymous":
+        starts = ["/", "/sign-in", "/join", "/password/forgot", "/contact"]
+    elif role == "pending":
+        _sign_in_pending(page, world.mine.actors[role].user.email)
+        starts = ["/pending", "/"]
+    else:
+        sign_in(page, world.mine.actors[role].user.email)
+    checked, problems = crawl_layout(page, axe_source, live_server, starts)
     _record(role, checked)
     assert len(checked) >= 4, checked
     if role in ("admin", "superadmin"):
