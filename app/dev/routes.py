@@ -1,4 +1,4 @@
-"""Development mailbox: the mail the app would have sent, for admins in development mode only."""
+"""Development pages: the mail the app would have sent (admins), and the living style page."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from app.extensions import db
 from app.models import DevMail, Role
-from app.permissions import requires
+from app.permissions import public, requires
 
 bp = Blueprint("dev", __name__, url_prefix="/dev")
 
@@ -91,3 +91,12 @@ def header_rows(found: DevMail) -> list[tuple[str, str]]:
     recorded.setdefault("Subject", found.subject)
     leading = [(name, recorded.pop(name)) for name in LEADING_HEADERS if name in recorded]
     return leading + sorted(recorded.items(), key=lambda item: item[0].lower())
+
+
+@bp.route("/style")
+@public
+def style():
+    """The living style guide: every token and component with its markup (development only)."""
+    if current_app.config.get("ENV_NAME") != "development":
+        abort(404)
+    return render_template("dev/style.html")

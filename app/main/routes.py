@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from flask import (
     Blueprint,
     abort,
@@ -106,6 +108,17 @@ def read_all():
         "success",
     )
     return redirect_after_post(url_for("main.home"))
+
+
+@bp.route("/favicon.ico")
+@public
+def favicon():
+    """The site icon, for browsers that ask for /favicon.ico before reading the page's <link>."""
+    icon = Path(current_app.static_folder or "static") / "favicon.svg"
+    response = current_app.response_class(icon.read_bytes(), mimetype="image/svg+xml")
+    response.cache_control.max_age = 86400
+    response.cache_control.public = True
+    return response
 
 
 @bp.route("/health")
