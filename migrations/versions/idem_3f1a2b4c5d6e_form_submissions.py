@@ -1,7 +1,7 @@
 """form submissions claimed by their one-time key (a repeated form answers the first result)
 
 Revision ID: 3f1a2b4c5d6e
-Revises: 9a4e2c6b8d10
+Revises: b7d2e4f6a813
 Create Date: 2026-12-06 21:06:13.738401
 
 """

@@ -1,7 +1,7 @@
 """The school's identity: a brand colour and a crest, the crest's image kept in the database.
 
 Revision ID: 3b8f1d6c2e47
-Revises: 9a4e2c6b8d10
+Revises: 3f1a2b4c5d6e
 
 A Heroku-style host forgets its disk at each restart, so the crest's (re-encoded) bytes live in
 school_crest, one row per school; the school row keeps the crest's checksum and the colour, so
@@ -14,7 +14,7 @@ from alembic import op
 import app.models.base
 
 revision = "3b8f1d6c2e47"
-down_revision = "9a4e2c6b8d10"
+down_revision = "3f1a2b4c5d6e"
 branch_labels = None
 depends_on = None
 
