@@ -13,7 +13,7 @@ import app.models.base
 
 # revision identifiers, used by Alembic.
 revision = '3f1a2b4c5d6e'
-down_revision = '9a4e2c6b8d10'
+down_revision = 'b7d2e4f6a813'
 branch_labels = None
 depends_on = None
 
