@@ -8,7 +8,7 @@ import zlib
 # Backgrounds for white initials; each has at least 4.5:1 contrast with white (a test checks
 # it, and that app.css's .avatar-tone-N classes are these colours in this order).
 PALETTE = (
-    "#1d4ed8",
+    "#1e40af",
     "#047857",
     "#b91c1c",
     "#6d28d9",
