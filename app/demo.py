@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import random
+from datetime import timedelta
+
+from flask import g
 
 from app import tenancy
 from app.auth.passwords import hash_password
@@ -21,6 +24,7 @@ from app.models import (
     Student,
     User,
 )
+from app.models.base import utcnow
 
 DEMO_PASSWORD = "demo-school-2026"
 DEMO_ACCOUNTS = [
@@ -70,7 +74,66 @@ def seed_demo(families_per_class: int = 6) -> School:
                 guardian = _member(school, email, f"{rng.choice(_FIRST)} {last}", Role.PARENT, password_hash)
                 _family(guardian, last, [school_class], rng)
         db.session.flush()
+        _news_and_events(school, members, classes)
     return school
+
+
+# What a parent finds on the home page of a fresh demo: two school-wide announcements and one
+# for Grade 1 A (Pat Parent's class), and the next few events. Sent through the messages
+# service, so the dev mailbox holds them too.
+_NEWS = [
+    (
+        "school",
+        None,
+        "Welcome to Maple Grove's new family directory",
+        "Families can now find each other class by class.\n\n"
+        "Check what your card shows under **Directory** → *My card*; you choose what others see.",
+    ),
+    (
+        "class",
+        0,
+        "Grade 1 A: library books on Tuesdays",
+        "Please send your child's library book back every **Tuesday**. Thank you!",
+    ),
+    (
+        "school",
+        None,
+        "Picture day is coming",
+        "Photos are taken in the hall. Order forms go home in book bags this week.",
+    ),
+]
+_EVENTS = [
+    ("Picture day", 3, 9, 2, None, "School hall"),
+    ("Grade 1 A class assembly", 6, 14, 1, 0, "Grade 1 A classroom"),
+    ("Parents' evening", 10, 18, 2, None, "Main building"),
+]
+
+
+def _news_and_events(school: School, members: dict[Role, Membership], classes: list[SchoolClass]) -> None:
+    """Announcements from the teacher and events of the coming days, as a school would have them."""
+    from app.messages import services as messages
+    from app.models.calendar import Event
+
+    g.school = school  # the messages service reads the current school, as in a request
+    teacher = members[Role.STAFF]
+    for kind, class_index, subject, body in _NEWS:
+        school_class = classes[class_index] if class_index is not None else None
+        audience = messages.audience_for(messages.KINDS[kind], school_class)
+        messages.send(audience, subject=subject, body=body, send_at=None, sender=teacher.user)
+    today = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    for title, in_days, hour, hours, class_index, place in _EVENTS:
+        starts = today + timedelta(days=in_days, hours=hour)
+        db.session.add(
+            Event(
+                title=title,
+                starts_at=starts,
+                ends_at=starts + timedelta(hours=hours),
+                location=place,
+                class_id=classes[class_index].id if class_index is not None else None,
+                created_by_id=teacher.id,
+            )
+        )
+    db.session.flush()  # while the school is bound: tenancy checks each row's school on write
 
 
 def _member(school: School, email: str, name: str, role: Role, password_hash: str) -> Membership:

@@ -144,6 +144,9 @@ def test_seed_demo_builds_a_school_each_role_can_use(app, client):
         classes = visitor.get("/classes/")
         assert classes.status_code == 200
         assert classes.get_data(as_text=True).count("/classes/") >= 6
+        if email == "parent@demo.example":  # Pat's child is in Grade 1 A: the feed has its news
+            assert "Grade 1 A: library books on Tuesdays" in home
+            assert "Picture day is coming" in home and "Parents&#39; evening" in home
     assert db.session.query(User).count() >= 40
 
 

@@ -289,8 +289,11 @@ def send(
     send_at: datetime | None,
     submission: str | None = None,
     language: str | None = None,
+    sender: User | None = None,
 ) -> Sent | None:
     """Write the message and its deliveries, or have the worker write them (None: nobody to send to).
+
+    ``sender``: who signs it (default: the person signed in; the demo seed names its teacher).
 
     ``queue_email`` renders the message and enqueues the send job for after the commit. Up to
     ``MESSAGE_INLINE_RECIPIENTS`` people, it copies them into deliveries here with one
@@ -305,18 +308,19 @@ def send(
     people = count_recipients(audience)
     if not people:
         return None
+    author = sender if sender is not None else current_user
     inline = people <= current_app.config["MESSAGE_INLINE_RECIPIENTS"]
     message = queue_email(
         TEMPLATE,
         recipient_rows(audience, g.school.id) if inline else [],
         category=audience.kind.category,
         school_id=g.school.id,
-        created_by_id=current_user.id,
+        created_by_id=author.id,
         subject=subject,
         body=body,
         body_html=render_markdown(body),
         school_name=g.school.name,
-        sender_name=current_user.name,
+        sender_name=author.name,
         audience_label=audience.label,
         language=language,  # the compose form's "Written in": what a translation starts from
     )
