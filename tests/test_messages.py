@@ -359,6 +359,18 @@ def _schedule(client, community, hours=24):
     return message, due
 
 
+def test_the_scheduled_note_gives_the_time_on_the_readers_clock(app, client, community):
+    """'Scheduled for ...' in the reader's language, on the school's clock (12 h in English)."""
+    from app.i18n.formatting import moment
+
+    message, due = _schedule(client, community)
+    page = client.get(f"/messages/{message.id}").get_data(as_text=True)
+    with app.test_request_context("/"):
+        expected = moment(due, "America/New_York")
+    assert f"Scheduled for {expected} to 8 people." in page
+    assert ("AM" in expected or "PM" in expected) and "UTC" not in expected
+
+
 def test_a_scheduled_message_is_not_sent_early_and_the_sweeper_sends_it_when_due(
     client, community, sent_mail
 ):

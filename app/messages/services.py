@@ -27,6 +27,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app import audit, clock, paging
 from app.extensions import db
+from app.i18n import formatting
 from app.lazytext import lazy_gettext as _l
 from app.mail import queue_email
 from app.models import (
@@ -225,10 +226,10 @@ def render_markdown(source: str) -> Markup:
 
 
 def local_time(moment: datetime | None) -> str:
-    """A stored (UTC) time as the school reads it, e.g. 'Mon 4 May 2026, 09:30'."""
+    """A stored (UTC) time as the school reads it, in the reader's language and clock (12 or 24 h)."""
     if moment is None:
         return ""
-    return moment.astimezone(clock.school_zone()).strftime("%a %-d %b %Y, %H:%M")
+    return formatting.moment(moment, clock.school_zone())
 
 
 def local_input_value(moment: datetime) -> str:
