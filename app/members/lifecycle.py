@@ -224,8 +224,11 @@ def approvers(school: School) -> list[User]:
 
 
 def notify_approvers(school: School, newcomer: User) -> None:
-    """Tell the people who approve that someone is waiting (administrative mail)."""
-    recipients = approvers(school)
+    """Tell the approvers who want an email per request that someone is waiting (administrative
+    mail); the others hear in their daily digest (app/members/notices.py)."""
+    from app.members.notices import immediate_recipients
+
+    recipients = immediate_recipients(school.id)
     if recipients:
         queue_email(
             "approval_needed",

@@ -29,6 +29,7 @@ from app.models.messaging import (
     WebhookToken,
 )
 from app.models.people import (
+    JoinNotices,
     Membership,
     MembershipStatus,
     PermissionChange,
@@ -59,6 +60,7 @@ __all__ = [
     "MailPreference",
     "MailRendering",
     "MessageTranslation",
+    "JoinNotices",
     "Membership",
     "MembershipStatus",
     "PermissionChange",
