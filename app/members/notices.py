@@ -99,11 +99,30 @@ def send_join_digests() -> dict:
                 .group_by(Membership.school_id)
             ).all()
         )
-        schools = list(db.session.scalars(select(School).where(School.id.in_(waiting)))) if waiting else []
+        # Only a member who chose the digest or "no emails" can be due one (those who chose
+        # "no emails" get it only when nobody else would hear): the others are never loaded.
+        choosers = (
+            db.session.execute(
+                select(Membership.school_id, Membership.join_digest_sent_at).where(
+                    Membership.school_id.in_(waiting),
+                    Membership.status == MembershipStatus.APPROVED,
+                    Membership.join_notices != JoinNotices.IMMEDIATE,
+                )
+            ).all()
+            if waiting
+            else []
+        )
+        candidates = {row.school_id for row in choosers}
+        schools = (
+            list(db.session.scalars(select(School).where(School.id.in_(candidates)))) if candidates else []
+        )
+    last_sent: dict[int, list[datetime | None]] = {}
+    for row in choosers:
+        last_sent.setdefault(row.school_id, []).append(row.join_digest_sent_at)
     sent = 0
     for school in schools:
         due_since = digest_due_since(school, now)
-        if due_since is None:
+        if due_since is None or all(at is not None and at >= due_since for at in last_sent[school.id]):
             continue
         approvers = approver_memberships(school.id)
         modes = effective_modes(approvers)
