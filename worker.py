@@ -41,6 +41,7 @@ SUPPORT_SWEEP_JOB_ID = "sweep-support"
 POLICY_DISPATCH_JOB_ID = "policy-dispatch"
 RESET_SWEEP_JOB_ID = "sweep-reset-requests"
 SUPPRESSION_SWEEP_JOB_ID = "sweep-suppressions"
+JOIN_DIGEST_JOB_ID = "join-request-digests"
 REPEATING_QUEUE = "default"
 # A job in one of these states will run again by itself; any other (or none) means it was lost.
 LIVE_STATUSES = {b"queued", b"scheduled", b"started", b"deferred"}
@@ -194,6 +195,8 @@ def repeating_jobs(sweep_every: int) -> list[tuple[str, Callable, int]]:
     from app.mail.digest import send_digests
     from app.mail.jobs import sweep
     from app.mail.suppressions import sweep_suppressions
+    from app.members.notices import DIGEST_EVERY_SECONDS as JOIN_DIGEST_EVERY_SECONDS
+    from app.members.notices import send_join_digests
     from app.support.jobs import sweep_support
 
     return [
@@ -203,6 +206,7 @@ def repeating_jobs(sweep_every: int) -> list[tuple[str, Callable, int]]:
         (POLICY_DISPATCH_JOB_ID, refresh_policy_dispatches, sweep_every),
         (RESET_SWEEP_JOB_ID, sweep_reset_requests, sweep_every),
         (SUPPRESSION_SWEEP_JOB_ID, sweep_suppressions, sweep_every),
+        (JOIN_DIGEST_JOB_ID, send_join_digests, JOIN_DIGEST_EVERY_SECONDS),
     ]
 
 

@@ -170,6 +170,8 @@ def register_error_pages(app: Flask) -> None:
 
     def page(code: int):
         def handler(error):
+            if getattr(error, "response", None) is not None:
+                return error.response  # made for the occasion (a sign-in form saying how long to wait)
             if code >= 500:
                 db.session.rollback()  # release locks before the session store writes
             return render_template("errors/error.html", code=code), code

@@ -216,13 +216,17 @@ def test_pages_have_no_inline_script(client):
 # --- rate limits -------------------------------------------------------------------------------
 
 
-def test_sign_in_is_rate_limited(client, make_school, make_member):
+def test_sign_in_slows_repeated_failures(client, clock, make_school, make_member):
+    """Five typos are free; the sixth makes this address-and-IP pair wait (tests/test_sign_in_limits.py)."""
     member = make_member(make_school())
     for _ in range(5):
         assert sign_in(client, member.user.email, "wrong password here").status_code == 400
+    assert sign_in(client, member.user.email, "wrong password here").status_code == 429
     limited = sign_in(client, member.user.email)  # even the right password waits now
     assert limited.status_code == 429
-    assert "Too many attempts" in limited.get_data(as_text=True)
+    assert "Too many attempts from here. Try again in 2 seconds." in limited.get_data(as_text=True)
+    clock.shift(seconds=2)
+    assert sign_in(client, member.user.email).status_code == 303
 
 
 def test_health_reports_the_database(client):

@@ -151,6 +151,19 @@ class ChangePasswordForm(NewPasswordForm):
     )
 
 
+class ChangeNameForm(GuardedForm):
+    """The person's own name, as the directory and their school's pages show it."""
+
+    name = StringField(
+        _l("Your name"),
+        filters=[lambda value: " ".join(value.split()) if isinstance(value, str) else value],
+        validators=[
+            DataRequired(_l("Enter your name.")),
+            Length(max=120, message=_l("Use at most 120 characters.")),
+        ],
+    )
+
+
 class ChangeEmailForm(GuardedForm):
     """Change the email address; the current password is asked again."""
 

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import math
+import time
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_babel import gettext as _
-from flask_babel import refresh
+from flask_babel import ngettext, refresh
 from flask_login import current_user
 
-from app.auth import forms, passwords, services
+from app.auth import forms, passwords, services, throttle
 from app.consent import ledger
 from app.extensions import db, limiter
 from app.forms import GuardedForm
-from app.htmx import redirect_after_post, render
+from app.htmx import redirect_after_post, render, wants_fragment
 from app.i18n import SESSION_KEY
 from app.members import lifecycle
 from app.parsing import optional_id
@@ -25,23 +36,23 @@ bp = Blueprint("auth", __name__)
 
 
 def _sign_in_limit() -> str:
+    """Per IP, for signing in and the account page's password checks: a school's NAT's worth."""
     return current_app.config["RATELIMIT_SIGN_IN"]
+
+
+def _sends_mail_limit() -> str:
+    """Per IP, for the forms that send an email to a typed address (join, forgot, change)."""
+    return current_app.config["RATELIMIT_SENDS_MAIL"]
 
 
 def _submitted_email_key() -> str:
     """Rate-limit key per submitted address, keyed-hashed so Redis holds no guessable email."""
-    email = services.normalise_email(request.form.get("email", ""))
-    secret = current_app.secret_key
-    if not secret:  # every config sets one; production refuses to start without
-        raise RuntimeError("SECRET_KEY is not set: submitted addresses cannot be keyed.")
-    secret_bytes = secret if isinstance(secret, bytes) else secret.encode()
-    digest = hmac.new(secret_bytes, email.encode(), hashlib.sha256).hexdigest()
-    return "email:" + digest[:32]
+    return "email:" + throttle.keyed_hash(services.normalise_email(request.form.get("email", "")))
 
 
 @bp.route("/join", methods=["GET", "POST"])
 @public
-@limiter.limit(_sign_in_limit, methods=["POST"])
+@limiter.limit(_sends_mail_limit, methods=["POST"])
 @limiter.limit("30 per hour", methods=["POST"], key_func=_submitted_email_key)
 def join():
     """Sign up with a school's invitation code; the membership waits for approval."""
@@ -118,27 +129,72 @@ def pending():
     return render_template("auth/pending.html", join_form=forms.JoinAnotherSchoolForm(prefix="js"))
 
 
+def _sign_in_breached(limit) -> Response:
+    """The per-IP limit is reached: the sign-in form again, typed address kept, saying how long."""
+    wait = max(1, math.ceil(limit.window[0] - time.time()))
+    form = forms.SignInForm()
+    form.validate()  # the typed address back in its field; its errors are not the point here
+    return _sign_in_page(form, slowed=wait)
+
+
 @bp.route("/sign-in", methods=["GET", "POST"])
 @public
-@limiter.limit(_sign_in_limit, methods=["POST"])
-@limiter.limit("30 per hour", methods=["POST"], key_func=_submitted_email_key)
+@limiter.limit(_sign_in_limit, methods=["POST"], on_breach=_sign_in_breached)
 def sign_in():
-    """Email and password; the same answer whether or not the address has an account."""
+    """Email and password; the same answer whether or not the address has an account.
+
+    Failed passwords slow the (address, IP) pair down and never lock the account (app/auth/throttle.py).
+    """
     if current_user.is_authenticated:
         return redirect(url_for("main.home"))
     form = forms.SignInForm()
     if form.validate_on_submit():
+        keys = throttle.keys_for(services.normalise_email(form.email.data))
+        wait = throttle.wait_seconds(keys)
+        if wait:
+            return _sign_in_page(form, slowed=wait)
         user = services.authenticate(form.email.data, form.password.data)
         if user is not None:
+            throttle.record_success(keys)
             services.sign_in(user)
             db.session.commit()  # the sign-in's audit entry
             return redirect_after_post(safe_next(request.args.get("next")) or url_for("main.home"))
         form.password.errors.append(_("That email and password don't match an account."))
+        wait = throttle.record_failure(keys)
+        if wait:
+            return _sign_in_page(form, slowed=wait)
+    return _sign_in_page(form)
+
+
+def _sign_in_page(form: forms.SignInForm, *, slowed: int = 0):
+    """The sign-in page (or its form for htmx); ``slowed``: seconds before the next try.
+
+    A slowed answer is 429 with Retry-After; to htmx it is 400, the status its forms swap in,
+    so the message shows in the form rather than as the generic "too many attempts" notice.
+    """
+    message = ""
+    if slowed:
+        message = ngettext(
+            "Too many attempts from here. Try again in %(num)d second.",
+            "Too many attempts from here. Try again in %(num)d seconds.",
+            slowed,
+        )
     demo = current_app.config["SHOW_DEMO_ACCOUNTS"] and _demo_accounts()
-    status = 400 if form.errors else 200
-    return render(
-        "auth/sign_in.html", block="form", target="sign-in-form", form=form, demo=demo, status=status
+    status = (400 if wants_fragment("sign-in-form") else 429) if slowed else 400 if form.errors else 200
+    response = render(
+        "auth/sign_in.html",
+        block="form",
+        target="sign-in-form",
+        form=form,
+        demo=demo,
+        slowed_message=message,
+        status=status,
     )
+    if slowed:
+        response.headers["Retry-After"] = str(slowed)
+        # Flask-Limiter would raise Retry-After to its per-IP window's end: the wait is ours.
+        limiter.context.view_rate_limit = None
+    return response
 
 
 def _demo_accounts():
@@ -158,7 +214,7 @@ def sign_out():
 
 @bp.route("/password/forgot", methods=["GET", "POST"])
 @public
-@limiter.limit(_sign_in_limit, methods=["POST"])
+@limiter.limit(_sends_mail_limit, methods=["POST"])
 @limiter.limit("5 per hour", methods=["POST"], key_func=_submitted_email_key)
 def forgot_password():
     """Ask for a reset link; the answer, and the work done for it, never say whether the address
@@ -213,6 +269,7 @@ def reset_password():
 def _account_page(*, block: str = "content", target: str = "main", status: int = 200, **submitted):
     """The account page with fresh forms, except the one just submitted (kept with its errors)."""
     account_forms: dict[str, GuardedForm] = {
+        "name_form": forms.ChangeNameForm(prefix="nm", data={"name": current_user.name}),
         "password_form": forms.ChangePasswordForm(prefix="pw"),
         "email_form": forms.ChangeEmailForm(prefix="em"),
         "join_form": forms.JoinAnotherSchoolForm(prefix="js"),
@@ -257,6 +314,20 @@ def change_password():
     return _account_page(block="password_form", target="password-section", status=400, password_form=form)
 
 
+@bp.route("/account/name", methods=["POST"])
+@signed_in
+def change_name():
+    """Change one's own name (every school of the account shows the new one)."""
+    form = forms.ChangeNameForm(prefix="nm")
+    if not form.validate_on_submit():
+        return _account_page(block="name_form", target="name-section", status=400, name_form=form)
+    if form.name.data != current_user.name:
+        current_user.name = form.name.data
+        db.session.commit()
+    flash(_("Name saved."), "success")
+    return redirect_after_post(url_for("auth.account"))
+
+
 @bp.route("/account/language", methods=["POST"])
 @signed_in
 def change_language():
@@ -278,7 +349,7 @@ def change_language():
 
 @bp.route("/account/email", methods=["POST"])
 @signed_in
-@limiter.limit(_sign_in_limit)
+@limiter.limit(_sends_mail_limit)
 def change_email():
     """Start an email change: re-enter the password, then confirm from the new address."""
     form = forms.ChangeEmailForm(prefix="em")
@@ -337,7 +408,7 @@ def switch_school():
 
 @bp.route("/schools/join", methods=["POST"])
 @signed_in
-@limiter.limit(_sign_in_limit)
+@limiter.limit(_sends_mail_limit)
 def join_another_school():
     """A signed-in person asks to join one more school with its code."""
     form = forms.JoinAnotherSchoolForm(prefix="js")

@@ -22,7 +22,6 @@ from flask import g
 from flask_babel import gettext as _
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import joinedload, selectinload
 
 from app import audit, sessions, tenancy
 from app.auth import passwords, tokens
@@ -49,7 +48,6 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.models.consent import ConsentKind, PolicyVersion
-from app.permissions import effective_permissions
 from app.urls import external_url
 
 # No name in it: the person is gone, and the page that posted it is out of date anyway.
@@ -273,19 +271,18 @@ def _add_family(membership: Membership, user: User, children) -> None:
 
 
 def approvers(school: School) -> list[User]:
-    """Approved members of ``school`` whose permissions include approving newcomers."""
-    with tenancy.bound(school.id):
-        members = db.session.scalars(
-            select(Membership)
-            .options(joinedload(Membership.user), selectinload(Membership.permission_changes))
-            .where(Membership.status == MembershipStatus.APPROVED)
-        ).all()
-        return [m.user for m in members if "members.approve" in effective_permissions(m)]
+    """Active accounts with an approved membership of ``school`` that may approve newcomers."""
+    from app.members.notices import approver_memberships
+
+    return [m.user for m in approver_memberships(school.id)]
 
 
 def notify_approvers(school: School, newcomer: User) -> None:
-    """Tell the people who approve that someone is waiting (administrative mail)."""
-    recipients = approvers(school)
+    """Tell the approvers who want an email per request that someone is waiting (administrative
+    mail); the others hear in their daily digest (app/members/notices.py)."""
+    from app.members.notices import immediate_recipients
+
+    recipients = immediate_recipients(school.id)
     if recipients:
         queue_email(
             "approval_needed",

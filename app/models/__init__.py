@@ -40,6 +40,7 @@ from app.models.messaging import (
     WebhookToken,
 )
 from app.models.people import (
+    JoinNotices,
     Membership,
     MembershipStatus,
     PermissionChange,
@@ -70,6 +71,7 @@ __all__ = [
     "MailPreference",
     "MailRendering",
     "MessageTranslation",
+    "JoinNotices",
     "Membership",
     "MembershipStatus",
     "PermissionChange",

@@ -41,6 +41,20 @@ class MembershipStatus(enum.StrEnum):
     DEACTIVATED = "deactivated"
 
 
+class JoinNotices(enum.StrEnum):
+    """How an approver hears of join requests: each by email, in a daily digest, or not at all
+    (someone with the permission always gets at least the digest: app/members/notices.py)."""
+
+    IMMEDIATE = "immediate"
+    DIGEST = "digest"
+    OFF = "off"
+
+    @property
+    def label(self) -> str:
+        """The choice in the reader's language."""
+        return str(JOIN_NOTICE_LABELS[self])
+
+
 class Visibility(enum.StrEnum):
     """Who may see one of a guardian's contact details."""
 
@@ -85,6 +99,11 @@ VISIBILITY_LABELS = {
     Visibility.STAFF: _l("Only school staff"),
     Visibility.CLASSES: _l("Families in my children's classes"),
     Visibility.SCHOOL: _l("Everyone at the school"),
+}
+JOIN_NOTICE_LABELS = {
+    JoinNotices.IMMEDIATE: _l("An email for each request"),
+    JoinNotices.DIGEST: _l("One email a day while requests wait"),
+    JoinNotices.OFF: _l("No emails"),
 }
 PLATFORM_ROLE_LABELS = {
     PlatformRole.SUPPORT: _l("Platform support"),
@@ -190,6 +209,11 @@ class Membership(SchoolScoped, Model):
     # the people page searches and orders one school's members without reading the host's accounts.
     search_text: Mapped[str] = mapped_column(Text, default="", server_default="")
     sort_name: Mapped[str] = mapped_column(String(120), default="", server_default="")
+    # An approver's choice for join-request emails, and when their last daily digest went.
+    join_notices: Mapped[JoinNotices] = _enum_column(
+        JoinNotices, default=JoinNotices.IMMEDIATE, server_default=JoinNotices.IMMEDIATE.value
+    )
+    join_digest_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship(back_populates="memberships", foreign_keys=[user_id])
     school: Mapped[School] = relationship()

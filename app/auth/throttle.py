@@ -1,0 +1,131 @@
+"""Sign-in throttling that slows a guesser and never lets a stranger lock anyone out.
+
+OWASP ASVS (v5.0 V6.3.1, "controls against credential stuffing and brute force ... without
+enabling an attacker to lock out a legitimate user") asks for per-account protection that
+cannot be turned into a denial of service. Three measures, each with its own job:
+
+1. **Per IP** (Flask-Limiter, ``RATELIMIT_SIGN_IN``): sized for a school evening, hundreds of
+   parents behind one wifi (300 a minute). It bounds what one address can try across every
+   account; it is not what protects an account.
+2. **Per (account, IP) pair**: failed passwords only, counted for ``PAIR_WINDOW``. The first
+   ``FREE_FAILURES`` cost nothing (typos); after that the pair waits before its next attempt,
+   doubling from 2 s up to ``MAX_DELAY`` (5 min): slowed, never locked. A success from that
+   IP resets the pair. A stranger's failures from elsewhere never touch the owner's pair.
+3. **Per account, every IP** (the larger, slower budget): failures counted for an hour. Past
+   ``ACCOUNT_BUDGET`` the account is under attack, and *every* failure on it then makes its
+   pair wait at least ``MAX_DELAY`` (from the first failure, so a botnet gets one guess per IP
+   per five minutes). Nothing is ever refused because of the account count alone: an IP with
+   no recent failures on the account always has its attempt checked, so the owner's correct
+   password goes through even while the account is under attack; their own typo then costs
+   them five minutes, which slows and never blocks.
+
+The account is the submitted address (normalised), whether or not it has an account, so the
+answers say nothing about which addresses exist. Keys are keyed hashes (HMAC with the secret
+key): the storage (Redis in production, memory locally) holds no address and no IP.
+
+The limitation: two people behind one NAT share a pair for a given account, so someone on a
+school's wifi failing on the head teacher's address slows the head teacher's attempts from that
+wifi too (never more than one try per five minutes, and not at all from any other network).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from flask import current_app, request
+from limits.storage import MemoryStorage, Storage
+
+from app.extensions import limiter
+
+log = logging.getLogger(__name__)
+
+FREE_FAILURES = 5
+MAX_DELAY = 300  # seconds
+PAIR_WINDOW = 24 * 3600  # a pair's failures are forgotten a day after the first
+ACCOUNT_BUDGET = 100  # failures per account, from every IP, in ACCOUNT_WINDOW
+ACCOUNT_WINDOW = 3600
+
+# Where the limiter's storage is unreachable (a Redis outage), counting goes on in this
+# process's memory rather than locking everyone out or letting guesses through uncounted.
+_fallback = MemoryStorage()
+
+
+@dataclass(frozen=True)
+class Keys:
+    """The storage keys of one attempt: its pair's failures and wait, and its account's failures."""
+
+    pair: str
+    wait: str
+    account: str
+
+
+def keyed_hash(*parts: str) -> str:
+    """A keyed hash of ``parts`` (HMAC-SHA256 with the secret key): nothing guessable in storage."""
+    secret = current_app.secret_key
+    if not secret:  # every config sets one; production refuses to start without
+        raise RuntimeError("SECRET_KEY is not set: submitted addresses cannot be keyed.")
+    secret_bytes = secret if isinstance(secret, bytes) else secret.encode()
+    message = "\x1f".join(parts).encode()
+    return hmac.new(secret_bytes, message, hashlib.sha256).hexdigest()[:32]
+
+
+def keys_for(email: str, ip: str | None = None) -> Keys:
+    """The keys for this (normalised) address from this IP (default: the request's)."""
+    ip = ip if ip is not None else (request.remote_addr or "")
+    pair = keyed_hash("sign-in-pair", email, ip)
+    return Keys(
+        pair=f"signin:pair:{pair}", wait=f"signin:wait:{pair}", account=f"signin:acct:{keyed_hash(email)}"
+    )
+
+
+def _storage() -> Storage:
+    try:
+        return limiter.storage
+    except AssertionError:  # the limiter is not bound to an app (a script): count in memory
+        return _fallback
+
+
+def _call(operation: str, *args):
+    """One storage operation, on the in-memory fallback if the limiter's storage fails."""
+    try:
+        return getattr(_storage(), operation)(*args)
+    except Exception:  # noqa: BLE001 - an outage of the store must not stop sign-in
+        log.warning("sign-in throttle storage unavailable; counting in memory")
+        return getattr(_fallback, operation)(*args)
+
+
+def wait_seconds(keys: Keys) -> int:
+    """Seconds this pair must still wait before its password is checked (0: go ahead)."""
+    if not _call("get", keys.wait):
+        return 0
+    return max(1, math.ceil(_call("get_expiry", keys.wait) - time.time()))
+
+
+def delay_after(pair_failures: int, account_failures: int) -> int:
+    """How long a pair waits after its latest failure, given both counts."""
+    delay = 0 if pair_failures <= FREE_FAILURES else min(2 ** (pair_failures - FREE_FAILURES), MAX_DELAY)
+    if account_failures > ACCOUNT_BUDGET:
+        delay = MAX_DELAY
+    return delay
+
+
+def record_failure(keys: Keys) -> int:
+    """Count a failed password for the pair and the account; returns the pair's wait (seconds)."""
+    pair_failures = _call("incr", keys.pair, PAIR_WINDOW)
+    account_failures = _call("incr", keys.account, ACCOUNT_WINDOW)
+    delay = delay_after(pair_failures, account_failures)
+    if delay:
+        _call("clear", keys.wait)
+        _call("incr", keys.wait, delay)
+    return delay
+
+
+def record_success(keys: Keys) -> None:
+    """A correct password from this IP: its pair starts afresh (the account count stays)."""
+    _call("clear", keys.pair)
+    _call("clear", keys.wait)
