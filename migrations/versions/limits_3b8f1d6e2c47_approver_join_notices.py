@@ -1,7 +1,7 @@
 """Approvers choose how they hear of join requests: each by email, a daily digest, or off.
 
 Revision ID: 3b8f1d6e2c47
-Revises: 9a4e2c6b8d10
+Revises: 3b8f1d6c2e47
 """
 
 import sqlalchemy as sa
@@ -10,7 +10,7 @@ from alembic import op
 import app.models.base
 
 revision = "3b8f1d6e2c47"
-down_revision = "9a4e2c6b8d10"
+down_revision = "3b8f1d6c2e47"
 branch_labels = None
 depends_on = None
 
