@@ -147,7 +147,7 @@ def test_the_buttons_link_to_the_page_and_hold_the_same_form_in_a_dialog(client,
             dialog = re.search(rf'<dialog id="{link.group(1)}"[^>]*>(.*?)</dialog>', page, re.DOTALL)
             assert dialog, action
             assert re.search(
-                rf'<form method="post" action="{re.escape(path)}" hx-post="{re.escape(path)}"', dialog[1]
+                rf'<form method="post" action="{re.escape(path)}" data-hx-post="{re.escape(path)}"', dialog[1]
             )
             assert '<input type="hidden" name="confirmed" value="yes">' in dialog[1]
             assert '<form method="dialog">' in dialog[1]  # Cancel closes it, no script needed

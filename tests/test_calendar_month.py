@@ -203,7 +203,7 @@ def test_previous_and_next_months_are_plain_links(client, world):
     sign_in(client, parent.user.email)
     body = client.get("/calendar/month?month=2026-01").get_data(as_text=True)
     assert 'href="/calendar/month?month=2025-12"' in body and 'href="/calendar/month?month=2026-02"' in body
-    assert 'hx-target="#calendar-month"' in body
+    assert 'data-hx-target="#calendar-month"' in body
     # The list and month views link to each other; the current one is marked.
     assert re.search(r'<a href="/calendar/month" aria-current="page">', body)
     assert 'href="/calendar/month"' in client.get("/calendar/").get_data(as_text=True)

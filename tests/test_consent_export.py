@@ -221,7 +221,7 @@ def test_a_queued_export_polls_and_offers_no_download_yet(client, schools):
         _, raw = exports.request_school_export(schools["admin"].user)
         db.session.commit()  # the job waits in this session (no request ran it)
     page = client.get(f"/school/export/{raw}").get_data(as_text=True)
-    assert 'hx-trigger="every 2s"' in page and "Preparing the export" in page
+    assert 'data-hx-trigger="every 2s"' in page and "Preparing the export" in page
     assert client.get(f"/school/export/{raw}/download").status_code == 410
 
 

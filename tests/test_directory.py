@@ -256,7 +256,7 @@ def test_print_and_csv_carry_the_search_in_forms_not_link_addresses(client, scho
     partial = client.htmx("/directory/?q=Kid", target="directory-results", method="GET").get_data(
         as_text=True
     )
-    assert 'id="directory-export" class="actions export-actions" hx-swap-oob="true"' in partial
+    assert 'id="directory-export" class="actions export-actions" data-hx-swap-oob="true"' in partial
     assert 'name="q" value="Kid"' in partial  # the forms follow the live search
     csv_body = client.get("/directory/export.csv?q=Owner").get_data(as_text=True)
     assert "Owner family" in csv_body and "Classmate family" not in csv_body

@@ -218,7 +218,7 @@ def test_a_repeat_of_an_htmx_answer_says_already_sent_and_changes_nothing(
     again = client.post(f"/members/{applicant.id}/approve", data=fields, headers=headers)
     assert again.status_code == 200 and again.headers["HX-Reswap"] == "none"  # the page keeps the first
     body = again.get_data(as_text=True)
-    assert 'hx-swap-oob="true"' in body and "This form was already sent." in body
+    assert 'data-hx-swap-oob="true"' in body and "This form was already sent." in body
     assert [m.to for m in sent_mail] == ["wanda@example.org"]
     # Without JavaScript the repeat is a page that says so, in words.
     plain = client.post(f"/members/{applicant.id}/approve", data=fields)

@@ -59,7 +59,7 @@ def test_a_large_file_is_applied_by_the_worker(request, make_school, make_member
     assert applied.status_code == 303
     # Queued, not done inside the request: the page polls for progress.
     page = web.get(run_path).get_data(as_text=True)
-    assert 'hx-trigger="every 1s"' in page and "Waiting for its turn" in page
+    assert 'data-hx-trigger="every 1s"' in page and "Waiting for its turn" in page
 
     worker = launch_worker()
 
@@ -76,7 +76,7 @@ def test_a_large_file_is_applied_by_the_worker(request, make_school, make_member
     done = web.get(
         f"{run_path}/progress", headers={"HX-Request": "true", "HX-Target": "import-progress"}
     ).get_data(as_text=True)
-    assert "Done." in done and "hx-trigger" not in done
+    assert "Done." in done and "data-hx-trigger" not in done
 
 
 def test_progress_is_visible_to_other_connections_while_the_import_runs(

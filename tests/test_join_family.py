@@ -37,7 +37,7 @@ def test_class_menus_appear_once_the_code_is_known(client, make_school, make_cla
     # Only the hint and the class menus (out of band) come back: never the children's names.
     assert partial.lstrip().startswith('<p class="hint" id="children-hint">')
     assert "first_name" not in partial and "last_name" not in partial
-    assert partial.count('hx-swap-oob="outerHTML"') == 4
+    assert partial.count('data-hx-swap-oob="outerHTML"') == 4
     assert f'value="{hazel.id}"' in partial and "Juniper" in partial
     assert other.name not in partial
     assert "Hazel" not in client.get("/join/classes?invite_code=WRONG").get_data(as_text=True)

@@ -414,6 +414,6 @@ def test_the_message_page_shows_delayed_deliveries_with_the_reason(
     assert 'data-count="delayed">4<' in page and 'data-count="waiting">0<' in page
     assert "Delayed: Mailgun rate limit reached (429)." in page
     assert "Next try" in page and "up to 72 hours" in page
-    assert 'hx-trigger="every 2s"' in page  # still going: the page keeps watching
+    assert 'data-hx-trigger="every 2s"' in page  # still going: the page keeps watching
     listing = client.get("/messages").get_data(as_text=True)
     assert 'data-count="waiting">4<span class="muted"> (4 delayed)</span>' in listing

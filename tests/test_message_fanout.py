@@ -59,7 +59,7 @@ def test_a_large_audience_is_written_by_the_worker_and_the_page_shows_it_prepari
     assert _deliveries(message.id) == [] and message.fanout_after == 0 and message.audience_size == SCHOOL
     html = client.get(page).get_data(as_text=True)
     assert f"Preparing {SCHOOL} recipients…" in html
-    assert 'hx-trigger="every 2s"' in html and f'href="{page}">Refresh</a>' in html
+    assert 'data-hx-trigger="every 2s"' in html and f'href="{page}">Refresh</a>' in html
     partial = client.get(page, headers={"HX-Request": "true", "HX-Target": "delivery-counts"})
     assert "Preparing 8 recipients…" in partial.get_data(as_text=True)
 

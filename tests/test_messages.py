@@ -397,17 +397,17 @@ def test_counts_partial_polls_while_waiting_and_stops_once_settled(client, commu
     url = f"/messages/{message.id}"
     before = client.htmx(url, method="GET", target="delivery-counts").get_data(as_text=True)
     assert before.lstrip().startswith('<div id="delivery-counts"') and "<html" not in before
-    assert "hx-trigger" not in before  # nothing to watch until its time
+    assert "data-hx-trigger" not in before  # nothing to watch until its time
     assert _count(before, "waiting") == 8
 
     with time_machine.travel(due + timedelta(minutes=1)):
         due_now = client.htmx(url, method="GET", target="delivery-counts").get_data(as_text=True)
-        assert 'hx-trigger="every 2s"' in due_now and f'hx-get="{url}"' in due_now
+        assert 'data-hx-trigger="every 2s"' in due_now and f'data-hx-get="{url}"' in due_now
         assert (_count(due_now, "waiting"), _count(due_now, "sent")) == (8, 0)
         sweep()
         jobs.run_ready_jobs()
         done = client.htmx(url, method="GET", target="delivery-counts").get_data(as_text=True)
-    assert "hx-trigger" not in done and "hx-get" not in done
+    assert "data-hx-trigger" not in done and "data-hx-get" not in done
     assert (_count(done, "sent"), _count(done, "waiting")) == (8, 0)
     assert (_count(done, "skipped"), _count(done, "failed")) == (0, 0)
     page = client.get(url).get_data(as_text=True)
