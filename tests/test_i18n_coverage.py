@@ -204,8 +204,8 @@ def test_every_email_is_translated(app, locale):
     with app.test_request_context("/"), force_locale(locale):
         for name in EMAIL_TEMPLATES:
             for env, context in (
-                (app.jinja_env, {"hours": 1, "items": []}),
-                (everything, {"hours": 2, "items": []}),
+                (app.jinja_env, {"hours": 1, "count": 1, "items": []}),
+                (everything, {"hours": 2, "count": 3, "items": []}),
             ):
                 values = {
                     **context,
