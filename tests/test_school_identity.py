@@ -264,6 +264,26 @@ def test_sides_outside_64_to_2048_pixels_are_refused(admin, size):
     assert _crest_row(admin.school.id) is None
 
 
+@pytest.mark.parametrize(
+    "size, message",
+    [
+        ((9000, 9000), "The crest is 9000 × 9000 pixels"),  # hundreds of MB once decoded
+        ((20000, 10000), "This file is not a PNG, JPEG or WebP image."),  # past Pillow's bomb limit
+    ],
+)
+def test_a_small_file_declaring_huge_sides_is_refused_before_it_is_decoded(admin, size, message):
+    """A few KB of 1-bit PNG: refused from its header, never a 500 or a huge decode."""
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("1", size).save(out, format="PNG", optimize=True)
+    assert len(out.getvalue()) < identity.MAX_CREST_BYTES
+    response = _upload(admin, out.getvalue())
+    assert response.status_code == 400
+    assert message in response.get_data(as_text=True)
+    assert _crest_row(admin.school.id) is None
+
+
 @pytest.mark.parametrize("size", [(64, 64), (2048, 64)])
 def test_the_limits_themselves_are_accepted(admin, size):
     assert _upload(admin, _image(size, kind="JPEG"), "crest.jpg", "image/jpeg").status_code == 303

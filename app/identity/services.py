@@ -70,14 +70,32 @@ def _open_checked(data: bytes) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as probe:
                 kind = probe.format
+                size = probe.size
+                # The sides are read from the header: a 10 KB file may declare 9000 x 9000 pixels,
+                # which would take hundreds of MB to decode. Refuse before anything is decoded.
+                _check_sides(*size)
                 probe.verify()
             image = Image.open(io.BytesIO(data))  # verify() leaves the image unusable: open again
             image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
+    except Refused:
+        raise  # a ValueError too, but one that says what is wrong
+    except (
+        UnidentifiedImageError,
+        OSError,
+        SyntaxError,
+        ValueError,
+        Image.DecompressionBombWarning,
+        Image.DecompressionBombError,  # past twice Pillow's pixel limit: an error, not a warning
+    ) as e:
         raise Refused(not_an_image) from e
     if kind not in CREST_TYPES or image.format != kind:
         raise Refused(not_an_image)
-    width, height = image.size
+    _check_sides(*image.size)
+    return image
+
+
+def _check_sides(width: int, height: int) -> None:
+    """Refused unless each side is within the crest's limits."""
     if min(width, height) < MIN_CREST_SIDE or max(width, height) > MAX_CREST_SIDE:
         raise Refused(
             _(
@@ -89,7 +107,6 @@ def _open_checked(data: bytes) -> Image.Image:
                 most=MAX_CREST_SIDE,
             )
         )
-    return image
 
 
 def _clean_bytes(image: Image.Image, kind: str) -> bytes:
