@@ -105,9 +105,9 @@ class Config:
     # a school evening's joins in a few minutes, without making us a mail cannon.
     RATELIMIT_SENDS_MAIL = "60 per minute"
     RATELIMIT_STRATEGY = "fixed-window"
-    # A repeated form (a double click) waits this long for the first request's answer before it
+    # A repeated form (a double click) waits this long (a request thread held) for the first answer before it
     # says "still being sent" (app/submissions.py); the first one is never run twice.
-    FORM_REPEAT_WAIT_SECONDS = 10
+    FORM_REPEAT_WAIT_SECONDS = 3
     # A Redis outage must not lock everyone out: count in memory until it returns.
     RATELIMIT_IN_MEMORY_FALLBACK_ENABLED = True
     RATELIMIT_SWALLOW_ERRORS = True

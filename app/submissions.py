@@ -89,7 +89,7 @@ def claim():
         return None  # no key (or not one we made): runs unguarded, as before
     token = _token_hash(key)
     school = g.get("school")
-    wait = float(current_app.config.get("FORM_REPEAT_WAIT_SECONDS", 10))
+    wait = float(current_app.config.get("FORM_REPEAT_WAIT_SECONDS", 3))
     for _attempt in range(max(1, int(wait / POLL_SECONDS)) + 1):
         now = utcnow()
         with db.engine.begin() as conn:

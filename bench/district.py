@@ -235,6 +235,8 @@ def clone_school(source_id: int, copies: int) -> list[int]:
         ("school", "name"): "'District School ' || (k + 1)",
         ("school", "slug"): "t.slug || '-' || k",
         ("school", "invite_code"): "t.invite_code || '-' || k",
+        # The code as joining reads it (app/codes.py: no dashes, capitals), unique like the code.
+        ("school", "invite_code_key"): "t.invite_code_key || k",
         # The kept search text (app/models/listings.py) holds the email, which a copy prefixes.
         ("membership", "search_text"): (
             "(SELECT lower(u.name) || chr(10) || lower('c' || k || '.' || u.email) "

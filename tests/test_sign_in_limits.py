@@ -225,3 +225,35 @@ def redis_url():
     url = os.environ.get("TEST_REDIS_URL")
     require_service("Redis", bool(url), "set TEST_REDIS_URL=redis://127.0.0.1:6379/<n>")
     return url
+
+
+def test_addresses_of_one_ipv6_network_share_a_pair(app, clock, make_school, make_member):
+    """An IPv6 host holds a whole /64: moving to the next address does not start a fresh pair."""
+    head = _member(make_member, make_school(), "head@example.org")
+    _fail(app, head, "2001:db8:5:7::1", throttle.FREE_FAILURES, clock)
+    assert _waits(_attempt(app, head, WRONG, "2001:db8:5:7::2")) == 2  # same /64: slowed
+    assert _attempt(app, head, PASSWORD, "2001:db8:5:8::1").status_code == 303  # another /64
+    with app.test_request_context("/"):
+        assert throttle.network_of("2001:db8:5:7:aa::9") == "2001:db8:5:7::/64"
+        assert throttle.network_of("::ffff:198.51.100.66") == "198.51.100.66"
+        assert throttle.network_of("198.51.100.66") == "198.51.100.66"
+
+
+def test_the_account_pages_current_password_is_slowed_like_sign_in(app, clock, make_school, make_member):
+    """A stolen session cannot try thousands of current passwords to take the account over."""
+    from tests.conftest import sign_in
+
+    head = _member(make_member, make_school(), "head@example.org")
+    client = app.test_client()
+    sign_in(client, head)
+    new = "a new long passphrase 77"
+    fields = {"pw-current_password": WRONG, "pw-password": new, "pw-confirm": new}
+    for _ in range(throttle.FREE_FAILURES):
+        page = client.form("/account/password", fields).get_data(as_text=True)
+        assert "That is not your current password." in page
+    client.form("/account/password", fields)  # the sixth failure starts the wait
+    right = {**fields, "pw-current_password": PASSWORD}
+    slowed = client.form("/account/password", right).get_data(as_text=True)
+    assert "Too many attempts from here. Try again in 2 seconds." in slowed  # not even checked
+    clock.shift(seconds=2)
+    assert client.form("/account/password", right).status_code == 303  # the wait over: changed

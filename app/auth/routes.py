@@ -166,19 +166,38 @@ def sign_in():
     return _sign_in_page(form)
 
 
+def _slowed_message(seconds: int) -> str:
+    """What a slowed attempt is told."""
+    return ngettext(
+        "Too many attempts from here. Try again in %(num)d second.",
+        "Too many attempts from here. Try again in %(num)d seconds.",
+        seconds,
+    )
+
+
+def _current_password_matches(field) -> bool:
+    """The account page's re-entered password, slowed like sign-in: a stolen session or an
+    unlocked shared computer must not try thousands of passwords (same pair and account keys)."""
+    keys = throttle.keys_for(current_user.email)
+    wait = throttle.wait_seconds(keys)
+    if wait:
+        field.errors.append(_slowed_message(wait))
+        return False
+    if passwords.verify_password(current_user.password_hash, field.data):
+        throttle.record_success(keys)
+        return True
+    field.errors.append(_("That is not your current password."))
+    throttle.record_failure(keys)
+    return False
+
+
 def _sign_in_page(form: forms.SignInForm, *, slowed: int = 0):
     """The sign-in page (or its form for htmx); ``slowed``: seconds before the next try.
 
     A slowed answer is 429 with Retry-After; to htmx it is 400, the status its forms swap in,
     so the message shows in the form rather than as the generic "too many attempts" notice.
     """
-    message = ""
-    if slowed:
-        message = ngettext(
-            "Too many attempts from here. Try again in %(num)d second.",
-            "Too many attempts from here. Try again in %(num)d seconds.",
-            slowed,
-        )
+    message = _slowed_message(slowed) if slowed else ""
     demo = current_app.config["SHOW_DEMO_ACCOUNTS"] and _demo_accounts()
     status = (400 if wants_fragment("sign-in-form") else 429) if slowed else 400 if form.errors else 200
     response = render(
@@ -300,8 +319,8 @@ def change_password():
     """Change the password after re-entering the current one; other sessions end."""
     form = forms.ChangePasswordForm(prefix="pw")
     if form.validate_on_submit():
-        if not passwords.verify_password(current_user.password_hash, form.current_password.data):
-            form.current_password.errors.append(_("That is not your current password."))
+        if not _current_password_matches(form.current_password):
+            pass  # the field says why
         elif problems := passwords.problems(
             form.password.data, email=current_user.email, name=current_user.name
         ):
@@ -354,8 +373,8 @@ def change_email():
     """Start an email change: re-enter the password, then confirm from the new address."""
     form = forms.ChangeEmailForm(prefix="em")
     if form.validate_on_submit():
-        if not passwords.verify_password(current_user.password_hash, form.current_password.data):
-            form.current_password.errors.append(_("That is not your current password."))
+        if not _current_password_matches(form.current_password):
+            pass  # the field says why
         elif services.email_taken(form.new_email.data, by_other_than=current_user):
             form.new_email.errors.append(_("Use a different address for this account."))
         else:

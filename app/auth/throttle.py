@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import math
 import time
@@ -74,10 +75,27 @@ def keyed_hash(*parts: str) -> str:
     return hmac.new(secret_bytes, message, hashlib.sha256).hexdigest()[:32]
 
 
+def network_of(ip: str) -> str:
+    """The unit an attacker cannot multiply cheaply: an IPv4 address, or an IPv6 /64.
+
+    One IPv6 host is usually given a whole /64 (2^64 addresses); counting each address alone
+    would give it a fresh pair for every guess.
+    """
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:  # ::ffff:198.51.100.66 is that IPv4 address
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
+
+
 def keys_for(email: str, ip: str | None = None) -> Keys:
-    """The keys for this (normalised) address from this IP (default: the request's)."""
+    """The keys for this (normalised) address from this IP's network (default: the request's)."""
     ip = ip if ip is not None else (request.remote_addr or "")
-    pair = keyed_hash("sign-in-pair", email, ip)
+    pair = keyed_hash("sign-in-pair", email, network_of(ip))
     return Keys(
         pair=f"signin:pair:{pair}", wait=f"signin:wait:{pair}", account=f"signin:acct:{keyed_hash(email)}"
     )
