@@ -350,3 +350,20 @@ def test_deleting_an_export_deletes_its_pieces(client, schools):
         db.session.delete(db.session.scalar(select(DataExport)))
         db.session.commit()
         assert db.session.scalar(select(DataExportChunk)) is None
+
+
+def test_the_download_includes_what_the_person_read_and_how_they_hear_of_requests(client, schools):
+    """The home feed's read marks are the person's data too (and only theirs are in it)."""
+    from app.models.reading import MessageRead
+
+    parent, admin = schools["parent"], schools["admin"]
+    with tenancy.bound(parent.school_id):
+        message = queue_email("email_change_notice", [parent.user], school_id=parent.school_id, name="x")
+        db.session.flush()
+        db.session.add(MessageRead(membership_id=parent.id, message_id=message.id))
+        db.session.add(MessageRead(membership_id=admin.id, message_id=message.id))
+        db.session.commit()
+    sign_in(client, "fern.family@example.org")
+    (school,) = json.loads(client.get("/account/my-data.json").get_data(as_text=True))["schools"]
+    assert [read["message"] for read in school["announcements_read"]] == [message.id]  # not the admin's
+    assert school["join_request_notices"] == "immediate"

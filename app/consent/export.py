@@ -38,6 +38,7 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.models.consent import DataExport, DataExportChunk, ExportStatus
+from app.models.reading import MessageRead
 
 EXPORT_LIFETIME = timedelta(hours=24)
 ALL_STATUSES = tuple(MembershipStatus)
@@ -89,6 +90,16 @@ def _school_part(membership: Membership) -> dict:
                 "address_visible_to": membership.address_visibility.value,
             },
             "families": [_family_part(family, classes, membership) for family in families],
+            "join_request_notices": membership.join_notices.value,
+            # Which announcements the person opened in the app (the home feed's unread marks).
+            "announcements_read": [
+                {"message": message_id, "read_at": _when(read_at)}
+                for message_id, read_at in db.session.execute(
+                    select(MessageRead.message_id, MessageRead.read_at)
+                    .where(MessageRead.membership_id == membership.id)
+                    .order_by(MessageRead.read_at, MessageRead.message_id)
+                )
+            ],
         }
 
 
