@@ -15,7 +15,7 @@ from app.i18n.formatting import number
 from app.lazytext import EscapedLazyString
 from app.lazytext import lazy_gettext as _l
 from app.platform import schools
-from app.settings import school as school_settings
+from app.settings.forms import check_time_zone, language_field, school_name_field, time_zone_field
 
 BODY_MAX = 100_000
 
@@ -87,31 +87,14 @@ class PublishForm(GuardedForm):
 class NewSchoolForm(GuardedForm):
     """A new school and its first admin, who is invited by email."""
 
-    name = StringField(
-        _l("School name"),
-        validators=[
-            DataRequired(_l("Enter the school's name.")),
-            Length(max=200, message=_l("Use at most 200 characters.")),
-        ],
-    )
+    name = school_name_field()
     code = StringField(
         _l("Invitation code"),
         description=_l("Families type it to ask to join. A free one is suggested; you may change it."),
         validators=[DataRequired(_l("Choose an invitation code."))],
     )
-    timezone = StringField(
-        _l("Time zone"),
-        default="UTC",
-        validators=[DataRequired(_l("Choose a time zone, e.g. Europe/London."))],
-        description=_l("A name such as Europe/London or America/New_York; dates and reminders use it."),
-        render_kw={"list": "time-zones"},
-    )
-    default_language = SelectField(
-        _l("Language"),
-        choices=[SelectChoice(code, name, render_kw={"lang": code}) for code, name in LANGUAGES.items()],
-        default="en",
-        description=_l("Pages and email for everyone who has not chosen a language of their own."),
-    )
+    timezone = time_zone_field(default="UTC")
+    default_language = language_field(default="en")
     admin_name = StringField(
         _l("First admin's name"),
         validators=[
@@ -132,8 +115,4 @@ class NewSchoolForm(GuardedForm):
             raise ValidationError(problem)
 
     def validate_timezone(self, field) -> None:
-        field.data = (field.data or "").strip()
-        if not school_settings.is_time_zone(field.data):
-            raise ValidationError(
-                _("We don't know this time zone. Pick one from the list, e.g. Europe/London.")
-            )
+        check_time_zone(field)

@@ -26,35 +26,55 @@ APPROVAL_CHOICES = [
 ]
 
 
-class ProfileForm(GuardedForm):
-    """The school's name, time zone and default language."""
-
-    name = StringField(
+def school_name_field() -> StringField:
+    """A school's name (the profile, and a new school in the platform console)."""
+    return StringField(
         _l("School name"),
         validators=[
             DataRequired(_l("Enter the school's name.")),
             Length(max=200, message=_l("Use at most 200 characters.")),
         ],
     )
-    timezone = StringField(
+
+
+def time_zone_field(default: str | None = None) -> StringField:
+    """A school's time zone by its IANA name, offered from the page's list of zones."""
+    return StringField(
         _l("Time zone"),
+        default=default,
         validators=[DataRequired(_l("Choose a time zone, e.g. Europe/London."))],
         description=_l("A name such as Europe/London or America/New_York; dates and reminders use it."),
         render_kw={"list": "time-zones"},
     )
-    default_language = SelectField(
+
+
+def language_field(default) -> SelectField:
+    """A school's default language, for everyone who has not chosen one of their own."""
+    return SelectField(
         _l("Language"),
         choices=[SelectChoice(code, name, render_kw={"lang": code}) for code, name in LANGUAGES.items()],
         description=_l("Pages and email for everyone who has not chosen a language of their own."),
-        default=lambda: g.school.default_language,  # a form posted without it keeps the school's
+        default=default,
     )
 
+
+def check_time_zone(field) -> None:
+    """The typed zone, trimmed; refused unless the zone database knows it."""
+    field.data = (field.data or "").strip()
+    if not school.is_time_zone(field.data):
+        raise ValidationError(_("We don't know this time zone. Pick one from the list, e.g. Europe/London."))
+
+
+class ProfileForm(GuardedForm):
+    """The school's name, time zone and default language."""
+
+    name = school_name_field()
+    timezone = time_zone_field()
+    # A form posted without the language keeps the school's.
+    default_language = language_field(default=lambda: g.school.default_language)
+
     def validate_timezone(self, field) -> None:
-        field.data = (field.data or "").strip()
-        if not school.is_time_zone(field.data):
-            raise ValidationError(
-                _("We don't know this time zone. Pick one from the list, e.g. Europe/London.")
-            )
+        check_time_zone(field)
 
 
 class BrandColourForm(GuardedForm):
