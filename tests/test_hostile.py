@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from io import BytesIO
-from urllib.parse import quote, quote_from_bytes
+from urllib.parse import parse_qsl, quote, quote_from_bytes
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -161,8 +161,9 @@ def _encode_bytes(fields: dict[str, str], broken: bytes) -> bytes:
 
 def _send(client, target: FormTarget, fields: dict[str, str], how: str, slot: str, token: str):
     path = target.path.replace(PATH_SLOT, quote(slot, safe="") or "x")
-    if target.method == "GET":
-        return client.get(path, query_string=fields)
+    if target.method == "GET":  # a form's own query (action="?month=...") goes with its fields
+        base, _, query = path.partition("?")
+        return client.get(base, query_string={**dict(parse_qsl(query)), **fields})
     headers = {}
     if how == "htmx":
         headers = {"HX-Request": "true", "HX-Target": target.htmx_target or "main", "X-CSRFToken": token}
