@@ -50,7 +50,9 @@ ROLES = ("anonymous", "pending", "parent", "room_parent", "staff", "admin", "sup
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "tests" / "browser" / "artifacts"
 DOCS_SCREENSHOTS = ROOT / "docs" / "screenshots"
-LONG_WORD = "Wolfeschlegelsteinhausenbergerdorff" + "voralternwarengewissenhaft" + "x" * 60
+# 100 letters without a break (wider than a phone at any font), short enough for every column it
+# goes in (names are at most 120 characters: PostgreSQL refuses longer, SQLite would not).
+LONG_WORD = "Wolfeschlegelsteinhausenbergerdorff" + "voralternwarengewissenhaft" + "x" * 39
 
 # Controls past the right edge: visible ones (checkVisibility: not display:none, not in a closed
 # <details>), not the skip link (off-screen until focused), not inside a box that scrolls itself.
