@@ -87,9 +87,9 @@ class ComposeForm(GuardedForm):
         ),
     )
     send_at = DateTimeLocalField(lazy_gettext("Send at"), format="%Y-%m-%dT%H:%M", validators=[Optional()])
-    # autocomplete=off: a browser restoring the form from its history should not restore the key
-    # (and if it does, submission_fingerprint tells an edited message from a repeated click).
-    submission = HiddenField(filters=[_submission_key], render_kw={"autocomplete": "off"})
+    # A browser restoring the form from its history may restore the key: submission_fingerprint
+    # tells an edited message from a repeated click. (HTML allows no autocomplete on a hidden input.)
+    submission = HiddenField(filters=[_submission_key])
 
     def __init__(self, *args, zone: ZoneInfo, **kwargs):
         super().__init__(*args, **kwargs)
