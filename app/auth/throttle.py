@@ -35,6 +35,7 @@ import hmac
 import ipaddress
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass
 
@@ -53,7 +54,59 @@ ACCOUNT_WINDOW = 3600
 
 # Where the limiter's storage is unreachable (a Redis outage), counting goes on in this
 # process's memory rather than locking everyone out or letting guesses through uncounted.
-_fallback = MemoryStorage()
+
+
+class LocalCounters:
+    """Counters with expiry in this process, behind one lock, expired when read.
+
+    For the throttle when there is no Redis (development, tests) or Redis is down. limits'
+    MemoryStorage is not used for it: its timer thread walks the expirations while ``clear``
+    removes them, and raises KeyError in that thread now and then.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[str, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def _live(self, key: str) -> tuple[int, float] | None:
+        found = self._values.get(key)
+        if found is not None and found[1] <= time.time():
+            del self._values[key]
+            return None
+        return found
+
+    def get(self, key: str) -> int:
+        with self._lock:
+            found = self._live(key)
+            return found[0] if found else 0
+
+    def get_expiry(self, key: str) -> float:
+        with self._lock:
+            found = self._live(key)
+            return found[1] if found else time.time()
+
+    def incr(self, key: str, expiry: int, amount: int = 1) -> int:
+        """Add ``amount``; a new counter lives ``expiry`` seconds (as limits' storages count)."""
+        with self._lock:
+            found = self._live(key)
+            value, expires = found if found else (0, time.time() + expiry)
+            self._values[key] = (value + amount, expires)
+            return value + amount
+
+    def clear(self, key: str) -> None:
+        with self._lock:
+            self._values.pop(key, None)
+
+
+_fallback = LocalCounters()  # outside any app (a script)
+
+
+def local_counters() -> LocalCounters:
+    """This app's own counters in memory (one set per app, as each app has its own limiter)."""
+    try:
+        return current_app.extensions.setdefault("sign_in_throttle", LocalCounters())
+    except RuntimeError:
+        return _fallback
 
 
 @dataclass(frozen=True)
@@ -101,11 +154,12 @@ def keys_for(email: str, ip: str | None = None) -> Keys:
     )
 
 
-def _storage() -> Storage:
+def _storage() -> Storage | LocalCounters:
     try:
-        return limiter.storage
+        storage = limiter.storage
     except AssertionError:  # the limiter is not bound to an app (a script): count in memory
-        return _fallback
+        return local_counters()
+    return local_counters() if isinstance(storage, MemoryStorage) else storage
 
 
 def _call(operation: str, *args):
@@ -114,7 +168,7 @@ def _call(operation: str, *args):
         return getattr(_storage(), operation)(*args)
     except Exception:  # noqa: BLE001 - an outage of the store must not stop sign-in
         log.warning("sign-in throttle storage unavailable; counting in memory")
-        return getattr(_fallback, operation)(*args)
+        return getattr(local_counters(), operation)(*args)
 
 
 def wait_seconds(keys: Keys) -> int:
