@@ -19,12 +19,10 @@ from flask import current_app, request
 from sqlalchemy import delete, func, insert, select, update
 
 from app import audit, jobs, tenancy
-from app.auth import tokens
 from app.auth.passwords import hash_password
 from app.extensions import db
 from app.imports.parsing import FileProblem, ParsedFile, Row, check_against_school, decode, parse
-from app.mail import queue_email
-from app.members.lifecycle import INVITATION_HOURS  # one invitation link lifetime for every invitation
+from app.members import lifecycle
 from app.models import (
     Enrollment,
     Family,
@@ -40,7 +38,6 @@ from app.models import (
 )
 from app.models.base import rowcount, utcnow
 from app.models.imports import STALE_FILE, STOPPED, ImportedFamily, ImportRun, ImportStatus
-from app.urls import external_url
 
 log = logging.getLogger(__name__)
 
@@ -283,28 +280,13 @@ def _invite(
     everyone = len(new_user_ids) + len(existing_member_ids) or 1
     for ids in _chunks(new_user_ids, 200):
         for user in db.session.scalars(select(User).where(User.id.in_(ids))):
-            raw = tokens.issue(user, "reset", hours=INVITATION_HOURS)  # the reset flow sets the password
-            _queue_invitation(school, user, link=external_url("auth.reset_link", token=raw))
+            lifecycle.queue_invitation("import_invitation", school, user, has_account=False)
             invited += 1
         progress(total // 2 + total * invited // (2 * everyone))
     for ids in _chunks(existing_member_ids, 200):
         statement = select(User).join(Membership, Membership.user_id == User.id).where(Membership.id.in_(ids))
         for user in db.session.scalars(statement):
-            _queue_invitation(school, user, link=external_url("auth.sign_in"), has_account=True)
-
-
-def _queue_invitation(school: School, user: User, *, link: str, has_account: bool = False) -> None:
-    queue_email(
-        "import_invitation",
-        [user],
-        school_id=school.id,
-        sensitive=not has_account,
-        name=user.name,
-        school_name=school.name,
-        link=link,
-        hours=INVITATION_HOURS,
-        has_account=has_account,
-    )
+            lifecycle.queue_invitation("import_invitation", school, user, has_account=True)
 
 
 def start(run: ImportRun) -> bool:

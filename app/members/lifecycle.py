@@ -151,23 +151,32 @@ def invite(school: School, *, email: str, name: str, role: Role, password: str |
         db.session.add(membership)
         db.session.flush()
         if password is None:
-            if has_account:
-                link = external_url("auth.sign_in")
-            else:
-                raw = tokens.issue(user, "reset", hours=INVITATION_HOURS)  # the reset flow sets it
-                link = external_url("auth.reset_link", token=raw)
-            queue_email(
-                "admin_invitation",
-                [user],
-                school_id=school.id,
-                sensitive=not has_account,
-                name=user.name,
-                school_name=school.name,
-                link=link,
-                hours=INVITATION_HOURS,
-                has_account=has_account,
-            )
+            queue_invitation("admin_invitation", school, user, has_account=has_account)
     return membership
+
+
+def queue_invitation(template: str, school: School, user: User, *, has_account: bool) -> None:
+    """Email an invitation: a new account's link to choose its password, or a sign-in link.
+
+    The one lifetime and the one link rule for every invitation (the console's first admin, an
+    import's families); the template says who invited them and why.
+    """
+    if has_account:
+        link = external_url("auth.sign_in")
+    else:
+        raw = tokens.issue(user, "reset", hours=INVITATION_HOURS)  # the reset flow sets the password
+        link = external_url("auth.reset_link", token=raw)
+    queue_email(
+        template,
+        [user],
+        school_id=school.id,
+        sensitive=not has_account,
+        name=user.name,
+        school_name=school.name,
+        link=link,
+        hours=INVITATION_HOURS,
+        has_account=has_account,
+    )
 
 
 def _insert_user(*, email: str, name: str, password: str) -> User | None:
